@@ -1,0 +1,96 @@
+"""`kubetune`: the launcher's command line.
+
+Never imports torch or `kubetune.workload`: it must install and start fast on a laptop. Local
+runs start the workload entrypoints as child processes, exactly as a pod would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from kubetune.spec import SpecError, load_spec
+
+EXIT_USER_ERROR = 2
+
+
+def _add_spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", help="job spec YAML file, e.g. jobs/quickstart.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a spec field (repeatable), e.g. --set train.epochs=1",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job, args.overrides)
+    print(spec.to_yaml(), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kubetune.launch.local import run_local
+
+    spec = load_spec(args.job, args.overrides)
+    if not args.local:
+        print(
+            "error: kubetune run needs --local (runs on this machine); use `kubetune submit` for a cluster",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    return run_local(spec, stage=args.stage)
+
+
+def cmd_prepare_quickstart(args: argparse.Namespace) -> int:
+    from kubetune.quickstart import prepare
+
+    prepare(args.root)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubetune",
+        description="Fine-tune pretrained Hugging Face models as batch jobs on Kubernetes, or locally.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a job spec and print it resolved (all defaults filled in)")
+    _add_spec_args(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
+    _add_spec_args(p)
+    p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
+    p.add_argument("--stage", choices=["train", "evaluate", "all"], default="all")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "prepare-quickstart",
+        help="put the offline MiniLM model and a small labelled dataset into a local store",
+    )
+    p.add_argument("--root", default=".kubetune", help="storage root to fill (default: .kubetune)")
+    p.set_defaults(func=cmd_prepare_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

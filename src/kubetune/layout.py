@@ -1,0 +1,64 @@
+"""Where each artefact of a run lives under `storage.root` (see DESIGN.md, "Storage layout").
+
+Shared by the launcher (which reports a run's results) and the workload (which writes them),
+so the two can never disagree on a path.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    job: str
+
+    @property
+    def base(self) -> str:
+        return f"runs/{self.job}"
+
+    def _p(self, *parts: str) -> str:
+        return posixpath.join(self.base, *parts)
+
+    @property
+    def spec(self) -> str:
+        return self._p("spec.yaml")
+
+    @property
+    def checkpoints(self) -> str:
+        return self._p("checkpoints")
+
+    def checkpoint(self, step: int) -> str:
+        return self._p("checkpoints", checkpoint_name(step))
+
+    @property
+    def latest(self) -> str:
+        return self._p("checkpoints", "LATEST")
+
+    @property
+    def model(self) -> str:
+        return self._p("model")
+
+    @property
+    def train_metrics(self) -> str:
+        return self._p("metrics", "train.jsonl")
+
+    @property
+    def eval_metrics(self) -> str:
+        return self._p("eval", "metrics.json")
+
+    @property
+    def eval_report(self) -> str:
+        return self._p("eval", "report.txt")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a `step-000200` folder name, or None for anything else."""
+    if name.startswith("step-") and name[5:].isdigit():
+        return int(name[5:])
+    return None

@@ -1,0 +1,200 @@
+"""Object storage behind one small interface: URIs → fsspec file systems, commit markers.
+
+A local folder (the embedded default) and any S3-compatible store (through s3fs) look the same
+to the rest of kubetune. Credentials never pass through here: s3fs/botocore read the standard
+AWS environment variables or shared credentials file. Only the endpoint and region come from
+the spec.
+
+Relative URIs (no scheme, not starting with `/`, `./` or `../`) are relative to
+`storage.root`, so one job file runs against a laptop folder and an S3 bucket alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+COMMIT_MARKER = "COMMITTED"
+
+
+class StorageError(Exception):
+    """A store or file could not be reached or read; the message names the URI."""
+
+
+def has_scheme(uri: str) -> bool:
+    return "://" in uri
+
+
+def is_explicit_local(uri: str) -> bool:
+    return uri.startswith(("/", "./", "../", "~")) or uri in (".", "..")
+
+
+def storage_options(uri: str, endpoint_url: str | None = None, region: str | None = None) -> dict[str, Any]:
+    """fsspec options for a URI. For s3:// these carry the endpoint (any S3-compatible store),
+    bounded timeouts so an unreachable endpoint fails in seconds, and botocore's retries for
+    transient errors; credentials come from the environment."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    client_kwargs: dict[str, Any] = {}
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    if region:
+        client_kwargs["region_name"] = region
+    return {
+        "client_kwargs": client_kwargs,
+        "config_kwargs": {
+            "connect_timeout": 5,
+            "read_timeout": 60,
+            "retries": {"max_attempts": 5, "mode": "standard"},
+        },
+        # A new file system per process: s3fs instances are not fork-safe.
+        "skip_instance_cache": True,
+    }
+
+
+class Store:
+    """One storage root (local folder or s3://bucket/prefix) with the few operations runs need.
+
+    Paths given to methods are relative to the root, joined with '/'.
+    """
+
+    def __init__(self, root: str, endpoint_url: str | None = None, region: str | None = None):
+        if not has_scheme(root):
+            root = str(Path(root).expanduser().resolve())
+        self.root = root.rstrip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.options = storage_options(self.root, endpoint_url, region)
+        self.fs, self.root_path = fsspec.core.url_to_fs(self.root, **self.options)
+        self.protocol = self.root.split("://", 1)[0] if has_scheme(self.root) else "file"
+
+    @classmethod
+    def from_spec(cls, storage: Any) -> "Store":
+        return cls(storage.root, storage.endpoint_url, storage.region)
+
+    # -- naming --------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        """File-system path (no scheme) of a path relative to the root."""
+        return posixpath.join(self.root_path, *[p.strip("/") for p in parts if p])
+
+    def url(self, *parts: str) -> str:
+        """Full URI of a path relative to the root."""
+        rel = posixpath.join(*[p.strip("/") for p in parts if p]) if parts else ""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def resolve(self, uri: str) -> str:
+        """A user URI as a full URI: schemes and explicit local paths as given, the rest under
+        the root."""
+        if has_scheme(uri):
+            return uri
+        if is_explicit_local(uri):
+            return str(Path(uri).expanduser().resolve())
+        return self.url(uri)
+
+    def options_for(self, uri: str) -> dict[str, Any]:
+        """fsspec options for a resolved URI (the store's endpoint applies to its scheme)."""
+        return storage_options(uri, self.endpoint_url, self.region)
+
+    # -- checks --------------------------------------------------------------------------------
+    def check_reachable(self) -> None:
+        """Fail fast, before any expensive work, when the root cannot be reached."""
+        try:
+            if self.protocol in ("s3", "s3a"):
+                bucket = self.root_path.split("/", 1)[0]
+                self.fs.ls(bucket, refresh=True)
+            else:
+                self.fs.makedirs(self.root_path, exist_ok=True)
+        except FileNotFoundError:
+            raise StorageError(f"storage.root: {self.root}: bucket does not exist") from None
+        except Exception as exc:  # botocore/aiohttp raise many types for one cause
+            raise StorageError(f"storage.root: cannot reach {self.root}: {_one_line(exc)}") from None
+
+    # -- files ---------------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def read_text(self, rel: str) -> str:
+        with self.fs.open(self.path(rel), "r") as handle:
+            return handle.read()
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_text(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a whole file so that readers see the old or the new content, never a part:
+        object stores replace objects atomically; local files go through a rename."""
+        target = self.path(rel)
+        if self.protocol == "file":
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.tmp-{os.getpid()}"
+            with open(tmp, "w") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
+        else:
+            with self.fs.open(target, "w") as handle:
+                handle.write(text)
+
+    def write_json(self, rel: str, data: Any) -> None:
+        self.write_text(rel, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def upload_file(self, local: str | Path, rel: str) -> None:
+        target = self.path(rel)
+        if self.protocol == "file":
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        self.fs.put_file(str(local), target)
+
+    def upload_dir(self, local_dir: str | Path, rel: str) -> list[str]:
+        """Copy a local folder's files under `rel`; returns the relative names uploaded."""
+        local_dir = Path(local_dir)
+        names = sorted(str(p.relative_to(local_dir)).replace(os.sep, "/") for p in local_dir.rglob("*") if p.is_file())
+        for name in names:
+            self.upload_file(local_dir / name, posixpath.join(rel, name))
+        return names
+
+    def download_dir(self, rel: str, local_dir: str | Path) -> Path:
+        """Copy every file under `rel` into a local folder (created)."""
+        local_dir = Path(local_dir)
+        base = self.path(rel)
+        for remote in self.fs.find(base):
+            name = posixpath.relpath(remote, base)
+            dest = local_dir / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(remote, str(dest))
+        return local_dir
+
+    def list_dirs(self, rel: str) -> list[str]:
+        """Names of the folders directly under `rel` (empty if it does not exist)."""
+        base = self.path(rel)
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for entry in self.fs.ls(base, detail=True, refresh=True):
+            if entry["type"] == "directory":
+                out.append(posixpath.basename(entry["name"].rstrip("/")))
+        return sorted(out)
+
+    def remove(self, rel: str) -> None:
+        target = self.path(rel)
+        if self.fs.exists(target):
+            self.fs.rm(target, recursive=True)
+
+    # -- commit markers ------------------------------------------------------------------------
+    def commit(self, rel_dir: str, files: list[str], **info: Any) -> None:
+        """Mark a folder complete. Written after every file in it, so a folder without its
+        marker (a writer that died mid-upload) is never trusted."""
+        self.write_json(posixpath.join(rel_dir, COMMIT_MARKER), {"files": files, "time": time.time(), **info})
+
+    def is_committed(self, rel_dir: str) -> bool:
+        return self.exists(posixpath.join(rel_dir, COMMIT_MARKER))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
