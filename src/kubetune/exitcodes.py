@@ -1,0 +1,11 @@
+"""Exit codes shared by the container entrypoints and the rendered podFailurePolicy.
+
+Kept in a module with no imports so the launcher can render them without loading the workload.
+"""
+
+# Bad spec, data or model folder: retrying cannot help, so the Job fails at once.
+EXIT_BAD_INPUT = 2
+
+# SIGTERM (preemption, eviction, node drain) arrived and a checkpoint was committed: the Job
+# should start the pod again without spending its backoffLimit (EX_TEMPFAIL from sysexits.h).
+EXIT_RETRY_AFTER_CHECKPOINT = 75
