@@ -1,0 +1,33 @@
+"""Named resource profiles: presets for `resources:` in a job spec.
+
+`resources.profile: gpu-8x4` fills every `resources` field the spec leaves out; a field the spec
+sets wins (`profile: gpu-8` with `nodes: 2` is two 8-GPU nodes). The resolved values are what
+the ConfigMap carries, so the container and `kubetune validate` show the same numbers.
+
+Sizes are per node (one pod per node) and sit below the allocatable CPU and memory of common
+GPU machines (8 x A100/H100 nodes have 96-192 cores and 1-2 TiB; 1-GPU nodes 8-16 cores).
+"""
+
+from __future__ import annotations
+
+PROFILES: dict[str, dict[str, object]] = {
+    "cpu": {"nodes": 1, "gpus_per_node": 0, "cpu": "4", "memory": "16Gi"},
+    "gpu-1": {"nodes": 1, "gpus_per_node": 1, "cpu": "8", "memory": "48Gi"},
+    "gpu-8": {"nodes": 1, "gpus_per_node": 8, "cpu": "64", "memory": "480Gi"},
+    "gpu-8x4": {"nodes": 4, "gpus_per_node": 8, "cpu": "64", "memory": "480Gi"},
+}
+
+# Without a profile and without explicit sizes: enough for a small model on CPU, and per GPU
+# a share that fits common GPU nodes.
+DEFAULT_CPU = "4"
+DEFAULT_MEMORY = "16Gi"
+CPU_PER_GPU = 8
+MEMORY_GIB_PER_GPU = 48
+
+
+def default_cpu(gpus: int) -> str:
+    return str(CPU_PER_GPU * gpus) if gpus else DEFAULT_CPU
+
+
+def default_memory(gpus: int) -> str:
+    return f"{MEMORY_GIB_PER_GPU * gpus}Gi" if gpus else DEFAULT_MEMORY
