@@ -1,0 +1,99 @@
+"""Turn `model.source` into something `from_pretrained` can load.
+
+A source is, in this order: a URI with a scheme (s3://…, file://…); an explicit local folder
+(`/…`, `./…`); a path under `storage.root` (`models/all-MiniLM-L6-v2`); and, when no such
+folder exists in the store, a Hugging Face Hub id (`bert-base-uncased`). Folders in an object
+store are downloaded once into a local cache, then loaded through the normal
+`from_pretrained` path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from kubetune.storage import Store, has_scheme, is_explicit_local
+from kubetune.workload.errors import ModelSourceError
+
+HF_CONFIG = "config.json"
+
+
+def cache_root() -> Path:
+    """Where downloaded model folders live: KUBETUNE_CACHE (a PVC in a cluster), else /tmp."""
+    return Path(os.environ.get("KUBETUNE_CACHE") or Path(tempfile.gettempdir()) / "kubetune-cache")
+
+
+def check_model_source(store: Store, source: str, field: str = "model.source") -> str:
+    """Validate cheaply, before anything is loaded. Returns the resolved URI, or the hub id."""
+    if has_scheme(source) or is_explicit_local(source):
+        url = store.resolve(source)
+        _require_hf_folder(store, url, field)
+        return url
+    url = store.resolve(source)
+    if _store_dir_exists(store, url):
+        _require_hf_folder(store, url, field)
+        return url
+    return source  # a Hub id: from_pretrained fetches (or reads the HF cache)
+
+
+def local_model_dir(store: Store, resolved: str, version: str = "") -> str:
+    """A local folder (or hub id) for from_pretrained; object-store folders are downloaded once
+    into the cache, keyed by their URI and `version` (e.g. the commit marker's content, so a
+    retrained run is fetched again)."""
+    if not has_scheme(resolved) and not Path(resolved).is_absolute():
+        return resolved  # hub id
+    if resolved.startswith("file://"):
+        return resolved[len("file://") :]
+    if not has_scheme(resolved):
+        return resolved
+    key = hashlib.sha256(f"{resolved}\n{version}".encode()).hexdigest()[:16]
+    target = cache_root() / "models" / key
+    done = target / ".complete"
+    if not done.exists():
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(resolved, **store.options_for(resolved))
+        tmp = Path(tempfile.mkdtemp(prefix="download-", dir=_mkdir(cache_root() / "models")))
+        for remote in fs.find(path):
+            rel = os.path.relpath(remote, path)
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(tmp / rel))
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        tmp.rename(target)
+        done.touch()
+    return str(target)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _store_dir_exists(store: Store, url: str) -> bool:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
+        return fs.isdir(path)
+    except Exception:
+        return False
+
+
+def _require_hf_folder(store: Store, url: str, field: str) -> None:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
+        exists = fs.isdir(path)
+        has_config = exists and fs.exists(f"{path.rstrip('/')}/{HF_CONFIG}")
+    except Exception as exc:
+        raise ModelSourceError(f"{field}: cannot read {url}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    if not exists:
+        raise ModelSourceError(f"{field}: {url}: folder not found")
+    if not has_config:
+        raise ModelSourceError(f"{field}: {url}: no {HF_CONFIG}; not a Hugging Face model folder")

@@ -1,0 +1,26 @@
+"""Task registry: a spec's `task` name → its Task class. Names map to factories here; nothing
+is instantiated from a dotted path in user YAML."""
+
+from __future__ import annotations
+
+from kubetune.spec import JobSpec
+from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+
+
+def _registry() -> dict[str, type[Task]]:
+    from kubetune.workload.tasks.classification import TextClassification
+
+    tasks: dict[str, type[Task]] = {TextClassification.name: TextClassification}
+    return tasks
+
+
+def get_task(spec: JobSpec) -> Task:
+    registry = _registry()
+    if spec.task not in registry:
+        from kubetune.spec import SpecError
+
+        raise SpecError(f"task: {spec.task!r} is not available in this build (available: {', '.join(registry)})")
+    return registry[spec.task](spec)
+
+
+__all__ = ["Evaluation", "Prepared", "Task", "get_task"]

@@ -1,0 +1,105 @@
+"""What every task provides to the shared train/evaluate entrypoints.
+
+A task knows its model class, how to turn rows into model inputs, how to batch them and how to
+score predictions. Everything else (storage, checkpoints, logging, distribution) is shared.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+
+from kubetune.spec import JobSpec
+
+
+@dataclass
+class Prepared:
+    """Tokenized splits plus what the task learned from the data (e.g. its label map)."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    labels: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """Test-split results: flat metrics for eval/metrics.json and a human-readable report."""
+
+    metrics: dict[str, Any]
+    report: str
+
+
+class Task(abc.ABC):
+    """Base class: subclasses fill in the task-specific steps."""
+
+    name: str = ""
+    default_metric: str = "loss"
+    greater_is_better: bool = False
+    # Validation metrics `train.metric` / `train.early_stopping.metric` may name.
+    metric_names: tuple[str, ...] = ("loss",)
+    # Generation-based tasks use Seq2SeqTrainer; the others the plain Trainer.
+    generative: bool = False
+
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
+
+    def columns(self) -> dict[str, str | None]:
+        """Role -> column for the roles this task reads (None: role not used)."""
+        from kubetune.spec import TASK_COLUMNS
+
+        return {role: self.spec.column(role) for role in TASK_COLUMNS[self.spec.task]}
+
+    def check_spec(self) -> None:
+        """Task-level spec checks that need the task's own knowledge (metric names)."""
+        from kubetune.spec import SpecError
+
+        train = self.spec.train
+        for field, metric in (("train.metric", train.metric),
+                              ("train.early_stopping.metric", train.early_stopping and train.early_stopping.metric)):
+            if metric and metric.removeprefix("eval_") not in self.metric_names:
+                raise SpecError(f"{field}: unknown metric {metric!r} for {self.name} (choose: {', '.join(self.metric_names)})")
+
+    def best_metric(self) -> tuple[str, bool]:
+        """(metric, greater_is_better) that picks the best checkpoint and drives early stopping."""
+        train = self.spec.train
+        metric = (train.early_stopping.metric if train.early_stopping else None) or train.metric or self.default_metric
+        metric = metric.removeprefix("eval_")
+        greater = self.greater_is_better if metric == self.default_metric else not metric.endswith(("loss", "perplexity"))
+        return metric, greater
+
+    # -- data ------------------------------------------------------------------------------------
+    def check_data(self, splits: Any) -> None:
+        """Task-specific checks of the raw splits (labels etc.); raise DataError."""
+
+    @abc.abstractmethod
+    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+        """Implemented by each task."""
+
+    @abc.abstractmethod
+    def collator(self, tokenizer: Any) -> Any:
+        """Implemented by each task."""
+
+    # -- model -----------------------------------------------------------------------------------
+    def model_kwargs(self, prepared: Prepared) -> dict[str, Any]:
+        return {}
+
+    @abc.abstractmethod
+    def auto_model_class(self) -> Any:
+        """Implemented by each task."""
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+        """Validation metrics during training (the best model is picked by one of them)."""
+        return {}
+
+    @abc.abstractmethod
+    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        """Tokenize the test split with the label map the model was trained with."""
+
+    @abc.abstractmethod
+    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+        """Turn `Trainer.predict` output on the test split into metrics and a report."""

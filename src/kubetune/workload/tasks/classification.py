@@ -1,0 +1,141 @@
+"""text-classification: single texts or pairs → one label (the IMDB/SST-2 case).
+
+Labels may be strings (`Positive`) or integers (`0`/`1`) in the files; they are names to us,
+mapped to ids in a fixed order (listed in the spec, else sorted from the train split). The
+label map travels with the model in its config (id2label/label2id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import numpy as np
+
+from kubetune.workload.data import DataError
+from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+
+
+def _label_names(values: list[Any]) -> list[str]:
+    names = {str(v) for v in values if v is not None}
+    # Numeric labels in numeric order (0, 1, 2, 10), strings alphabetically.
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    default_metric = "accuracy"
+    greater_is_better = True
+    metric_names = ("accuracy", "f1_macro", "loss")
+
+    # -- data ------------------------------------------------------------------------------------
+    def label_map(self, train: datasets.Dataset) -> list[str]:
+        column = self.spec.column("label")
+        if self.spec.data.labels:
+            labels = list(self.spec.data.labels)
+        else:
+            labels = _label_names(train[column])
+            if len(labels) < 2:
+                raise DataError(f"data.train: column {column!r} has fewer than 2 distinct labels ({labels})")
+        return labels
+
+    def check_labels(self, ds: datasets.Dataset, labels: list[str], field: str) -> None:
+        column = self.spec.column("label")
+        seen = set(_label_names(ds[column])) if len(ds) else set()
+        if any(v is None for v in ds[column]):
+            raise DataError(f"{field}: column {column!r} has empty labels")
+        unknown = sorted(seen - set(labels))
+        if unknown:
+            raise DataError(
+                f"{field}: label {unknown[0]!r} is not among the training labels {labels}"
+                + (" (set data.labels to list every label)" if not self.spec.data.labels else "")
+            )
+
+    def check_data(self, splits: Any) -> None:
+        labels = self.label_map(splits.train)
+        self.check_labels(splits.train, labels, "data.train")
+        self.check_labels(splits.validation, labels, "data.validation")
+        if splits.test is not None:
+            self.check_labels(splits.test, labels, "data.test")
+
+    def _tokenize(self, ds: datasets.Dataset, tokenizer: Any, labels: list[str]) -> datasets.Dataset:
+        text, pair, label = self.spec.column("text"), self.spec.column("text_pair"), self.spec.column("label")
+        label_id = {name: i for i, name in enumerate(labels)}
+        max_length = min(self.spec.train.max_seq_length, tokenizer.model_max_length)
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            texts = [t if t is not None else "" for t in batch[text]]
+            pairs = [t if t is not None else "" for t in batch[pair]] if pair else None
+            # No padding here: the collator pads each batch to its own longest sequence.
+            enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+            enc["labels"] = [label_id[str(v)] for v in batch[label]]
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+        labels = self.label_map(splits.train)
+        return Prepared(
+            train=self._tokenize(splits.train, tokenizer, labels),
+            validation=self._tokenize(splits.validation, tokenizer, labels),
+            labels=labels,
+        )
+
+    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        if not labels:
+            raise DataError("model: the trained model carries no label map")
+        self.check_labels(test, labels, "data.test" if self.spec.data.test else "data.validation")
+        return self._tokenize(test, tokenizer, labels)
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+    # -- model -----------------------------------------------------------------------------------
+    def auto_model_class(self) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def model_kwargs(self, prepared: Prepared) -> dict[str, Any]:
+        labels = prepared.labels or []
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        preds = np.asarray(logits).argmax(-1)
+        return {
+            "accuracy": float(accuracy_score(labels, preds)),
+            "f1_macro": float(f1_score(labels, preds, average="macro", zero_division=0)),
+        }
+
+    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+        from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
+
+        labels = labels or []
+        y_true = np.asarray(output.label_ids)
+        y_pred = np.asarray(output.predictions).argmax(-1)
+        ids = list(range(len(labels)))
+        metrics: dict[str, Any] = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "loss": float(output.metrics.get("test_loss", float("nan"))),
+            "num_samples": int(len(y_true)),
+        }
+        for average in ("macro", "micro", "weighted"):
+            p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
+            metrics[f"precision_{average}"] = float(p)
+            metrics[f"recall_{average}"] = float(r)
+            metrics[f"f1_{average}"] = float(f)
+        report = classification_report(y_true, y_pred, labels=ids, target_names=labels, digits=4, zero_division=0)
+        return Evaluation(metrics=metrics, report=report)

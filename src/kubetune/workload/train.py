@@ -1,0 +1,164 @@
+"""Container entrypoint: `python -m kubetune.workload.train --spec FILE`.
+
+Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank
+and world size come from the environment. Everything checkable is checked before the model
+is loaded: a bad spec, an unreachable store, a missing model folder or bad data end as one
+line and exit code 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune.layout import RunLayout
+from kubetune.spec import JobSpec, SpecError, load_spec
+from kubetune.storage import Store
+from kubetune.workload.data import Splits, load_splits
+from kubetune.workload.errors import entrypoint
+from kubetune.workload.model_source import check_model_source
+from kubetune.workload.tasks import Task, get_task
+
+log = logging.getLogger("kubetune.train")
+
+# Parts of a spec that define what a run computes; storage, resources and image may change
+# between attempts of the same run (e.g. a retried pod on another node pool).
+RUN_DEFINING = ("task", "model", "data", "train")
+
+
+@dataclass
+class Run:
+    """Everything validated and ready; the model is not loaded yet."""
+
+    spec: JobSpec
+    store: Store
+    layout: RunLayout
+    task: Task
+    splits: Splits
+    model_uri: str
+    tokenizer_uri: str
+    rank: int
+    world_size: int
+    workdir: Path
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kubetune.workload.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="resolved job spec YAML (the mounted ConfigMap)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    return parser.parse_args(argv)
+
+
+def workdir_for(job: str) -> Path:
+    """Local scratch for Trainer output: KUBETUNE_WORKDIR (an emptyDir in a pod), else /tmp."""
+    root = Path(os.environ.get("KUBETUNE_WORKDIR") or Path(tempfile.gettempdir()) / "kubetune-work")
+    path = root / job
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
+    """A run folder belongs to one spec: refuse to mix a different configuration into it."""
+    if not store.exists(layout.spec):
+        return
+    import yaml
+
+    stored = yaml.safe_load(store.read_text(layout.spec)) or {}
+    current = spec.model_dump(mode="json")
+    changed = [k for k in RUN_DEFINING if stored.get(k) != current.get(k)]
+    if changed:
+        raise SpecError(
+            f"{store.url(layout.spec)}: run {spec.name!r} already exists with a different {', '.join(changed)}; "
+            "choose a new name (--set name=...) or remove the old run"
+        )
+
+
+def setup(spec: JobSpec) -> Run | None:
+    """Validate everything cheap; returns None when the run already finished."""
+    store = Store.from_spec(spec.storage)
+    store.check_reachable()
+    layout = RunLayout(spec.name)
+    check_same_run(store, layout, spec)
+    if store.is_committed(layout.model):
+        print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
+        return None
+    model_uri = check_model_source(store, spec.model.source)
+    tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
+    task = get_task(spec)
+    task.check_spec()
+    splits = load_splits(spec, store, task.columns())
+    task.check_data(splits)
+    return Run(
+        spec=spec,
+        store=store,
+        layout=layout,
+        task=task,
+        splits=splits,
+        model_uri=model_uri,
+        tokenizer_uri=tokenizer_uri,
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        workdir=workdir_for(spec.name),
+    )
+
+
+def train(run: Run) -> dict[str, Any]:
+    """Build the Trainer, resume from the newest committed checkpoint if any, train."""
+    from kubetune.workload.trainer_setup import build_trainer, resume_point
+
+    if run.is_main:
+        run.store.write_text(run.layout.spec, run.spec.to_yaml())
+    trainer, prepared = build_trainer(run)
+    resume = resume_point(run)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return {"trainer": trainer, "prepared": prepared, "result": result}
+
+
+def finish(run: Run, trained: dict[str, Any]) -> None:
+    """Save the best model with its tokenizer, label map and spec; commit it last."""
+    trainer, prepared, result = trained["trainer"], trained["prepared"], trained["result"]
+    out = run.workdir / "model"
+    trainer.save_model(str(out))
+    if not run.is_main:
+        return
+    trainer.processing_class.save_pretrained(str(out))
+    (out / "spec.yaml").write_text(run.spec.to_yaml())
+    if prepared.labels is not None:
+        (out / "labels.json").write_text(json.dumps(prepared.labels, indent=2) + "\n")
+    files = run.store.upload_dir(out, run.layout.model)
+    summary = {
+        "global_step": result.global_step,
+        "training_loss": result.training_loss,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+    }
+    run.store.write_json(f"{run.layout.base}/metrics/summary.json", summary)
+    run.store.commit(run.layout.model, files, global_step=result.global_step)
+    print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
+
+
+@entrypoint
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = setup(load_spec(args.spec, args.overrides))
+    if run is None:
+        return 0
+    finish(run, train(run))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

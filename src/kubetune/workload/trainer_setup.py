@@ -1,0 +1,150 @@
+"""Spec → a ready HF Trainer: tokenizer, model (with freezing/dropout), arguments, callbacks.
+
+The Trainer does the training loop, mixed precision, DDP and checkpoint contents; kubetune adds
+what it lacks: object-store checkpoints with commit markers, progress in the store, and the
+spec → arguments mapping in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
+
+from kubetune.workload.adapt import apply_freezing, parameter_counts, set_dropout
+from kubetune.workload.callbacks import CheckpointUploadCallback, ProgressCallback
+from kubetune.workload.checkpoint import fetch_checkpoint, find_latest
+from kubetune.workload.model_source import local_model_dir
+from kubetune.workload.tasks import Prepared
+
+log = logging.getLogger("kubetune.train")
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """auto: bf16 where the GPU supports it, else fp32 (CPU bf16 is slower than fp32 on most
+    CPUs and changes results)."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def ddp_backend() -> str | None:
+    """gloo for multi-process CPU runs (the local executor, CPU nodes); NCCL is the default on GPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return "gloo"
+    return None
+
+
+def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
+    t = run.spec.train
+    metric, greater = run.task.best_metric()
+    per_steps = t.checkpoint_every is not None
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size * 2,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
+        lr_scheduler_type=t.scheduler,
+        optim="adamw_torch" if t.optimizer == "adamw" else "sgd",
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy="steps" if per_steps else "epoch",
+        save_strategy="steps" if per_steps else "epoch",
+        eval_steps=t.checkpoint_every,
+        save_steps=t.checkpoint_every,
+        save_total_limit=t.keep_checkpoints,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=t.dataloader_workers,
+        ddp_backend=ddp_backend(),
+        ddp_find_unused_parameters=False,
+        use_cpu=not torch.cuda.is_available(),
+        **precision_flags(t.precision),
+    )
+
+
+def load_tokenizer(run: Any) -> Any:
+    return AutoTokenizer.from_pretrained(
+        local_model_dir(run.store, run.tokenizer_uri), revision=run.spec.model.revision
+    )
+
+
+def load_model(run: Any, prepared: Prepared) -> Any:
+    source = local_model_dir(run.store, run.model_uri)
+    config = AutoConfig.from_pretrained(source, revision=run.spec.model.revision, **run.task.model_kwargs(prepared))
+    if run.spec.train.dropout is not None:
+        set_dropout(config, run.spec.train.dropout)
+    model = run.task.auto_model_class().from_pretrained(source, config=config, revision=run.spec.model.revision)
+    apply_freezing(model, run.spec.train.freeze)
+    return model
+
+
+def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
+    transformers.set_seed(run.spec.train.seed)
+    tokenizer = load_tokenizer(run)
+    prepared = run.task.prepare(run.splits, tokenizer)
+    model = load_model(run, prepared)
+    t = run.spec.train
+    output_dir = run.workdir / "trainer"
+    args = training_arguments(run, output_dir)
+    samples_per_step = t.batch_size * t.gradient_accumulation_steps * run.world_size
+
+    callbacks: list[Any] = [
+        ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", samples_per_step),
+        CheckpointUploadCallback(run.store, run.layout, t.keep_checkpoints),
+    ]
+    if t.early_stopping:
+        callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.validation,
+        processing_class=tokenizer,
+        data_collator=run.task.collator(tokenizer),
+        compute_metrics=run.task.compute_metrics,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one readable line instead
+    if run.is_main:
+        trainable, total = parameter_counts(model)
+        steps_per_epoch = -(-len(prepared.train) // samples_per_step)
+        print(
+            f"kubetune: job {run.spec.name} | task {run.spec.task} | world size {run.world_size} | "
+            f"train {len(prepared.train)} / validation {len(prepared.validation)} samples | "
+            f"{steps_per_epoch} steps/epoch | batch {samples_per_step} | "
+            f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)",
+            flush=True,
+        )
+    return trainer, prepared
+
+
+def resume_point(run: Any) -> Path | None:
+    """The newest committed checkpoint of this run, fetched locally; None for a fresh start."""
+    step = find_latest(run.store, run.layout)
+    if step is None:
+        return None
+    path = fetch_checkpoint(run.store, run.layout, step, run.workdir / "trainer")
+    if run.is_main:
+        print(f"kubetune: resuming from {run.store.url(run.layout.checkpoint(step))}", flush=True)
+    return path
