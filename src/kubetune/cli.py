@@ -33,6 +33,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from kubetune.launch.render import names, render_objects, to_yaml_stream
+    from kubetune.storage import has_scheme
+
+    spec = load_spec(args.job, args.overrides)
+    objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule)
+    print(to_yaml_stream(objs), end="")
+    if not has_scheme(spec.storage.root):
+        print(
+            f"kubetune: warning: storage.root {spec.storage.root!r} is a folder inside the pod and vanishes with it; "
+            "use --set storage.root=s3://bucket/prefix",
+            file=sys.stderr,
+        )
+    if args.stage == "all" and args.schedule is None:
+        n = names(spec)
+        print(
+            f"kubetune: {n.evaluate} is parked (suspend: true) until training completes: "
+            f"kubectl wait --for=condition=complete --timeout=-1s job/{n.train} && "
+            f"kubetune render {args.job} --stage evaluate | kubectl apply -f -",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kubetune.launch.local import run_local
 
@@ -63,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a job spec and print it resolved (all defaults filled in)")
     _add_spec_args(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="print the Kubernetes objects of a job (for kubectl apply -f -)")
+    _add_spec_args(p)
+    p.add_argument("--stage", choices=["train", "evaluate", "all"], default="all",
+                   help="all (default): training, and evaluation parked until training completes")
+    p.add_argument("--k8s-version", default=None, metavar="X.Y",
+                   help="Kubernetes version to validate against (default: the oldest supported, 1.29)")
+    p.add_argument("--schedule", default=None, metavar="CRON",
+                   help='retrain on a schedule: a CronJob, e.g. "0 3 * * 0" (UTC)')
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
     _add_spec_args(p)
