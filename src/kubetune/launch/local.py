@@ -1,17 +1,43 @@
-"""The embedded default: run a job's entrypoints as local processes instead of pods.
+"""The embedded default: run the rendered pods' containers as local processes.
 
-Training starts only through the container entrypoints (`python -m kubetune.workload.train`),
-so a local run exercises exactly the command a pod runs.
+`kubetune run JOB --local` renders the same objects `kubetune render` prints and runs each
+Job's pod as one local process per completion index, with the container's command and
+environment, so a local run proves the manifest's command. Train stage first, then evaluate
+(as `kubetune submit` does on a cluster).
+
+How a pod becomes a process:
+* `python` in the command is this interpreter; `$(VAR)` references are expanded from the
+  container's environment as the kubelet does, `$(JOB_COMPLETION_INDEX)` included (the Job
+  controller's injected variable for Indexed Jobs).
+* ConfigMap volumes become files in a temporary folder; emptyDirs (scratch, /dev/shm) become
+  temporary folders; paths under their mount points in the command and environment are
+  rewritten to those folders.
+* Not materialised, on purpose: Secret volumes and secret references (credentials come from
+  your own environment: AWS_* variables, ~/.aws), and the cache volume (your own Hugging
+  Face/pip caches apply). Variables that point into them are left out, as is HOME.
+* Rendezvous: the pods' DNS names `<job>-<i>.<service>` resolve to 127.0.0.1 and the fixed
+  rendezvous port becomes a free local port.
+* GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
+  between the pods; with none, each pod runs one CPU process (torch.distributed uses gloo).
+* The working directory is yours, so a relative `storage.root` means the same as for
+  `kubetune validate`. No retries: a failed process stops its gang and the run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kubetune.layout import RunLayout
 from kubetune.spec import JobSpec
@@ -19,24 +45,315 @@ from kubetune.storage import Store
 
 STAGES = {"train": ["train"], "evaluate": ["evaluate"], "all": ["train", "evaluate"]}
 
+# Volumes a local run does not create (see the module docstring).
+NOT_MATERIALISED = ("secret", "cache")
+# Container variables a local run never overrides: your machine's own.
+KEEP_LOCAL = {"HOME"}
+# Grace period for the other processes of a gang when one fails.
+GANG_GRACE_S = 30
+
+
+@dataclass
+class LocalProcess:
+    """One pod as a local process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    dirs: list[str] = field(default_factory=list)
+
 
 def entrypoint_command(stage: str, spec_file: str) -> list[str]:
     return [sys.executable, "-m", f"kubetune.workload.{stage}", "--spec", spec_file]
 
 
 def run_local(spec: JobSpec, stage: str = "all") -> int:
-    """Run the stages in order as child processes; stop at the first failure and return its
-    exit code (2 for bad input, as the entrypoints return)."""
-    with tempfile.TemporaryDirectory(prefix="kubetune-") as tmp:
-        spec_file = Path(tmp) / "spec.yaml"
-        spec_file.write_text(spec.to_yaml())
-        for step in STAGES[stage]:
-            code = subprocess.call(entrypoint_command(step, str(spec_file)), env=os.environ.copy())
-            if code != 0:
-                print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)
-                return code
+    """Render and run the stages in order; stop at the first failure and return its exit code
+    (2 for bad input, as the entrypoints return)."""
+    from kubetune.launch.render import render_objects
+
+    for step in STAGES[stage]:
+        objs = render_objects(spec, stage=step)
+        with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
+            procs = plan_stage(objs, step, Path(tmp))
+            code = run_processes(procs)
+        if code != 0:
+            print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)
+            return code
     print_summary(spec)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: objects -> processes (pure apart from creating files under `tmp`)
+
+
+def plan_stage(
+    objs: list[dict[str, Any]],
+    stage: str,
+    tmp: Path,
+    environ: dict[str, str] | None = None,
+    gpus: int | None = None,
+) -> list[LocalProcess]:
+    """The processes of the stage's Job: one per completion index."""
+    from kubetune.launch.render import STAGE_LABEL
+
+    environ = dict(os.environ if environ is None else environ)
+    gpus = local_gpu_count() if gpus is None else gpus
+    jobs = [o for o in objs if o["kind"] == "Job" and o["metadata"]["labels"].get(STAGE_LABEL) == stage]
+    if len(jobs) != 1:
+        raise ValueError(f"expected one {stage} Job among the objects, found {len(jobs)}")
+    job = jobs[0]
+    configmaps = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    pod = job["spec"]["template"]
+    pod_spec = pod["spec"]
+    completions = job["spec"].get("completions", 1)
+    indexed = job["spec"].get("completionMode") == "Indexed"
+    subdomain = pod_spec.get("subdomain")
+
+    # One free port per Service port (the fixed rendezvous port), shared by the gang.
+    ports: dict[int, int] = {}
+    if subdomain in services:
+        for port in services[subdomain]["spec"].get("ports", []):
+            ports[port["port"]] = free_port()
+
+    gpu_sets = _split_gpus(gpus, completions)
+    procs = []
+    for index in range(completions):
+        pod_name = f"{job['metadata']['name']}-{index}" if indexed else f"{job['metadata']['name']}-local"
+        root = tmp / pod_name
+        mounts = _materialise_volumes(pod_spec.get("volumes", []), configmaps, root)
+        container = pod_spec["containers"][0]
+        paths = {m["mountPath"]: mounts.get(m["name"]) for m in container.get("volumeMounts", [])}
+        labels = {
+            **pod["metadata"].get("labels", {}),
+            "batch.kubernetes.io/job-name": job["metadata"]["name"],
+        }
+        annotations = dict(pod["metadata"].get("annotations", {}))
+        injected: dict[str, str] = {}
+        if indexed:
+            labels["batch.kubernetes.io/job-completion-index"] = str(index)
+            annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+            injected["JOB_COMPLETION_INDEX"] = str(index)
+        field_values = {
+            "metadata.name": pod_name,
+            "metadata.namespace": job["metadata"].get("namespace", "default"),
+            **{f"metadata.labels['{k}']": v for k, v in labels.items()},
+            **{f"metadata.annotations['{k}']": v for k, v in annotations.items()},
+        }
+        container_env = _container_env(container, field_values, configmaps, paths, injected)
+        env = {**environ, **container_env}
+        if completions > 1 and "OMP_NUM_THREADS" not in environ:
+            # The gang shares this machine's cores; without this each process takes them all.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // completions))
+        visible = gpu_sets[index]
+        limits = container.get("resources", {}).get("limits", {})
+        if int(limits.get("nvidia.com/gpu", 0) or 0) == 0 or visible is None:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in visible)
+        argv = [_expand(a, container_env) for a in container.get("command", []) + container.get("args", [])]
+        hosts = {f"{job['metadata']['name']}-{i}.{subdomain}" for i in range(completions)} if subdomain else set()
+        argv = [_localise_arg(a, paths, hosts, ports, visible) for a in argv]
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
+    return procs
+
+
+def _materialise_volumes(volumes: list[dict[str, Any]], configmaps: dict[str, Any], root: Path) -> dict[str, str | None]:
+    """Volume name -> local folder (None: not materialised)."""
+    out: dict[str, str | None] = {}
+    for volume in volumes:
+        name = volume["name"]
+        if "secret" in volume or name in NOT_MATERIALISED or "persistentVolumeClaim" in volume:
+            out[name] = None
+            continue
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if "configMap" in volume:
+            data = configmaps[volume["configMap"]["name"]].get("data", {})
+            items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                target = folder / item["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(data[item["key"]])
+        out[name] = str(folder)
+    return out
+
+
+def _localise_path(value: str, paths: dict[str, str | None]) -> str | None:
+    """A container path as a local path; None if it lies in a volume that is not
+    materialised; unchanged if it lies in no volume."""
+    for mount in sorted(paths, key=len, reverse=True):
+        if value == mount or value.startswith(mount.rstrip("/") + "/"):
+            local = paths[mount]
+            return None if local is None else local + value[len(mount.rstrip("/")) :]
+    return value
+
+
+def _container_env(
+    container: dict[str, Any],
+    field_values: dict[str, str],
+    configmaps: dict[str, Any],
+    paths: dict[str, str | None],
+    injected: dict[str, str],
+) -> dict[str, str]:
+    env: dict[str, str] = dict(injected)
+    for item in container.get("env", []):
+        name = item["name"]
+        if name in KEEP_LOCAL:
+            continue
+        if "value" in item:
+            value: str | None = _expand(item["value"], env)
+        else:
+            source = item.get("valueFrom", {})
+            if "fieldRef" in source:
+                value = field_values.get(source["fieldRef"]["fieldPath"], "")
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                value = configmaps.get(ref["name"], {}).get("data", {}).get(ref["key"])
+            else:  # secretKeyRef, resourceFieldRef: your environment supplies these
+                value = None
+        if value is None:
+            continue
+        local = _localise_path(value, paths)
+        if local is None:
+            continue
+        env[name] = local
+    return env
+
+
+_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$` escapes, unknown
+    references stay as written."""
+
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _REF.sub(sub, text)
+
+
+def _localise_arg(
+    arg: str, paths: dict[str, str | None], hosts: set[str], ports: dict[int, int], gpus: list[int] | None
+) -> str:
+    key, sep, value = arg.partition("=")
+    if sep and key == "--master-addr" and value in hosts:
+        return f"{key}=127.0.0.1"
+    if sep and key == "--master-port" and value.isdigit() and int(value) in ports:
+        return f"{key}={ports[int(value)]}"
+    if sep and key == "--nproc-per-node":
+        return f"{key}={len(gpus) if gpus else 1}"
+    if arg.startswith("/"):
+        local = _localise_path(arg, paths)
+        return arg if local is None else local
+    return arg
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_gpu_count() -> int:
+    """NVIDIA GPUs on this machine, without importing torch (0 when nvidia-smi is absent)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return 0
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return 0
+    result = subprocess.run([exe, "-L"], capture_output=True, text=True, check=False)
+    return sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _split_gpus(gpus: int, pods: int) -> list[list[int] | None]:
+    """GPU indices per pod: an equal share each, or None (CPU) when there are too few."""
+    share = gpus // pods
+    if share == 0:
+        return [None] * pods
+    return [list(range(i * share, (i + 1) * share)) for i in range(pods)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def run_processes(procs: list[LocalProcess]) -> int:
+    """Start every process of a gang; when one fails, stop the others. Returns 0 or the first
+    failure's exit code (128 + signal for a signalled process)."""
+    prefix = len(procs) > 1
+    running: list[tuple[LocalProcess, subprocess.Popen[bytes]]] = []
+    threads = []
+    try:
+        for proc in procs:
+            popen = subprocess.Popen(
+                proc.argv,
+                env=proc.env,
+                cwd=proc.cwd,
+                stdout=subprocess.PIPE if prefix else None,
+                stderr=subprocess.STDOUT if prefix else None,
+                start_new_session=True,
+            )
+            running.append((proc, popen))
+            if prefix:
+                thread = threading.Thread(target=_pump, args=(popen, f"[{proc.name}] "), daemon=True)
+                thread.start()
+                threads.append(thread)
+        return _wait_gang(running)
+    except KeyboardInterrupt:
+        _stop(running, signal.SIGTERM)
+        raise
+    finally:
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def _wait_gang(running: list[tuple[LocalProcess, subprocess.Popen[bytes]]]) -> int:
+    first_failure = 0
+    pending = list(running)
+    while pending:
+        for item in list(pending):
+            code = item[1].poll()
+            if code is None:
+                continue
+            pending.remove(item)
+            if code != 0 and first_failure == 0:
+                first_failure = code if code > 0 else 128 - code
+                print(f"kubetune: {item[0].name} exited with code {first_failure}; stopping the others", file=sys.stderr)
+                _stop(pending, signal.SIGTERM)
+        if pending:
+            try:
+                pending[0][1].wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+    return first_failure
+
+
+def _stop(running: list[tuple[LocalProcess, subprocess.Popen[bytes]]], sig: int) -> None:
+    for _, popen in running:
+        if popen.poll() is None:
+            os.killpg(popen.pid, sig)
+    for _, popen in running:
+        try:
+            popen.wait(timeout=GANG_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+
+
+def _pump(popen: subprocess.Popen[bytes], prefix: str) -> None:
+    assert popen.stdout is not None
+    for line in iter(popen.stdout.readline, b""):
+        sys.stdout.write(prefix + line.decode(errors="replace"))
+        sys.stdout.flush()
 
 
 def print_summary(spec: JobSpec) -> None:
