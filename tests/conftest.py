@@ -74,3 +74,12 @@ def local_store(tmp_path: Path, minilm_dir: Path) -> Path:
     root = tmp_path / "store"
     shutil.copytree(minilm_dir, root / "models" / "all-MiniLM-L6-v2")
     return root
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.k8s.yaml from the current renderer instead of comparing",
+    )
