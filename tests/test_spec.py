@@ -1,0 +1,135 @@
+"""The job spec: loading, overrides, one-line errors naming the field, shipped jobs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune.spec import SpecError, apply_override, load_spec, validate_spec
+
+REPO = Path(__file__).resolve().parents[1]
+JOBS = sorted((REPO / "jobs").glob("*.yaml"))
+
+MINIMAL = {"name": "demo", "model": {"source": "models/m"}, "data": {"train": "datasets/d/train.tsv"}}
+
+
+def write(tmp_path: Path, data, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def error_of(tmp_path: Path, data, *overrides: str) -> str:
+    path = write(tmp_path, data)
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    return message
+
+
+def test_minimal_spec_gets_defaults(tmp_path):
+    spec = load_spec(write(tmp_path, MINIMAL))
+    assert spec.task == "text-classification"
+    assert spec.train.learning_rate == 5e-5
+    assert spec.storage.root == ".kubetune"
+    assert spec.column("text") == "text" and spec.column("label") == "label"
+
+
+def test_overrides_reach_nested_fields_and_split_on_first_equals(tmp_path):
+    spec = load_spec(
+        write(tmp_path, MINIMAL),
+        ["storage.root=/tmp/x", "data.test=/path/test.tsv", "train.epochs=1", "model.revision=a=b"],
+    )
+    assert spec.storage.root == "/tmp/x"
+    assert spec.data.test == "/path/test.tsv"
+    assert spec.train.epochs == 1.0
+    assert spec.model.revision == "a=b"
+
+
+def test_override_creates_missing_sections():
+    data = {"name": "x"}
+    apply_override(data, "train.early_stopping.metric=accuracy")
+    assert data["train"]["early_stopping"]["metric"] == "accuracy"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"train": {"learning_rate": -1}}, "train.learning_rate: must be > 0"),
+        ({"train": {"learning_rat": 1e-4}}, "train.learning_rat: unknown field"),
+        ({"train": {"epochs": "many"}}, "train.epochs:"),
+        ({"name": "My_Job"}, "name: must be a DNS-1123 label"),
+        ({"name": "x" * 41}, "name: must be at most 40 characters"),
+        ({"task": "image-generation"}, "task: must be one of"),
+        ({"data": {"columns": {"txt": "sentence"}}}, "data.columns: unknown role 'txt'"),
+        ({"train": {"optimizer": "adam"}}, "train.optimizer: must be one of"),
+        ({"storage": {"endpoint_url": "localhost:9000"}}, "storage.endpoint_url: must be an http(s):// URL"),
+        ({"data": {"labels": ["a", "a"]}}, "data.labels: must not repeat a label"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path, change, expected):
+    data = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    for section, value in change.items():
+        if isinstance(value, dict) and isinstance(data.get(section), dict):
+            data[section].update(value)
+        else:
+            data[section] = value
+    assert expected in error_of(tmp_path, data)
+
+
+def test_missing_train_uri_is_named(tmp_path):
+    data = {"name": "demo", "model": {"source": "m"}, "data": {}}
+    assert "data.train: required field is missing" in error_of(tmp_path, data)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    message = error_of(tmp_path, "name: demo\nmodel: [unclosed\n")
+    assert "malformed YAML" in message and "line" in message
+
+
+def test_credentials_in_a_spec_are_refused(tmp_path):
+    data = dict(MINIMAL, storage={"root": "s3://b", "aws_secret_access_key": "hunter2"})
+    message = error_of(tmp_path, data)
+    assert "storage.aws_secret_access_key: credentials must not be written in a job spec" in message
+    assert "hunter2" not in message
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_bad_override_syntax(tmp_path):
+    assert "expected key.path=value" in error_of(tmp_path, MINIMAL, "train.epochs")
+
+
+def test_resolved_spec_round_trips():
+    spec = validate_spec(MINIMAL)
+    again = validate_spec(yaml.safe_load(spec.to_yaml()))
+    assert again == spec
+
+
+@pytest.mark.parametrize("job", JOBS, ids=[j.name for j in JOBS])
+def test_every_shipped_job_loads(job):
+    spec = load_spec(job)
+    assert spec.name
+    # Jobs read data from datasets/<folder>/<file> in the store, named as in ../shared/data.
+    assert spec.data.train.startswith("datasets/")
+
+
+def test_launcher_and_spec_do_not_import_torch():
+    code = (
+        "import sys; from kubetune.cli import main; from kubetune.spec import load_spec; "
+        "load_spec('jobs/quickstart.yaml');\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'; print('clean')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("clean")
