@@ -43,6 +43,7 @@ EXIT_RETRY_AFTER_CHECKPOINT after saving a checkpoint on SIGTERM are replaced wi
 
 from __future__ import annotations
 
+import json
 import hashlib
 import re
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ def render_objects(
         if stage == "evaluate":
             raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
     version = k8s_version or supported_versions()[0]
-    objs = _build(spec, stage, schedule)
+    objs = json.loads(json.dumps(_build(spec, stage, schedule)))  # plain data, no shared sub-dicts
     validate_objects(objs, version)
     return objs
 
@@ -598,7 +599,8 @@ def train_cronjob(spec: JobSpec, n: Names, schedule: str) -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: kubectl users read this
+        return True
 
 
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
