@@ -43,8 +43,8 @@ EXIT_RETRY_AFTER_CHECKPOINT after saving a checkpoint on SIGTERM are replaced wi
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
