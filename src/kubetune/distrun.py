@@ -6,7 +6,8 @@ saved on SIGTERM would spend a retry. This wrapper takes exactly torchrun's argu
 with:
 
 * EXIT_RETRY_AFTER_CHECKPOINT if any worker exited with it (the gang resumes from LATEST);
-* EXIT_BAD_INPUT if every failed worker exited with it;
+* EXIT_BAD_INPUT if every worker that exited by itself exited with it (the others were
+  stopped by torchrun);
 * 128 + signal when torchrun itself was signalled; otherwise torchrun's own result.
 
 Runs inside the container (it imports torch); the launcher only names it in commands.
@@ -21,10 +22,17 @@ from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
 
 
 def merge_exit_codes(codes: Iterable[int]) -> int:
-    """One exit code for the pod from its failed workers' codes (negative: killed by signal)."""
+    """One exit code for the pod from its failed workers' codes (negative: killed by signal).
+
+    When one worker fails, torchrun stops the others with SIGTERM: their signal deaths are a
+    consequence, so the codes of workers that exited by themselves decide."""
     codes = [c for c in codes if c != 0]
     if not codes:
         return 0
+    exited = [c for c in codes if c > 0]
+    if not exited:
+        return 1
+    codes = exited
     if EXIT_RETRY_AFTER_CHECKPOINT in codes:
         return EXIT_RETRY_AFTER_CHECKPOINT
     if all(c == EXIT_BAD_INPUT for c in codes):
@@ -42,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except ChildFailedError as exc:
         code = merge_exit_codes(failure.exitcode for failure in exc.failures.values())
-        print(f"kubetune.distrun: workers failed ({exc.format_msg().splitlines()[0].strip()}); exit {code}", file=sys.stderr)
+        failed = ", ".join(f"rank {rank}: {f.exitcode}" for rank, f in sorted(exc.failures.items()))
+        print(f"kubetune.distrun: workers failed ({failed}); exit {code}", file=sys.stderr)
         return code
     except SignalException as exc:
         return 128 + int(exc.sigval)

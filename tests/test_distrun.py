@@ -1,0 +1,53 @@
+"""kubetune.distrun: torchrun that keeps the workers' exit codes for podFailurePolicy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kubetune.distrun import merge_exit_codes
+from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        ([], 0),
+        ([0, 0], 0),
+        ([EXIT_BAD_INPUT, EXIT_BAD_INPUT], EXIT_BAD_INPUT),
+        ([EXIT_BAD_INPUT, 1], 1),  # a crash beside bad input: not certainly a config error
+        ([EXIT_BAD_INPUT, -15], EXIT_BAD_INPUT),  # the other rank was stopped by torchrun
+        ([EXIT_RETRY_AFTER_CHECKPOINT, -15], EXIT_RETRY_AFTER_CHECKPOINT),
+        ([EXIT_RETRY_AFTER_CHECKPOINT, EXIT_BAD_INPUT], EXIT_RETRY_AFTER_CHECKPOINT),
+        ([-9], 1),
+    ],
+)
+def test_merge_exit_codes(codes, expected):
+    assert merge_exit_codes(codes) == expected
+
+
+WORKER = """
+import os, sys, time
+rank = int(os.environ["RANK"])
+codes = [int(c) for c in sys.argv[1].split(",")]
+time.sleep(0.2 * rank)
+sys.exit(codes[rank])
+"""
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [("2,2", EXIT_BAD_INPUT), ("0,75", EXIT_RETRY_AFTER_CHECKPOINT), ("0,0", 0)],
+)
+def test_workers_exit_codes_reach_the_pod(tmp_path, codes, expected):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    result = subprocess.run(
+        [sys.executable, "-m", "kubetune.distrun", "--standalone", "--nproc-per-node=2", str(script), codes],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == expected, result.stderr[-2000:]
