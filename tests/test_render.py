@@ -503,3 +503,18 @@ def test_render_imports_no_torch_and_no_workload(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-500:] + result.stderr[-2000:]
     assert "LOADED []" in result.stdout
+
+
+def test_longest_allowed_name_gives_valid_object_and_host_names():
+    import re
+
+    name = "a" * 36 + "-9z0"  # 40 characters: the spec's limit
+    spec = make_spec(name=name, resources={"nodes": 12})
+    objs = render_objects(spec) + render_objects(spec, schedule="@weekly")
+    label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    for obj in objs:
+        assert label.match(obj["metadata"]["name"]) and len(obj["metadata"]["name"]) <= 63
+        assert all(len(v) <= 63 for v in obj["metadata"]["labels"].values())
+    n = names(spec)
+    assert len(n.pod_hostname(11)) <= 63
+    assert len(n.cronjob) <= 52
