@@ -1,7 +1,8 @@
 """Security lint: checkov's Kubernetes checks on the manifests of every shipped job, hadolint
 on the Dockerfiles. Both tools are CLI programs with pinned dependencies of their own, so they
 live outside the project's virtualenv: found through $CHECKOV / $HADOLINT, then PATH, then
-.venv-lint/bin; the tests skip, saying how to install them, when absent."""
+.venv-lint/bin; the tests skip, saying how to install them, when absent (and fail instead
+when KUBETUNE_REQUIRE_LINT is set, as in CI)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def find_tool(name: str) -> str:
     if not found and (REPO / ".venv-lint" / "bin" / name).exists():
         found = str(REPO / ".venv-lint" / "bin" / name)
     if not found:
-        pytest.skip(f"{name} not installed (set ${name.upper()}, or: {INSTALL})")
+        message = f"{name} not installed (set ${name.upper()}, or: {INSTALL})"
+        if os.environ.get("KUBETUNE_REQUIRE_LINT"):  # CI: a missing linter is a failure
+            pytest.fail(message)
+        pytest.skip(message)
     return found
 
 

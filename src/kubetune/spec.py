@@ -91,6 +91,16 @@ class ModelSpec(_Strict):
     tokenizer: str | None = Field(default=None, description="defaults to model.source")
 
 
+class QuestionAnsweringSpec(_Strict):
+    """question-answering: how long contexts are windowed and how answers are decoded."""
+
+    doc_stride: int | None = Field(
+        default=None, gt=0, description="tokens of overlap between windows of a long context; default max_seq_length // 4"
+    )
+    max_answer_length: int = Field(default=30, gt=0, description="longest answer span, in tokens")
+    n_best: int = Field(default=20, gt=0, description="start and end candidates per window")
+
+
 class DataSpec(_Strict):
     """Dataset files and how their columns map to the task's roles."""
 
@@ -106,6 +116,9 @@ class DataSpec(_Strict):
     max_eval_samples: int | None = Field(default=None, gt=0)
     max_test_samples: int | None = Field(default=None, gt=0)
     strip_html: bool = Field(default=False, description="replace <br /> and other tags in text columns with spaces")
+    qa: QuestionAnsweringSpec | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="question-answering options (unset: defaults)"
+    )
 
     @field_validator("labels")
     @classmethod
@@ -356,6 +369,20 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"data.columns: unknown role {unknown[0]!r} for task {self.task} (roles: {', '.join(roles)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _task_options_fit(self) -> "JobSpec":
+        qa = self.data.qa
+        if qa is not None and self.task != "question-answering":
+            raise ValueError(f"data.qa: only for task question-answering (task is {self.task})")
+        if qa is not None and qa.doc_stride is not None and qa.doc_stride >= self.train.max_seq_length // 2:
+            raise ValueError(
+                f"data.qa.doc_stride: must be < half of train.max_seq_length ({self.train.max_seq_length // 2})"
+            )
+        freeze = self.train.freeze
+        if self.train.lora is not None and (freeze.encoder or freeze.embeddings or freeze.lower_layers):
+            raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
         return self
 
     def column(self, role: str) -> str | None:

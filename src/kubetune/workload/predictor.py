@@ -21,8 +21,13 @@ transformers.logging.disable_progress_bar()
 
 
 def load_for_inference(task: Task, folder: str) -> tuple[Any, Any]:
+    from kubetune.workload.lora import is_adapter_folder, load_adapter_model
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = task.auto_model_class().from_pretrained(folder)
+    if is_adapter_folder(folder):  # a LoRA run saved without merge: base weights + adapter
+        model = load_adapter_model(task.auto_model_class(), folder)
+    else:
+        model = task.auto_model_class().from_pretrained(folder)
     model.eval()
     return model, tokenizer
 

@@ -132,6 +132,10 @@ def finish(run: Run, trained: dict[str, Any]) -> None:
     trainer.save_model(str(out))
     if not run.is_main:
         return
+    if run.spec.train.lora is not None:  # adapter (+ config), or merged model with adapter/ inside
+        from kubetune.workload.lora import save_lora
+
+        save_lora(trainer.model, out, run.spec)
     trainer.processing_class.save_pretrained(str(out))
     (out / "spec.yaml").write_text(run.spec.to_yaml())
     if prepared.labels is not None:

@@ -95,6 +95,10 @@ def load_model(run: Any, prepared: Prepared) -> Any:
         set_dropout(config, run.spec.train.dropout)
     model = run.task.auto_model_class().from_pretrained(source, config=config, revision=run.spec.model.revision)
     apply_freezing(model, run.spec.train.freeze)
+    if run.spec.train.lora is not None:  # any task: peft task type from the spec's task
+        from kubetune.workload.lora import apply_lora
+
+        model = apply_lora(model, run.spec.train.lora, run.spec.task)
     return model
 
 

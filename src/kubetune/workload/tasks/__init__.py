@@ -9,8 +9,12 @@ from kubetune.workload.tasks.base import Evaluation, Prepared, Task
 
 def _registry() -> dict[str, type[Task]]:
     from kubetune.workload.tasks.classification import TextClassification
+    from kubetune.workload.tasks.question_answering import QuestionAnswering
+    from kubetune.workload.tasks.token_classification import TokenClassification
 
     tasks: dict[str, type[Task]] = {TextClassification.name: TextClassification}
+    tasks[TokenClassification.name] = TokenClassification
+    tasks[QuestionAnswering.name] = QuestionAnswering
     return tasks
 
 

@@ -1,0 +1,353 @@
+"""question-answering (extractive): find the answer span in a context (the SQuAD case).
+
+Input is SQuAD v1.1 JSON (`data.format: squad`) or any table (JSON lines, parquet, ...) with
+the columns id, question, context and answers (`{"text": [...], "answer_start": [...]}`, or a list of `{"text", "answer_start"}`).
+
+Long contexts are cut into overlapping windows of `train.max_seq_length` tokens (question +
+context piece), `data.qa.doc_stride` tokens of overlap (default max_seq_length // 4). Each
+window is one feature; a training window that does not contain the whole answer is labelled
+with the [CLS] position (start = end = 0), as in BERT's SQuAD recipe and HF's run_qa.py.
+
+Evaluation maps start/end logits back to text: for every window the `n_best` highest start
+and end positions inside the context are paired, spans longer than `max_answer_length`
+tokens or ending before they start are dropped, and the span with the highest start + end
+logit over all windows of a question is its answer (SQuAD v1: every question has an answer).
+Metrics are SQuAD v1.1's official exact match and F1 (answers normalised: lower case, no
+punctuation, no articles a/an/the, single spaces; the best over the gold answers), on a
+0-100 scale as the official script and every SQuAD leaderboard report them.
+
+Features keep `example_id` and `offset_mapping` (needed to map logits back to text); the
+Trainer drops them before the model sees a batch (they are not arguments of the model's
+forward, and the collator removes them as well). During training the validation split is
+scored the same way (exact_match / f1, default metric f1 picks the best checkpoint).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from typing import Any
+
+import datasets
+import numpy as np
+
+from kubetune.workload.data import DataError
+from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+
+EXTRA_COLUMNS = ("example_id", "offset_mapping")
+DEFAULT_MAX_ANSWER_LENGTH = 30
+DEFAULT_N_BEST = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# SQuAD v1.1 metric (the official evaluate-v1.1.py, restated)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, truth: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(truth))
+
+
+def f1_score(prediction: str, truth: str) -> float:
+    pred_tokens = normalize_answer(prediction).split()
+    true_tokens = normalize_answer(truth).split()
+    common = collections.Counter(pred_tokens) & collections.Counter(true_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_tokens)
+    recall = same / len(true_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+    """Exact match and F1 in percent, each the max over a question's gold answers, averaged
+    over the questions in `references`."""
+    if not references:
+        return {"exact_match": 0.0, "f1": 0.0}
+    em = f1 = 0.0
+    for qid, truths in references.items():
+        pred = predictions.get(qid, "")
+        truths = truths or [""]
+        em += max(exact_match(pred, t) for t in truths)
+        f1 += max(f1_score(pred, t) for t in truths)
+    return {"exact_match": 100.0 * em / len(references), "f1": 100.0 * f1 / len(references)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Post-processing: logits of windows → answer text per question
+
+
+def postprocess(
+    examples: list[dict[str, Any]],
+    features: list[dict[str, Any]],
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best: int = DEFAULT_N_BEST,
+    max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
+) -> dict[str, str]:
+    """Best answer text per example id.
+
+    `examples`: dicts with `id` and `context`; `features`: dicts with `example_id` and
+    `offset_mapping` (character span of each token in the context, None outside the
+    context); `start_logits`/`end_logits`: one row per feature (rows may be longer than the
+    feature: padding is ignored)."""
+    by_example: dict[str, list[int]] = collections.defaultdict(list)
+    for i, feature in enumerate(features):
+        by_example[feature["example_id"]].append(i)
+    answers: dict[str, str] = {}
+    for example in examples:
+        context = example["context"]
+        best_score, best_text = -np.inf, ""
+        for i in by_example.get(example["id"], []):
+            offsets = features[i]["offset_mapping"]
+            starts = np.asarray(start_logits[i])[: len(offsets)]
+            ends = np.asarray(end_logits[i])[: len(offsets)]
+            start_top = np.argsort(starts)[::-1][:n_best]
+            end_top = np.argsort(ends)[::-1][:n_best]
+            for s in start_top:
+                if offsets[s] is None:
+                    continue
+                for e in end_top:
+                    if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                        continue
+                    score = float(starts[s] + ends[e])
+                    if score > best_score:
+                        best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
+        answers[example["id"]] = best_text
+    return answers
+
+
+# ---------------------------------------------------------------------------------------------
+# Data helpers
+
+
+def answer_lists(value: Any) -> tuple[list[str], list[int]]:
+    """(texts, starts) from either SQuAD-as-columns {"text": [...], "answer_start": [...]} or a
+    list of {"text", "answer_start"} records."""
+    if value is None:
+        return [], []
+    if isinstance(value, dict):
+        return [str(t) for t in value.get("text") or []], [int(s) for s in value.get("answer_start") or []]
+    if isinstance(value, list):
+        return [str(a["text"]) for a in value], [int(a["answer_start"]) for a in value]
+    raise ValueError(f"unreadable answers {value!r}")
+
+
+def split_by_article(source: str, train_out: str, test_out: str, test_articles: int) -> tuple[int, int]:
+    """Split a SQuAD-format file by article (no context shared between the two files): the
+    last `test_articles` articles go to `test_out`. Returns the question counts."""
+    with open(source) as handle:
+        doc = json.load(handle)
+    articles = doc["data"]
+    if not 0 < test_articles < len(articles):
+        raise ValueError(f"test_articles must be between 1 and {len(articles) - 1}")
+    parts = {train_out: articles[:-test_articles], test_out: articles[-test_articles:]}
+    counts = []
+    for path, chosen in parts.items():
+        with open(path, "w") as handle:
+            json.dump({"version": doc.get("version", "1.1"), "data": chosen}, handle)
+        counts.append(sum(len(p["qas"]) for a in chosen for p in a["paragraphs"]))
+    return counts[0], counts[1]
+
+
+class QuestionAnswering(Task):
+    name = "question-answering"
+    default_metric = "f1"
+    greater_is_better = True
+    metric_names = ("f1", "exact_match", "loss")
+
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self._validation: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+
+    # -- options ---------------------------------------------------------------------------------
+    @property
+    def doc_stride(self) -> int:
+        qa = self.spec.data.qa
+        if qa is not None and qa.doc_stride is not None:
+            return qa.doc_stride
+        return max(1, self.spec.train.max_seq_length // 4)
+
+    @property
+    def max_answer_length(self) -> int:
+        qa = self.spec.data.qa
+        return qa.max_answer_length if qa is not None else DEFAULT_MAX_ANSWER_LENGTH
+
+    @property
+    def n_best(self) -> int:
+        qa = self.spec.data.qa
+        return qa.n_best if qa is not None else DEFAULT_N_BEST
+
+    # -- data ------------------------------------------------------------------------------------
+    def check_split(self, ds: datasets.Dataset, field: str, need_answers: bool) -> None:
+        c = self.columns()
+        for i, (qid, context, answers) in enumerate(zip(ds[c["id"]], ds[c["context"]], ds[c["answers"]])):
+            try:
+                texts, starts = answer_lists(answers)
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{field}: question {qid!r}: answers must be {{text: [...], answer_start: [...]}}") from None
+            if need_answers and not texts:
+                raise DataError(f"{field}: question {qid!r} (row {i}) has no answer")
+            if len(texts) != len(starts):
+                raise DataError(f"{field}: question {qid!r}: {len(texts)} answer texts but {len(starts)} answer_start values")
+            for text, start in zip(texts, starts):
+                if context[start : start + len(text)] != text:
+                    raise DataError(
+                        f"{field}: question {qid!r}: answer {text!r} is not at answer_start {start} of its context"
+                    )
+
+    def check_data(self, splits: Any) -> None:
+        self.check_split(splits.train, "data.train", need_answers=True)
+        self.check_split(splits.validation, "data.validation", need_answers=True)
+        if splits.test is not None:
+            self.check_split(splits.test, "data.test", need_answers=False)
+
+    def _features(self, ds: datasets.Dataset, tokenizer: Any) -> datasets.Dataset:
+        """Windows of question + context with start/end positions, example ids and offsets
+        (None outside the context)."""
+        if not getattr(tokenizer, "is_fast", False):
+            raise DataError("model.tokenizer: question-answering needs a fast tokenizer (offset mapping)")
+        c = self.columns()
+        max_length = min(self.spec.train.max_seq_length, tokenizer.model_max_length)
+        stride = self.doc_stride
+        pad_right = tokenizer.padding_side == "right"
+        context_index = 1 if pad_right else 0
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            questions = [q.lstrip() for q in batch[c["question"]]]
+            contexts = batch[c["context"]]
+            enc = tokenizer(
+                questions if pad_right else contexts,
+                contexts if pad_right else questions,
+                truncation="only_second" if pad_right else "only_first",
+                max_length=max_length,
+                stride=stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+            )
+            sample_map = enc.pop("overflow_to_sample_mapping")
+            enc["example_id"], enc["start_positions"], enc["end_positions"] = [], [], []
+            for i, offsets in enumerate(enc["offset_mapping"]):
+                example = sample_map[i]
+                sequence_ids = enc.sequence_ids(i)
+                enc["example_id"].append(str(batch[c["id"]][example]))
+                texts, starts = answer_lists(batch[c["answers"]][example])
+                start_pos = end_pos = 0  # the [CLS] position: no answer in this window
+                if texts:
+                    start_char, end_char = starts[0], starts[0] + len(texts[0])
+                    ctx = [k for k, s in enumerate(sequence_ids) if s == context_index]
+                    first, last = ctx[0], ctx[-1]
+                    if offsets[first][0] <= start_char and offsets[last][1] >= end_char:
+                        start_pos = first
+                        while start_pos <= last and offsets[start_pos][0] <= start_char:
+                            start_pos += 1
+                        start_pos -= 1
+                        end_pos = last
+                        while end_pos >= first and offsets[end_pos][1] >= end_char:
+                            end_pos -= 1
+                        end_pos += 1
+                enc["start_positions"].append(start_pos)
+                enc["end_positions"].append(end_pos)
+                enc["offset_mapping"][i] = [
+                    list(o) if sequence_ids[k] == context_index else None for k, o in enumerate(offsets)
+                ]
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        try:
+            return ds.map(encode, batched=True, remove_columns=ds.column_names)
+        except Exception as exc:
+            if "stride" in str(exc):
+                raise DataError(
+                    f"data.qa.doc_stride: {stride} is too large for max_seq_length {max_length} "
+                    "with these questions; lower it"
+                ) from None
+            raise
+
+    def _examples(self, ds: datasets.Dataset) -> list[dict[str, Any]]:
+        c = self.columns()
+        return [
+            {"id": str(qid), "context": context, "answers": answer_lists(answers)[0]}
+            for qid, context, answers in zip(ds[c["id"]], ds[c["context"]], ds[c["answers"]])
+        ]
+
+    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+        train = self._features(splits.train, tokenizer).remove_columns(list(EXTRA_COLUMNS))
+        validation = self._features(splits.validation, tokenizer)
+        self._validation = (
+            self._examples(splits.validation),
+            validation.select_columns(list(EXTRA_COLUMNS)).to_list(),
+        )
+        return Prepared(train=train, validation=validation, labels=None,
+                        extra={"train_examples": len(splits.train), "validation_examples": len(splits.validation)})
+
+    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        self.check_split(test, "data.test" if self.spec.data.test else "data.validation", need_answers=False)
+        return self._features(test, tokenizer)
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorWithPadding
+
+        padding = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+        def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+            return padding([{k: v for k, v in row.items() if k not in EXTRA_COLUMNS} for row in rows])
+
+        return collate
+
+    # -- model -----------------------------------------------------------------------------------
+    def auto_model_class(self) -> Any:
+        from transformers import AutoModelForQuestionAnswering
+
+        return AutoModelForQuestionAnswering
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def _answers(self, predictions: Any, examples: list[dict[str, Any]], features: list[dict[str, Any]]) -> dict[str, str]:
+        start_logits, end_logits = predictions[0], predictions[1]
+        return postprocess(examples, features, start_logits, end_logits, self.n_best, self.max_answer_length)
+
+    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+        """Validation: SQuAD exact match and F1 of the decoded answers."""
+        if self._validation is None:
+            return {}
+        examples, features = self._validation
+        if len(eval_pred.predictions[0]) != len(features):
+            raise DataError(f"validation: {len(eval_pred.predictions[0])} predictions for {len(features)} features")
+        answers = self._answers(eval_pred.predictions, examples, features)
+        return squad_metrics(answers, {e["id"]: e["answers"] for e in examples})
+
+    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+        examples = self._examples(raw)
+        kept = features.select_columns(list(EXTRA_COLUMNS)).to_list()
+        answers = self._answers(output.predictions, examples, kept)
+        references = {e["id"]: e["answers"] for e in examples if e["answers"]}
+        metrics: dict[str, Any] = squad_metrics(answers, references)
+        metrics.update({
+            "loss": float(output.metrics.get("test_loss", float("nan"))),
+            "num_samples": len(examples),
+            "num_scored": len(references),
+            "num_features": len(kept),
+            "doc_stride": self.doc_stride,
+            "max_answer_length": self.max_answer_length,
+        })
+        lines = [
+            f"SQuAD v1.1 metrics over {len(references)} questions with gold answers "
+            f"({len(kept)} windows of {self.spec.train.max_seq_length} tokens, stride {self.doc_stride}):",
+            f"  exact_match {metrics['exact_match']:.2f}",
+            f"  f1          {metrics['f1']:.2f}",
+            "",
+            "first predictions (id | predicted | gold):",
+        ]
+        for e in examples[:20]:
+            lines.append(f"  {e['id']} | {answers.get(e['id'], '')!r} | {e['answers'][:3]!r}")
+        return Evaluation(metrics=metrics, report="\n".join(lines) + "\n")
