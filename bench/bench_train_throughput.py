@@ -1,0 +1,116 @@
+"""Training throughput: the kubetune path against the classic tutorial loop, side by side.
+
+Same pretrained model (all-MiniLM-L6-v2), same data (SST-2 train), same number of samples, same
+batch size, in one process:
+
+  kubetune   the real train path (spec -> setup -> build_trainer -> Trainer.train): dynamic
+             padding, length-grouped batches
+  pad-512    a plain PyTorch loop that pads every sequence to 512 tokens (the tutorial loop)
+  pad-128    the same loop padding to 128 (for reference)
+
+The padded loops are far too slow for a full epoch, so every variant trains on the same fixed
+number of samples. Prints samples/s for each and the ratios against pad-512.
+
+    python bench/bench_train_throughput.py [--samples 128] [--batch-size 16] [--data ../shared/data/sst2/train.tsv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> float:
+    from kubetune.spec import load_spec
+    from kubetune.workload.train import setup
+    from kubetune.workload.trainer_setup import build_trainer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kt-"))
+    root = tmp / "store"
+    shutil.copytree(model_dir, root / "models" / "m")
+    (root / "datasets").mkdir(parents=True)
+    shutil.copy(data, root / "datasets" / "train.tsv")
+    spec_file = tmp / "job.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "bench",
+        "model": {"source": "models/m"},
+        "data": {"train": "datasets/train.tsv", "columns": {"text": "sentence"},
+                 "max_train_samples": samples, "max_eval_samples": 8},
+        "train": {"max_steps": samples // batch, "batch_size": batch, "max_seq_length": 512,
+                  "logging_steps": 1000, "checkpoint_every": 100000},
+        "storage": {"root": str(root)},
+    }))
+    os.environ["KUBETUNE_WORKDIR"] = str(tmp / "work")
+    run = setup(load_spec(spec_file))
+    trainer, _ = build_trainer(run)
+    trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
+                                          if type(c).__name__ != "CheckpointUploadCallback"]
+    trainer.args.save_strategy = "no"
+    trainer.args.eval_strategy = "no"
+    trainer.args.load_best_model_at_end = False
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(tmp, ignore_errors=True)
+    return (samples // batch) * batch / elapsed
+
+
+def padded_loop_rate(model_dir: Path, data: Path, samples: int, batch: int, pad_to: int) -> float:
+    """The tutorial loop: tokenize with padding='max_length', shuffle, AdamW, no grouping."""
+    import pandas as pd
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    frame = pd.read_csv(data, sep="\t").head(samples)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    enc = tokenizer(list(frame["sentence"]), padding="max_length", truncation=True, max_length=pad_to, return_tensors="pt")
+    labels = torch.tensor(frame["label"].values)
+    dataset = torch.utils.data.TensorDataset(enc["input_ids"], enc["attention_mask"], labels)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    model.train()
+    start = time.perf_counter()
+    seen = 0
+    for input_ids, mask, y in loader:
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=y).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "sst2" / "train.tsv")
+    args = parser.parse_args()
+    from kubetune.quickstart import copy_model
+
+    model_dir = copy_model(Path(tempfile.mkdtemp(prefix="bench-model-")) / "minilm")
+    print(f"torch threads {torch.get_num_threads()} | {args.samples} samples | batch {args.batch_size} | {args.data}")
+    rates = {
+        "kubetune": kubetune_rate(model_dir, args.data, args.samples, args.batch_size),
+        "pad-128": padded_loop_rate(model_dir, args.data, args.samples, args.batch_size, 128),
+        "pad-512": padded_loop_rate(model_dir, args.data, args.samples, args.batch_size, 512),
+    }
+    for name, rate in rates.items():
+        print(f"{name:>9}: {rate:8.2f} samples/s   {rate / rates['pad-512']:7.1f}x pad-512")
+    print(f"kubetune / pad-512 = {rates['kubetune'] / rates['pad-512']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
