@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
+from kubetune.cli_cluster import add_cluster_commands
 from kubetune.spec import SpecError, load_spec
 
 EXIT_USER_ERROR = 2
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root", default=".kubetune", help="storage root to fill (default: .kubetune)")
     p.set_defaults(func=cmd_prepare_quickstart)
+
+    add_cluster_commands(sub, _add_spec_args)
     return parser
 
 

@@ -1,0 +1,138 @@
+"""`kubetune submit / status / logs / cancel / list`: the cluster verbs of the command line.
+
+Kept apart from `cli.py` so the cluster code (and the `kubernetes` client) loads only when a
+cluster verb runs. API failures print one line on stderr and exit 1; a bad spec exits 2 (the
+SpecError reaches `cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+EXIT_CLUSTER_ERROR = 1
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster")
+    group.add_argument("-n", "--namespace", help="namespace (default: the spec's kubernetes.namespace, else the kubeconfig context's)")
+    group.add_argument("--context", help="kubeconfig context (default: the current context)")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in a pod: its service account)")
+
+
+def _connect(args: argparse.Namespace, namespace: str | None = None) -> Any:
+    from kubetune.launch.cluster import connect
+
+    return connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace or namespace)
+
+
+def _one_line_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapper(args: argparse.Namespace) -> int:
+        from kubetune.launch.cluster import ClusterError
+
+        try:
+            return func(args)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CLUSTER_ERROR
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@_one_line_errors
+def cmd_submit(args: argparse.Namespace) -> int:
+    from kubetune.launch.render import render_objects
+    from kubetune.spec import load_spec
+
+    spec = load_spec(args.job, args.overrides)
+    if args.schedule:
+        if args.wait:
+            print("error: --wait follows one run; a --schedule submits a CronJob", file=sys.stderr)
+            return 2
+        stages = [render_objects(spec, stage="train", schedule=args.schedule)]
+    elif args.stage == "all":
+        stages = [render_objects(spec, stage="train"), render_objects(spec, stage="evaluate")]
+    else:
+        stages = [render_objects(spec, stage=args.stage)]
+    cluster = _connect(args, spec.kubernetes.namespace)
+    # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
+    reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == "evaluate" else ()
+    return cluster.submit(spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait, reuse=reuse)
+
+
+@_one_line_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    print(_connect(args).status(args.name).render())
+    return 0
+
+
+@_one_line_errors
+def cmd_logs(args: argparse.Namespace) -> int:
+    return _connect(args).logs(args.name, follow=args.follow, rank=args.rank)
+
+
+@_one_line_errors
+def cmd_cancel(args: argparse.Namespace) -> int:
+    cluster = _connect(args)
+    cluster.cancel(args.name, wait=args.wait)
+    print(f"cancelled {args.name} in namespace {cluster.namespace}")
+    return 0
+
+
+@_one_line_errors
+def cmd_list(args: argparse.Namespace) -> int:
+    from kubetune.launch.cluster import duration, table
+
+    cluster = _connect(args)
+    rows = cluster.list_jobs()
+    if not rows:
+        print(f"no kubetune jobs in namespace {cluster.namespace}")
+        return 0
+    lines = [["NAME", "TRAIN", "EVALUATE", "SCHEDULE", "AGE"]]
+    lines += [[r.name, r.train, r.evaluate, r.schedule, duration(r.created)] for r in rows]
+    print(table(lines))
+    return 0
+
+
+def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the cluster verbs to `kubetune`'s subcommands."""
+    p = sub.add_parser(
+        "submit",
+        help="create a job's objects on a cluster (--wait: follow training, then evaluation)",
+        description="Render the job and create its objects. Training starts at once; with --wait, "
+        "kubetune follows the train Job, then submits and follows evaluation, and exits 0 only when "
+        "both succeeded. Without --wait, start evaluation later with --stage evaluate.",
+    )
+    add_spec_args(p)
+    p.add_argument("--stage", choices=["train", "evaluate", "all"], default="all")
+    p.add_argument("--wait", action="store_true", help="follow the Jobs to their end, streaming their logs")
+    p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
+    p.add_argument("--dry-run", action="store_true", help="send every object with the server-side dry-run flag; create nothing")
+    p.add_argument("--schedule", metavar="CRON", help='submit scheduled retraining: a CronJob, e.g. "0 3 * * 0"')
+    _cluster_args(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's phase, pods per completion index, restarts, elapsed time, last log line")
+    p.add_argument("name", help="job name (the spec's `name`)")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="the logs of every rank of a job, each line prefixed [rank N]")
+    p.add_argument("name", help="job name (the spec's `name`)")
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the job's Jobs end")
+    p.add_argument("--rank", type=int, metavar="N", help="only completion index (node rank) N")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", help="delete everything a job created (Jobs, pods, Service, ConfigMap, ...)")
+    p.add_argument("name", help="job name (the spec's `name`)")
+    p.add_argument("--wait", action="store_true", help="wait until the objects and their pods are gone")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("list", help="the kubetune jobs in a namespace")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_list)

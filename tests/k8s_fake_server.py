@@ -1,0 +1,645 @@
+"""A small, in-memory Kubernetes API server for tests of `kubetune.launch.cluster`.
+
+It speaks the subset of the REST API the launcher uses, over real HTTP on 127.0.0.1 (port 0),
+so tests drive the official `kubernetes` client end to end without patching it:
+
+- create / get / list (labelSelector: `k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`) / delete for
+  v1 ConfigMaps, Services, Pods; batch/v1 Jobs and CronJobs; networking.k8s.io/v1
+  NetworkPolicies; namespaced and (for list) all-namespaces paths;
+- `dryRun=All` on create and delete: validated (and 409 on a clash) but nothing is stored;
+- pod logs, with `tailLines`, `container` and `follow=true` streamed with chunked transfer
+  encoding until the pod terminates; a 400 for a pod whose container has not started;
+- errors as `Status` objects: 401 without the bearer token, 403 for verbs a test denies,
+  404, 409 AlreadyExists, 422 Invalid;
+- deleting a Job deletes its pods (the garbage collector's cascade).
+
+Tests drive the state a controller and the kubelet would: `add_pod`, `log`, `finish_pod`,
+`set_job_condition`, or `script_job` to play a whole Job run (pods pending -> running with
+log lines -> succeeded, or failed with a condition reason) as soon as the launcher creates it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+# plural -> (group/version path prefix, kind, API group for messages)
+RESOURCES: dict[str, tuple[str, str, str]] = {
+    "configmaps": ("api/v1", "ConfigMap", ""),
+    "services": ("api/v1", "Service", ""),
+    "pods": ("api/v1", "Pod", ""),
+    "jobs": ("apis/batch/v1", "Job", "batch"),
+    "cronjobs": ("apis/batch/v1", "CronJob", "batch"),
+    "networkpolicies": ("apis/networking.k8s.io/v1", "NetworkPolicy", "networking.k8s.io"),
+}
+PATH = re.compile(
+    r"^/(?P<prefix>api/v1|apis/[^/]+/[^/]+)/(?:namespaces/(?P<ns>[^/]+)/)?(?P<plural>[a-z]+)"
+    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log))?$"
+)
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_body(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details,
+        "code": code,
+    }
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str, **details: Any):
+        super().__init__(message)
+        self.code = code
+        self.body = status_body(code, reason, message, **details)
+
+
+def parse_selector(selector: str) -> list[tuple[str, str, Any]]:
+    """`a=b,c!=d,e,!f,g in (x,y)` -> [(op, key, value)]."""
+    terms = []
+    for part in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.match(r"^(\S+)\s+(in|notin)\s+\((.*)\)$", part)
+        if m:
+            terms.append((m.group(2), m.group(1), {v.strip() for v in m.group(3).split(",")}))
+        elif "!=" in part:
+            k, v = part.split("!=", 1)
+            terms.append(("!=", k.strip(), v.strip()))
+        elif "=" in part:
+            k, v = part.replace("==", "=").split("=", 1)
+            terms.append(("=", k.strip(), v.strip()))
+        elif part.startswith("!"):
+            terms.append(("!", part[1:].strip(), None))
+        else:
+            terms.append(("exists", part, None))
+    return terms
+
+
+def matches(labels: dict[str, str], terms: list[tuple[str, str, Any]]) -> bool:
+    for op, key, value in terms:
+        have = labels.get(key)
+        ok = {
+            "=": have == value,
+            "!=": have != value,
+            "exists": key in labels,
+            "!": key not in labels,
+            "in": have in (value or ()),
+            "notin": have not in (value or ()),
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+@dataclass
+class PodRun:
+    """What one completion index does in a scripted Job run."""
+
+    lines: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+
+@dataclass
+class JobScript:
+    """A Job run the fake controller plays once the Job is created (not for dry runs).
+
+    `outcome` is "Complete" or a failure reason (BackoffLimitExceeded, DeadlineExceeded,
+    PodFailurePolicy); `pods` maps a completion index to its run (default: one quiet pod per
+    completion that exits 0, or 1 when the Job fails)."""
+
+    outcome: str = "Complete"
+    pods: dict[int, PodRun] = field(default_factory=dict)
+    pending_s: float = 0.05
+    line_s: float = 0.01
+    message: str = ""
+
+
+class FakeKubeAPI:
+    def __init__(self, token: str = "test-token", lifetime_s: float = 120.0):
+        self.token = token
+        self.lifetime_s = lifetime_s
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.logs: dict[tuple[str, str], list[str]] = {}
+        self.denied: set[tuple[str, str]] = set()
+        self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
+        self.scripts: dict[str, JobScript] = {}
+        self.closing = False
+        self._rv = itertools.count(1)
+        self._threads: list[threading.Thread] = []
+        self.httpd: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> "FakeKubeAPI":
+        api = self
+
+        class Handler(_Handler):
+            server_api = api
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        # Stops itself even if a test forgets to.
+        self._timer = threading.Timer(self.lifetime_s, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.closing:
+                return
+            self.closing = True
+            self.changed.notify_all()
+        self._timer.cancel()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        for t in self._threads:
+            t.join(timeout=2)
+
+    def __enter__(self) -> "FakeKubeAPI":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self.httpd is not None
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def kubeconfig(self, path: Path, namespace: str | None = "ml", token: str | None = None) -> Path:
+        context: dict[str, Any] = {"cluster": "fake", "user": "launcher"}
+        if namespace:
+            context["namespace"] = namespace
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "launcher", "user": {"token": token or self.token}}],
+            "contexts": [{"name": "fake", "context": context}],
+            "current-context": "fake",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # -- state, for tests ------------------------------------------------------------------
+
+    def deny(self, verb: str, plural: str) -> None:
+        """Answer 403 Forbidden to `verb` (create/get/list/delete) on `plural` (e.g. "jobs",
+        "pods/log")."""
+        self.denied.add((verb, plural))
+
+    def get(self, plural: str, name: str, ns: str = "ml") -> dict[str, Any] | None:
+        with self.lock:
+            obj = self.objects.get((plural, ns, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def names(self, plural: str, ns: str = "ml") -> list[str]:
+        with self.lock:
+            return sorted(n for (p, s, n) in self.objects if p == plural and s == ns)
+
+    def put(self, plural: str, obj: dict[str, Any], ns: str = "ml") -> dict[str, Any]:
+        """Store an object as if created earlier (no checks)."""
+        with self.lock:
+            obj = copy.deepcopy(obj)
+            self._fill_metadata(obj, plural, ns)
+            self.objects[(plural, ns, obj["metadata"]["name"])] = obj
+            self.changed.notify_all()
+            return obj
+
+    def add_pod(
+        self,
+        job: str,
+        index: int = 0,
+        phase: str = "Running",
+        lines: list[str] | tuple[str, ...] = (),
+        restarts: int = 0,
+        ns: str = "ml",
+        name: str | None = None,
+        waiting_reason: str = "ContainerCreating",
+    ) -> str:
+        """A pod of Job `job` for completion `index`, as the Job controller would create it."""
+        with self.lock:
+            owner = self.objects.get(("jobs", ns, job))
+            template = (owner or {}).get("spec", {}).get("template", {})
+            labels = dict(template.get("metadata", {}).get("labels", {}))
+            labels.update({"batch.kubernetes.io/job-name": job, "job-name": job, INDEX_KEY: str(index)})
+            containers = template.get("spec", {}).get("containers") or [{"name": "main", "image": "x"}]
+            pod_name = name or f"{job}-{index}-{uuid.uuid4().hex[:5]}"
+            metadata: dict[str, Any] = {
+                "name": pod_name,
+                "labels": labels,
+                "annotations": {INDEX_KEY: str(index)},
+            }
+            if owner:
+                metadata["ownerReferences"] = [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": owner["metadata"]["uid"], "controller": True}
+                ]
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": metadata,
+                "spec": {"containers": [{"name": c["name"], "image": c.get("image", "x")} for c in containers]},
+                "status": {},
+            }
+            self.put("pods", pod, ns)
+            self.logs[(ns, pod_name)] = list(lines)
+            self._set_pod_phase(ns, pod_name, phase, restarts=restarts, waiting_reason=waiting_reason)
+            return pod_name
+
+    def _set_pod_phase(
+        self, ns: str, pod: str, phase: str, exit_code: int = 0, restarts: int = 0, waiting_reason: str = "ContainerCreating"
+    ) -> None:
+        obj = self.objects[("pods", ns, pod)]
+        container = obj["spec"]["containers"][0]["name"]
+        if phase == "Pending":
+            state: dict[str, Any] = {"waiting": {"reason": waiting_reason}}
+        elif phase == "Running":
+            state = {"running": {"startedAt": now()}}
+        else:
+            state = {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if phase == "Succeeded" else "Error",
+                    "startedAt": now(),
+                    "finishedAt": now(),
+                }
+            }
+        status = obj["status"]
+        status["phase"] = phase
+        if phase != "Pending":
+            status.setdefault("startTime", now())
+        previous = (status.get("containerStatuses") or [{}])[0].get("restartCount", 0)
+        status["containerStatuses"] = [
+            {
+                "name": container,
+                "image": obj["spec"]["containers"][0]["image"],
+                "imageID": "",
+                "ready": phase == "Running",
+                "restartCount": max(restarts, previous),
+                "state": state,
+            }
+        ]
+        self.changed.notify_all()
+
+    def set_pod_phase(self, pod: str, phase: str, exit_code: int = 0, ns: str = "ml") -> None:
+        with self.lock:
+            self._set_pod_phase(ns, pod, phase, exit_code)
+
+    def log(self, pod: str, *lines: str, ns: str = "ml") -> None:
+        with self.lock:
+            self.logs.setdefault((ns, pod), []).extend(lines)
+            self.changed.notify_all()
+
+    def finish_pod(self, pod: str, exit_code: int = 0, ns: str = "ml") -> None:
+        self.set_pod_phase(pod, "Succeeded" if exit_code == 0 else "Failed", exit_code, ns)
+
+    def set_job_condition(self, job: str, kind: str, reason: str = "", message: str = "", ns: str = "ml") -> None:
+        """Finish a Job: kind "Complete" (adds SuccessCriteriaMet too) or "Failed" (adds
+        FailureTarget first, as Kubernetes 1.31+ does)."""
+        with self.lock:
+            obj = self.objects[("jobs", ns, job)]
+            status = obj.setdefault("status", {})
+            status.setdefault("startTime", now())
+            types = ["SuccessCriteriaMet", "Complete"] if kind == "Complete" else ["FailureTarget", "Failed"]
+            conditions = status.setdefault("conditions", [])
+            for t in types:
+                conditions.append(
+                    {"type": t, "status": "True", "reason": reason or None, "message": message or None,
+                     "lastProbeTime": now(), "lastTransitionTime": now()}
+                )
+            status["active"] = 0
+            if kind == "Complete":
+                status["succeeded"] = obj["spec"].get("completions") or 1
+                status["completionTime"] = now()
+            else:
+                status["failed"] = status.get("failed", 0) + 1
+            self.changed.notify_all()
+
+    def script_job(self, job: str, script: JobScript) -> None:
+        """Play `script` as soon as Job `job` is created (not for dry-run creates)."""
+        self.scripts[job] = script
+
+    def _play(self, ns: str, job: str, script: JobScript) -> None:
+        with self.lock:
+            spec = self.objects[("jobs", ns, job)]["spec"]
+            completions = spec.get("completions") or 1
+            status = self.objects[("jobs", ns, job)].setdefault("status", {})
+            status["startTime"] = now()
+            failed = script.outcome != "Complete"
+            runs = {i: script.pods.get(i, PodRun(exit_code=1 if failed else 0)) for i in range(completions)}
+            pods = {i: self.add_pod(job, i, "Pending", ns=ns) for i in runs}
+        time.sleep(script.pending_s)
+        with self.lock:
+            if self.closing or ("jobs", ns, job) not in self.objects:
+                return
+            for pod in pods.values():
+                self._set_pod_phase(ns, pod, "Running")
+            status["active"] = completions
+        longest = max((len(r.lines) for r in runs.values()), default=0)
+        for i in range(longest):
+            time.sleep(script.line_s)
+            with self.lock:
+                if self.closing or ("jobs", ns, job) not in self.objects:
+                    return
+                for index, run in runs.items():
+                    if i < len(run.lines):
+                        self.logs[(ns, pods[index])].append(run.lines[i])
+                self.changed.notify_all()
+        with self.lock:
+            if self.closing or ("jobs", ns, job) not in self.objects:
+                return
+            for index, run in runs.items():
+                self._set_pod_phase(ns, pods[index], "Succeeded" if run.exit_code == 0 else "Failed", run.exit_code)
+            if failed:
+                self.set_job_condition(job, "Failed", script.outcome, script.message or f"Job failed: {script.outcome}", ns)
+            else:
+                self.set_job_condition(job, "Complete", ns=ns)
+
+    # -- API semantics ---------------------------------------------------------------------
+
+    def _fill_metadata(self, obj: dict[str, Any], plural: str, ns: str) -> None:
+        _canonical_quantities(obj)
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = ns
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", now())
+        meta["resourceVersion"] = str(next(self._rv))
+        prefix, kind, _ = RESOURCES[plural]
+        obj.setdefault("apiVersion", prefix.split("/", 1)[1] if prefix.startswith("apis/") else "v1")
+        obj.setdefault("kind", kind)
+
+    def check_denied(self, verb: str, plural: str, ns: str | None, sub: str | None = None) -> None:
+        resource = f"{plural}/{sub}" if sub else plural
+        if (verb, resource) in self.denied:
+            group = RESOURCES[plural][2]
+            where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+            qualified = f"{resource}.{group}" if group else resource
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{qualified} is forbidden: User "system:serviceaccount:ml:kubetune" cannot {verb} '
+                f'resource "{plural}"{" subresource " + repr(sub) if sub else ""} in API group "{group}"{where}',
+                group=group,
+                kind=plural,
+            )
+
+    def create(self, plural: str, ns: str, body: Any, dry_run: bool) -> dict[str, Any]:
+        prefix, kind, group = RESOURCES[plural]
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+        if body.get("kind") != kind:
+            raise ApiError(400, "BadRequest", f"the API version in the data ({body.get('apiVersion')}) does not match the expected kind {kind}")
+        meta = body.get("metadata") or {}
+        name = meta.get("name")
+        if meta.get("namespace") not in (None, ns):
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+        if not name:
+            raise ApiError(422, "Invalid", f"{kind} \"\" is invalid: metadata.name: Required value: name or generateName is required")
+        if not DNS_SUBDOMAIN.match(name) or len(name) > 253:
+            raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters')
+        if kind == "Job" and not body.get("spec", {}).get("template", {}).get("spec", {}).get("containers"):
+            raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: spec.template.spec.containers: Required value')
+        with self.lock:
+            if (plural, ns, name) in self.objects:
+                qualified = f"{plural}.{group}" if group else plural
+                raise ApiError(409, "AlreadyExists", f'{qualified} "{name}" already exists', name=name, group=group, kind=plural)
+            obj = copy.deepcopy(body)
+            self._fill_metadata(obj, plural, ns)
+            if kind == "Job":
+                obj.setdefault("status", {})
+            if dry_run:
+                return obj
+            self.objects[(plural, ns, name)] = obj
+            self.changed.notify_all()
+            script = self.scripts.get(name) if kind == "Job" else None
+        if script is not None:
+            t = threading.Thread(target=self._play, args=(ns, name, script), daemon=True)
+            self._threads.append(t)
+            t.start()
+        return obj
+
+    def read(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+        with self.lock:
+            obj = self.objects.get((plural, ns, name))
+            if obj is None:
+                group = RESOURCES[plural][2]
+                qualified = f"{plural}.{group}" if group else plural
+                raise ApiError(404, "NotFound", f'{qualified} "{name}" not found', name=name, group=group, kind=plural)
+            return copy.deepcopy(obj)
+
+    def list(self, plural: str, ns: str | None, selector: str) -> dict[str, Any]:
+        terms = parse_selector(selector)
+        with self.lock:
+            items = [
+                copy.deepcopy(o)
+                for (p, s, _), o in sorted(self.objects.items(), key=lambda kv: kv[0])
+                if p == plural and (ns is None or s == ns) and matches(o["metadata"].get("labels") or {}, terms)
+            ]
+        prefix, kind, _ = RESOURCES[plural]
+        return {
+            "apiVersion": prefix.split("/", 1)[1] if prefix.startswith("apis/") else "v1",
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": str(next(self._rv))},
+            "items": items,
+        }
+
+    def delete(self, plural: str, ns: str, name: str, dry_run: bool, options: dict[str, Any]) -> dict[str, Any]:
+        obj = self.read(plural, ns, name)
+        if dry_run:
+            return obj
+        with self.lock:
+            del self.objects[(plural, ns, name)]
+            if plural == "pods":
+                self.logs.pop((ns, name), None)
+            if plural == "jobs" and options.get("propagationPolicy") != "Orphan":
+                uid = obj["metadata"]["uid"]
+                for key, pod in list(self.objects.items()):
+                    owners = pod["metadata"].get("ownerReferences") or []
+                    if key[0] == "pods" and any(o.get("uid") == uid for o in owners):
+                        del self.objects[key]
+            self.changed.notify_all()
+        return obj
+
+    def pod_log(self, ns: str, name: str, query: dict[str, list[str]]) -> tuple[list[str], bool]:
+        """(lines so far, whether the pod still runs); raises for pods that have not started."""
+        with self.lock:
+            pod = self.read("pods", ns, name)
+            containers = [c["name"] for c in pod["spec"]["containers"]]
+            container = (query.get("container") or [None])[0]
+            if container is None and len(containers) > 1:
+                raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, choose one of: {containers}")
+            if container is not None and container not in containers:
+                raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+            phase = pod["status"].get("phase", "Pending")
+            if phase == "Pending":
+                reason = pod["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason", "ContainerCreating")
+                raise ApiError(400, "BadRequest", f'container "{containers[0]}" in pod "{name}" is waiting to start: {reason}')
+            return list(self.logs.get((ns, name), [])), phase == "Running"
+
+
+def _canonical_quantities(node: Any) -> None:
+    """The API server returns resource quantities as strings, whatever a client sent."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("limits", "requests") and isinstance(value, dict):
+                node[key] = {q: str(v) for q, v in value.items()}
+            else:
+                _canonical_quantities(value)
+    elif isinstance(node, list):
+        for item in node:
+            _canonical_quantities(item)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_api: FakeKubeAPI
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest output quiet
+        pass
+
+    def _send_json(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else None
+
+    def _handle(self, method: str) -> None:
+        api = self.server_api
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        body = self._body() if method in ("POST", "DELETE") else None
+        with api.lock:
+            api.requests.append((method, url.path, query, body))
+        try:
+            if self.headers.get("Authorization") != f"Bearer {api.token}":
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            m = PATH.match(url.path)
+            if not m or m.group("plural") not in RESOURCES or RESOURCES[m.group("plural")][0] != m.group("prefix"):
+                raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
+            plural, ns, name, sub = m.group("plural"), m.group("ns"), m.group("name"), m.group("sub")
+            dry_run = query.get("dryRun") == ["All"]
+            if sub == "log" and method == "GET" and plural == "pods" and ns and name:
+                api.check_denied("get", plural, ns, sub)
+                return self._stream_log(ns, name, query)
+            if method == "POST" and ns and not name:
+                api.check_denied("create", plural, ns)
+                return self._send_json(201, api.create(plural, ns, body, dry_run))
+            if method == "GET" and name and ns:
+                api.check_denied("get", plural, ns)
+                return self._send_json(200, api.read(plural, ns, name))
+            if method == "GET" and not name:
+                api.check_denied("list", plural, ns)
+                return self._send_json(200, api.list(plural, ns, (query.get("labelSelector") or [""])[0]))
+            if method == "DELETE" and name and ns:
+                api.check_denied("delete", plural, ns)
+                options = dict(body or {})
+                if "propagationPolicy" in query:
+                    options["propagationPolicy"] = query["propagationPolicy"][0]
+                return self._send_json(200, api.delete(plural, ns, name, dry_run, options))
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {url.path}")
+        except ApiError as exc:
+            self._send_json(exc.code, exc.body)
+
+    def _stream_log(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
+        api = self.server_api
+        lines, running = api.pod_log(ns, name, query)
+        tail = query.get("tailLines")
+        if tail:
+            lines = lines[-int(tail[0]):] if int(tail[0]) else []
+        follow = query.get("follow") == ["true"]
+        if not follow:
+            data = "".join(f"{line}\n" for line in lines).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        # follow: chunked, as the real API server streams, until the pod terminates
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        sent = len(api.logs.get((ns, name), [])) - len(lines)
+        while True:
+            with api.lock:
+                current = api.logs.get((ns, name))
+                pod = api.objects.get(("pods", ns, name))
+                new = (current or [])[sent:]
+                done = api.closing or pod is None or pod["status"].get("phase") in ("Succeeded", "Failed")
+                if not new and not done:
+                    api.changed.wait(timeout=0.5)
+                    continue
+            sent += len(new)
+            if new:
+                chunk = "".join(f"{line}\n" for line in new).encode()
+                try:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            if done and not new:
+                break
+        try:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+
+def closed_port() -> int:
+    """A local port that nothing listens on (for an unreachable API server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
