@@ -148,6 +148,10 @@ class FakeKubeAPI:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.logs: dict[tuple[str, str], list[str]] = {}
         self.denied: set[tuple[str, str]] = set()
+        # RBAC: when set, only these (api group, resource, verb) are allowed; `used` records
+        # every (group, resource, verb) a request needed.
+        self.allowed: set[tuple[str, str, str]] | None = None
+        self.used: set[tuple[str, str, str]] = set()
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.scripts: dict[str, JobScript] = {}
         self.closing = False
@@ -218,6 +222,17 @@ class FakeKubeAPI:
         """Answer 403 Forbidden to `verb` (create/get/list/delete) on `plural` (e.g. "jobs",
         "pods/log")."""
         self.denied.add((verb, plural))
+
+    def enforce_role(self, rules: list[dict[str, Any]]) -> None:
+        """Allow only what a Role's rules grant (as the RBAC authorizer would); anything else
+        is 403 Forbidden."""
+        self.allowed = {
+            (group, resource, verb)
+            for rule in rules
+            for group in rule.get("apiGroups", [])
+            for resource in rule.get("resources", [])
+            for verb in rule.get("verbs", [])
+        }
 
     def get(self, plural: str, name: str, ns: str = "ml") -> dict[str, Any] | None:
         with self.lock:
@@ -401,8 +416,10 @@ class FakeKubeAPI:
 
     def check_denied(self, verb: str, plural: str, ns: str | None, sub: str | None = None) -> None:
         resource = f"{plural}/{sub}" if sub else plural
-        if (verb, resource) in self.denied:
-            group = RESOURCES[plural][2]
+        group = RESOURCES[plural][2]
+        with self.lock:
+            self.used.add((group, resource, verb))
+        if (verb, resource) in self.denied or (self.allowed is not None and (group, resource, verb) not in self.allowed):
             where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
             qualified = f"{resource}.{group}" if group else resource
             raise ApiError(
