@@ -119,6 +119,9 @@ class DataSpec(_Strict):
     qa: QuestionAnsweringSpec | None = Field(
         default=None, exclude_if=lambda v: v is None, description="question-answering options (unset: defaults)"
     )
+    source_prefix: str | None = Field(
+        default=None, description="seq2seq: text put before every source, e.g. 'translate English to German: '"
+    )
 
     @field_validator("labels")
     @classmethod
@@ -166,6 +169,10 @@ class TrainSpec(_Strict):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     dropout: float | None = Field(default=None, ge=0, lt=1, description="overrides the model's dropout")
     max_seq_length: int = Field(default=128, gt=0)
+    max_target_length: int | None = Field(default=None, gt=0, description="seq2seq: target tokens; default max_seq_length")
+    packing: bool = Field(
+        default=False, description="causal-lm: pack short training samples into full max_seq_length sequences"
+    )
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, else fp32"
@@ -179,6 +186,13 @@ class TrainSpec(_Strict):
     keep_checkpoints: int = Field(default=2, gt=0)
     logging_steps: int = Field(default=10, gt=0)
     dataloader_workers: int = Field(default=0, ge=0)
+
+
+class GenerationSpec(_Strict):
+    """How seq2seq and causal-lm models generate text at evaluation and prediction."""
+
+    max_new_tokens: int = Field(default=64, gt=0)
+    num_beams: int = Field(default=1, gt=0, description="1: greedy decoding")
 
 
 class StorageSpec(_Strict):
@@ -347,6 +361,7 @@ class JobSpec(_Strict):
     model: ModelSpec
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)

@@ -47,7 +47,8 @@ def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
     t = run.spec.train
     metric, greater = run.task.best_metric()
     per_steps = t.checkpoint_every is not None
-    return TrainingArguments(
+    return arguments_class(run.task)(
+        **generation_arguments(run),
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -82,6 +83,23 @@ def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
     )
 
 
+def arguments_class(task: Any) -> type[TrainingArguments]:
+    """Generative tasks (seq2seq) evaluate by generating text: Seq2SeqTrainingArguments."""
+    return transformers.Seq2SeqTrainingArguments if task.generative else TrainingArguments
+
+
+def trainer_class(task: Any) -> type[Trainer]:
+    return transformers.Seq2SeqTrainer if task.generative else Trainer
+
+
+def generation_arguments(run: Any) -> dict[str, Any]:
+    """predict_with_generate for generative tasks: validation metrics (BLEU, ROUGE) score
+    generated text; the length comes from the model's generation config (configure_model)."""
+    if not run.task.generative:
+        return {}
+    return {"predict_with_generate": True, "generation_num_beams": run.spec.generation.num_beams}
+
+
 def load_tokenizer(run: Any) -> Any:
     return AutoTokenizer.from_pretrained(
         local_model_dir(run.store, run.tokenizer_uri), revision=run.spec.model.revision
@@ -95,6 +113,7 @@ def load_model(run: Any, prepared: Prepared) -> Any:
         set_dropout(config, run.spec.train.dropout)
     model = run.task.auto_model_class().from_pretrained(source, config=config, revision=run.spec.model.revision)
     apply_freezing(model, run.spec.train.freeze)
+    run.task.configure_model(model)
     if run.spec.train.lora is not None:  # any task: peft task type from the spec's task
         from kubetune.workload.lora import apply_lora
 
@@ -119,7 +138,7 @@ def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))
 
-    trainer = Trainer(
+    trainer = trainer_class(run.task)(
         model=model,
         args=args,
         train_dataset=prepared.train,
@@ -127,6 +146,7 @@ def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
         processing_class=tokenizer,
         data_collator=run.task.collator(tokenizer),
         compute_metrics=run.task.compute_metrics,
+        preprocess_logits_for_metrics=run.task.preprocess_logits if run.task.uses_preprocess_logits else None,
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one readable line instead

@@ -15,6 +15,11 @@ def _registry() -> dict[str, type[Task]]:
     tasks: dict[str, type[Task]] = {TextClassification.name: TextClassification}
     tasks[TokenClassification.name] = TokenClassification
     tasks[QuestionAnswering.name] = QuestionAnswering
+    from kubetune.workload.tasks.causal_lm import CausalLM
+    from kubetune.workload.tasks.seq2seq import Seq2Seq
+
+    tasks[Seq2Seq.name] = Seq2Seq
+    tasks[CausalLM.name] = CausalLM
     return tasks
 
 

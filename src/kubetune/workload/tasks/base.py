@@ -43,6 +43,10 @@ class Task(abc.ABC):
     metric_names: tuple[str, ...] = ("loss",)
     # Generation-based tasks use Seq2SeqTrainer; the others the plain Trainer.
     generative: bool = False
+    # Roles a batch-prediction input must have (targets/labels are optional there).
+    input_roles: tuple[str, ...] = ()
+    # True when `preprocess_logits` must run (the Trainer gets it as preprocess_logits_for_metrics).
+    uses_preprocess_logits: bool = False
 
     def __init__(self, spec: JobSpec):
         self.spec = spec
@@ -91,6 +95,14 @@ class Task(abc.ABC):
     def auto_model_class(self) -> Any:
         """Implemented by each task."""
 
+    def configure_model(self, model: Any) -> None:
+        """Task settings on a loaded model, for training and inference (e.g. generation length)."""
+
+    def preprocess_logits(self, logits: Any, labels: Any) -> Any:
+        """Trainer's `preprocess_logits_for_metrics`: shrink logits before they are gathered
+        (a language model's [batch, seq, vocab] would not fit); identity by default."""
+        return logits
+
     # -- metrics ---------------------------------------------------------------------------------
     def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
         """Validation metrics during training (the best model is picked by one of them)."""
@@ -103,3 +115,30 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         """Turn `Trainer.predict` output on the test split into metrics and a report."""
+
+    # -- batch prediction --------------------------------------------------------------------------
+    def input_columns(self) -> dict[str, str | None]:
+        """Role -> column a prediction input must have."""
+        return {role: self.spec.column(role) for role in self.input_roles}
+
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        """Tokenize prediction rows (no labels/targets needed); features may be more than rows
+        (e.g. long contexts split into windows) as long as `format_predictions` maps them back."""
+        raise NotImplementedError(f"task {self.name}: batch prediction is not implemented")
+
+    def format_predictions(self, outputs: list[Any], rows: datasets.Dataset, features: datasets.Dataset,
+                           labels: list[str] | None) -> list[dict[str, Any]]:
+        """One JSON-able dict per input row, in row order, from the model's per-feature
+        outputs (logits, each trimmed to its feature's length)."""
+        raise NotImplementedError(f"task {self.name}: batch prediction is not implemented")
+
+    def predict_rows(self, rows: datasets.Dataset, model: Any, tokenizer: Any, labels: list[str] | None,
+                     batch_size: int) -> list[dict[str, Any]]:
+        """Predictions with scores for `rows`, one dict per row in order. The default runs the
+        model forward over `prepare_inputs` and hands the logits to `format_predictions`;
+        generative tasks override this to generate text."""
+        from kubetune.workload.predictor import forward_batches
+
+        features = self.prepare_inputs(rows, tokenizer, labels)
+        outputs = forward_batches(model, features, self.collator(tokenizer), batch_size)
+        return self.format_predictions(outputs, rows, features, labels)

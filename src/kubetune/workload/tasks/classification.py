@@ -29,6 +29,7 @@ class TextClassification(Task):
     default_metric = "accuracy"
     greater_is_better = True
     metric_names = ("accuracy", "f1_macro", "loss")
+    input_roles = ("text", "text_pair")
 
     # -- data ------------------------------------------------------------------------------------
     def label_map(self, train: datasets.Dataset) -> list[str]:
@@ -60,7 +61,7 @@ class TextClassification(Task):
         if splits.test is not None:
             self.check_labels(splits.test, labels, "data.test")
 
-    def _tokenize(self, ds: datasets.Dataset, tokenizer: Any, labels: list[str]) -> datasets.Dataset:
+    def _tokenize(self, ds: datasets.Dataset, tokenizer: Any, labels: list[str], with_labels: bool = True) -> datasets.Dataset:
         text, pair, label = self.spec.column("text"), self.spec.column("text_pair"), self.spec.column("label")
         label_id = {name: i for i, name in enumerate(labels)}
         max_length = min(self.spec.train.max_seq_length, tokenizer.model_max_length)
@@ -70,7 +71,8 @@ class TextClassification(Task):
             pairs = [t if t is not None else "" for t in batch[pair]] if pair else None
             # No padding here: the collator pads each batch to its own longest sequence.
             enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-            enc["labels"] = [label_id[str(v)] for v in batch[label]]
+            if with_labels:
+                enc["labels"] = [label_id[str(v)] for v in batch[label]]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
 
@@ -139,3 +141,23 @@ class TextClassification(Task):
             metrics[f"f1_{average}"] = float(f)
         report = classification_report(y_true, y_pred, labels=ids, target_names=labels, digits=4, zero_division=0)
         return Evaluation(metrics=metrics, report=report)
+
+    # -- batch prediction --------------------------------------------------------------------------
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        if not labels:
+            raise DataError("model: the trained model carries no label map")
+        return self._tokenize(rows, tokenizer, labels, with_labels=False)
+
+    def format_predictions(self, outputs: list[Any], rows: datasets.Dataset, features: datasets.Dataset,
+                           labels: list[str] | None) -> list[dict[str, Any]]:
+        """The most probable label, its probability, and every label's probability."""
+        labels = labels or []
+        out = []
+        for logits in outputs:
+            z = np.asarray(logits, dtype=np.float64)
+            probs = np.exp(z - z.max())
+            probs /= probs.sum()
+            best = int(probs.argmax())
+            out.append({"prediction": labels[best], "score": float(probs[best]),
+                        "scores": {name: float(p) for name, p in zip(labels, probs)}})
+        return out

@@ -1,0 +1,214 @@
+"""Container entrypoint: `python -m kubetune.workload.predict --spec FILE --input URI --output URI`.
+
+Batch prediction with the run's committed model (`runs/<job>/model/`), for every task. The
+input (JSON lines, CSV/TSV, Parquet; local or object store; the same column names as the
+training data, targets optional) is split across ranks: RANK r of WORLD_SIZE w takes the
+contiguous rows [r·n/w, (r+1)·n/w), so every row is predicted exactly once and the parts,
+concatenated in rank order, are in input order. Ranks never talk to each other (no process
+group): each is an independent process that reads, predicts and writes its own shard.
+
+Output, one record per input row: the row's own columns, `row` (its index in the input) and
+the task's prediction fields (`prediction`, `score`, and task extras such as `scores` per label
+or per-token tags). `--output` is
+
+* a file (`….jsonl`, `….json`: JSON lines; `….parquet`): single rank only; or
+* a folder: each rank writes `part-0000r.jsonl` (or `.parquet` with `--format parquet`), and
+  rank 0 removes parts left there by an earlier run with more ranks.
+
+Every part or file is written whole (a rename locally, one object in a store), so a reader
+never sees half a file. User errors (bad spec, unreadable input, missing columns, no
+committed model, a file output with several ranks) end as one line and exit code 2, before
+the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import posixpath
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.layout import RunLayout
+from kubetune.spec import JobSpec, SpecError, load_spec
+from kubetune.storage import Store, has_scheme
+from kubetune.workload.errors import entrypoint
+from kubetune.workload.tasks import Task, get_task
+
+FILE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+PART = re.compile(r"^part-(\d{5})\.(jsonl|parquet)$")
+
+
+@dataclass
+class Prediction:
+    """Everything checked and ready; the model is not loaded yet."""
+
+    spec: JobSpec
+    store: Store
+    task: Task
+    rows: Any  # this rank's shard (datasets.Dataset)
+    first_row: int
+    total_rows: int
+    output_url: str
+    output_format: str
+    to_folder: bool
+    rank: int
+    world_size: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kubetune.workload.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="resolved job spec YAML (the mounted ConfigMap)")
+    parser.add_argument("--input", required=True, help="rows to predict: a file, folder or glob (local or s3://)")
+    parser.add_argument("--output", required=True, help="a .jsonl/.parquet file (one rank), or a folder of parts")
+    parser.add_argument("--format", choices=["jsonl", "parquet"], default=None,
+                        help="format of the parts in an output folder (default jsonl)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    return parser.parse_args(argv)
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous rows [start, stop) of `rank`: disjoint, covering 0..n, sizes differing by <= 1."""
+    return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def output_target(url: str, fmt: str | None, world_size: int) -> tuple[str, bool]:
+    """(format, to_folder) of an output URI: a known file extension means one file."""
+    ext = posixpath.splitext(url.rstrip("/"))[1].lower()
+    if ext in FILE_FORMATS:
+        if fmt and fmt != FILE_FORMATS[ext]:
+            raise SpecError(f"--format {fmt}: does not match the output file {url}")
+        if world_size > 1:
+            raise SpecError(
+                f"--output {url}: {world_size} ranks cannot share one file; give a folder (one part per rank)"
+            )
+        return FILE_FORMATS[ext], False
+    return fmt or "jsonl", True
+
+
+def rank_and_world() -> tuple[int, int]:
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < world:
+        raise SpecError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world
+
+
+def setup(spec: JobSpec, args: argparse.Namespace) -> Prediction:
+    """Check everything cheap: store, output, input columns, the committed model's presence."""
+    from kubetune.workload.data import DataError, data_format, read_table, require_columns
+
+    store = Store.from_spec(spec.storage)
+    store.check_reachable()
+    layout = RunLayout(spec.name)
+    if not store.is_committed(layout.model):
+        raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
+    rank, world = rank_and_world()
+    output_url = store.resolve(args.output)
+    fmt, to_folder = output_target(output_url, args.format, world)
+    task = get_task(spec)
+    input_url = store.resolve(args.input)
+    try:
+        in_fmt = data_format(input_url, None, "--input")
+    except DataError:
+        in_fmt = spec.data.format  # a folder or extension-less file: the training data's format
+    rows = read_table(store, input_url, in_fmt, "--input")
+    require_columns(rows, task.input_columns(), "--input")
+    start, stop = shard_bounds(len(rows), rank, world)
+    return Prediction(spec=spec, store=store, task=task, rows=rows.select(range(start, stop)), first_row=start,
+                      total_rows=len(rows), output_url=output_url, output_format=fmt, to_folder=to_folder,
+                      rank=rank, world_size=world)
+
+
+def predict(job: Prediction) -> list[dict[str, Any]]:
+    """This rank's records: input columns, `row`, and the task's prediction fields."""
+    from kubetune.workload.evaluate import load_trained
+    from kubetune.workload.predictor import load_for_inference, place_for_inference
+
+    print(
+        f"kubetune: predict rank {job.rank}/{job.world_size}: rows [{job.first_row}, {job.first_row + len(job.rows)}) "
+        f"of {job.total_rows}",
+        flush=True,
+    )
+    if len(job.rows) == 0:
+        return []
+    folder, labels = load_trained(job.store, RunLayout(job.spec.name))
+    model, tokenizer = load_for_inference(job.task, folder)
+    model = place_for_inference(model)
+    t = job.spec.train
+    predictions = job.task.predict_rows(job.rows, model, tokenizer, labels, t.eval_batch_size or t.batch_size * 2)
+    if len(predictions) != len(job.rows):
+        raise RuntimeError(f"task {job.task.name} returned {len(predictions)} predictions for {len(job.rows)} rows")
+    return [{**row, "row": job.first_row + i, **pred}
+            for i, (row, pred) in enumerate(zip(job.rows.to_list(), predictions))]
+
+
+def write(job: Prediction, records: list[dict[str, Any]]) -> str:
+    """Write this rank's records whole; returns the URI written."""
+    import fsspec
+
+    url = (posixpath.join(job.output_url, f"part-{job.rank:05d}.{job.output_format}") if job.to_folder
+           else job.output_url)
+    fs, path = fsspec.core.url_to_fs(url, **job.store.options_for(url))
+    if job.to_folder and job.rank == 0:
+        remove_stale_parts(fs, posixpath.dirname(path), job.world_size)
+    with tempfile.TemporaryDirectory(prefix="kubetune-predict-") as tmp:
+        local = os.path.join(tmp, posixpath.basename(path))
+        if job.output_format == "parquet":
+            write_parquet(local, records)
+        else:
+            with open(local, "w") as handle:
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        if has_scheme(url) and not url.startswith("file://"):
+            fs.put_file(local, path)  # one PUT: the object appears whole
+        else:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            tmp_target = f"{path}.tmp-{os.getpid()}"
+            fs.put_file(local, tmp_target)
+            os.replace(tmp_target, path)
+    return url
+
+
+def remove_stale_parts(fs: Any, folder: str, world_size: int) -> None:
+    if not fs.exists(folder):
+        return
+    for entry in fs.ls(folder, detail=False):
+        match = PART.match(posixpath.basename(entry.rstrip("/")))
+        if match and int(match.group(1)) >= world_size:
+            fs.rm(entry)
+
+
+def write_parquet(local: str, records: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = json.loads(json.dumps(records, default=_jsonable))  # plain types for arrow
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"row": pa.array([], pa.int64())})
+    pq.write_table(table, local)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+@entrypoint
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    job = setup(load_spec(args.spec, args.overrides), args)
+    url = write(job, predict(job))
+    print(f"kubetune: predictions: {url}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
