@@ -17,7 +17,7 @@ from k8s_fake_server import FakeKubeAPI, JobScript, PodRun, closed_port
 
 from kubetune.cli import main
 from kubetune.launch import cluster
-from kubetune.launch.cluster import ClusterError, connect
+from kubetune.launch.cluster import ClusterError, connect, duration, job_state
 
 NS = "ml"
 
@@ -550,3 +550,50 @@ def test_cluster_verbs_import_no_torch(api: FakeKubeAPI, kubeconfig: Path, spec_
     api.script_job("sst2-train", JobScript(pods={0: PodRun(["hi"]), 1: PodRun(["hi"])}))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "CODES [0, 0, 0, 0, 0] False False" in result.stdout, result.stderr
+
+
+def test_cli_submit_evaluate_stage_after_training(api: FakeKubeAPI, kubeconfig: Path, spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    api.script_job("sst2-train", JobScript())
+    assert run_cli(capsys, "submit", str(spec_file), "--stage", "train", "--wait", "--kubeconfig", str(kubeconfig))[0] == 0
+    api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.93"])}))
+    code, out, err = run_cli(capsys, "submit", str(spec_file), "--stage", "evaluate", "--wait", "--kubeconfig", str(kubeconfig))
+    assert code == 0, err
+    assert "ConfigMap/sst2-spec exists, kept" in out and "[rank 0] accuracy 0.93" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# state helpers
+
+
+def v1job(conditions: list[dict[str, str]] | None = None, suspend: bool = False, active: int = 0) -> Any:
+    from kubernetes import client
+
+    return client.V1Job.from_dict(
+        {
+            "metadata": {"name": "x-train", "labels": labels("x", "train")},
+            "spec": {"suspend": suspend, "completions": 2, "template": {"spec": {"containers": [{"name": "c"}]}}},
+            "status": {"active": active, "conditions": conditions or []},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("conditions", "suspend", "active", "phase", "reason"),
+    [
+        ([], False, 0, "Pending", ""),
+        ([], True, 0, "Queued", "Suspended"),
+        ([], False, 2, "Running", ""),
+        ([{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}], False, 0, "Succeeded", ""),
+        ([{"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy"}, {"type": "Failed", "status": "True"}], False, 0, "Failed", "PodFailurePolicy"),
+        ([{"type": "Failed", "status": "False", "reason": "X"}], False, 1, "Running", ""),
+    ],
+)
+def test_job_state_reads_conditions(conditions: list[dict[str, str]], suspend: bool, active: int, phase: str, reason: str) -> None:
+    state = job_state(v1job(conditions, suspend, active))
+    assert (state.phase, state.reason, state.stage, state.completions) == (phase, reason, "train", 2)
+
+
+def test_duration_formats() -> None:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert [duration(start, start + timedelta(seconds=s)) for s in (42, 312, 7380, 273600)] == ["42s", "5m12s", "2h03m", "3d04h"]
+    assert duration(None) == "-"

@@ -576,9 +576,17 @@ class Cluster:
                     last_phase = state.phase
                     if state.phase == "Queued":
                         self.say(f"{name}: queued (suspended, e.g. by Kueue); waiting for admission")
+        except KeyboardInterrupt:
+            owner = (job.metadata.labels or {}).get(JOB_LABEL, name)
+            self.say(
+                f"stopped following {name}; it keeps running on the cluster "
+                f"(`kubetune status {owner}`, `kubetune cancel {owner}`)",
+                err=True,
+            )
+            raise
         finally:
-            if follower:
-                follower.stop()
+            if follower:  # let finished pods' streams drain; don't hang on running ones
+                follower.stop(timeout=10.0 if state.done else 0.5)
         return state
 
     def report_failure(self, state: JobState) -> None:
