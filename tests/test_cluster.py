@@ -420,8 +420,11 @@ def test_forbidden_is_exit_1_with_one_line(api: FakeKubeAPI, kubeconfig: Path, c
 def test_forbidden_create_stops_submit(api: FakeKubeAPI, kubeconfig: Path) -> None:
     api.deny("create", "jobs")
     train, _ = objects()
-    with pytest.raises(ClusterError, match=r"^create Job/sst2-train in namespace ml: forbidden: .*cannot create resource \"jobs\""):
+    with pytest.raises(ClusterError, match=r"^create Job/sst2-train in namespace ml: forbidden: .*cannot create resource \"jobs\"") as info:
         connect(str(kubeconfig)).submit("sst2", [train])
+    assert str(info.value).endswith(
+        "(created before the failure: ConfigMap/sst2-spec, Service/sst2-workers, NetworkPolicy/sst2; `kubetune cancel sst2` removes them)"
+    )
 
 
 def test_forbidden_logs_in_status_degrade_to_a_note(api: FakeKubeAPI, kubeconfig: Path) -> None:
@@ -506,6 +509,7 @@ def test_cli_submit_twice_needs_replace(api: FakeKubeAPI, kubeconfig: Path, spec
     code, out, err = run_cli(capsys, "submit", str(spec_file), "--replace", "--kubeconfig", str(kubeconfig))
     assert code == 0, err
     assert "Job/sst2-train created" in out
+    assert f"`kubetune submit {spec_file} --stage evaluate`" in out
 
 
 def test_cli_submit_dry_run_and_namespace_flag(api: FakeKubeAPI, kubeconfig: Path, spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,7 +60,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     cluster = _connect(args, spec.kubernetes.namespace)
     # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
     reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == "evaluate" else ()
-    return cluster.submit(spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait, reuse=reuse)
+    return cluster.submit(
+        spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait, reuse=reuse, source=args.job
+    )
 
 
 @_one_line_errors

@@ -348,6 +348,10 @@ class Cluster:
             raise ClusterError(
                 f"{action}: cannot reach the Kubernetes API server at {self.api_client.configuration.host}: {_one_line(str(reason))}"
             ) from None
+        except ValidationError as exc:  # an answer this client version cannot read
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ClusterError(f"{action}: unexpected answer from the API server: {where}: {first['msg']}") from None
 
     @staticmethod
     def _explain(exc: ApiException, action: str) -> str:
@@ -469,12 +473,13 @@ class Cluster:
         dry_run: bool = False,
         wait: bool = False,
         reuse: tuple[str, ...] = (),
+        source: str = "<job.yaml>",
     ) -> int:
         """Create the objects of the first stage (and, with `wait`, each later stage once the
         Job of the stage before succeeded). Objects that exist already are refused, deleted
         first with `replace`, or, for kinds in `reuse`, kept as they are. With `dry_run` every
         stage is sent with the server-side dry-run flag and nothing is stored. Returns the
-        exit code: 0 when everything asked for succeeded."""
+        exit code: 0 when everything asked for succeeded. `source` names the spec file in hints."""
         planned: list[list[dict[str, Any]]] = []
         seen: set[str] = set()
         for objects in stages:
@@ -509,20 +514,20 @@ class Cluster:
                     self.create(obj, dry_run=True)
                     self.say(f"{ref(obj)} accepted (server dry run, nothing created)")
             return 0
-        self._create_stage(planned[0], skip)
+        self._create_stage(job, planned[0], skip)
         if not wait:
             if len(planned) > 1:
                 self.say(
                     f"submitted {job} in namespace {self.namespace}; follow with `kubetune logs {job} -f`. "
                     "Evaluation is not started without --wait: after training succeeded, run "
-                    "`kubetune submit <job.yaml> --stage evaluate`"
+                    f"`kubetune submit {source} --stage evaluate`"
                 )
             else:
                 self.say(f"submitted {job} in namespace {self.namespace}; follow with `kubetune logs {job} -f`")
             return 0
         for number, stage in enumerate(planned):
             if number > 0:
-                self._create_stage(stage, skip)
+                self._create_stage(job, stage, skip)
             for obj in stage:
                 if obj["kind"] != "Job":
                     continue
@@ -534,12 +539,21 @@ class Cluster:
         self.say(f"job {job} succeeded")
         return 0
 
-    def _create_stage(self, objects: list[dict[str, Any]], skip: set[str]) -> None:
+    def _create_stage(self, job: str, objects: list[dict[str, Any]], skip: set[str]) -> None:
+        created: list[str] = []
         for obj in objects:
             if ref(obj) in skip:
                 self.say(f"{ref(obj)} exists, kept")
                 continue
-            self.create(obj)
+            try:
+                self.create(obj)
+            except ClusterError as exc:
+                if not created:
+                    raise
+                raise ClusterError(
+                    f"{exc} (created before the failure: {', '.join(created)}; `kubetune cancel {job}` removes them)", exc.status
+                ) from None
+            created.append(ref(obj))
             self.say(f"{ref(obj)} created")
 
     def _delete_and_wait(self, refs: list[tuple[str, str]], propagation: str = "Foreground") -> None:
