@@ -39,7 +39,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from kubetune.storage import has_scheme
 
     spec = load_spec(args.job, args.overrides)
-    objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule)
+    objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule,
+                          predict=_predict_args(args))
     print(to_yaml_stream(objs), end="")
     if not has_scheme(spec.storage.root):
         print(
@@ -68,7 +69,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
-    return run_local(spec, stage=args.stage)
+    return run_local(spec, stage=args.stage, predict=_predict_args(args))
+
+
+def _add_predict_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", default=None, metavar="URI",
+                        help="--stage predict: rows to predict (file, folder or glob; relative: under storage.root)")
+    parser.add_argument("--output", default=None, metavar="URI",
+                        help="--stage predict: a .jsonl/.parquet file, or a folder of part-NNNNN files (one per rank)")
+    parser.add_argument("--format", default=None, choices=["jsonl", "parquet"],
+                        help="--stage predict: format of the parts in an output folder (default jsonl)")
+
+
+def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
+    """--input/--output/--format for the predict stage; both URIs are required with it."""
+    if args.stage != "predict":
+        if args.input or args.output:
+            raise SpecError("--input/--output belong to --stage predict")
+        return None
+    if not args.input or not args.output:
+        raise SpecError("--stage predict needs --input URI and --output URI")
+    return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {})}
 
 
 def cmd_prepare_quickstart(args: argparse.Namespace) -> int:
@@ -91,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="print the Kubernetes objects of a job (for kubectl apply -f -)")
     _add_spec_args(p)
-    p.add_argument("--stage", choices=["train", "evaluate", "all"], default="all",
-                   help="all (default): training, and evaluation parked until training completes")
+    p.add_argument("--stage", choices=["train", "evaluate", "all", "predict"], default="all",
+                   help="all (default): training, and evaluation parked until training completes; "
+                        "predict: batch prediction with the trained model (--input, --output)")
+    _add_predict_args(p)
     p.add_argument("--k8s-version", default=None, metavar="X.Y",
                    help="Kubernetes version to validate against (default: the oldest supported, 1.29)")
     p.add_argument("--schedule", default=None, metavar="CRON",
@@ -102,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
     _add_spec_args(p)
     p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
-    p.add_argument("--stage", choices=["train", "evaluate", "all"], default="all")
+    p.add_argument("--stage", choices=["train", "evaluate", "all", "predict"], default="all")
+    _add_predict_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -43,7 +43,7 @@ from kubetune.layout import RunLayout
 from kubetune.spec import JobSpec
 from kubetune.storage import Store
 
-STAGES = {"train": ["train"], "evaluate": ["evaluate"], "all": ["train", "evaluate"]}
+STAGES = {"train": ["train"], "evaluate": ["evaluate"], "all": ["train", "evaluate"], "predict": ["predict"]}
 
 # Volumes a local run does not create (see the module docstring).
 NOT_MATERIALISED = ("secret", "cache")
@@ -68,19 +68,26 @@ def entrypoint_command(stage: str, spec_file: str) -> list[str]:
     return [sys.executable, "-m", f"kubetune.workload.{stage}", "--spec", spec_file]
 
 
-def run_local(spec: JobSpec, stage: str = "all") -> int:
+def run_local(spec: JobSpec, stage: str = "all", predict: dict[str, str] | None = None) -> int:
     """Render and run the stages in order; stop at the first failure and return its exit code
     (2 for bad input, as the entrypoints return)."""
     from kubetune.launch.render import render_objects
+    from kubetune.storage import is_explicit_local
 
+    if predict:  # your local paths as file:// URIs, so they are not taken for paths in a pod volume
+        predict = {k: Path(v).expanduser().resolve().as_uri() if k in ("input", "output") and is_explicit_local(v) else v
+                   for k, v in predict.items()}
     for step in STAGES[stage]:
-        objs = render_objects(spec, stage=step)
+        objs = render_objects(spec, stage=step, predict=predict if step == "predict" else None)
         with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
             procs = plan_stage(objs, step, Path(tmp))
             code = run_processes(procs)
         if code != 0:
             print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)
             return code
+    if stage == "predict" and predict:
+        print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
+        return 0
     print_summary(spec)
     return 0
 

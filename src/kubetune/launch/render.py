@@ -55,7 +55,7 @@ from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.profiles import default_cpu, default_memory
 from kubetune.spec import JobSpec, SpecError
 
-STAGES = ("train", "evaluate", "all")
+STAGES = ("train", "evaluate", "all", "predict")
 
 SPEC_DIR = "/etc/kubetune"
 SPEC_KEY = "spec.yaml"
@@ -102,6 +102,7 @@ class Names:
     service: str
     network_policy: str
     cronjob: str
+    predict: str
 
     def pod_hostname(self, index: int) -> str:
         """Hostname of a train pod of the Indexed Job (`<job>-<index>`)."""
@@ -124,6 +125,7 @@ def names(spec: JobSpec) -> Names:
         service=service,
         network_policy=name,
         cronjob=f"{name}-train",
+        predict=f"{name}-predict",
     )
     for value in (out.configmap, out.train, out.evaluate, out.service, out.pod_hostname(spec.resources.nodes - 1)):
         if len(value) > MAX_LABEL:
@@ -198,6 +200,7 @@ def render_objects(
     stage: str = "all",
     k8s_version: str | None = None,
     schedule: str | None = None,
+    predict: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The objects for `stage` (train | evaluate | all), schema-checked for `k8s_version`
     (default: the oldest supported, so the objects apply on every supported cluster).
@@ -207,22 +210,27 @@ def render_objects(
 
     if stage not in STAGES:
         raise RenderError(f"--stage {stage}: must be one of {', '.join(STAGES)}")
+    if (stage == "predict") != bool(predict and predict.get("input") and predict.get("output")):
+        raise RenderError("--stage predict needs --input URI and --output URI (and they need --stage predict)")
     if schedule is not None:
         schedule = validate_schedule(schedule)
         if stage == "evaluate":
             raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
     version = k8s_version or supported_versions()[0]
-    objs = json.loads(json.dumps(_build(spec, stage, schedule)))  # plain data, no shared sub-dicts
+    objs = json.loads(json.dumps(_build(spec, stage, schedule, predict)))  # plain data, no shared sub-dicts
     validate_objects(objs, version)
     return objs
 
 
-def _build(spec: JobSpec, stage: str, schedule: str | None) -> list[dict[str, Any]]:
+def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None) -> list[dict[str, Any]]:
     n = names(spec)
     multi = spec.resources.nodes > 1
     objs: list[dict[str, Any]] = [configmap(spec, n)]
     if spec.kubernetes.network_policy:
         objs.append(network_policy(spec, n))
+    if stage == "predict":
+        objs.append(predict_job(spec, n, predict or {}))
+        return objs
     if stage in ("train", "all"):
         if multi:
             objs.append(headless_service(spec, n))
@@ -345,6 +353,20 @@ def train_command(spec: JobSpec, n: Names, job_name: str | None = None) -> list[
         f"--master-port={spec.kubernetes.rendezvous_port}",
         *entry,
     ]
+
+
+def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:
+    """Batch prediction: every pod (and, with several GPUs, every GPU's process) predicts its
+    own shard of the input; no rendezvous, the shard comes from KUBETUNE_NODE_RANK/NUM_NODES
+    and torchrun's LOCAL_RANK/LOCAL_WORLD_SIZE (see workload/predict.py)."""
+    entry = ["-m", "kubetune.workload.predict", "--spec", SPEC_PATH, "--input", predict["input"],
+             "--output", predict["output"]]
+    if predict.get("format"):
+        entry += ["--format", predict["format"]]
+    gpus = spec.resources.gpus_per_node
+    if gpus <= 1:
+        return ["python", *entry]
+    return ["python", "-m", "kubetune.distrun", "--standalone", "--nnodes=1", f"--nproc-per-node={gpus}", *entry]
 
 
 def evaluate_command() -> list[str]:
@@ -521,7 +543,7 @@ def pod_failure_policy(container: str) -> dict[str, Any]:
 
 def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[str, Any]:
     k = spec.kubernetes
-    nodes = spec.resources.nodes if stage == "train" else 1
+    nodes = spec.resources.nodes if stage in ("train", "predict") else 1
     body: dict[str, Any] = {}
     if nodes > 1:
         body["completionMode"] = "Indexed"
@@ -565,6 +587,24 @@ def evaluate_job(spec: JobSpec, n: Names, parked: bool = False) -> dict[str, Any
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _metadata(spec, n.evaluate, "evaluate", extra),
+        "spec": body,
+    }
+
+
+def predict_job(spec: JobSpec, n: Names, predict: dict[str, str]) -> dict[str, Any]:
+    """`<name>-predict`: `resources.nodes` pods (an Indexed Job when more than one), each
+    predicting its shard of `predict["input"]` into a part under `predict["output"]`."""
+    body = _job_spec(spec, n, "predict", predict_command(spec, predict))
+    nodes = spec.resources.nodes
+    container = body["template"]["spec"]["containers"][0]
+    container["env"] += [
+        {"name": "KUBETUNE_NUM_NODES", "value": str(nodes)},
+        {"name": "KUBETUNE_NODE_RANK", "value": f"$({COMPLETION_INDEX_ENV})" if nodes > 1 else "0"},
+    ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(spec, n.predict, "predict", {STAGE_LABEL: "predict", **_queue_label(spec)}),
         "spec": body,
     }
 

@@ -2,7 +2,7 @@
 
 Batch prediction with the run's committed model (`runs/<job>/model/`), for every task. The
 input (JSON lines, CSV/TSV, Parquet; local or object store; the same column names as the
-training data, targets optional) is split across ranks: RANK r of WORLD_SIZE w takes the
+training data, targets optional) is split across ranks (see `rank_and_world`): rank r of w takes the
 contiguous rows [r·n/w, (r+1)·n/w), so every row is predicted exactly once and the parts,
 concatenated in rank order, are in input order. Ranks never talk to each other (no process
 group): each is an independent process that reads, predicts and writes its own shard.
@@ -92,7 +92,16 @@ def output_target(url: str, fmt: str | None, world_size: int) -> tuple[str, bool
 
 
 def rank_and_world() -> tuple[int, int]:
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    """This process's shard. A rendered predict Job sets KUBETUNE_NODE_RANK (the pod's
+    completion index) and KUBETUNE_NUM_NODES; torchrun inside a pod adds LOCAL_RANK and
+    LOCAL_WORLD_SIZE (one process per GPU). Otherwise RANK and WORLD_SIZE, as for training."""
+    env = os.environ
+    if "KUBETUNE_NUM_NODES" in env:
+        local_rank, local_world = int(env.get("LOCAL_RANK", "0")), int(env.get("LOCAL_WORLD_SIZE", "1"))
+        node, nodes = int(env.get("KUBETUNE_NODE_RANK", "0")), int(env["KUBETUNE_NUM_NODES"])
+        rank, world = node * local_world + local_rank, nodes * local_world
+    else:
+        rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
     if not 0 <= rank < world:
         raise SpecError(f"RANK={rank} is outside WORLD_SIZE={world}")
     return rank, world
