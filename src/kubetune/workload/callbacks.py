@@ -11,13 +11,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
 from kubetune.layout import RunLayout
 from kubetune.storage import Store
-from kubetune.workload.checkpoint import publish_checkpoint
+from kubetune.workload.checkpoint import DATA_POSITION, Uploader, publish_checkpoint, retrying
 
 log = logging.getLogger("kubetune.train")
 
@@ -27,15 +27,31 @@ class ProgressCallback(TrainerCallback):
     one JSON line in `metrics/train.jsonl`, uploaded after each log so progress is visible in
     the store while the job runs."""
 
-    def __init__(self, store: Store, layout: RunLayout, local_file: Path, samples_per_step: int):
+    def __init__(self, store: Store, layout: RunLayout, local_file: Path, samples_per_step: int,
+                 uploader: Uploader | None = None):
         self.store = store
         self.layout = layout
         self.local_file = local_file
         self.samples_per_step = samples_per_step
+        self.uploader = uploader
         self._last: tuple[float, int] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last = (time.monotonic(), state.global_step)
+        if state.is_world_process_zero:
+            self._continue_log(state.global_step)
+
+    def _continue_log(self, step: int) -> None:
+        """A fresh start begins an empty log; a resumed run continues the store's log up to
+        the resume step (a new pod has no local copy, and the steps after the checkpoint
+        are trained again)."""
+        lines: list[str] = []
+        if step > 0 and self.store.exists(self.layout.train_metrics):
+            for line in self.store.read_text(self.layout.train_metrics).splitlines():
+                if line.strip() and json.loads(line).get("step", 0) <= step:
+                    lines.append(line)
+        self.local_file.parent.mkdir(parents=True, exist_ok=True)
+        self.local_file.write_text("".join(line + "\n" for line in lines))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -55,7 +71,10 @@ class ProgressCallback(TrainerCallback):
             record["eta_seconds"] = round(remaining * self.samples_per_step / rate, 1)
         with self.local_file.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        self.store.upload_file(self.local_file, self.layout.train_metrics)
+        if self.uploader is not None:
+            self.uploader.submit_file(self.local_file, self.layout.train_metrics)
+        else:
+            self.store.upload_file(self.local_file, self.layout.train_metrics)
         print(format_progress(record, state.max_steps), flush=True, file=sys.stdout)
 
 
@@ -77,18 +96,48 @@ def format_progress(record: dict[str, Any], max_steps: int) -> str:
 
 
 class CheckpointUploadCallback(TrainerCallback):
-    """After the Trainer writes `checkpoint-N` locally, publish it to the store: files, then the
-    commit marker, then LATEST."""
+    """After the Trainer writes `checkpoint-N` locally, publish it to the store in the
+    background: files, then the commit marker, then LATEST (see `checkpoint.Uploader`).
 
-    def __init__(self, store: Store, layout: RunLayout, keep: int):
+    Before the upload starts, the data position (the sampler's epoch and order digest, or the
+    stream's position) is written into the folder, so the checkpoint says where in the data
+    the run stands. In a multi-process run every rank but 0 puts its own RNG state into the
+    store (so every rank resumes its own dropout stream), then rank 0 alone queues the
+    folder and, once it is whole, decides LATEST."""
+
+    def __init__(self, store: Store, layout: RunLayout, keep: int, uploader: Uploader | None = None,
+                 position: Callable[[Any], dict[str, Any]] | None = None):
         self.store = store
         self.layout = layout
         self.keep = keep
+        self.uploader = uploader
+        self.position = position
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if local.is_dir():
-            rel = publish_checkpoint(self.store, self.layout, local, state.global_step, self.keep)
+        world = max(int(getattr(args, "world_size", 1) or 1), 1)
+        extra: list[str] = []
+        if world > 1:
+            extra = [f"rng_state_{rank}.pth" for rank in range(1, world)]
+            if not state.is_world_process_zero:
+                name = f"rng_state_{args.process_index}.pth"
+                if (local / name).is_file():
+                    rel = f"{self.layout.checkpoint(state.global_step)}/{name}"
+                    retrying(lambda: self.store.upload_file(local / name, rel), f"upload of {name}", 900.0)
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()
+        if not state.is_world_process_zero or not local.is_dir():
+            return
+        record = {"global_step": state.global_step, "epoch": state.epoch, "world_size": world,
+                  "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                  "per_device_train_batch_size": args.per_device_train_batch_size}
+        if self.position is not None:
+            record.update(self.position(state))
+        (local / DATA_POSITION).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        if self.uploader is not None:
+            self.uploader.submit_checkpoint(local, state.global_step, extra_files=extra)
+        else:
+            rel = publish_checkpoint(self.store, self.layout, local, state.global_step, self.keep, extra)
             print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)

@@ -3,24 +3,45 @@
 The order of writes is the whole protocol: a reader that finds LATEST can trust the folder it
 names, because LATEST is written only after that folder's COMMITTED marker, which is written
 only after every file in it. A folder without its marker (a pod killed mid-upload) is ignored.
+
+Uploads run on one background thread (`Uploader`) so the training loop only pays for the
+Trainer's local save: jobs run in submission order (so LATEST only ever moves forward), each
+step of a job is retried with backoff while the store is unreachable, and a checkpoint that
+is overtaken by a newer one before its upload starts is skipped. Only rank 0 uploads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import posixpath
+import queue
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from kubetune.layout import RunLayout, checkpoint_name, checkpoint_step
-from kubetune.storage import Store
+from kubetune.storage import COMMIT_MARKER, Store
 
 log = logging.getLogger("kubetune.checkpoint")
 
+# Written by kubetune into every checkpoint folder: where in the data the run stands.
+DATA_POSITION = "kubetune_position.json"
 
-def publish_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int, keep: int) -> str:
-    """Upload a local checkpoint folder, commit it, point LATEST at it, prune old ones."""
+
+def publish_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int, keep: int,
+                       extra_files: list[str] | None = None) -> str:
+    """Upload a local checkpoint folder, commit it, point LATEST at it, prune old ones.
+    `extra_files` are names other ranks already uploaded into the folder (their RNG states);
+    the marker lists them so a reader knows the folder is whole."""
     rel = layout.checkpoint(step)
     files = store.upload_dir(local_dir, rel)
-    store.commit(rel, files, step=step)
+    store.commit(rel, sorted(set(files) | set(extra_files or [])), step=step)
     store.write_text(layout.latest, checkpoint_name(step) + "\n")
     prune_checkpoints(store, layout, keep)
     return rel
@@ -52,14 +73,213 @@ def find_latest(store: Store, layout: RunLayout) -> int | None:
 
 
 def prune_checkpoints(store: Store, layout: RunLayout, keep: int) -> None:
-    """Keep the newest `keep` committed checkpoints; never the one LATEST names."""
+    """Keep the newest `keep` committed checkpoints; also remove uncommitted folders older than
+    the newest committed one (uploads that died). Never touches what LATEST names."""
     steps = committed_steps(store, layout)
     for step in steps[:-keep] if keep > 0 else []:
         store.remove(layout.checkpoint(step))
+    if steps:
+        for name in store.list_dirs(layout.checkpoints):
+            step = checkpoint_step(name)
+            if step is not None and step < steps[-1] and step not in steps:
+                store.remove(layout.checkpoint(step))
 
 
 def fetch_checkpoint(store: Store, layout: RunLayout, step: int, local_root: Path) -> Path:
+    """A local copy of a committed checkpoint. A local folder left by an earlier attempt is
+    used only if it holds every file the commit marker lists; downloads go to a temporary
+    folder renamed into place, so ranks sharing a disk never see a half-written copy."""
+    rel = layout.checkpoint(step)
     target = local_root / f"checkpoint-{step}"
-    if not target.exists():
-        store.download_dir(layout.checkpoint(step), target)
+    files = store.read_json(posixpath.join(rel, COMMIT_MARKER)).get("files", [])
+    if target.is_dir() and files and all((target / name).is_file() for name in files):
+        return target
+    local_root.mkdir(parents=True, exist_ok=True)
+    tmp = local_root / f".fetch-{step}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    store.download_dir(rel, tmp)
+    if target.exists():
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another rank on this disk renamed its copy first
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def read_position(checkpoint_dir: Path) -> dict[str, Any]:
+    path = Path(checkpoint_dir) / DATA_POSITION
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def snapshot(local_dir: Path, staging: Path) -> Path:
+    """Hard-link a checkpoint folder's files into `staging`: instant, and immune to the
+    Trainer deleting (rotating) the original while the upload is still running. Falls back
+    to copying across file systems."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    for src in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        dest = staging / src.relative_to(local_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copy2(src, dest)
+    return staging
+
+
+# ---------------------------------------------------------------------------------------------
+# Background uploads
+
+
+def retrying(action: Callable[[], Any], what: str, deadline_s: float, stop: threading.Event | None = None,
+             first_delay_s: float = 1.0, max_delay_s: float = 15.0) -> Any:
+    """Run `action` until it succeeds or `deadline_s` has passed (then re-raise). Every
+    failure is one line on stderr, so an outage is visible in the pod's log."""
+    start = time.monotonic()
+    delay = first_delay_s
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            waited = time.monotonic() - start
+            if waited + delay > deadline_s or (stop is not None and stop.is_set()):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"kubetune: {what} failed (attempt {attempt}: {first}); retrying in {delay:.0f}s",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+            attempt += 1
+
+
+@dataclass
+class _Job:
+    kind: str  # "checkpoint" | "file"
+    seq: int
+    local: Path
+    rel: str = ""
+    step: int = 0
+    extra_files: list[str] = field(default_factory=list)
+    on_done: Callable[[str], None] | None = None
+
+
+class Uploader:
+    """One background thread that publishes checkpoints and small files, in order.
+
+    `submit_checkpoint` snapshots the folder first (hard links) and returns at once. A
+    checkpoint still waiting when a newer one is submitted is skipped: only the newest
+    matters for resuming. `submit_file` uploads a small file (metrics) and, likewise, only
+    the newest content of a path. `wait` blocks until everything submitted is in the store.
+    """
+
+    def __init__(self, store: Store, layout: RunLayout, keep: int, staging_root: Path,
+                 retry_deadline_s: float = 900.0):
+        self.store = store
+        self.layout = layout
+        self.keep = keep
+        self.staging_root = Path(staging_root)
+        self.retry_deadline_s = retry_deadline_s
+        self.errors: list[str] = []
+        self.committed: list[int] = []
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._newest_checkpoint = -1
+        self._newest_file: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kubetune-uploader", daemon=True)
+        self._thread.start()
+
+    # -- submitting -------------------------------------------------------------------------------
+    def _next(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def submit_checkpoint(self, local_dir: Path, step: int, extra_files: list[str] | None = None,
+                          on_done: Callable[[str], None] | None = None) -> None:
+        seq = self._next()
+        staging = snapshot(Path(local_dir), self.staging_root / f"{checkpoint_name(step)}-{seq}")
+        with self._lock:
+            self._newest_checkpoint = seq
+        self._queue.put(_Job("checkpoint", seq, staging, step=step, extra_files=list(extra_files or []),
+                             on_done=on_done))
+
+    def submit_file(self, local: Path, rel: str) -> None:
+        seq = self._next()
+        staging = self.staging_root / "files" / f"{seq}-{Path(local).name}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(local, staging)
+        with self._lock:
+            self._newest_file[rel] = seq
+        self._queue.put(_Job("file", seq, staging, rel=rel))
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """True when every submitted upload has finished (or finally failed) in time."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def close(self, timeout_s: float | None = None) -> bool:
+        done = self.wait(timeout_s)
+        self._stop.set()
+        self._queue.put(None)
+        return done
+
+    @property
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    # -- the thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self._do(job)
+            except Exception as exc:  # an upload that failed past its deadline; training goes on
+                message = f"upload of {job.rel or job.local} failed for good: {exc}"
+                self.errors.append(message)
+                print(f"kubetune: {message}", file=sys.stderr, flush=True)
+            finally:
+                if job is not None:
+                    shutil.rmtree(job.local, ignore_errors=True) if job.local.is_dir() else job.local.unlink(missing_ok=True)
+                self._queue.task_done()
+
+    def _do(self, job: _Job) -> None:
+        if job.kind == "file":
+            with self._lock:
+                superseded = self._newest_file.get(job.rel, job.seq) > job.seq
+            if not superseded:
+                retrying(lambda: self.store.upload_file(job.local, job.rel), f"upload of {job.rel}",
+                         self.retry_deadline_s, self._stop)
+            return
+        with self._lock:
+            superseded = self._newest_checkpoint > job.seq
+        if superseded:
+            log.info("skipping upload of checkpoint %s: a newer one is queued", job.step)
+            return
+        rel = self.layout.checkpoint(job.step)
+        name = checkpoint_name(job.step)
+        print(f"kubetune: uploading checkpoint {name}", flush=True)
+        files = retrying(lambda: self.store.upload_dir(job.local, rel), f"upload of {name}",
+                         self.retry_deadline_s, self._stop)
+        retrying(lambda: self.store.commit(rel, sorted(set(files) | set(job.extra_files)), step=job.step),
+                 f"commit of {name}", self.retry_deadline_s, self._stop)
+        retrying(lambda: self.store.write_text(self.layout.latest, name + "\n"), "update of LATEST",
+                 self.retry_deadline_s, self._stop)
+        self.committed.append(job.step)
+        print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)
+        try:
+            prune_checkpoints(self.store, self.layout, self.keep)
+        except Exception as exc:  # pruning is housekeeping; the next commit tries again
+            log.warning("could not prune old checkpoints: %s", exc)
+        if job.on_done is not None:
+            job.on_done(rel)

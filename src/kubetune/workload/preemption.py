@@ -1,0 +1,105 @@
+"""SIGTERM (preemption, eviction, node drain): save a checkpoint, then exit 75.
+
+Kubernetes sends SIGTERM and, `terminationGracePeriodSeconds` later, SIGKILL. The handler only
+sets a flag; at the end of the current optimizer step the callback asks the Trainer to save a
+checkpoint and stop. The entrypoint then waits (within the grace period) for the background
+upload to commit it and exits with EXIT_RETRY_AFTER_CHECKPOINT, which the rendered
+podFailurePolicy treats as retryable; the restarted pod resumes from LATEST.
+
+Why not `TrainingArguments(enable_jit_checkpoint=True)` (transformers 5): it waits a fixed
+3 s before acting, saves from `on_pre_optimizer_step` (gradients computed, step not taken)
+without firing `on_save` (so nothing reaches the object store), and then lets `train()`
+return normally, which the entrypoint would take for a finished run and commit as the final
+model. It also does not agree across ranks, so one rank could stop while the others wait in
+an all-reduce.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+
+
+class Preemption:
+    """Process-wide SIGTERM state. Before training starts nothing is lost by leaving at once,
+    so the handler exits 75 right away; once the training loop runs it only sets the flag."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.received_at: float | None = None
+        self.training = False
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> "Preemption":
+        if not self._installed:
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._installed = True
+        return self
+
+    def uninstall(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+            self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        self.received_at = time.monotonic()
+        print("kubetune: SIGTERM received: saving a checkpoint at the end of this step", file=sys.stderr, flush=True)
+        if not self.training:
+            raise SystemExit(EXIT_RETRY_AFTER_CHECKPOINT)
+
+    def remaining(self, grace_s: float, margin_s: float = 5.0) -> float:
+        """Seconds left of the grace period (less a margin for the process to exit)."""
+        if self.received_at is None:
+            return grace_s - margin_s
+        return max(grace_s - margin_s - (time.monotonic() - self.received_at), 0.0)
+
+
+PREEMPTION = Preemption()
+
+
+class PreemptionCallback(TrainerCallback):
+    """Turns the SIGTERM flag into 'save now and stop' at the end of an optimizer step. In a
+    multi-process run the ranks agree first (one all-reduce of a flag per step), so they all
+    save and stop at the same step."""
+
+    def __init__(self, preemption: Preemption = PREEMPTION):
+        self.preemption = preemption
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.preemption.training = True
+        if self.preemption.requested:  # arrived while the Trainer was being set up
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._any_rank_requested(args):
+            control.should_save = True
+            control.should_evaluate = False
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.preemption.training = False
+
+    def _any_rank_requested(self, args: Any) -> bool:
+        flag = self.preemption.requested
+        if int(getattr(args, "world_size", 1) or 1) > 1:
+            import torch
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                tensor = torch.tensor([1 if flag else 0], device=args.device)
+                dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+                flag = bool(tensor.item())
+                if flag and not self.preemption.requested:
+                    self.preemption.requested = True
+                    self.preemption.received_at = time.monotonic()
+        return flag

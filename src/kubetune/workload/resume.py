@@ -1,0 +1,112 @@
+"""Wiring for exact resume: background uploads, the resumable sampler, SIGTERM, data position.
+
+`trainer_setup.build_trainer` calls `make_uploader` and `attach`; `train.train` calls
+`restore_position` between fetching LATEST and `trainer.train(resume_from_checkpoint=...)`,
+and `drain` before the final model is committed or the process leaves after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune.workload.callbacks import CheckpointUploadCallback
+from kubetune.workload.checkpoint import Uploader, read_position
+from kubetune.workload.preemption import PREEMPTION, PreemptionCallback
+from kubetune.workload.sampler import SamplerHolder, order_digest
+
+log = logging.getLogger("kubetune.train")
+
+ATTR = "kubetune_resume"
+
+
+@dataclass
+class ResumeState:
+    uploader: Uploader | None
+    sampler: SamplerHolder | None
+    stream: Any | None = None
+
+
+def make_uploader(run: Any) -> Uploader | None:
+    """The background uploader of rank 0; other ranks never publish."""
+    if not run.is_main:
+        return None
+    return Uploader(run.store, run.layout, run.spec.train.keep_checkpoints, run.workdir / "upload-staging")
+
+
+def attach(trainer: Any, run: Any, uploader: Uploader | None, stream: Any | None = None) -> ResumeState:
+    """Install the deterministic length-grouped sampler (or the stream's position), the SIGTERM
+    callback, and the data-position record of each checkpoint."""
+    t = run.spec.train
+    holder = None
+    if stream is not None:
+        trainer.args.ignore_data_skip = True  # the stream skips by itself, without reading
+    elif t.group_by_length:
+        holder = SamplerHolder(t.batch_size * t.gradient_accumulation_steps * run.world_size, t.seed)
+        holder.install(trainer)
+    trainer.add_callback(PreemptionCallback(PREEMPTION))
+    state = ResumeState(uploader=uploader, sampler=holder, stream=stream)
+
+    def position(trainer_state: Any) -> dict[str, Any]:
+        if stream is not None:
+            return stream.position(trainer_state.global_step * t.gradient_accumulation_steps)
+        return holder.position() if holder is not None else {"sampler": "random", "seed": t.seed}
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, CheckpointUploadCallback):
+            callback.position = position
+    setattr(trainer, ATTR, state)
+    return state
+
+
+def restore_position(trainer: Any, checkpoint: Path | None) -> None:
+    """Give the sampler (or stream) the checkpoint's data position before training resumes."""
+    state: ResumeState | None = getattr(trainer, ATTR, None)
+    if checkpoint is None or state is None:
+        return
+    position = read_position(checkpoint)
+    if not position:
+        log.warning("checkpoint %s has no data position; resuming with the Trainer's own skip", checkpoint.name)
+        return
+    if state.stream is not None:
+        state.stream.restore(position)
+        return
+    if state.sampler is not None:
+        state.sampler.restore(position)
+        expected = position.get("order_digest")
+        if expected and expected != _digest_for(trainer, state.sampler, int(position["epoch"])):
+            print("kubetune: warning: the training data's order differs from the checkpoint's "
+                  "(data files changed?); resuming anyway", file=sys.stderr, flush=True)
+
+
+def _digest_for(trainer: Any, holder: SamplerHolder, epoch: int) -> str:
+    sampler = holder.make(trainer.train_dataset)
+    holder.sampler = None  # the Trainer makes its own when training starts
+    return order_digest(sampler.order(epoch))
+
+
+def drain(trainer: Any, timeout_s: float | None = None) -> bool:
+    """Wait until every queued upload is in the store; True when all of them made it."""
+    state: ResumeState | None = getattr(trainer, ATTR, None)
+    if state is None or state.uploader is None:
+        return True
+    if state.uploader.pending:
+        print(f"kubetune: waiting for {state.uploader.pending} upload(s) to finish", flush=True)
+    done = state.uploader.close(timeout_s)
+    return done and not state.uploader.errors
+
+
+def leave_after_preemption(run: Any, trained: dict[str, Any]) -> int:
+    """After SIGTERM: commit the checkpoint within the grace period, then exit 75."""
+    from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+
+    grace = float(run.spec.kubernetes.termination_grace_period_seconds)
+    ok = drain(trained["trainer"], PREEMPTION.remaining(grace))
+    step = trained["trainer"].state.global_step
+    if run.is_main:
+        print(f"kubetune: preempted at step {step}: checkpoint {'committed' if ok else 'NOT committed'}; "
+              f"exit {EXIT_RETRY_AFTER_CHECKPOINT} (the Job restarts the pod, which resumes)", flush=True)
+    return EXIT_RETRY_AFTER_CHECKPOINT
