@@ -153,6 +153,7 @@ class FakeKubeAPI:
         self.allowed: set[tuple[str, str, str]] | None = None
         self.used: set[tuple[str, str, str]] = set()
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
+        self.answered: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.scripts: dict[str, JobScript] = {}
         self.closing = False
         self._rv = itertools.count(1)
@@ -222,6 +223,17 @@ class FakeKubeAPI:
         """Answer 403 Forbidden to `verb` (create/get/list/delete) on `plural` (e.g. "jobs",
         "pods/log")."""
         self.denied.add((verb, plural))
+
+    def wait_for_request(self, method: str, path_suffix: str, timeout: float = 20.0) -> None:
+        """Block until a request `method` on a path ending in `path_suffix` has been answered
+        (or at least its answer computed), so a test can change state after the launcher saw it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(m == method and path.endswith(path_suffix) for m, path, _, _ in self.answered):
+                    return
+            time.sleep(0.005)
+        raise TimeoutError(f"no {method} ...{path_suffix} within {timeout}s")
 
     def enforce_role(self, rules: list[dict[str, Any]]) -> None:
         """Allow only what a Role's rules grant (as the RBAC authorizer would); anything else
@@ -545,7 +557,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output quiet
         pass
 
+    def _answered(self) -> None:
+        api = self.server_api
+        with api.lock:
+            api.answered.append(api.requests[self._request_number])
+
     def _send_json(self, code: int, body: dict[str, Any]) -> None:
+        self._answered()
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -564,6 +582,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         body = self._body() if method in ("POST", "DELETE") else None
         with api.lock:
+            self._request_number = len(api.requests)
             api.requests.append((method, url.path, query, body))
         try:
             if self.headers.get("Authorization") != f"Bearer {api.token}":
@@ -598,6 +617,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream_log(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
         api = self.server_api
         lines, running = api.pod_log(ns, name, query)
+        self._answered()
         tail = query.get("tailLines")
         if tail:
             lines = lines[-int(tail[0]):] if int(tail[0]) else []

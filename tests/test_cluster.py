@@ -310,7 +310,13 @@ def test_logs_prints_every_rank_with_its_prefix_and_filters_by_rank(
 def test_logs_waits_for_a_pending_pod(api: FakeKubeAPI, kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
     api.put("jobs", job_obj("sst2-train", "sst2", "train"))
     pod = api.add_pod("sst2-train", 0, "Pending")
-    threading.Timer(0.2, lambda: (api.log(pod, "hello"), api.set_pod_phase(pod, "Running"))).start()
+
+    def start_after_the_launcher_saw_it_pending() -> None:
+        api.wait_for_request("GET", "/jobs/sst2-train")  # it reads the Job after listing pending pods
+        api.log(pod, "hello")
+        api.set_pod_phase(pod, "Running")
+
+    threading.Thread(target=start_after_the_launcher_saw_it_pending, daemon=True).start()
     code, out, err = run_cli(capsys, "logs", "sst2", "--kubeconfig", str(kubeconfig))
     assert code == 0
     assert "waiting for rank 0 of sst2-train to start: ContainerCreating" in err
@@ -323,7 +329,7 @@ def test_logs_follow_streams_until_the_job_ends(api: FakeKubeAPI, kubeconfig: Pa
     p1 = api.add_pod("sst2-train", 1, "Pending")
 
     def later() -> None:
-        time.sleep(0.2)
+        api.wait_for_request("GET", f"/pods/{p0}/log")  # listed with rank 1 still pending
         api.log(p0, "step 1")
         api.set_pod_phase(p1, "Running")
         api.log(p1, "start 1")
@@ -601,3 +607,13 @@ def test_duration_formats() -> None:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     assert [duration(start, start + timedelta(seconds=s)) for s in (42, 312, 7380, 273600)] == ["42s", "5m12s", "2h03m", "3d04h"]
     assert duration(None) == "-"
+
+
+def test_in_cluster_without_a_service_account_token_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(ClusterError, match=r"^in-cluster configuration: .*token") as info:
+        connect()
+    assert "\n" not in str(info.value)
