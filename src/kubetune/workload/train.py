@@ -115,19 +115,26 @@ def setup(spec: JobSpec) -> Run | None:
 
 def train(run: Run) -> dict[str, Any]:
     """Build the Trainer, resume from the newest committed checkpoint if any, train."""
+    from kubetune.workload.preemption import PREEMPTION
+    from kubetune.workload.resume import restore_position
     from kubetune.workload.trainer_setup import build_trainer, resume_point
 
+    PREEMPTION.install()  # SIGTERM: checkpoint at the end of the step, then exit 75
     if run.is_main:
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
     trainer, prepared = build_trainer(run)
     resume = resume_point(run)
+    restore_position(trainer, resume)  # the sampler's epoch / the stream's position
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return {"trainer": trainer, "prepared": prepared, "result": result}
+    return {"trainer": trainer, "prepared": prepared, "result": result, "preempted": PREEMPTION.requested}
 
 
 def finish(run: Run, trained: dict[str, Any]) -> None:
     """Save the best model with its tokenizer, label map and spec; commit it last."""
+    from kubetune.workload.resume import drain
+
     trainer, prepared, result = trained["trainer"], trained["prepared"], trained["result"]
+    drain(trainer)  # checkpoints and metrics queued for upload land before the model commits
     out = run.workdir / "model"
     trainer.save_model(str(out))
     if not run.is_main:
@@ -159,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     run = setup(load_spec(args.spec, args.overrides))
     if run is None:
         return 0
-    finish(run, train(run))
+    trained = train(run)
+    if trained.get("preempted"):
+        from kubetune.workload.resume import leave_after_preemption
+
+        return leave_after_preemption(run, trained)
+    finish(run, trained)
     return 0
 
 

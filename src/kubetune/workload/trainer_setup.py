@@ -20,6 +20,7 @@ from kubetune.workload.adapt import apply_freezing, parameter_counts, set_dropou
 from kubetune.workload.callbacks import CheckpointUploadCallback, ProgressCallback
 from kubetune.workload.checkpoint import fetch_checkpoint, find_latest
 from kubetune.workload.model_source import local_model_dir
+from kubetune.workload.resume import attach as attach_resume, make_uploader
 from kubetune.workload.tasks import Prepared
 
 log = logging.getLogger("kubetune.train")
@@ -131,9 +132,10 @@ def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
     args = training_arguments(run, output_dir)
     samples_per_step = t.batch_size * t.gradient_accumulation_steps * run.world_size
 
+    uploader = make_uploader(run)  # background uploads; None on ranks > 0
     callbacks: list[Any] = [
-        ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", samples_per_step),
-        CheckpointUploadCallback(run.store, run.layout, t.keep_checkpoints),
+        ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", samples_per_step, uploader),
+        CheckpointUploadCallback(run.store, run.layout, t.keep_checkpoints, uploader),
     ]
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))
@@ -150,6 +152,7 @@ def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one readable line instead
+    attach_resume(trainer, run, uploader, stream=prepared.extra.get("stream"))  # exact resume, SIGTERM
     if run.is_main:
         trainable, total = parameter_counts(model)
         steps_per_epoch = -(-len(prepared.train) // samples_per_step)
