@@ -292,6 +292,7 @@ def test_status_of_a_failed_job_names_the_reason(api: FakeKubeAPI, kubeconfig: P
         "train", "sst2-train", "Failed", "0/1", "0s", "DeadlineExceeded"
     ]
     assert "(no pods left)" in out
+    assert "other objects: " not in out
 
 
 def test_logs_prints_every_rank_with_its_prefix_and_filters_by_rank(
@@ -305,6 +306,8 @@ def test_logs_prints_every_rank_with_its_prefix_and_filters_by_rank(
     assert out.splitlines() == ["[rank 0] a1", "[rank 1] b1", "[rank 1] b2"]
     code, out, _ = run_cli(capsys, "logs", "sst2", "--rank", "1", "--kubeconfig", str(kubeconfig))
     assert out.splitlines() == ["[rank 1] b1", "[rank 1] b2"]
+    code, out, err = run_cli(capsys, "logs", "sst2", "--rank", "2", "--kubeconfig", str(kubeconfig))
+    assert (code, err) == (1, "error: --rank 2: job sst2 has no such rank (ranks are 0 to nodes - 1)\n")
 
 
 def test_logs_waits_for_a_pending_pod(api: FakeKubeAPI, kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -541,6 +544,9 @@ def test_cli_submit_schedule_creates_a_cronjob(api: FakeKubeAPI, kubeconfig: Pat
     assert api.get("cronjobs", "sst2-train")["spec"]["schedule"] == "0 3 * * 0"
     code, out, _ = run_cli(capsys, "list", "--kubeconfig", str(kubeconfig))
     assert out.splitlines()[1].split()[:3] == ["sst2", "-", "-"] and "0 3 * * 0" in out
+    code, out, _ = run_cli(capsys, "status", "sst2", "--kubeconfig", str(kubeconfig))
+    assert code == 0
+    assert out.splitlines()[-1] == "other objects: CronJob/sst2-train, NetworkPolicy/sst2, Service/sst2-workers, ConfigMap/sst2-spec"
 
 
 def test_cluster_verbs_import_no_torch(api: FakeKubeAPI, kubeconfig: Path, spec_file: Path) -> None:

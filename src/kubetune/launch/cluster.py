@@ -654,6 +654,10 @@ class Cluster:
         if not jobs:
             raise ClusterError(f"no job {job} in namespace {self.namespace} (see `kubetune list`)")
         several = len(jobs) > 1
+        if rank is not None:
+            jobs = [j for j in jobs if 0 <= rank < job_state(j).completions]
+            if not jobs:
+                raise ClusterError(f"--rank {rank}: job {job} has no such rank (ranks are 0 to nodes - 1)")
         if follow:
             follower = LogFollower(self, [j.metadata.name for j in jobs], rank=rank, stage_prefix=several)
             follower.start()
@@ -698,7 +702,7 @@ class Cluster:
         others = [f"{k}/{n}" for k, n in self.job_objects(job) if k != "Job"]
         if not jobs and not others:
             raise ClusterError(f"no job {job} in namespace {self.namespace} (see `kubetune list`)")
-        result = JobStatus(job, self.namespace, other=[o for o in others if o.startswith("CronJob/")])
+        result = JobStatus(job, self.namespace, other=others)
         for j in jobs:
             state = job_state(j)
             result.jobs.append(state)
