@@ -119,6 +119,11 @@ def test_connect_without_any_configuration_is_a_one_line_error(tmp_path: Path, m
         connect()
 
 
+def test_missing_kubeconfig_file_is_a_cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "status", "x", "--kubeconfig", str(tmp_path / "nope"))
+    assert (code, out, err) == (1, "", f"error: kubeconfig {tmp_path / 'nope'}: no such file\n")
+
+
 def test_unknown_context_is_a_cli_error(kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "list", "--kubeconfig", str(kubeconfig), "--context", "nope")
     assert code == 1

@@ -100,6 +100,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None, namespace
     or, inside a pod, the in-cluster service account. The namespace is `namespace`, else the
     context's, else the pod's own, else "default"."""
     cfg = client.Configuration()
+    if kubeconfig is not None and not Path(kubeconfig).expanduser().is_file():
+        raise ClusterError(f"kubeconfig {kubeconfig}: no such file")
     path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
     found = kubeconfig is not None or any(Path(p).expanduser().is_file() for p in path.split(os.pathsep) if p)
     try:
