@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# One intra-op thread: on a small shared CPU two spinning threads per process are ~3x slower
+# (measured), and every run of a comparison must use the same setting to be bit-comparable.
+SMALL_CPU_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class RestartableS3:
@@ -87,7 +90,8 @@ class TrainProcess:
     """`python -m kubetune.workload.train --spec FILE` with its output collected line by line."""
 
     def __init__(self, spec: Path, workdir: Path, extra_env: dict[str, str] | None = None):
-        env = {**os.environ, "KUBETUNE_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        env = {**os.environ, "KUBETUNE_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1", **SMALL_CPU_ENV,
+               **(extra_env or {})}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubetune.workload.train", "--spec", str(spec)],

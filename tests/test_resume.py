@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers_resume import (
+    SMALL_CPU_ENV,
     RestartableS3,
     TrainProcess,
     s3fs_for,
@@ -78,7 +79,7 @@ def _test_accuracy(spec: Path) -> float:
     import sys
 
     subprocess.run([sys.executable, "-m", "kubetune.workload.evaluate", "--spec", str(spec)], check=True,
-                   capture_output=True, text=True, timeout=300)
+                   capture_output=True, text=True, timeout=300, env={**os.environ, **SMALL_CPU_ENV})
     import yaml
 
     name = yaml.safe_load(spec.read_text())["name"]
@@ -175,7 +176,10 @@ def test_s3_outage_during_upload_is_retried(s3, sst2_s3, minilm_dir, tmp_path: P
 
     assert not violations, f"LATEST named uncommitted checkpoints: {violations}"
     assert checks[0] > 0
-    assert "retrying" in proc.output, "the failed upload was retried"
+    # The upload that the outage cut off finished only after the restart: it was retried
+    # (by botocore/s3fs for short outages, by the uploader's own backoff for longer ones).
+    committed_at = [t for t, line in proc.lines if "checkpoint committed" in line and "step-000004" in line]
+    assert committed_at and committed_at[0] > restarted, proc.output[-3000:]
     trained_during_outage = [line for t, line in proc.lines if stopped < t < restarted and "| loss" in line]
     assert trained_during_outage, "training went on while the store was down"
     latest = fs.cat_file(f"{base}/LATEST").decode().strip()
