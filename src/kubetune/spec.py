@@ -116,6 +116,12 @@ class DataSpec(_Strict):
     max_eval_samples: int | None = Field(default=None, gt=0)
     max_test_samples: int | None = Field(default=None, gt=0)
     strip_html: bool = Field(default=False, description="replace <br /> and other tags in text columns with spaces")
+    streaming: bool | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="read train while training instead of loading it first (needs data.validation); "
+        "unset: stream when the train files total 2 GiB or more",
+    )
     qa: QuestionAnsweringSpec | None = Field(
         default=None, exclude_if=lambda v: v is None, description="question-answering options (unset: defaults)"
     )

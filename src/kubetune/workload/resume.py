@@ -43,7 +43,7 @@ def attach(trainer: Any, run: Any, uploader: Uploader | None, stream: Any | None
     t = run.spec.train
     holder = None
     if stream is not None:
-        trainer.args.ignore_data_skip = True  # the stream skips by itself, without reading
+        _use_stream(trainer, run, stream)
     elif t.group_by_length:
         holder = SamplerHolder(t.batch_size * t.gradient_accumulation_steps * run.world_size, t.seed)
         holder.install(trainer)
@@ -60,6 +60,17 @@ def attach(trainer: Any, run: Any, uploader: Uploader | None, stream: Any | None
             callback.position = position
     setattr(trainer, ATTR, state)
     return state
+
+
+def _use_stream(trainer: Any, run: Any, stream: Any) -> None:
+    """Train from the stream: ready batches, this rank's share, `max_steps` long."""
+    from kubetune.workload.streaming import steps_for_epochs, stream_loader
+
+    trainer.args.ignore_data_skip = True  # the stream skips by itself, without reading
+    if trainer.args.max_steps <= 0:
+        trainer.args.max_steps = steps_for_epochs(stream, run.spec.train.epochs, run.spec.train.gradient_accumulation_steps)
+    collate = trainer._get_collator_with_removed_columns(trainer.data_collator, description="training")
+    trainer.get_train_dataloader = lambda: stream_loader(stream, collate, trainer.args.dataloader_pin_memory)
 
 
 def restore_position(trainer: Any, checkpoint: Path | None) -> None:

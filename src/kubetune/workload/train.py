@@ -21,9 +21,10 @@ from typing import Any
 from kubetune.layout import RunLayout
 from kubetune.spec import JobSpec, SpecError, load_spec
 from kubetune.storage import Store
-from kubetune.workload.data import Splits, load_splits
+from kubetune.workload.data import Splits
 from kubetune.workload.errors import entrypoint
 from kubetune.workload.model_source import check_model_source
+from kubetune.workload.streaming import load_training_splits
 from kubetune.workload.tasks import Task, get_task
 
 log = logging.getLogger("kubetune.train")
@@ -97,7 +98,7 @@ def setup(spec: JobSpec) -> Run | None:
     tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
     task = get_task(spec)
     task.check_spec()
-    splits = load_splits(spec, store, task.columns())
+    splits = load_training_splits(spec, store, task.columns())  # streamed train: only its head
     task.check_data(splits)
     return Run(
         spec=spec,

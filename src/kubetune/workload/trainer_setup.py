@@ -21,6 +21,7 @@ from kubetune.workload.callbacks import CheckpointUploadCallback, ProgressCallba
 from kubetune.workload.checkpoint import fetch_checkpoint, find_latest
 from kubetune.workload.model_source import local_model_dir
 from kubetune.workload.resume import attach as attach_resume, make_uploader
+from kubetune.workload.token_cache import prepare_data
 from kubetune.workload.tasks import Prepared
 
 log = logging.getLogger("kubetune.train")
@@ -125,7 +126,7 @@ def load_model(run: Any, prepared: Prepared) -> Any:
 def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
     transformers.set_seed(run.spec.train.seed)
     tokenizer = load_tokenizer(run)
-    prepared = run.task.prepare(run.splits, tokenizer)
+    prepared = prepare_data(run, tokenizer)  # task.prepare via the tokenization cache, or a stream
     model = load_model(run, prepared)
     t = run.spec.train
     output_dir = run.workdir / "trainer"

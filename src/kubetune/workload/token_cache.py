@@ -1,0 +1,168 @@
+"""Tokenized splits cached in object storage, so a restarted or repeated job does not tokenize
+again.
+
+The key is a hash of everything the tokenized result depends on: the identity of the data
+files (ETag where the store has one, else size and modification time), the spec's `data`
+section (splits, columns, limits, labels), the task, the tokenizer's content (its serialized
+vocabulary and settings, wherever it was loaded from) and the tokenization settings of
+`train` (max_seq_length and friends). Entries live at `cache/tokenized/<key>/` under
+`storage.root` with a COMMITTED marker (written last, as for checkpoints); a local copy is
+kept under KUBETUNE_CACHE. Only rank 0 writes an entry.
+
+`prepare_data` is what `build_trainer` calls instead of `task.prepare`: streaming splits
+(see `streaming`) are tokenized on the fly instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from kubetune.storage import Store
+from kubetune.workload.tasks import Prepared
+
+log = logging.getLogger("kubetune.token_cache")
+
+CACHE_PREFIX = "cache/tokenized"
+VERSION = 1
+# Fields of `train` that change what tokenization produces (others, added by other tasks, are
+# picked up when present).
+TOKENIZATION_FIELDS = ("max_seq_length", "max_target_length", "packing")
+
+
+def file_identity(store: Store, uri: str) -> list[dict[str, Any]]:
+    """Name plus ETag (object stores) or size and mtime (files) of every file of a split."""
+    url = store.resolve(uri)
+    fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
+    found = fs.glob(path) if any(c in path for c in "*?[") else [path]
+    files = []
+    for name in sorted(found):
+        names = sorted(fs.find(name)) if fs.isdir(name) else [name]
+        for file in names:
+            info = fs.info(file)
+            ident = {"name": file, "size": info.get("size")}
+            etag = info.get("ETag") or info.get("etag")
+            if etag:
+                ident["etag"] = str(etag).strip('"')
+            else:
+                mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+                ident["mtime"] = str(mtime)
+            files.append(ident)
+    return files
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of what the tokenizer does, not of where it was loaded from."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:  # slow tokenizers: their vocabulary and settings
+        text = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()), "init": str(tokenizer.init_kwargs)})
+    extra = {"class": type(tokenizer).__name__, "padding_side": getattr(tokenizer, "padding_side", None),
+             "model_max_length": getattr(tokenizer, "model_max_length", None)}
+    return hashlib.sha256((text + json.dumps(extra, sort_keys=True, default=str)).encode()).hexdigest()
+
+
+def cache_key(run: Any, tokenizer: Any) -> str:
+    spec = run.spec
+    data = spec.data.model_dump(mode="json")
+    files = {split: file_identity(run.store, data[split]) for split in ("train", "validation") if data.get(split)}
+    train = {f: getattr(spec.train, f) for f in TOKENIZATION_FIELDS if hasattr(spec.train, f)}
+    material = {"version": VERSION, "task": spec.task, "data": data, "files": files, "train": train,
+                "tokenizer": tokenizer_fingerprint(tokenizer)}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _local_root() -> Path:
+    from kubetune.workload.model_source import cache_root
+
+    return cache_root() / "tokenized"
+
+
+def load_cached(store: Store, key: str) -> Prepared | None:
+    """The cached Prepared for `key`, or None (no committed entry)."""
+    import datasets
+
+    rel = f"{CACHE_PREFIX}/{key}"
+    if not store.is_committed(rel):
+        return None
+    local = _local_root() / key
+    if not (local / ".complete").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=_mkdir(_local_root())))
+        store.download_dir(rel, tmp)
+        shutil.rmtree(local, ignore_errors=True)
+        os.replace(tmp, local)
+        (local / ".complete").touch()
+    meta = json.loads((local / "prepared.json").read_text())
+    return Prepared(
+        train=datasets.load_from_disk(str(local / "train")),
+        validation=datasets.load_from_disk(str(local / "validation")),
+        labels=meta.get("labels"),
+        extra=meta.get("extra") or {},
+    )
+
+
+def save_cached(store: Store, key: str, prepared: Prepared) -> bool:
+    """Write an entry: files, then the marker. Skips what cannot be stored faithfully."""
+    try:
+        extra = json.loads(json.dumps(prepared.extra))
+    except (TypeError, ValueError):
+        log.info("not caching tokenized data: the task's extra data is not JSON")
+        return False
+    rel = f"{CACHE_PREFIX}/{key}"
+    with tempfile.TemporaryDirectory(prefix="kubetune-tokcache-") as tmp:
+        prepared.train.save_to_disk(os.path.join(tmp, "train"))
+        prepared.validation.save_to_disk(os.path.join(tmp, "validation"))
+        Path(tmp, "prepared.json").write_text(json.dumps({"labels": prepared.labels, "extra": extra}))
+        files = store.upload_dir(tmp, rel)
+    store.commit(rel, files)
+    return True
+
+
+def cached_prepare(run: Any, tokenizer: Any) -> tuple[Prepared, bool]:
+    """task.prepare through the cache; returns (prepared, hit)."""
+    key = cache_key(run, tokenizer)
+    try:
+        hit = load_cached(run.store, key)
+    except Exception as exc:  # a damaged entry is a miss, never a failure
+        log.warning("tokenization cache entry %s unreadable (%s); tokenizing", key, exc)
+        hit = None
+    if hit is not None:
+        if run.is_main:
+            print(f"kubetune: tokenized data from cache: {run.store.url(CACHE_PREFIX, key)}", flush=True)
+        return hit, True
+    prepared = run.task.prepare(run.splits, tokenizer)
+    if run.is_main:
+        try:
+            if save_cached(run.store, key, prepared):
+                print(f"kubetune: tokenized data cached: {run.store.url(CACHE_PREFIX, key)}", flush=True)
+        except Exception as exc:  # the cache is an optimisation; training goes on
+            log.warning("could not write the tokenization cache: %s", exc)
+    return prepared, False
+
+
+def prepare_data(run: Any, tokenizer: Any) -> Prepared:
+    """The Trainer's datasets: a stream for a streamed train split, else the cached (or
+    freshly tokenized) in-memory splits."""
+    from kubetune.workload.streaming import make_stream, streaming_source
+
+    if streaming_source(run.spec, run.store) is not None:
+        prepared = run.task.prepare(run.splits, tokenizer)  # train = its head; validation in full
+        stream = make_stream(run, tokenizer, prepared.labels)
+        prepared.train = stream
+        prepared.extra["stream"] = stream
+        return prepared
+    return cached_prepare(run, tokenizer)[0]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
