@@ -63,7 +63,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what the tokenizer does, not of where it was loaded from."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        text = backend.to_str()
+        # Calling the tokenizer sets its truncation/padding state: not part of its identity.
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        text = json.dumps(state, sort_keys=True)
     else:  # slow tokenizers: their vocabulary and settings
         text = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()), "init": str(tokenizer.init_kwargs)})
     extra = {"class": type(tokenizer).__name__, "padding_side": getattr(tokenizer, "padding_side", None),
