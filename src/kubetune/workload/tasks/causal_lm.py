@@ -41,10 +41,11 @@ IGNORE = -100
 ROLES = ("system", "user", "assistant")
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{{ '\n' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
 EXAMPLES_IN_REPORT = 3
 
@@ -133,7 +134,10 @@ class CausalLM(Task):
             before = self.render(tokenizer, messages[:i], generation_prompt=True)
             upto = self.render(tokenizer, messages[: i + 1])
             if upto.startswith(before) and text.startswith(upto):
-                spans.append((len(before), len(upto)))
+                end = len(upto)
+                while end > len(before) and upto[end - 1].isspace():  # the turn's separator is not the reply
+                    end -= 1
+                spans.append((len(before), end))
             else:  # a template that renders history differently: find the content itself
                 start = text.find(turn["content"], spans[-1][1] if spans else 0)
                 if start >= 0:

@@ -93,6 +93,7 @@ class TokenClassification(Task):
     default_metric = "f1"
     greater_is_better = True
     metric_names = ("f1", "precision", "recall", "accuracy", "loss")
+    input_roles = ("tokens",)
 
     def __init__(self, spec: Any):
         super().__init__(spec)
@@ -238,3 +239,46 @@ class TokenClassification(Task):
             "(their cut words count as predicted O)\n"
         )
         return Evaluation(metrics=metrics, report=report)
+
+    # -- batch prediction --------------------------------------------------------------------------
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        """Words → sub-tokens as in training, keeping each sub-token's word index (-1: none)."""
+        if not labels:
+            raise DataError("model: the trained model carries no tag list (labels.json)")
+        words = self.spec.column("tokens")
+        for i, row_words in enumerate(rows[words]):
+            if not isinstance(row_words, list):
+                raise DataError(f"--input: row {i}: column {words!r} must hold a list of words")
+        max_length = min(self.spec.train.max_seq_length, tokenizer.model_max_length)
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            enc = tokenizer([[str(w) for w in ws] for ws in batch[words]], is_split_into_words=True,
+                            truncation=True, max_length=max_length)
+            enc["word_ids"] = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch[words]))]
+            return enc
+
+        return rows.map(encode, batched=True, remove_columns=rows.column_names)
+
+    def format_predictions(self, outputs: list[Any], rows: datasets.Dataset, features: datasets.Dataset,
+                           labels: list[str] | None) -> list[dict[str, Any]]:
+        """Per word: the tag of its first sub-token and that tag's probability; words cut off
+        by max_seq_length are "O" with probability null (as `evaluate` counts them). `score`
+        is the mean probability over the tagged words."""
+        labels = labels or []
+        words = self.spec.column("tokens")
+        out = []
+        for logits, word_ids, row_words in zip(outputs, features["word_ids"], rows[words]):
+            z = np.asarray(logits, dtype=np.float64)
+            probs = np.exp(z - z.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            tags: list[str] = ["O"] * len(row_words)
+            scores: list[float | None] = [None] * len(row_words)
+            previous = -1
+            for position, word in enumerate(word_ids[: len(probs)]):
+                if word >= 0 and word != previous:
+                    best = int(probs[position].argmax())
+                    tags[word], scores[word] = labels[best], float(probs[position][best])
+                previous = word
+            kept = [p for p in scores if p is not None]
+            out.append({"prediction": tags, "score": float(np.mean(kept)) if kept else None, "scores": scores})
+        return out
