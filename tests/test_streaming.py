@@ -119,3 +119,48 @@ def test_spec_chooses_streaming(s3_store: Store):
     assert fmt == "tsv" and urls == [s3_store.url("data/small.tsv")]
     with pytest.raises(SpecError, match="data.streaming"):
         validate_spec({**base, "data": {"train": "x.tsv", "streaming": "sometimes"}})
+
+
+def test_streamed_training_resumes_exactly_after_kill9(s3_bucket, shared_data, minilm_dir, tmp_path):
+    """Through the entrypoint: SST-2 rows as Parquet parts in S3, streamed by 2 DataLoader
+    workers; kill -9 after the first committed checkpoint, restart on a fresh disk: the
+    losses after the resume are the uninterrupted run's."""
+    import os
+    import signal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from helpers_resume import TrainProcess, s3fs_for, step_losses, train_to_end, write_spec
+
+    endpoint, bucket = s3_bucket
+    fs = s3fs_for(endpoint)
+    lines = (shared_data / "sst2" / "train.tsv").read_text().splitlines()[1:97]
+    rows = [{"sentence": line.split("\t")[0], "label": int(line.split("\t")[1])} for line in lines]
+    for part in range(4):
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows[part * 24 : (part + 1) * 24]), buffer, row_group_size=12)
+        fs.pipe_file(f"{bucket}/data/train/part-{part}.parquet", buffer.getvalue())
+    dev = (shared_data / "sst2" / "dev.tsv").read_text().splitlines()
+    fs.pipe_file(f"{bucket}/data/validation.tsv", ("\n".join(dev[:33]) + "\n").encode())
+    data = {"train": f"s3://{bucket}/data/train", "validation": f"s3://{bucket}/data/validation.tsv",
+            "streaming": True, "labels": ["0", "1"]}
+    train = {"max_steps": 10, "checkpoint_every": 4, "dataloader_workers": 2}
+    root = f"s3://{bucket}/store"
+
+    reference = write_spec(tmp_path / "ref.yaml", "stream-ref", root, endpoint, minilm_dir, data, **train)
+    train_to_end(reference, tmp_path / "ref")
+    spec = write_spec(tmp_path / "killed.yaml", "stream-killed", root, endpoint, minilm_dir, data, **train)
+    first = TrainProcess(spec, tmp_path / "pod-1")
+    first.wait_for(r"checkpoint committed: .*step-000004")
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.wait(60)
+    second = train_to_end(spec, tmp_path / "pod-2")
+    resumed_from = int(second.wait_for(r"resuming from .*step-(\d+)").group(1))
+    assert 4 <= resumed_from < 10
+
+    expected = step_losses(fs, f"{bucket}/store", "stream-ref")
+    losses = step_losses(fs, f"{bucket}/store", "stream-killed")
+    assert sorted(losses) == list(range(1, 11))
+    for step in range(resumed_from + 1, 11):
+        assert losses[step] == pytest.approx(expected[step], abs=1e-4), f"step {step}"

@@ -250,6 +250,9 @@ def stream_loader(stream: StreamingTrainData, collate: Callable[[list[dict]], An
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, collate_fn=collate, num_workers=stream.num_workers, pin_memory=pin_memory,
         persistent_workers=False, prefetch_factor=4 if stream.num_workers else None,
+        # Starting an iterator draws a seed; from a private generator, not from torch's global
+        # one, which the Trainer has just set to the checkpoint's state (dropout must match).
+        generator=torch.Generator().manual_seed(stream.seed),
     )
     return UnsizedLoader(loader)
 
@@ -286,17 +289,18 @@ def streaming_source(spec: Any, store: Any) -> tuple[list[str], str, dict[str, A
     choice = spec.data.streaming
     if choice is False:
         return None
-    fmt = data_format(store.resolve(spec.data.train), spec.data.format, "data.train")
-    if fmt == "squad":
-        if choice:
-            raise DataError("data.streaming: squad files are single JSON documents; they cannot be streamed")
-        return None
     try:
         urls, options = split_urls(store, spec.data.train)
     except Exception as exc:
         raise DataError(f"data.train: cannot read {store.resolve(spec.data.train)}: {exc}") from None
     if not urls:
         raise DataError(f"data.train: {store.resolve(spec.data.train)}: file not found")
+    # A folder of part files: the format of its files (data.format applies to every split).
+    fmt = data_format(urls[0], spec.data.format, "data.train")
+    if fmt == "squad":
+        if choice:
+            raise DataError("data.streaming: squad files are single JSON documents; they cannot be streamed")
+        return None
     if choice is None and total_bytes(urls, options) < AUTO_STREAM_BYTES:
         return None
     return urls, fmt, options
