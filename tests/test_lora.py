@@ -40,8 +40,13 @@ def test_lora_trains_adapters_and_the_new_head_only(task, minilm_dir):
     trainable, total = parameter_counts(wrapped)
     assert trainable / total < 0.05
     names = [n for n, p in wrapped.named_parameters() if p.requires_grad]
-    assert all("lora_" in n or f"{head}.modules_to_save" in n for n in names)
-    assert any(f"{head}.modules_to_save" in n for n in names)  # the head trains in full
+    # The head trains in full; for sequence classification that includes BERT's pooler, the
+    # dense + tanh layer between the encoder and the classifier.
+    full = [head] + (["pooler"] if task == "text-classification" else [])
+    assert all("lora_" in n or any(f"{m}.modules_to_save" in n for m in full) for n in names)
+    for module in full:
+        assert any(f"{module}.modules_to_save" in n for n in names), module
+    assert not any("pooler" in n and "lora_" in n for n in names)  # a fully trained layer gets no adapter
     lora_targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in names if "lora_" in n}
     assert lora_targets == {"query", "value"}  # peft's default for BERT
     assert not any(p.requires_grad for n, p in wrapped.named_parameters() if "word_embeddings" in n)
@@ -81,8 +86,8 @@ def test_lora_and_freeze_together_are_refused():
                        "train": {"lora": {}, "freeze": {"encoder": True}}})
 
 
-@pytest.mark.parametrize("merge", [False, True])
-def test_saved_adapter_loads_back_to_the_same_predictions(merge, tmp_path, local_store):
+@pytest.mark.parametrize(("task", "merge"), [("token-classification", False), ("text-classification", True)])
+def test_saved_adapter_loads_back_to_the_same_predictions(task, merge, tmp_path, local_store):
     """What `finish` writes (adapter + config, or merged model + adapter/) is what `evaluate`
     loads: same logits as the trained model."""
     from transformers import AutoTokenizer
@@ -91,13 +96,13 @@ def test_saved_adapter_loads_back_to_the_same_predictions(merge, tmp_path, local
     from kubetune.workload.tasks import get_task
 
     spec = validate_spec({
-        "name": "lora-io", "task": "token-classification", "model": {"source": "models/all-MiniLM-L6-v2"},
+        "name": "lora-io", "task": task, "model": {"source": "models/all-MiniLM-L6-v2"},
         "data": {"train": "t.jsonl"}, "storage": {"root": str(local_store)},
         "train": {"lora": {"r": 4, "alpha": 8, "merge": merge}},
     })
     source = local_store / "models" / "all-MiniLM-L6-v2"
     labels = ["O", "B-PER", "I-PER"]
-    model = auto_class("token-classification").from_pretrained(
+    model = auto_class(task).from_pretrained(
         str(source), num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
     )
     model = apply_lora(model, spec.train.lora, spec.task)
@@ -168,7 +173,7 @@ data:
 train:
   epochs: 1
   batch_size: 32
-  learning_rate: 1.0e-3
+  learning_rate: 5.0e-4
   warmup: 0.06
   max_seq_length: 64
   logging_steps: 50

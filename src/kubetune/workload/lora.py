@@ -5,8 +5,9 @@ Training (`train.lora` in the spec): the pretrained weights are frozen and low-r
 attention projections peft knows for the architecture (BERT/RoBERTa `query`, `value`; T5 `q`,
 `v`; Llama-style `q_proj`, `v_proj`; GPT-2 `c_attn`; ...), else the first of a few common
 naming schemes found in the model. A freshly initialised task head (classifier, qa_outputs,
-...) is trained in full and saved with the adapter (peft `modules_to_save`); language-model
-heads are tied to the embeddings and stay frozen.
+...) is trained in full and saved with the adapter (peft `modules_to_save`), and so is the
+pooler of BERT-style sequence classifiers (see `pooler_module`); language-model heads are
+tied to the embeddings and stay frozen.
 
 Saved model folder (`runs/<job>/model/`):
 
@@ -61,13 +62,28 @@ def head_modules(model: Any) -> list[str]:
     ]
 
 
+def pooler_module(model: Any, task: str) -> str | None:
+    """BERT-style sequence classifiers read the [CLS] vector through the encoder's pooler
+    (dense + tanh, pretrained for next-sentence prediction, and never trained at all in
+    sentence-transformers checkpoints such as all-MiniLM-L6-v2). It is the first layer of the
+    classification head, so it trains in full like the classifier (RoBERTa-style models have
+    the same layer inside their `classifier` head)."""
+    if task != "text-classification":
+        return None
+    pooler = getattr(model.base_model, "pooler", None)
+    if pooler is None or not any(True for _ in pooler.parameters()):
+        return None
+    return "pooler"
+
+
 def extra_heads(model: Any, task: str) -> list[str] | None:
     """Head modules to train in full that peft does not add by itself (it adds `classifier`,
     `score` and `qa_outputs` for its classification and QA task types)."""
     if task not in NEW_HEAD_TASKS:
         return None
     extra = [name for name in head_modules(model) if name not in PEFT_HEADS]
-    return extra or None
+    pooler = pooler_module(model, task)
+    return extra + ([pooler] if pooler else []) or None
 
 
 def target_modules(model: Any, lora: LoraSpec) -> list[str]:
@@ -108,6 +124,8 @@ def lora_config(model: Any, lora: LoraSpec, task: str, inference: bool = False) 
         lora_dropout=lora.dropout,
         target_modules=target_modules(model, lora),
         modules_to_save=extra_heads(model, task),
+        # A fully trained pooler gets no adapter (`dense` would otherwise match its layer).
+        exclude_modules=r".*\bpooler\b.*" if pooler_module(model, task) else None,
         inference_mode=inference,
     )
 
