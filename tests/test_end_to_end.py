@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from helpers import REPO, run_cli
+from helpers import run_cli
 
 SST2_MIN_ACCURACY = 0.86
 IMDB_MIN_ACCURACY = 0.82

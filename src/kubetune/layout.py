@@ -6,6 +6,7 @@ so the two can never disagree on a path.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 
@@ -51,6 +52,16 @@ class RunLayout:
     @property
     def eval_report(self) -> str:
         return self._p("eval", "report.txt")
+
+
+# A scheduled retraining (CronJob) trains a new model from the same spec each time; its pods
+# set this to their Kubernetes Job's name so every run gets a folder of its own.
+RUN_ENV = "KUBETUNE_RUN"
+
+
+def run_layout(spec_name: str) -> RunLayout:
+    """The layout of this process's run: `runs/$KUBETUNE_RUN/` when set, else `runs/<spec name>/`."""
+    return RunLayout(os.environ.get(RUN_ENV) or spec_name)
 
 
 def checkpoint_name(step: int) -> str:

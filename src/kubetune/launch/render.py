@@ -19,7 +19,9 @@ so no GPU sits idle while training runs.
   `kubetune render JOB --stage evaluate | kubectl apply -f -` (see docs/cluster-kubectl.md).
 * `kubetune run --local` (launch/local) runs the train stage's pods, then the evaluate stage's.
 * `--schedule CRON` renders the training as a CronJob (concurrencyPolicy Forbid) instead of a
-  Job; evaluation of a scheduled run is a separate `--stage evaluate` apply.
+  Job. Each scheduled run trains into `runs/<its Job's name>/` (env KUBETUNE_RUN); a
+  single-process run then evaluates its new model in the same pod (`kubetune.workload.retrain`),
+  a distributed one trains only.
 
 Objects
 -------
@@ -52,6 +54,7 @@ from typing import Any
 import yaml
 
 from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.layout import RUN_ENV
 from kubetune.profiles import default_cpu, default_memory
 from kubetune.spec import JobSpec, SpecError
 
@@ -614,7 +617,15 @@ def train_cronjob(spec: JobSpec, n: Names, schedule: str) -> dict[str, Any]:
     rank 0 through their own Job name (`$(KUBETUNE_JOB_NAME)`, from the pod's
     batch.kubernetes.io/job-name label)."""
     labels = {STAGE_LABEL: "train", **_queue_label(spec)}
-    job_spec = _job_spec(spec, n, "train", train_command(spec, n, job_name="$(KUBETUNE_JOB_NAME)"))
+    command = train_command(spec, n, job_name="$(KUBETUNE_JOB_NAME)")
+    if command[:3] == ["python", "-m", "kubetune.workload.train"]:
+        # One process: train, then evaluate the new model, in the same pod.
+        command = ["python", "-m", "kubetune.workload.retrain", *command[3:]]
+    job_spec = _job_spec(spec, n, "train", command)
+    for pod_container in job_spec["template"]["spec"]["containers"]:
+        # Every scheduled run trains into runs/<its Job's name>/ instead of reporting the first
+        # run as already complete.
+        pod_container["env"].append({"name": RUN_ENV, "value": "$(KUBETUNE_JOB_NAME)"})
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

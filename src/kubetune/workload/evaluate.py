@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-from kubetune.layout import RunLayout
+from kubetune.layout import RunLayout, run_layout
 from kubetune.spec import SpecError, load_spec
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.data import load_test_split
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.spec, args.overrides)
     store = Store.from_spec(spec.storage)
     store.check_reachable()
-    layout = RunLayout(spec.name)
+    layout = run_layout(spec.name)
     task = get_task(spec)
     test, field = load_test_split(spec, store, task.columns())
     folder, labels = load_trained(store, layout)

@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.layout import RunLayout
+from kubetune.layout import run_layout
 from kubetune.spec import JobSpec, SpecError, load_spec
 from kubetune.storage import Store, has_scheme
 from kubetune.workload.errors import entrypoint
@@ -113,7 +113,7 @@ def setup(spec: JobSpec, args: argparse.Namespace) -> Prediction:
 
     store = Store.from_spec(spec.storage)
     store.check_reachable()
-    layout = RunLayout(spec.name)
+    layout = run_layout(spec.name)
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
     rank, world = rank_and_world()
@@ -145,7 +145,7 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
     )
     if len(job.rows) == 0:
         return []
-    folder, labels = load_trained(job.store, RunLayout(job.spec.name))
+    folder, labels = load_trained(job.store, run_layout(job.spec.name))
     model, tokenizer = load_for_inference(job.task, folder)
     model = place_for_inference(model)
     t = job.spec.train

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubetune.layout import RunLayout
+from kubetune.layout import RunLayout, run_layout
 from kubetune.spec import JobSpec, SpecError, load_spec
 from kubetune.storage import Store
 from kubetune.workload.data import Splits
@@ -89,7 +89,7 @@ def setup(spec: JobSpec) -> Run | None:
     """Validate everything cheap; returns None when the run already finished."""
     store = Store.from_spec(spec.storage)
     store.check_reachable()
-    layout = RunLayout(spec.name)
+    layout = run_layout(spec.name)
     check_same_run(store, layout, spec)
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
@@ -110,7 +110,7 @@ def setup(spec: JobSpec) -> Run | None:
         tokenizer_uri=tokenizer_uri,
         rank=int(os.environ.get("RANK", "0")),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        workdir=workdir_for(spec.name),
+        workdir=workdir_for(layout.job),
     )
 
 

@@ -62,10 +62,10 @@ class Task(abc.ABC):
         from kubetune.spec import SpecError
 
         train = self.spec.train
-        for field, metric in (("train.metric", train.metric),
+        for where, metric in (("train.metric", train.metric),
                               ("train.early_stopping.metric", train.early_stopping and train.early_stopping.metric)):
             if metric and metric.removeprefix("eval_") not in self.metric_names:
-                raise SpecError(f"{field}: unknown metric {metric!r} for {self.name} (choose: {', '.join(self.metric_names)})")
+                raise SpecError(f"{where}: unknown metric {metric!r} for {self.name} (choose: {', '.join(self.metric_names)})")
 
     def best_metric(self) -> tuple[str, bool]:
         """(metric, greater_is_better) that picks the best checkpoint and drives early stopping."""
