@@ -16,7 +16,7 @@ so no GPU sits idle while training runs.
   `Complete` condition (stops on `Failed`), then applies `stage="evaluate"`.
 * kubectl users: `kubetune render JOB --stage train | kubectl apply -f -`;
   `kubectl wait --for=condition=complete --timeout=24h job/<name>-train`;
-  `kubetune render JOB --stage evaluate | kubectl apply -f -` (see docs/cluster-kubectl.md).
+  `kubetune render JOB --stage evaluate | kubectl apply -f -` (see README.md, "Run on a cluster: kubectl").
 * `kubetune run --local` (launch/local) runs the train stage's pods, then the evaluate stage's.
 * `--schedule CRON` renders the training as a CronJob (concurrencyPolicy Forbid) instead of a
   Job. Each scheduled run trains into `runs/<its Job's name>/` (env KUBETUNE_RUN); a
