@@ -238,6 +238,10 @@ class Uploader:
 
     # -- the thread -------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:  # Linux: nice this thread only, so the upload yields the CPU to training
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while True:
             job = self._queue.get()
             try:
