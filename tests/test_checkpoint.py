@@ -125,16 +125,19 @@ def test_uploader_retries_while_the_store_is_down(s3_store: Store, tmp_path: Pat
 
 def test_uploader_skips_a_checkpoint_overtaken_before_its_upload(s3_store: Store, tmp_path: Path):
     layout = RunLayout("job")
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
     real = s3_store.upload_dir
 
     def slow(local, rel):
+        started.set()
         gate.wait(30)
         return real(local, rel)
 
     s3_store.upload_dir = slow
     uploader = Uploader(s3_store, layout, keep=5, staging_root=tmp_path / "staging")
-    for step in (4, 8, 12):
+    uploader.submit_checkpoint(_local_checkpoint(tmp_path, 4), 4)
+    assert started.wait(30)  # step 4 is uploading (slowly) ...
+    for step in (8, 12):  # ... while 8 and then 12 are saved
         uploader.submit_checkpoint(_local_checkpoint(tmp_path, step), step)
     gate.set()
     assert uploader.close(60)
