@@ -151,7 +151,9 @@ class FreezeSpec(_Strict):
 
     embeddings: bool = False
     lower_layers: int = Field(default=0, ge=0, description="freeze the N lowest encoder layers")
-    encoder: bool = Field(default=False, description="freeze everything but the task head")
+    encoder: bool = Field(
+        default=False, description="freeze everything but the task head (seq2seq: the encoder; decoder trains)"
+    )
 
 
 class LoraSpec(_Strict):

@@ -36,7 +36,15 @@ def embeddings_module(model: Any) -> Any | None:
 
 
 def apply_freezing(model: Any, freeze: FreezeSpec) -> None:
-    """Freeze in place. `encoder` freezes the whole pretrained body (the head trains alone)."""
+    """Freeze in place. `encoder` freezes the whole pretrained body (the head trains alone);
+    for an encoder-decoder language model (seq2seq), whose head is tied to the shared
+    embeddings, it freezes the encoder stack and the decoder trains."""
+    if freeze.encoder and is_seq2seq_lm(model):
+        shared = {id(p) for p in model.get_input_embeddings().parameters()}
+        for p in model.get_encoder().parameters():
+            if id(p) not in shared:
+                p.requires_grad = False
+        return
     if freeze.encoder:
         for p in model.base_model.parameters():
             p.requires_grad = False
@@ -59,6 +67,12 @@ def apply_freezing(model: Any, freeze: FreezeSpec) -> None:
         for layer in list(layers)[: freeze.lower_layers]:
             for p in layer.parameters():
                 p.requires_grad = False
+
+
+def is_seq2seq_lm(model: Any) -> bool:
+    """An encoder-decoder model with a language-model head (T5, BART, Marian for generation)."""
+    return bool(getattr(model.config, "is_encoder_decoder", False)) and hasattr(model, "get_encoder") \
+        and model.get_output_embeddings() is not None
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
