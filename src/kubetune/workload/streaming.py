@@ -319,6 +319,9 @@ def load_training_splits(spec: Any, store: Any, columns: dict[str, str | None], 
     if not d.validation:
         raise DataError("data.validation: required when the training split is streamed (data.streaming), "
                         "since a validation split cannot be carved from a stream")
+    if d.max_train_samples:
+        raise DataError("data.max_train_samples: not supported when the training split is streamed "
+                        "(data.streaming); use train.max_steps to bound the run")
     urls, fmt, options = source
     pieces = list_pieces(urls, fmt, options)
     head_rows_list: list[dict[str, Any]] = []
