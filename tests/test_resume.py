@@ -138,9 +138,13 @@ def test_sigterm_commits_a_checkpoint_and_exits_retryable(s3, sst2_s3, minilm_di
     assert fs.exists(f"{base}/{latest}/COMMITTED")
     assert fs.exists(f"{base}/{latest}/optimizer.pt") and fs.exists(f"{base}/{latest}/kubetune_position.json")
     assert not fs.exists(f"{BUCKET}/store/runs/preempted/model/COMMITTED")
-    # The rendered podFailurePolicy replaces such a pod without spending backoffLimit.
+    # The rendered podFailurePolicy replaces such a pod without spending backoffLimit ...
     rules = pod_failure_policy("train")["rules"]
     assert any(r["action"] == "Ignore" and code in r.get("onExitCodes", {}).get("values", []) for r in rules)
+    # ... and the replacement resumes from that checkpoint and finishes the run.
+    again = train_to_end(spec, tmp_path / "pod-2")
+    assert int(again.wait_for(r"resuming from .*step-(\d+)").group(1)) == saved_step
+    assert summary(fs, f"{BUCKET}/store", "preempted")["global_step"] == MAX_STEPS
 
 
 def test_s3_outage_during_upload_is_retried(s3, sst2_s3, minilm_dir, tmp_path: Path):
