@@ -273,3 +273,56 @@ def test_predict_without_a_trained_model_is_a_one_line_error(tmp_path):
         f"error: {tmp_path / 'store'}/runs/untrained/model: no committed model; run the train stage first"
     ]
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_question_answering_predict_matches_the_evaluation_decoding(tmp_path, minilm_dir, shared_data, monkeypatch):
+    """QA batch prediction (no answers needed in the input) decodes the same answer spans as
+    `evaluate`, with two ranks splitting the questions; long contexts overflow into windows."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from kubetune.storage import Store
+    from kubetune.workload import predict
+    from kubetune.workload.tasks.question_answering import postprocess
+
+    store_root = tmp_path / "store"
+    articles = json.loads((shared_data / "xquad" / "xquad.en.json").read_text())["data"][:1]
+    rows = [{"id": qa["id"], "question": qa["question"], "context": p["context"],
+             "answers": {"text": [a["text"] for a in qa["answers"]], "answer_start": [a["answer_start"] for a in qa["answers"]]}}
+            for p in articles[0]["paragraphs"][:3] for qa in p["qas"]]
+    rows_file = tmp_path / "questions.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec_file = write_spec(tmp_path, {
+        "name": "qa-predict", "task": "question-answering", "model": {"source": str(minilm_dir)},
+        "data": {"train": str(rows_file)}, "train": {"max_seq_length": 96, "batch_size": 4},
+        "storage": {"root": str(store_root)},
+    })
+    # A QA model as training would commit it (MiniLM with a seeded, untrained span head).
+    model_dir = tmp_path / "qa-model"
+    torch.manual_seed(0)
+    AutoModelForQuestionAnswering.from_pretrained(str(minilm_dir)).save_pretrained(str(model_dir))
+    AutoTokenizer.from_pretrained(str(minilm_dir)).save_pretrained(str(model_dir))
+    store = Store(str(store_root))
+    store.commit("runs/qa-predict/model", store.upload_dir(model_dir, "runs/qa-predict/model"))
+    monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
+
+    inputs = tmp_path / "inputs.jsonl"  # questions without answers or ids
+    inputs.write_text("".join(json.dumps({"question": r["question"], "context": r["context"]}) + "\n" for r in rows))
+    out = tmp_path / "answers"
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert predict.main(["--spec", str(spec_file), "--input", str(inputs), "--output", str(out)]) == 0
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    records = [json.loads(line) for part in sorted(out.iterdir()) for line in part.read_text().splitlines()]
+    assert [r["row"] for r in records] == list(range(len(rows)))
+
+    output, _, raw, features = evaluation_outputs(spec_file, rows_file)
+    assert len(features) > len(rows)  # some contexts needed more than one window
+    examples = [{"id": r["id"], "context": r["context"]} for r in rows]
+    kept = features.select_columns(["example_id", "offset_mapping"]).to_list()
+    expected = postprocess(examples, kept, output.predictions[0], output.predictions[1])
+    assert [r["prediction"] for r in records] == [expected[r["id"]] for r in rows]
+    assert all(isinstance(r["score"], float) for r in records if r["prediction"])

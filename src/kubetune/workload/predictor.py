@@ -97,7 +97,11 @@ def forward_batches(model: Any, features: Any, collator: Any, batch_size: int) -
     outputs: list[Any] = []
     with torch.inference_mode():
         for batch in _batches(features, collator, batch_size):
-            logits = model(**batch).logits.float()
+            out = model(**batch)
+            if getattr(out, "logits", None) is not None:
+                logits = out.logits.float()
+            else:  # extractive QA: [batch, seq, 2] = start and end logits per token
+                logits = torch.stack([out.start_logits, out.end_logits], dim=-1).float()
             if logits.dim() == 3:
                 lengths = batch["attention_mask"].sum(-1).tolist()
                 outputs.extend(row[:n].cpu().numpy() for row, n in zip(logits, lengths))

@@ -94,6 +94,7 @@ def postprocess(
     end_logits: np.ndarray,
     n_best: int = DEFAULT_N_BEST,
     max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
+    scores: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Best answer text per example id.
 
@@ -124,6 +125,8 @@ def postprocess(
                     if score > best_score:
                         best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
         answers[example["id"]] = best_text
+        if scores is not None:  # the best span's start + end logit (batch prediction reports it)
+            scores[example["id"]] = float(best_score) if best_text else None
     return answers
 
 
@@ -165,6 +168,7 @@ class QuestionAnswering(Task):
     default_metric = "f1"
     greater_is_better = True
     metric_names = ("f1", "exact_match", "loss")
+    input_roles = ("question", "context")
 
     def __init__(self, spec: Any):
         super().__init__(spec)
@@ -351,3 +355,31 @@ class QuestionAnswering(Task):
         for e in examples[:20]:
             lines.append(f"  {e['id']} | {answers.get(e['id'], '')!r} | {e['answers'][:3]!r}")
         return Evaluation(metrics=metrics, report="\n".join(lines) + "\n")
+
+    # -- batch prediction --------------------------------------------------------------------------
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+        """Windows as for evaluation; rows need no answers (and no id: the row number is used)."""
+        c = self.columns()
+        ids = [str(v) for v in rows[c["id"]]] if c["id"] in rows.column_names else [str(i) for i in range(len(rows))]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"--input: column {c['id']!r} repeats an id; each question needs its own")
+        keep = [c["question"], c["context"]]
+        inputs = rows.select_columns(keep).add_column("__id", ids)
+        inputs = inputs.add_column("__answers", [{"text": [], "answer_start": []}] * len(rows))
+        task = QuestionAnswering(self.spec.model_copy(update={"data": self.spec.data.model_copy(update={
+            "columns": {**self.spec.data.columns, "id": "__id", "answers": "__answers"}})}))
+        self._input_ids = ids
+        return task._features(inputs, tokenizer)
+
+    def format_predictions(self, outputs: list[Any], rows: datasets.Dataset, features: datasets.Dataset,
+                           labels: list[str] | None) -> list[dict[str, Any]]:
+        """The answer text per question (as `evaluate` decodes it) and its score: the start +
+        end logit of the chosen span (null when no span was found)."""
+        context = self.columns()["context"]
+        examples = [{"id": qid, "context": ctx} for qid, ctx in zip(self._input_ids, rows[context])]
+        kept = features.select_columns(list(EXTRA_COLUMNS)).to_list()
+        start = [np.asarray(o)[:, 0] for o in outputs]
+        end = [np.asarray(o)[:, 1] for o in outputs]
+        scores: dict[str, float] = {}
+        answers = postprocess(examples, kept, start, end, self.n_best, self.max_answer_length, scores)
+        return [{"prediction": answers[e["id"]], "score": scores[e["id"]]} for e in examples]
