@@ -326,3 +326,30 @@ def test_question_answering_predict_matches_the_evaluation_decoding(tmp_path, mi
     expected = postprocess(examples, kept, output.predictions[0], output.predictions[1])
     assert [r["prediction"] for r in records] == [expected[r["id"]] for r in rows]
     assert all(isinstance(r["score"], float) for r in records if r["prediction"])
+
+
+def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
+    """Parquet parts round-trip (nested scores included); rank 0 removes parts of an earlier
+    run with more ranks, so the folder never holds a row twice."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    from kubetune.storage import Store
+    from kubetune.workload.predict import Prediction, write
+
+    out = tmp_path / "preds"
+    out.mkdir()
+    (out / "part-00002.parquet").write_text("stale")
+    (out / "notes.txt").write_text("kept")
+    spec = validate_spec({"name": "p", "model": {"source": "m"}, "data": {"train": "t.tsv"},
+                          "storage": {"root": str(tmp_path / "store")}})
+    for rank in (1, 0):
+        job = Prediction(spec=spec, store=Store(str(tmp_path / "store")), task=None,
+                         rows=datasets.Dataset.from_dict({"text": ["a"]}), first_row=rank, total_rows=2,
+                         output_url=str(out), output_format="parquet", to_folder=True, rank=rank, world_size=2)
+        records = [{"text": "a", "row": rank, "prediction": "pos", "score": np.float32(0.75),
+                    "scores": {"pos": 0.75, "neg": 0.25}}]
+        assert write(job, records) == f"{out}/part-0000{rank}.parquet"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "part-00000.parquet", "part-00001.parquet"]
+    table = pq.read_table(out / "part-00001.parquet").to_pylist()
+    assert table == [{"text": "a", "row": 1, "prediction": "pos", "score": 0.75, "scores": {"pos": 0.75, "neg": 0.25}}]

@@ -120,6 +120,8 @@ def setup(spec: JobSpec, args: argparse.Namespace) -> Prediction:
     output_url = store.resolve(args.output)
     fmt, to_folder = output_target(output_url, args.format, world)
     task = get_task(spec)
+    if type(task).predict_rows is Task.predict_rows and type(task).format_predictions is Task.format_predictions:
+        raise SpecError(f"task: batch prediction is not implemented for {spec.task}")
     input_url = store.resolve(args.input)
     try:
         in_fmt = data_format(input_url, None, "--input")
