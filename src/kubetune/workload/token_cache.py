@@ -71,7 +71,10 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     else:  # slow tokenizers: their vocabulary and settings
         text = json.dumps({"vocab": sorted(tokenizer.get_vocab().items()), "init": str(tokenizer.init_kwargs)})
     extra = {"class": type(tokenizer).__name__, "padding_side": getattr(tokenizer, "padding_side", None),
-             "model_max_length": getattr(tokenizer, "model_max_length", None)}
+             "model_max_length": getattr(tokenizer, "model_max_length", None),
+             # Not part of the backend's serialization, but used by chat-formatted tasks.
+             "chat_template": getattr(tokenizer, "chat_template", None),
+             "special_tokens": getattr(tokenizer, "special_tokens_map", None)}
     return hashlib.sha256((text + json.dumps(extra, sort_keys=True, default=str)).encode()).hexdigest()
 
 
