@@ -115,6 +115,8 @@ class Seq2Seq(Task):
     def collator(self, tokenizer: Any) -> Any:
         from transformers import DataCollatorForSeq2Seq
 
+        self.tokenizer = tokenizer  # also when the tokenized splits came from the cache (no prepare)
+
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
 
     # -- model -----------------------------------------------------------------------------------
