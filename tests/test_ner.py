@@ -83,6 +83,23 @@ def test_prepare_aligns_word_tags_to_subtokens(tokenizer):
     assert {"input_ids", "attention_mask", "labels"} <= set(prepared.train.column_names)
 
 
+def test_validation_metrics_also_after_a_tokenization_cache_hit(tokenizer):
+    """A cache hit skips `prepare`; the tag list comes with the cached data (model_kwargs)."""
+    from transformers import EvalPrediction
+
+    prepared = get_task(ner_spec()).prepare(Splits(train=rows(*SENTENCES), validation=rows(*SENTENCES), test=None),
+                                            tokenizer)
+    fresh = get_task(ner_spec())
+    assert fresh.model_kwargs(prepared)["id2label"][0] == "O"
+    width = max(len(x) for x in prepared.validation["labels"])
+    gold = np.full((len(SENTENCES), width), IGNORE)
+    for i, aligned in enumerate(prepared.validation["labels"]):
+        gold[i, : len(aligned)] = aligned
+    logits = np.eye(len(prepared.labels))[np.where(gold == IGNORE, 0, gold)]
+    metrics = fresh.compute_metrics(EvalPrediction(predictions=logits, label_ids=gold))
+    assert metrics["f1"] == 1.0 and metrics["accuracy"] == 1.0
+
+
 def test_truncated_words_are_predicted_o_on_the_test_split(tokenizer):
     long_sentence = (["Paris"] + ["word"] * 30 + ["London"], ["B-LOC"] + ["O"] * 30 + ["B-LOC"])
     task = get_task(ner_spec())

@@ -72,6 +72,7 @@ def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
         save_total_limit=t.keep_checkpoints,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
+        include_for_metrics=list(getattr(run.task, "include_for_metrics", ())),  # e.g. QA: inputs
         greater_is_better=greater,
         logging_strategy="steps",
         logging_steps=t.logging_steps,

@@ -168,6 +168,8 @@ class QuestionAnswering(Task):
     default_metric = "f1"
     greater_is_better = True
     metric_names = ("f1", "exact_match", "loss")
+    # Validation windows are matched to their predictions by input ids (see in_feature_order).
+    include_for_metrics = ("inputs",)
     input_roles = ("question", "context")
 
     def __init__(self, spec: Any):
@@ -288,12 +290,22 @@ class QuestionAnswering(Task):
     def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
         train = self._features(splits.train, tokenizer).remove_columns(list(EXTRA_COLUMNS))
         validation = self._features(splits.validation, tokenizer)
-        self._validation = (
-            self._examples(splits.validation),
-            validation.select_columns(list(EXTRA_COLUMNS)).to_list(),
-        )
-        return Prepared(train=train, validation=validation, labels=None,
-                        extra={"train_examples": len(splits.train), "validation_examples": len(splits.validation)})
+        # The validation questions travel in `extra` (JSON, so the tokenization cache keeps
+        # them): a cache hit skips `prepare`, and `bind` picks them up from there.
+        prepared = Prepared(train=train, validation=validation, labels=None,
+                            extra={"train_examples": len(splits.train), "validation": self._examples(splits.validation)})
+        self.bind(prepared)
+        return prepared
+
+    def bind(self, prepared: Prepared) -> None:
+        """What validation scoring needs: the questions with their contexts and gold answers,
+        and each window's example id, offsets and input ids."""
+        features = prepared.validation.select_columns(["input_ids", *EXTRA_COLUMNS]).to_list()
+        self._validation = (prepared.extra.get("validation") or [], features)
+
+    def model_kwargs(self, prepared: Prepared) -> dict[str, Any]:
+        self.bind(prepared)  # called with fresh and with cached data alike
+        return {}
 
     def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
         self.check_split(test, "data.test" if self.spec.data.test else "data.validation", need_answers=False)
@@ -303,6 +315,7 @@ class QuestionAnswering(Task):
         from transformers import DataCollatorWithPadding
 
         padding = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        self._pad_id = tokenizer.pad_token_id
 
         def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             return padding([{k: v for k, v in row.items() if k not in EXTRA_COLUMNS} for row in rows])
@@ -320,14 +333,37 @@ class QuestionAnswering(Task):
         start_logits, end_logits = predictions[0], predictions[1]
         return postprocess(examples, features, start_logits, end_logits, self.n_best, self.max_answer_length)
 
+    def in_feature_order(self, eval_pred: Any, features: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Start/end logits in the order of `features`. The Trainer may evaluate in another
+        order (with group_by_length it batches validation by length too), so rows are matched
+        to windows by their input ids (`include_for_metrics`); equal inputs give equal logits,
+        so which of two identical windows gets which row does not matter."""
+        start, end = (np.asarray(p) for p in eval_pred.predictions[:2])
+        if len(start) != len(features):
+            raise DataError(f"validation: {len(start)} predictions for {len(features)} windows")
+        inputs = getattr(eval_pred, "inputs", None)
+        if inputs is None:
+            return start, end
+        slots: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+        for i, feature in enumerate(features):
+            slots[tuple(feature["input_ids"])].append(i)
+        order = np.empty(len(features), dtype=np.int64)
+        for row, ids in enumerate(np.asarray(inputs)):
+            ids = [int(t) for t in ids]
+            while ids and ids[-1] in (-100, getattr(self, "_pad_id", None)):
+                ids.pop()
+            if not slots.get(tuple(ids)):
+                raise DataError("validation: a prediction matches no validation window")
+            order[slots[tuple(ids)].pop()] = row
+        return start[order], end[order]
+
     def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
         """Validation: SQuAD exact match and F1 of the decoded answers."""
         if self._validation is None:
             return {}
         examples, features = self._validation
-        if len(eval_pred.predictions[0]) != len(features):
-            raise DataError(f"validation: {len(eval_pred.predictions[0])} predictions for {len(features)} features")
-        answers = self._answers(eval_pred.predictions, examples, features)
+        start, end = self.in_feature_order(eval_pred, features)
+        answers = self._answers((start, end), examples, features)
         return squad_metrics(answers, {e["id"]: e["answers"] for e in examples})
 
     def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:

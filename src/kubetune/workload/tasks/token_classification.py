@@ -188,6 +188,7 @@ class TokenClassification(Task):
 
     def model_kwargs(self, prepared: Prepared) -> dict[str, Any]:
         labels = prepared.labels or []
+        self._labels = labels  # for validation metrics, also when `prepare` was skipped (cached data)
         return {
             "num_labels": len(labels),
             "id2label": dict(enumerate(labels)),
