@@ -232,12 +232,15 @@ def test_qa_job_file_loads():
 # -- acceptance ----------------------------------------------------------------------------------
 
 QA_TRAIN_QUESTIONS = 600
+# Measured on 2 CPU cores (shared): exact_match 11.30, f1 18.94 on the 177 test questions; an
+# untrained head scores f1 about 5 (long spans that overlap some answer words).
+QA_F1_BAR = 10.0
 
 
 @pytest.mark.slow
 def test_xquad_article_split_em_f1_written(tmp_path, local_store, shared_data, capsys, monkeypatch):
-    """MiniLM-L6 trained on questions of 40 XQuAD articles, tested on the 177 questions of 8
-    other articles, through the train and evaluate entrypoints. Far too little data for a
+    """MiniLM-L6 trained on 600 questions of 40 XQuAD articles (one epoch, lr 3e-4), tested on
+    the 177 questions of 8 other articles, through the train and evaluate entrypoints. Far too little data for a
     SQuAD-level model (SQuAD has 88k training questions): the test checks that EM/F1 are
     computed and written and that training learned to point at answers at all."""
     from kubetune.workload import evaluate, train
@@ -269,5 +272,3 @@ def test_xquad_article_split_em_f1_written(tmp_path, local_store, shared_data, c
     summary = json.loads((run / "metrics" / "summary.json").read_text())
     assert summary["best_metric"] is not None  # validation f1 picked the checkpoint
 
-
-QA_F1_BAR = 10.0
