@@ -51,3 +51,37 @@ def test_workers_exit_codes_reach_the_pod(tmp_path, codes, expected):
         timeout=300,
     )
     assert result.returncode == expected, result.stderr[-2000:]
+
+
+SIGTERM_WORKER = """
+import os, pathlib, signal, sys, time
+def leave(*_):
+    if sys.argv[1] == "checkpointed":
+        pathlib.Path(os.environ["KUBETUNE_RETRY_FLAG"]).touch()
+    sys.exit(75)
+signal.signal(signal.SIGTERM, leave)
+pathlib.Path(sys.argv[2]).touch()
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("worker_says", "expected"), [("checkpointed", EXIT_RETRY_AFTER_CHECKPOINT), ("nothing", 143)])
+def test_sigterm_to_torchrun_keeps_the_retry_code(tmp_path, worker_says, expected):
+    """Preemption SIGTERMs the pod's PID 1 (torchrun): its own exit would be 143 whatever the
+    workers did; a worker that committed its checkpoint makes the pod exit 75 instead."""
+    import signal
+    import time
+
+    script = tmp_path / "worker.py"
+    script.write_text(SIGTERM_WORKER)
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.distrun", "--standalone", "--nproc-per-node=1", str(script), worker_says, str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready.exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == expected

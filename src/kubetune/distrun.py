@@ -8,17 +8,22 @@ with:
 * EXIT_RETRY_AFTER_CHECKPOINT if any worker exited with it (the gang resumes from LATEST);
 * EXIT_BAD_INPUT if every worker that exited by itself exited with it (the others were
   stopped by torchrun);
-* 128 + signal when torchrun itself was signalled; otherwise torchrun's own result.
+* when torchrun itself was signalled (SIGTERM on preemption): EXIT_RETRY_AFTER_CHECKPOINT if a
+  worker committed its checkpoint and said so through the RETRY_FLAG_ENV file, else 128 + signal;
+* otherwise torchrun's own result.
 
 Runs inside the container (it imports torch); the launcher only names it in commands.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
-from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT, RETRY_FLAG_ENV
 
 
 def merge_exit_codes(codes: Iterable[int]) -> int:
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.run import parse_args, run
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    flag = Path(tempfile.mkdtemp(prefix="kubetune-distrun-")) / "retry-after-checkpoint"
+    os.environ[RETRY_FLAG_ENV] = str(flag)  # inherited by the workers
     try:
         run(args)
     except ChildFailedError as exc:
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kubetune.distrun: workers failed ({failed}); exit {code}", file=sys.stderr)
         return code
     except SignalException as exc:
-        return 128 + int(exc.sigval)
+        return EXIT_RETRY_AFTER_CHECKPOINT if flag.exists() else 128 + int(exc.sigval)
     return 0
 
 

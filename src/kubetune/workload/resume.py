@@ -8,6 +8,7 @@ and `drain` before the final model is committed or the process leaves after SIGT
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def drain(trainer: Any, timeout_s: float | None = None) -> bool:
 
 def leave_after_preemption(run: Any, trained: dict[str, Any]) -> int:
     """After SIGTERM: commit the checkpoint within the grace period, then exit 75."""
-    from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+    from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT, RETRY_FLAG_ENV
 
     grace = float(run.spec.kubernetes.termination_grace_period_seconds)
     ok = drain(trained["trainer"], PREEMPTION.remaining(grace))
@@ -120,4 +121,7 @@ def leave_after_preemption(run: Any, trained: dict[str, Any]) -> int:
     if run.is_main:
         print(f"kubetune: preempted at step {step}: checkpoint {'committed' if ok else 'NOT committed'}; "
               f"exit {EXIT_RETRY_AFTER_CHECKPOINT} (the Job restarts the pod, which resumes)", flush=True)
+    flag = os.environ.get(RETRY_FLAG_ENV)
+    if flag:  # tell kubetune.distrun, whose own exit code torchrun's signal handling decides
+        Path(flag).touch()
     return EXIT_RETRY_AFTER_CHECKPOINT

@@ -81,6 +81,11 @@ def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
         dataloader_num_workers=t.dataloader_workers,
         ddp_backend=ddp_backend(),
         ddp_find_unused_parameters=False,
+        # transformers 5 multiplies the loss by the world size when this is on, expecting the
+        # model to divide by the global token count; classification, QA and T5 losses are
+        # plain means, so on 2 ranks the loss (and gradient) came out doubled. Each rank's own
+        # mean, averaged by DDP, is right for every task.
+        average_tokens_across_devices=False,
         use_cpu=not torch.cuda.is_available(),
         **precision_flags(t.precision),
     )
