@@ -147,6 +147,8 @@ def test_lora_job_override_loads():
 
 # -- acceptance ----------------------------------------------------------------------------------
 
+# Measured on 2 CPU cores: 812,162 of 23,526,148 parameters trained (3.45%: adapters, pooler,
+# classifier), dev accuracy 0.829 (full fine-tuning for one epoch at 5e-5: 0.846).
 LORA_ACCURACY_BAR = 0.80
 
 
