@@ -187,3 +187,16 @@ def test_scitldr_summarization_job_with_a_frozen_encoder(tmp_path, shared_data):
     assert len(losses) >= 4 and losses[-1] < losses[0] - 0.3
     assert TEXT_METRICS <= set(metrics) and metrics["num_samples"] == 12
     assert metrics["rouge1"] > 0 and math.isfinite(metrics["loss"])
+
+
+def test_validation_metrics_need_no_prepare_call(tokenizer):
+    """With tokenized splits from the cache the Trainer never calls prepare(); the collator
+    (always built) hands the tokenizer to compute_metrics."""
+    import numpy as np
+
+    task = get_task(s2s_spec())
+    task.collator(tokenizer)
+    ids = tokenizer(["Ein Mann fährt Fahrrad."])["input_ids"]
+    prediction = type("EvalPrediction", (), {"predictions": np.array(ids), "label_ids": np.array(ids)})
+    metrics = task.compute_metrics(prediction)
+    assert metrics["bleu"] == pytest.approx(100.0) and metrics["gen_len"] == len(ids[0])
