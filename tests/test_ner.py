@@ -207,13 +207,16 @@ def test_ner_job_file_loads():
 
 # -- acceptance ----------------------------------------------------------------------------------
 
-NER_TRAIN_SENTENCES = 3000  # the first 3,000 of CoNLL-2003's 14,041 training sentences
+# The first 4,000 of CoNLL-2003's 14,041 training sentences (5% held out for validation), 2
+# epochs. Measured on 2 CPU cores: test entity F1 0.790 (P 0.770, R 0.811; PER 0.893, LOC 0.852,
+# ORG 0.692, MISC 0.642); with 3,000 sentences 0.757, too close to the bar.
+NER_TRAIN_SENTENCES = 4000
 NER_F1_BAR = 0.75
 
 
 @pytest.mark.slow
 def test_conll2003_ner_minilm_reaches_entity_f1(tmp_path, local_store, shared_data, capsys, monkeypatch):
-    """MiniLM-L6 fine-tuned on 3,000 CoNLL-2003 sentences, scored on the full test split
+    """MiniLM-L6 fine-tuned on 4,000 CoNLL-2003 sentences, scored on the full test split
     (3,453 sentences, 5,648 entities) through the train and evaluate entrypoints."""
     from kubetune.workload import evaluate, train
 
