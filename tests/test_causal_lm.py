@@ -213,7 +213,6 @@ def test_lora_adapts_generative_models(tmp_path, tokenizer, task_name, arch):
     (as evaluate and predict load it) with the same outputs."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from kubetune.spec import LoraSpec
     from kubetune.workload.lora import apply_lora, load_adapter_model, save_lora
     from tiny_models import seq2seq_config
 

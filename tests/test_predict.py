@@ -7,7 +7,6 @@ on the same rows, one process) gives."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
