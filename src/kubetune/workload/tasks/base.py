@@ -124,13 +124,13 @@ class Task(abc.ABC):
     def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
         """Tokenize prediction rows (no labels/targets needed); features may be more than rows
         (e.g. long contexts split into windows) as long as `format_predictions` maps them back."""
-        raise NotImplementedError(f"task {self.name}: batch prediction is not implemented")
+        raise TypeError(f"{type(self).__name__} must override prepare_inputs and format_predictions, or predict_rows")
 
     def format_predictions(self, outputs: list[Any], rows: datasets.Dataset, features: datasets.Dataset,
                            labels: list[str] | None) -> list[dict[str, Any]]:
         """One JSON-able dict per input row, in row order, from the model's per-feature
         outputs (logits, each trimmed to its feature's length)."""
-        raise NotImplementedError(f"task {self.name}: batch prediction is not implemented")
+        raise TypeError(f"{type(self).__name__} must override prepare_inputs and format_predictions, or predict_rows")
 
     def predict_rows(self, rows: datasets.Dataset, model: Any, tokenizer: Any, labels: list[str] | None,
                      batch_size: int) -> list[dict[str, Any]]:
