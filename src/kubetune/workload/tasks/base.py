@@ -33,6 +33,14 @@ class Evaluation:
     report: str
 
 
+def apply_generation_settings(model: Any, generation: Any) -> None:
+    """Generation length and beams from the spec's `generation` section, kept in the model's
+    saved generation_config (shared by the generative tasks)."""
+    model.generation_config.max_new_tokens = generation.max_new_tokens
+    model.generation_config.max_length = None
+    model.generation_config.num_beams = generation.num_beams
+
+
 class Task(abc.ABC):
     """Base class: subclasses fill in the task-specific steps."""
 

@@ -35,7 +35,7 @@ import datasets
 import numpy as np
 
 from kubetune.workload.data import DataError
-from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+from kubetune.workload.tasks.base import Evaluation, Prepared, Task, apply_generation_settings
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant")
@@ -203,10 +203,7 @@ class CausalLM(Task):
         return AutoModelForCausalLM
 
     def configure_model(self, model: Any) -> None:
-        gen = self.spec.generation
-        model.generation_config.max_new_tokens = gen.max_new_tokens
-        model.generation_config.max_length = None
-        model.generation_config.num_beams = gen.num_beams
+        apply_generation_settings(model, self.spec.generation)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = model.config.eos_token_id
         # No KV cache in training forward passes: it is not needed, and without one packed rows

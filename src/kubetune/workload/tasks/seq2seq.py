@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 
 from kubetune.workload.data import DataError
-from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+from kubetune.workload.tasks.base import Evaluation, Prepared, Task, apply_generation_settings
 
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "loss")
 EXAMPLES_IN_REPORT = 5
@@ -127,10 +127,7 @@ class Seq2Seq(Task):
 
     def configure_model(self, model: Any) -> None:
         """Generation length and beams from the spec, kept in the saved generation_config."""
-        gen = self.spec.generation
-        model.generation_config.max_new_tokens = gen.max_new_tokens
-        model.generation_config.max_length = None
-        model.generation_config.num_beams = gen.num_beams
+        apply_generation_settings(model, self.spec.generation)
 
     # -- metrics ---------------------------------------------------------------------------------
     def _generated_metrics(self, predictions: Any, label_ids: Any) -> tuple[dict[str, float], list[str], list[str]]:
