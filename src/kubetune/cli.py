@@ -11,7 +11,7 @@ import sys
 from typing import Callable
 
 from kubetune.cli_cluster import add_cluster_commands
-from kubetune.spec import SpecError, load_spec
+from kubetune.contract.spec import SpecError, load_spec
 
 EXIT_USER_ERROR = 2
 

@@ -45,7 +45,7 @@ def _one_line_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[arg
 @_one_line_errors
 def cmd_submit(args: argparse.Namespace) -> int:
     from kubetune.launch.render import render_objects
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
 
     spec = load_spec(args.job, args.overrides)
     if args.schedule:

@@ -1,7 +1,7 @@
 """`python -m kubetune.distrun …`: torchrun, keeping the workers' exit codes.
 
 torchrun exits 1 whenever a worker fails, which hides the codes the Job's podFailurePolicy acts
-on (kubetune.exitcodes): a bad config would be retried `backoffLimit` times and a checkpoint
+on (kubetune.contract.exitcodes): a bad config would be retried `backoffLimit` times and a checkpoint
 saved on SIGTERM would spend a retry. This wrapper takes exactly torchrun's arguments and exits
 with:
 
@@ -9,7 +9,7 @@ with:
 * EXIT_BAD_INPUT if every worker that exited by itself exited with it (the others were
   stopped by torchrun);
 * when torchrun itself was signalled (SIGTERM on preemption): EXIT_RETRY_AFTER_CHECKPOINT if a
-  worker committed its checkpoint and said so through the RETRY_FLAG_ENV file, else 128 + signal;
+  worker committed its checkpoint and said so through the ENV_RETRY_FLAG file, else 128 + signal;
 * otherwise torchrun's own result.
 
 Runs inside the container (it imports torch); the launcher only names it in commands.
@@ -23,7 +23,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT, RETRY_FLAG_ENV
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.names import ENV_RETRY_FLAG
 
 
 def merge_exit_codes(codes: Iterable[int]) -> int:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     flag = Path(tempfile.mkdtemp(prefix="kubetune-distrun-")) / "retry-after-checkpoint"
-    os.environ[RETRY_FLAG_ENV] = str(flag)  # inherited by the workers
+    os.environ[ENV_RETRY_FLAG] = str(flag)  # inherited by the workers
     try:
         run(args)
     except ChildFailedError as exc:

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune.layout import RunLayout
-from kubetune.spec import JobSpec
+from kubetune.contract.layout import RunLayout
+from kubetune.contract.spec import JobSpec
 from kubetune.storage import Store
 
 STAGES = {"train": ["train"], "evaluate": ["evaluate"], "all": ["train", "evaluate"], "predict": ["predict"]}

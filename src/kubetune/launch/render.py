@@ -37,7 +37,7 @@ processes per pod or several pods run `python -m kubetune.distrun` (torchrun wit
 exit codes kept, see distrun.py) with `--node-rank=$(JOB_COMPLETION_INDEX)` and
 `--master-addr=<name>-train-0.<name>-workers`.
 
-Exit codes (kubetune.exitcodes) drive the podFailurePolicy: pods hit by a disruption
+Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
 (preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit
 EXIT_RETRY_AFTER_CHECKPOINT after saving a checkpoint on SIGTERM are replaced without spending
 `backoffLimit`; EXIT_BAD_INPUT fails the Job at once.
@@ -53,10 +53,10 @@ from typing import Any
 
 import yaml
 
-from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.layout import RUN_ENV
-from kubetune.profiles import default_cpu, default_memory
-from kubetune.spec import JobSpec, SpecError
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.names import ENV_RUN as RUN_ENV
+from kubetune.contract.profiles import default_cpu, default_memory
+from kubetune.contract.spec import JobSpec, SpecError
 
 STAGES = ("train", "evaluate", "all", "predict")
 

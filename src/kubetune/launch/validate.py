@@ -16,7 +16,7 @@ import jsonschema
 from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
-from kubetune.spec import SpecError
+from kubetune.contract.spec import SpecError
 
 # The oldest version we render for: podFailurePolicy, podReplacementPolicy and the pod label
 # `batch.kubernetes.io/job-completion-index` are beta and on by default from 1.29.

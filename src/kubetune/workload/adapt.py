@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kubetune.spec import FreezeSpec
+from kubetune.contract.spec import FreezeSpec
 
 log = logging.getLogger(__name__)
 

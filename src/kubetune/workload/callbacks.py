@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from kubetune.layout import RunLayout
+from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store
 from kubetune.workload.checkpoint import DATA_POSITION, Uploader, publish_checkpoint, retrying
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kubetune.layout import RunLayout, checkpoint_name, checkpoint_step
+from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step
 from kubetune.storage import COMMIT_MARKER, Store
 
 log = logging.getLogger("kubetune.checkpoint")

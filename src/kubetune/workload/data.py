@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import fsspec
 
-from kubetune.spec import JobSpec
+from kubetune.contract.spec import JobSpec
 from kubetune.storage import Store
 
 datasets.disable_progress_bars()

@@ -11,8 +11,8 @@ import functools
 import sys
 from typing import Callable
 
-from kubetune.exitcodes import EXIT_BAD_INPUT
-from kubetune.spec import SpecError
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.spec import SpecError
 from kubetune.storage import StorageError
 from kubetune.workload.data import DataError
 

@@ -13,8 +13,8 @@ import os
 import sys
 import tempfile
 
-from kubetune.layout import RunLayout, run_layout
-from kubetune.spec import SpecError, load_spec
+from kubetune.contract.layout import RunLayout, run_layout
+from kubetune.contract.spec import SpecError, load_spec
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.data import load_test_split
 from kubetune.workload.errors import entrypoint

@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kubetune.spec import JobSpec, LoraSpec, SpecError
+from kubetune.contract.spec import JobSpec, LoraSpec, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def is_adapter_folder(folder: str | Path) -> bool:
 def base_model_dir(folder: str | Path) -> str:
     """Where the base weights of an adapter folder are: the model source of the spec saved
     with it, resolved through the same store (local folder, object store or Hub id)."""
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
     from kubetune.storage import Store
     from kubetune.workload.model_source import check_model_source, local_model_dir
 

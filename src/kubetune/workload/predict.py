@@ -34,8 +34,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.layout import run_layout
-from kubetune.spec import JobSpec, SpecError, load_spec
+from kubetune.contract.layout import run_layout
+from kubetune.contract.spec import JobSpec, SpecError, load_spec
 from kubetune.storage import Store, has_scheme
 from kubetune.workload.errors import entrypoint
 from kubetune.workload.tasks import Task, get_task

@@ -12,7 +12,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-from kubetune.spec import JobSpec
+from kubetune.contract.spec import JobSpec
 from kubetune.workload.trainer_setup import ddp_backend
 from kubetune.workload.tasks import Task
 

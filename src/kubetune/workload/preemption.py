@@ -23,7 +23,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 
 
 class Preemption:

@@ -113,7 +113,8 @@ def drain(trainer: Any, timeout_s: float | None = None) -> bool:
 
 def leave_after_preemption(run: Any, trained: dict[str, Any]) -> int:
     """After SIGTERM: commit the checkpoint within the grace period, then exit 75."""
-    from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT, RETRY_FLAG_ENV
+    from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+    from kubetune.contract.names import ENV_RETRY_FLAG
 
     grace = float(run.spec.kubernetes.termination_grace_period_seconds)
     ok = drain(trained["trainer"], PREEMPTION.remaining(grace))
@@ -121,7 +122,7 @@ def leave_after_preemption(run: Any, trained: dict[str, Any]) -> int:
     if run.is_main:
         print(f"kubetune: preempted at step {step}: checkpoint {'committed' if ok else 'NOT committed'}; "
               f"exit {EXIT_RETRY_AFTER_CHECKPOINT} (the Job restarts the pod, which resumes)", flush=True)
-    flag = os.environ.get(RETRY_FLAG_ENV)
+    flag = os.environ.get(ENV_RETRY_FLAG)
     if flag:  # tell kubetune.distrun, whose own exit code torchrun's signal handling decides
         Path(flag).touch()
     return EXIT_RETRY_AFTER_CHECKPOINT

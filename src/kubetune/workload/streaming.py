@@ -372,7 +372,7 @@ def make_stream(run: Any, tokenizer: Any, labels: list[str] | None) -> Streaming
 
 def steps_for_epochs(stream: StreamingTrainData, epochs: float, gradient_accumulation_steps: int) -> int:
     """max_steps for `train.epochs` over a stream whose row count is known (Parquet)."""
-    from kubetune.spec import SpecError
+    from kubetune.contract.spec import SpecError
 
     rows = stream.num_rows
     if not rows:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubetune.layout import RunLayout, run_layout
-from kubetune.spec import JobSpec, SpecError, load_spec
+from kubetune.contract.layout import RunLayout, run_layout
+from kubetune.contract.spec import JobSpec, SpecError, load_spec
 from kubetune.storage import Store
 from kubetune.workload.data import Splits
 from kubetune.workload.errors import entrypoint

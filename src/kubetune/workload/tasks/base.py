@@ -12,7 +12,7 @@ from typing import Any
 
 import datasets
 
-from kubetune.spec import JobSpec
+from kubetune.contract.spec import JobSpec
 
 
 @dataclass
@@ -61,13 +61,13 @@ class Task(abc.ABC):
 
     def columns(self) -> dict[str, str | None]:
         """Role -> column for the roles this task reads (None: role not used)."""
-        from kubetune.spec import TASK_COLUMNS
+        from kubetune.contract.spec import TASK_COLUMNS
 
         return {role: self.spec.column(role) for role in TASK_COLUMNS[self.spec.task]}
 
     def check_spec(self) -> None:
         """Task-level spec checks that need the task's own knowledge (metric names)."""
-        from kubetune.spec import SpecError
+        from kubetune.contract.spec import SpecError
 
         train = self.spec.train
         for where, metric in (("train.metric", train.metric),

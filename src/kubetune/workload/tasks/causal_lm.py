@@ -74,7 +74,7 @@ class CausalLM(Task):
 
     def check_spec(self) -> None:
         super().check_spec()
-        from kubetune.spec import SpecError
+        from kubetune.contract.spec import SpecError
 
         if self.spec.train.freeze.encoder:
             raise SpecError(

@@ -9,9 +9,9 @@ import pytest
 
 from kubetune.launch.render import render_objects
 from kubetune.launch.validate import supported_versions, validate_objects
-from kubetune.spec import load_spec
+from kubetune.contract.spec import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 
 

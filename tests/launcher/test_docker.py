@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from kubetune.launch.render import RUN_AS_USER, SPEC_PATH, evaluate_command, names, render_objects
-from kubetune.spec import load_spec
+from kubetune.contract.spec import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = [REPO / "docker" / "Dockerfile", REPO / "docker" / "Dockerfile.cpu"]
 
 

@@ -10,15 +10,15 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from k8s_fake_server import FakeKubeAPI, JobScript, PodRun
+from fakes.k8s_fake_server import FakeKubeAPI, JobScript, PodRun
 
 from kubetune.cli import main
 from kubetune.launch import cluster
 from kubetune.launch.render import CREDENTIALS_KEY
 from kubetune.launch.validate import supported_versions
-from kubetune.spec import KubernetesSpec
+from kubetune.contract.spec import KubernetesSpec
 
-K8S = Path(__file__).resolve().parents[1] / "k8s"
+K8S = Path(__file__).resolve().parents[2] / "k8s"
 SETUP_FILES = ["namespace.yaml", "rbac.yaml", "s3-secret.example.yaml"]
 
 

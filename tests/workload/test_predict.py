@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from helpers import run_cli, run_entrypoint
-from kubetune.spec import SpecError, validate_spec
+from kubetune.contract.spec import SpecError, validate_spec
 from kubetune.workload.predict import output_target, rank_and_world, shard_bounds
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- units ------------------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def test_rank_from_the_rendered_predict_job(monkeypatch):
 
 def test_render_predict_stage_is_an_indexed_job_of_independent_shards():
     from kubetune.launch.render import render_objects
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
 
     spec = load_spec(REPO / "jobs" / "sst2-minilm.yaml", ["resources.nodes=2"])
     objs = render_objects(spec, stage="predict", predict={"input": "s3://b/in.jsonl", "output": "s3://b/out/"})
@@ -117,8 +117,8 @@ def evaluation_outputs(spec_file: Path, rows_file: Path) -> tuple[object, list[s
     (Trainer.predict output, labels, raw rows, features)."""
     import tempfile
 
-    from kubetune.layout import RunLayout
-    from kubetune.spec import load_spec
+    from kubetune.contract.layout import RunLayout
+    from kubetune.contract.spec import load_spec
     from kubetune.storage import Store
     from kubetune.workload.data import read_table
     from kubetune.workload.evaluate import load_trained

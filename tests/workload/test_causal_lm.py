@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from helpers import run_cli
-from kubetune.spec import SpecError, validate_spec
+from kubetune.contract.spec import SpecError, validate_spec
 from kubetune.workload.data import DataError, Splits
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.causal_lm import IGNORE, CausalCollator, pack
 from tiny_models import build_tokenizer, causal_config, tiny_causal_lm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubetune.spec import validate_spec
+from kubetune.contract.spec import validate_spec
 from kubetune.storage import Store
 from kubetune.workload.streaming import load_training_splits
 from kubetune.workload.tasks import get_task

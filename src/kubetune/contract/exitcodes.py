@@ -10,7 +10,3 @@ EXIT_BAD_INPUT = 2
 # should start the pod again without spending its backoffLimit (EX_TEMPFAIL from sysexits.h).
 EXIT_RETRY_AFTER_CHECKPOINT = 75
 
-# Set by `kubetune.distrun` for its workers: a worker leaving with EXIT_RETRY_AFTER_CHECKPOINT
-# touches this file, so torchrun's own exit on SIGTERM (128 + 15, which hides the workers'
-# codes) can still be reported as EXIT_RETRY_AFTER_CHECKPOINT.
-RETRY_FLAG_ENV = "KUBETUNE_RETRY_FLAG"

@@ -9,7 +9,7 @@ import io
 import pytest
 import torch
 
-from kubetune.spec import SpecError, validate_spec
+from kubetune.contract.spec import SpecError, validate_spec
 from kubetune.storage import Store
 from kubetune.workload.streaming import (
     StreamingTrainData,

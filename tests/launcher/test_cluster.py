@@ -1,4 +1,4 @@
-"""The cluster verbs against a local Kubernetes API server (tests/k8s_fake_server.py), driven
+"""The cluster verbs against a local Kubernetes API server (tests/fakes/k8s_fake_server.py), driven
 through the real `kubernetes` client: nothing of the client is patched, so these tests check
 what goes over the wire."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_fake_server import FakeKubeAPI, JobScript, PodRun, closed_port
+from fakes.k8s_fake_server import FakeKubeAPI, JobScript, PodRun, closed_port
 
 from kubetune.cli import main
 from kubetune.launch import cluster

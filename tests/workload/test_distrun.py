@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from kubetune.distrun import merge_exit_codes
-from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
 
 
 @pytest.mark.parametrize(

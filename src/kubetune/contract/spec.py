@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kubetune.profiles import PROFILES
+from kubetune.contract.profiles import PROFILES
 
 TASKS = (
     "text-classification",

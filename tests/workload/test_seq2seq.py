@@ -15,13 +15,13 @@ import datasets
 import pytest
 
 from helpers import run_cli
-from kubetune.spec import validate_spec
+from kubetune.contract.spec import validate_spec
 from kubetune.workload.data import DataError, Splits
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.seq2seq import text_metrics
 from tiny_models import build_tokenizer, seq2seq_config, tiny_seq2seq
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEXT_METRICS = {"bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"}
 
 
@@ -78,7 +78,7 @@ def test_text_metrics_bounds():
 def test_freeze_encoder_keeps_the_decoder_and_shared_embeddings_training(tokenizer, arch):
     from transformers import AutoModelForSeq2SeqLM
 
-    from kubetune.spec import FreezeSpec
+    from kubetune.contract.spec import FreezeSpec
     from kubetune.workload.adapt import apply_freezing
 
     model = AutoModelForSeq2SeqLM.from_config(seq2seq_config(arch, tokenizer))

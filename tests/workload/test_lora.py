@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from kubetune.spec import LoraSpec, SpecError, validate_spec
+from kubetune.contract.spec import LoraSpec, SpecError, validate_spec
 from kubetune.workload.adapt import parameter_counts
 from kubetune.workload.lora import apply_lora, head_modules, save_lora, target_modules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def auto_class(task: str):
@@ -139,7 +139,7 @@ def test_saved_adapter_loads_back_to_the_same_predictions(task, merge, tmp_path,
 
 
 def test_lora_job_override_loads():
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
 
     spec = load_spec(REPO / "jobs" / "conll2003-ner.yaml", ["train.lora.r=16", "train.lora.merge=true"])
     assert spec.train.lora == LoraSpec(r=16, merge=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from kubetune.launch.render import SPEC_HASH_ANNOTATION, SPEC_KEY, render_objects, to_yaml_stream
-from kubetune.spec import load_spec
+from kubetune.contract.spec import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 CASES = {

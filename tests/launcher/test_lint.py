@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from kubetune.launch.render import render_objects, to_yaml_stream
-from kubetune.spec import load_spec
+from kubetune.contract.spec import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 SKIP_FILE = REPO / "k8s" / "checkov-skip.yaml"
 DOCKERFILES = [REPO / "docker" / "Dockerfile", REPO / "docker" / "Dockerfile.cpu"]

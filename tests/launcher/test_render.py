@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubetune.cli import main
-from kubetune.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.launch.render import (
     SPEC_PATH,
     RenderError,
@@ -20,7 +20,7 @@ from kubetune.launch.render import (
     validate_schedule,
 )
 from kubetune.launch.validate import ValidationError, normalize_version, supported_versions
-from kubetune.spec import SpecError, validate_spec
+from kubetune.contract.spec import SpecError, validate_spec
 
 BASE: dict[str, Any] = {
     "name": "demo",

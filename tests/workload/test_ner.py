@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pytest
 
-from kubetune.spec import validate_spec
+from kubetune.contract.spec import validate_spec
 from kubetune.workload.data import DataError, Splits
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.token_classification import (
@@ -23,7 +23,7 @@ from kubetune.workload.tasks.token_classification import (
     word_predictions,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def ner_spec(**data):
@@ -196,7 +196,7 @@ def test_bad_ner_data_exits_2_before_loading_a_model(tmp_path, local_store, caps
 
 
 def test_ner_job_file_loads():
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
 
     spec = load_spec(REPO / "jobs" / "conll2003-ner.yaml")
     assert spec.task == "token-classification"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune.spec import SpecError, apply_override, load_spec, validate_spec
+from kubetune.contract.spec import SpecError, apply_override, load_spec, validate_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 
 MINIMAL = {"name": "demo", "model": {"source": "models/m"}, "data": {"train": "datasets/d/train.tsv"}}
@@ -125,7 +125,7 @@ def test_every_shipped_job_loads(job):
 
 def test_launcher_and_spec_do_not_import_torch():
     code = (
-        "import sys; from kubetune.cli import main; from kubetune.spec import load_spec; "
+        "import sys; from kubetune.cli import main; from kubetune.contract.spec import load_spec; "
         "load_spec('jobs/quickstart.yaml');\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'; print('clean')"

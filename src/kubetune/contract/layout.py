@@ -1,4 +1,4 @@
-"""Where each artefact of a run lives under `storage.root` (see DESIGN.md, "Storage layout").
+"""Where each artefact of a run lives under `storage.root` (README.md, "What a run leaves in storage").
 
 Shared by the launcher (which reports a run's results) and the workload (which writes them),
 so the two can never disagree on a path.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
+
+from kubetune.contract.names import ENV_RUN
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,11 @@ class RunLayout:
         return self._p("eval", "report.txt")
 
 
-# A scheduled retraining (CronJob) trains a new model from the same spec each time; its pods
-# set this to their Kubernetes Job's name so every run gets a folder of its own.
-RUN_ENV = "KUBETUNE_RUN"
 
 
 def run_layout(spec_name: str) -> RunLayout:
     """The layout of this process's run: `runs/$KUBETUNE_RUN/` when set, else `runs/<spec name>/`."""
-    return RunLayout(os.environ.get(RUN_ENV) or spec_name)
+    return RunLayout(os.environ.get(ENV_RUN) or spec_name)
 
 
 def checkpoint_name(step: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kubetune.spec import FreezeSpec
+from kubetune.contract.spec import FreezeSpec
 from kubetune.workload.adapt import apply_freezing, parameter_counts
 
 HIDDEN = 384  # all-MiniLM-L6-v2

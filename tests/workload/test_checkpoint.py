@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.layout import RunLayout
+from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store
 from kubetune.workload.checkpoint import (
     Uploader,

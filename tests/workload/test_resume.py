@@ -28,7 +28,7 @@ from helpers_resume import (
     write_spec,
     write_sst2_subset,
 )
-from kubetune.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 
 BUCKET = "resume-tests"
 MAX_STEPS = 16

@@ -15,9 +15,9 @@ import yaml
 
 from kubetune.launch.local import LocalProcess, _expand, plan_stage, run_local, run_processes
 from kubetune.launch.render import render_objects
-from kubetune.spec import load_spec, validate_spec
+from kubetune.contract.spec import load_spec, validate_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SST2_MIN_ACCURACY = 0.86
 
 

@@ -11,7 +11,7 @@ import yaml
 
 from helpers import REPO
 from kubetune.launch.render import render_objects
-from kubetune.spec import load_spec
+from kubetune.contract.spec import load_spec
 from kubetune.quickstart import make_reviews
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 PEOPLE = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Marie Curie", "Niels Bohr", "Emmy Noether", "Kurt Godel",
           "Rosalind Franklin", "Max Planck", "Lise Meitner", "Carl Gauss", "Sofia Kovalevskaya"]
@@ -81,7 +81,7 @@ def test_mark_matches_the_documented_example():
 
 
 def test_relation_job_file_loads():
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
 
     spec = load_spec(REPO / "jobs" / "relation-extraction.yaml")
     assert spec.task == "text-classification"

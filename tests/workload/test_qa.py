@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 
-from kubetune.spec import SpecError, validate_spec
+from kubetune.contract.spec import SpecError, validate_spec
 from kubetune.workload.data import DataError, Splits
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.question_answering import (
@@ -22,7 +22,7 @@ from kubetune.workload.tasks.question_answering import (
     squad_metrics,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def qa_spec(max_seq_length=32, qa=None, **data):
@@ -221,7 +221,7 @@ def test_split_by_article_shares_no_context(tmp_path, shared_data):
 
 
 def test_qa_job_file_loads():
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
 
     spec = load_spec(REPO / "jobs" / "xquad-qa.yaml")
     assert spec.task == "question-answering" and spec.data.format == "squad"

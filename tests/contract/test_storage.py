@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from kubetune.layout import RunLayout
+from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store, StorageError
 from kubetune.workload.checkpoint import find_latest, publish_checkpoint
 

@@ -1,0 +1,89 @@
+"""Every name the launcher and the pod must agree on, written once.
+
+The launcher renders these into manifests (or local processes) and the pod reads them back, so
+a name defined twice is a name that can drift. Nothing outside `kubetune.contract` spells a
+`KUBETUNE_*` variable, an in-pod path, a label key or an entrypoint module as a literal; a test
+(`tests/contract/test_contract_names.py`) scans `src/` to keep it that way.
+
+Pure constants: no imports beyond the standard library, so both sides can load it for free.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# --- Stages ------------------------------------------------------------------------------------
+# A stage is one Job (and one entrypoint) of a job: train, then evaluate; predict is separate.
+STAGE_TRAIN = "train"
+STAGE_EVALUATE = "evaluate"
+STAGE_PREDICT = "predict"
+# `render --stage all`: train and a parked evaluate Job in one stream.
+STAGE_ALL = "all"
+Stage = Literal["train", "evaluate", "predict"]
+RUN_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE)
+RENDER_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE, STAGE_ALL, STAGE_PREDICT)
+SUBMIT_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE, STAGE_ALL)
+
+# --- Entrypoint modules (`python -m MODULE`) -----------------------------------------------------
+ENTRYPOINT_PACKAGE = "kubetune.workload.entrypoints"
+TRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.train"
+EVALUATE_MODULE = f"{ENTRYPOINT_PACKAGE}.evaluate"
+PREDICT_MODULE = f"{ENTRYPOINT_PACKAGE}.predict"
+# Scheduled retraining: train a new model, then evaluate it, in one pod.
+RETRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.retrain"
+# torchrun that keeps the workers' exit codes (several processes per pod, or several pods).
+DISTRUN_MODULE = f"{ENTRYPOINT_PACKAGE}.distrun"
+STAGE_MODULES: dict[str, str] = {
+    STAGE_TRAIN: TRAIN_MODULE,
+    STAGE_EVALUATE: EVALUATE_MODULE,
+    STAGE_PREDICT: PREDICT_MODULE,
+}
+
+# --- Environment variables ----------------------------------------------------------------------
+# The resolved spec file (also passed as --spec).
+ENV_SPEC = "KUBETUNE_SPEC"
+# The Kubernetes Job's name (from the Job controller's label), and the pod's own name.
+ENV_JOB_NAME = "KUBETUNE_JOB_NAME"
+ENV_POD_NAME = "KUBETUNE_POD_NAME"
+# The run folder's name: `runs/$KUBETUNE_RUN/` (a scheduled run sets it to its Job's name).
+ENV_RUN = "KUBETUNE_RUN"
+# Pods of a multi-pod Job: how many, and which one this is (the completion index).
+ENV_NUM_NODES = "KUBETUNE_NUM_NODES"
+ENV_NODE_RANK = "KUBETUNE_NODE_RANK"
+# Where downloaded models and tokenized data are kept (the /cache volume or PVC in a pod).
+ENV_CACHE = "KUBETUNE_CACHE"
+# Local scratch for the Trainer's output (the /tmp emptyDir in a pod).
+ENV_WORKDIR = "KUBETUNE_WORKDIR"
+# Set by distrun for its workers: a worker that saved a checkpoint on SIGTERM touches this
+# file, so torchrun's own exit code (which hides the workers') can still report it.
+ENV_RETRY_FLAG = "KUBETUNE_RETRY_FLAG"
+# Standard variables the rendered pod sets for the libraries it runs.
+ENV_HF_HOME = "HF_HOME"
+ENV_HOME = "HOME"
+ENV_TMPDIR = "TMPDIR"
+ENV_AWS_CREDENTIALS_FILE = "AWS_SHARED_CREDENTIALS_FILE"
+# Set by the Job controller in every pod of an Indexed Job.
+ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+
+# --- In-pod paths -------------------------------------------------------------------------------
+SPEC_DIR = "/etc/kubetune"
+SPEC_KEY = "spec.yaml"
+SPEC_PATH = f"{SPEC_DIR}/{SPEC_KEY}"
+CREDENTIALS_DIR = "/var/run/secrets/kubetune/storage"
+CREDENTIALS_KEY = "credentials"
+CACHE_DIR = "/cache"
+SCRATCH_DIR = "/tmp"
+SHM_DIR = "/dev/shm"
+
+# --- Labels and annotations ---------------------------------------------------------------------
+# Ours: every object of a job carries JOB_LABEL; pods also STAGE_LABEL.
+JOB_LABEL = "kubetune.io/job"
+STAGE_LABEL = "kubetune.io/stage"
+SPEC_HASH_ANNOTATION = "kubetune.io/spec-sha256"
+# The Job controller's, on the pods it creates (the old unprefixed name is still set too).
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+LEGACY_JOB_NAME_LABEL = "job-name"
+JOB_NAME_LABELS: tuple[str, ...] = (JOB_NAME_LABEL, LEGACY_JOB_NAME_LABEL)
+COMPLETION_INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+# Kueue's queue label.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
