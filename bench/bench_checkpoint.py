@@ -74,7 +74,7 @@ def bench_checkpoint_stall(endpoint: str, work: Path, steps: int) -> dict[str, f
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kubetune.layout import RunLayout
+    from kubetune.contract.layout import RunLayout
     from kubetune.quickstart import copy_model
     from kubetune.storage import Store
     from kubetune.workload.checkpoint import Uploader, publish_checkpoint
@@ -142,7 +142,7 @@ def bench_streaming(endpoint: str, work: Path, batches: int) -> dict[str, float]
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from kubetune.spec import validate_spec
+    from kubetune.contract.spec import validate_spec
     from kubetune.storage import Store
     from kubetune.workload.streaming import StreamingTrainData, list_pieces, split_urls, stream_loader
     from kubetune.workload.tasks import get_task

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 
 def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> float:
-    from kubetune.spec import load_spec
+    from kubetune.contract.spec import load_spec
     from kubetune.workload.train import setup
     from kubetune.workload.trainer_setup import build_trainer
 
