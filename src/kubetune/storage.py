@@ -20,11 +20,14 @@ from typing import Any
 
 import fsspec
 
+from kubetune.contract.errors import UserError
+
 COMMIT_MARKER = "COMMITTED"
 
 
-class StorageError(Exception):
-    """A store or file could not be reached or read; the message names the URI."""
+class StorageError(UserError):
+    """A store or file could not be reached or read; the message names the URI. A user error
+    (exit code 2): a wrong root, endpoint or bucket does not fix itself on a retry."""
 
 
 def has_scheme(uri: str) -> bool:

@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A permanent, one-line error caused by the user's input (exit code 2)."""
+
+
+class SpecError(UserError):
+    """A job spec that cannot be read or is not valid: one line naming the file and the field or
+    the cause."""

@@ -5,28 +5,49 @@ default filled in) in a ConfigMap, and the container validates that same file ag
 sides always agree on what a job means. Every model forbids unknown fields: a typo is an error
 that names the field, never a silently ignored setting.
 
+The public names live here: the models, `load_spec`, `validate_spec`, `apply_override` and
+`SpecError`. The cluster sections (`resources:`, `kubernetes:`) are in `spec_kubernetes`, file
+reading and error formatting in `spec_loading`; this module re-exports what callers use.
+
 This module must stay light (pydantic + yaml only): the launcher imports it on a laptop.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from kubetune.contract.profiles import PROFILES
+from kubetune.contract.errors import SpecError
+from kubetune.contract.spec_kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
+from kubetune.contract.spec_loading import apply_override, format_errors, read_spec_file, screen_secrets
 
-TASKS = (
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "seq2seq",
-    "causal-lm",
-)
+__all__ = [
+    "TASK_COLUMNS",
+    "DataSpec",
+    "EarlyStoppingSpec",
+    "EgressRule",
+    "FreezeSpec",
+    "GenerationSpec",
+    "JobSpec",
+    "KubernetesSpec",
+    "LoraSpec",
+    "ModelSpec",
+    "QuestionAnsweringSpec",
+    "ResourcesSpec",
+    "SpecError",
+    "StorageSpec",
+    "Task",
+    "TrainSpec",
+    "apply_override",
+    "load_spec",
+    "validate_spec",
+]
+
+# The task names; `typing.get_args(Task)` lists them.
 Task = Literal[
     "text-classification",
     "token-classification",
@@ -45,44 +66,14 @@ TASK_COLUMNS: dict[str, dict[str, str | None]] = {
     "causal-lm": {"prompt": "prompt", "response": "response", "messages": None},
 }
 
-DATA_FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "squad")
 DataFormat = Literal["csv", "tsv", "json", "jsonl", "parquet", "squad"]
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 # Derived object names (`<name>-evaluate`, pod `<name>-train-<index>-xxxxx`, CronJob suffixes)
 # must stay within Kubernetes' 63-character label limit.
 MAX_NAME_LENGTH = 40
 
-# Keys that would put a secret into a spec. Credentials come from the environment (AWS_*
-# variables, or a Kubernetes Secret mounted into the pod), never from a file that is stored,
-# rendered into a ConfigMap and logged.
-SECRET_KEYS = {
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_session_token",
-    "access_key",
-    "secret_key",
-    "secret_access_key",
-    "key",
-    "secret",
-    "token",
-    "password",
-}
 
-
-class SpecError(Exception):
-    """A user-facing, one-line error: names the file and the field or the cause. Exit code 2."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """Where the pretrained weights come from: a store path, an object-store URI, a local
     folder (`/…`, `./…`) or, when none of those exists, a Hugging Face Hub id."""
 
@@ -91,7 +82,7 @@ class ModelSpec(_Strict):
     tokenizer: str | None = Field(default=None, description="defaults to model.source")
 
 
-class QuestionAnsweringSpec(_Strict):
+class QuestionAnsweringSpec(Strict):
     """question-answering: how long contexts are windowed and how answers are decoded."""
 
     doc_stride: int | None = Field(
@@ -101,7 +92,7 @@ class QuestionAnsweringSpec(_Strict):
     n_best: int = Field(default=20, gt=0, description="start and end candidates per window")
 
 
-class DataSpec(_Strict):
+class DataSpec(Strict):
     """Dataset files and how their columns map to the task's roles."""
 
     train: str = Field(min_length=1)
@@ -140,13 +131,13 @@ class DataSpec(_Strict):
         return labels
 
 
-class EarlyStoppingSpec(_Strict):
+class EarlyStoppingSpec(Strict):
     metric: str = Field(min_length=1, description="validation metric to watch, e.g. accuracy or loss")
     patience: int = Field(default=3, gt=0, description="evaluations without improvement before stopping")
     threshold: float = Field(default=0.0, ge=0)
 
 
-class FreezeSpec(_Strict):
+class FreezeSpec(Strict):
     """Which pretrained weights stay fixed. `encoder: true` trains the task head only."""
 
     embeddings: bool = False
@@ -156,7 +147,7 @@ class FreezeSpec(_Strict):
     )
 
 
-class LoraSpec(_Strict):
+class LoraSpec(Strict):
     r: int = Field(default=8, gt=0)
     alpha: int = Field(default=16, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
@@ -164,7 +155,7 @@ class LoraSpec(_Strict):
     merge: bool = Field(default=False, description="also save the adapter merged into a full model")
 
 
-class TrainSpec(_Strict):
+class TrainSpec(Strict):
     epochs: float = Field(default=3.0, gt=0)
     max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
     learning_rate: float = Field(default=5e-5, gt=0)
@@ -196,14 +187,14 @@ class TrainSpec(_Strict):
     dataloader_workers: int = Field(default=0, ge=0)
 
 
-class GenerationSpec(_Strict):
+class GenerationSpec(Strict):
     """How seq2seq and causal-lm models generate text at evaluation and prediction."""
 
     max_new_tokens: int = Field(default=64, gt=0)
     num_beams: int = Field(default=1, gt=0, description="1: greedy decoding")
 
 
-class StorageSpec(_Strict):
+class StorageSpec(Strict):
     """Where runs live. Credentials are read from the standard AWS environment variables."""
 
     root: str = Field(default=".kubetune", min_length=1, description="local folder or s3://bucket/prefix")
@@ -218,150 +209,7 @@ class StorageSpec(_Strict):
         return value
 
 
-class ResourcesSpec(_Strict):
-    """Compute per job. Used by the Kubernetes renderer; a local run ignores what it cannot use."""
-
-    profile: str | None = Field(default=None, description="named preset, e.g. cpu, gpu-1, gpu-8, gpu-8x4")
-    nodes: int = Field(default=1, gt=0)
-    gpus_per_node: int = Field(default=0, ge=0)
-    cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
-    memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_profile(cls, data: Any) -> Any:
-        """A profile fills every field the spec leaves out; fields the spec sets win."""
-        if isinstance(data, dict) and isinstance(data.get("profile"), str) and data["profile"] in PROFILES:
-            data = {**PROFILES[data["profile"]], **{k: v for k, v in data.items() if v is not None}}
-        return data
-
-    @field_validator("profile")
-    @classmethod
-    def _known_profile(cls, name: str | None) -> str | None:
-        if name is not None and name not in PROFILES:
-            raise ValueError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
-        return name
-
-    @field_validator("cpu", "memory", mode="before")
-    @classmethod
-    def _quantity(cls, value: Any) -> Any:
-        return _check_quantity(value)
-
-
-def _check_quantity(value: Any) -> Any:
-    """Kubernetes resource quantities: numbers (YAML may give ints) become strings."""
-    if isinstance(value, bool):
-        raise ValueError(f"must be a Kubernetes quantity such as 4, 500m or 16Gi (got {value!r})")
-    if isinstance(value, (int, float)):
-        value = str(value)
-    if isinstance(value, str) and not QUANTITY.match(value):
-        raise ValueError(f"must be a Kubernetes quantity such as 4, 500m or 16Gi (got {value!r})")
-    return value
-
-
-class EgressRule(_Strict):
-    """One allowed egress destination when `kubernetes.egress` restricts traffic."""
-
-    cidr: str = Field(description="IPv4/IPv6 block, e.g. 10.0.0.0/8 or 203.0.113.7/32")
-    ports: list[int] = Field(default_factory=list, description="TCP ports; empty: every port")
-
-    @field_validator("cidr")
-    @classmethod
-    def _is_cidr(cls, value: str) -> str:
-        try:
-            return str(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise ValueError(f"must be a CIDR block such as 10.0.0.0/8 (got {value!r})") from None
-
-    @field_validator("ports")
-    @classmethod
-    def _port_range(cls, ports: list[int]) -> list[int]:
-        for port in ports:
-            if not 0 < port < 65536:
-                raise ValueError(f"port {port} is outside 1-65535")
-        return ports
-
-
-def _check_dns_subdomain(value: str | None) -> str | None:
-    if value is not None and (len(value) > 253 or not DNS_SUBDOMAIN.match(value)):
-        raise ValueError(f"must be a DNS-1123 name: lowercase letters, digits, '-' and '.' (got {value!r})")
-    return value
-
-
-class KubernetesSpec(_Strict):
-    """How the job's pods run on a cluster. A local run ignores this section."""
-
-    namespace: str | None = Field(default=None, description="unset: the namespace kubectl/kubeconfig uses")
-    queue: str | None = Field(default=None, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name)")
-    service_account: str | None = Field(default=None, description="pods get no API token either way")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "Always"
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Kubernetes tolerations, as in a pod spec")
-    affinity: dict[str, Any] | None = Field(default=None, description="Kubernetes affinity, as in a pod spec")
-    priority_class: str | None = None
-    storage_secret: str | None = Field(
-        default="kubetune-storage",
-        description="Secret with S3 credentials; null when pods get them otherwise (IRSA, workload identity)",
-    )
-    storage_credentials: Literal["file", "env"] = Field(
-        default="file",
-        description="file: the Secret's key `credentials` is an AWS credentials file (AWS_SHARED_CREDENTIALS_FILE); "
-        "env: the Secret's keys (AWS_ACCESS_KEY_ID, ...) become environment variables",
-    )
-    cache_pvc: str | None = Field(default=None, description="PersistentVolumeClaim for the model/dataset cache")
-    cache_size: str = Field(default="50Gi", description="size of the cache emptyDir when no cache_pvc is set")
-    scratch_size: str = Field(default="20Gi", description="size of the /tmp emptyDir (local checkpoints before upload)")
-    shm_size: str | None = Field(default=None, description="/dev/shm size; default 1Gi, or 8Gi per GPU")
-    active_deadline_seconds: int = Field(default=86400, gt=0, description="wall-clock limit of a Job")
-    backoff_limit: int = Field(default=3, ge=0, description="failed attempts of the whole gang of pods before the Job fails")
-    ttl_seconds_after_finished: int | None = Field(default=604800, ge=0, description="delete finished Jobs after this")
-    termination_grace_period_seconds: int = Field(default=300, gt=0, description="time to save a checkpoint on SIGTERM")
-    rendezvous_port: int = Field(default=29500, gt=1023, lt=65536, description="torchrun master port (multi-node)")
-    network_policy: bool = Field(default=True, description="render a NetworkPolicy for the job's pods")
-    egress: list[EgressRule] | None = Field(
-        default=None,
-        description="unset: all egress allowed; a list: only these destinations, DNS and the job's own pods",
-    )
-    labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every object and pod")
-    annotations: dict[str, str] = Field(default_factory=dict, description="extra annotations on every pod")
-
-    @field_validator("namespace", "queue")
-    @classmethod
-    def _dns_label(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 63 or not DNS_LABEL.match(value)):
-            raise ValueError(f"must be a DNS-1123 label: lowercase letters, digits and '-' (got {value!r})")
-        return value
-
-    @field_validator("service_account", "priority_class", "cache_pvc", "storage_secret")
-    @classmethod
-    def _dns_name(cls, value: str | None) -> str | None:
-        return _check_dns_subdomain(value)
-
-    @field_validator("image_pull_secrets")
-    @classmethod
-    def _dns_names(cls, values: list[str]) -> list[str]:
-        for value in values:
-            _check_dns_subdomain(value)
-        return values
-
-    @field_validator("labels")
-    @classmethod
-    def _label_values(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key, value in labels.items():
-            if not LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
-                raise ValueError(f"{key!r} is not a valid label key")
-            if len(value) > 63 or not LABEL_VALUE.match(value):
-                raise ValueError(f"{key}: {value!r} is not a valid label value (63 characters: letters, digits, '-_.')")
-        return labels
-
-    @field_validator("cache_size", "scratch_size", "shm_size", mode="before")
-    @classmethod
-    def _quantity(cls, value: Any) -> Any:
-        return _check_quantity(value)
-
-
-class JobSpec(_Strict):
+class JobSpec(Strict):
     """A fine-tuning job: what to train, on what, how, and where results go."""
 
     name: str = Field(description="DNS-1123 label: lowercase letters, digits and '-'")
@@ -416,108 +264,18 @@ class JobSpec(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def _reject_secrets(data: Any, where: str = "") -> None:
-    """Refuse credentials anywhere in the spec, naming the field."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            path = f"{where}.{key}" if where else str(key)
-            if str(key).lower() in SECRET_KEYS:
-                raise SpecError(
-                    f"{path}: credentials must not be written in a job spec; "
-                    "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment (or a Kubernetes Secret)"
-                )
-            _reject_secrets(value, path)
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one `key.path=value` override in place. Splits on the first `=`; the value is
-    parsed as YAML so numbers and booleans get their types (`train.epochs=1`)."""
-    if "=" not in assignment:
-        raise SpecError(f"--set {assignment}: expected key.path=value")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    if not key.strip() or any(not p for p in parts):
-        raise SpecError(f"--set {assignment}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(f"--set {assignment}: {'.'.join(parts[: i + 1])} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-_MESSAGES = {
-    "extra_forbidden": lambda e: "unknown field",
-    "missing": lambda e: "required field is missing",
-    "greater_than": lambda e: f"must be > {e['ctx']['gt']}",
-    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}",
-    "less_than": lambda e: f"must be < {e['ctx']['lt']}",
-    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}",
-    "literal_error": lambda e: f"must be one of {e['ctx']['expected']}",
-    "string_too_short": lambda e: "must not be empty",
-}
-
-
-def _format_error(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
-    kind = err["type"]
-    if kind in _MESSAGES:
-        message = _MESSAGES[kind](err)
-    else:
-        message = err["msg"].removeprefix("Value error, ")
-        if kind.endswith("_type") or kind.endswith("_parsing"):
-            message = f"{message} (got {err.get('input')!r})"
-    if message.startswith("data.columns:"):  # model-level validators name the field themselves
-        return message
-    return f"{loc}: {message}" if loc else message
-
-
 def validate_spec(data: Any, source: str = "<spec>") -> JobSpec:
     """Validate a parsed mapping; every error becomes one SpecError line naming the field."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a YAML mapping, got {type(data).__name__}")
-    try:
-        _reject_secrets(data)
-    except SpecError as exc:
-        raise SpecError(f"{source}: {exc}") from None
+    screen_secrets(data, source)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        errors = "; ".join(_format_error(e) for e in exc.errors())
-        raise SpecError(f"{source}: {errors}") from None
+        raise format_errors(source, exc) from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
     """Read, override and validate a job spec file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}: malformed YAML: {where}{problem}") from None
-    if data is None:
-        data = {}
-    if isinstance(data, dict):
-        for assignment in overrides:
-            try:
-                apply_override(data, assignment)
-            except SpecError as exc:
-                raise SpecError(f"{path}: {exc}") from None
-    return validate_spec(data, str(path))
+    return validate_spec(read_spec_file(path, overrides), str(path))
