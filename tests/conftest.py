@@ -80,5 +80,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--update-golden",
         action="store_true",
         default=False,
-        help="rewrite tests/golden/*.k8s.yaml from the current renderer instead of comparing",
+        help="rewrite the files in tests/launcher/golden/ from the current renderer instead of comparing",
     )

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kubetune.contract.names import STAGE_MODULES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -23,8 +25,9 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 1800):
 
 
 def run_entrypoint(stage: str, spec_file: Path, *extra: str, env: dict | None = None, timeout: float = 1800):
+    """Run a stage's pod entrypoint (`python -m <its module> --spec FILE ...`) as a child process."""
     return subprocess.run(
-        [sys.executable, "-m", f"kubetune.workload.{stage}", "--spec", str(spec_file), *extra],
+        [sys.executable, "-m", STAGE_MODULES[stage], "--spec", str(spec_file), *extra],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

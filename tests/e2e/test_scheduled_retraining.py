@@ -10,8 +10,9 @@ import sys
 import yaml
 
 from helpers import REPO
-from kubetune.launch.render import render_objects
+from kubetune.contract import names as kn
 from kubetune.contract.spec import load_spec
+from kubetune.launch.render import render_objects
 from kubetune.quickstart import make_reviews
 
 
@@ -19,7 +20,7 @@ def test_cronjob_pods_name_their_run_after_their_job():
     spec = load_spec(REPO / "jobs" / "sst2-minilm.yaml")
     (cron,) = [o for o in render_objects(spec, stage="train", schedule="0 3 * * 0") if o["kind"] == "CronJob"]
     container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:3] == ["python", "-m", "kubetune.workload.retrain"]
+    assert container["command"][:3] == ["python", "-m", kn.RETRAIN_MODULE]
     env = {e["name"]: e for e in container["env"]}
     assert env["KUBETUNE_RUN"]["value"] == "$(KUBETUNE_JOB_NAME)"
     # KUBETUNE_RUN refers to KUBETUNE_JOB_NAME, which must be defined before it.
@@ -43,7 +44,7 @@ def test_two_scheduled_runs_train_and_evaluate_separately(local_store, tmp_path)
     }))
     for run in ("nightly-train-1000", "nightly-train-2000"):
         out = subprocess.run(
-            [sys.executable, "-m", "kubetune.workload.retrain", "--spec", str(spec_file)],
+            [sys.executable, "-m", kn.RETRAIN_MODULE, "--spec", str(spec_file)],
             capture_output=True, text=True, cwd=REPO,
             env={**__import__("os").environ, "KUBETUNE_RUN": run, "KUBETUNE_WORKDIR": str(tmp_path / "work")},
         )
