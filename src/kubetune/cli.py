@@ -7,13 +7,20 @@ runs start the workload entrypoints as child processes, exactly as a pod would.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Callable
 
-from kubetune.cli_cluster import add_cluster_commands
-from kubetune.contract.spec import SpecError, load_spec
+from kubetune.cli_cluster import STAGE_HELP, add_cluster_commands
+from kubetune.contract import names as kn
+from kubetune.contract.errors import UserError
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.spec import JobSpec, SpecError, load_spec
 
-EXIT_USER_ERROR = 2
+# A user's mistake (bad spec, bad arguments) exits as the entrypoints' bad input does.
+EXIT_USER_ERROR = EXIT_BAD_INPUT
+# Metrics shown on the `test:` line after a local run, in this order when present.
+HEADLINE_METRICS = ["accuracy", "f1_macro", "f1", "exact_match", "bleu", "rougeL", "perplexity", "loss", "num_samples"]
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +55,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             "use --set storage.root=s3://bucket/prefix",
             file=sys.stderr,
         )
-    if args.stage == "all" and args.schedule is None:
+    if args.stage == kn.STAGE_ALL and args.schedule is None:
         n = names(spec)
         print(
             f"kubetune: {n.evaluate} is parked (suspend: true) until training completes: "
@@ -60,7 +67,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kubetune.launch.local import run_local
+    from kubetune.launch.local import local_predict_args, run_local
+    from kubetune.storage import Store
 
     spec = load_spec(args.job, args.overrides)
     if not args.local:
@@ -69,7 +77,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
-    return run_local(spec, stage=args.stage, predict=_predict_args(args))
+    predict = local_predict_args(_predict_args(args))
+    code = run_local(spec, stage=args.stage, predict=predict)
+    if code != 0:
+        return code
+    if args.stage == kn.STAGE_PREDICT and predict:
+        print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
+    else:
+        print_summary(spec)
+    return 0
+
+
+def print_summary(spec: JobSpec) -> None:
+    """Where a local run put its run folder and model, and its headline test metrics."""
+    from kubetune.contract.layout import RunLayout
+    from kubetune.storage import Store
+
+    store = Store.from_spec(spec.storage)
+    layout = RunLayout(spec.name)
+    print(f"run:     {store.url(layout.base)}")
+    print(f"model:   {store.url(layout.model)}")
+    if store.exists(layout.eval_metrics):
+        metrics = store.read_json(layout.eval_metrics)
+        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        parts = [f"{k} {shown[k]:.4f}" if isinstance(shown[k], float) else f"{k} {shown[k]}"
+                 for k in HEADLINE_METRICS if k in shown]
+        print(f"test:    {', '.join(parts) if parts else json.dumps(shown)}")
+        print(f"metrics: {store.url(layout.eval_metrics)}")
 
 
 def _add_predict_args(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +117,7 @@ def _add_predict_args(parser: argparse.ArgumentParser) -> None:
 
 def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
     """--input/--output/--format for the predict stage; both URIs are required with it."""
-    if args.stage != "predict":
+    if args.stage != kn.STAGE_PREDICT:
         if args.input or args.output:
             raise SpecError("--input/--output belong to --stage predict")
         return None
@@ -112,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="print the Kubernetes objects of a job (for kubectl apply -f -)")
     _add_spec_args(p)
-    p.add_argument("--stage", choices=["train", "evaluate", "all", "predict"], default="all",
-                   help="all (default): training, and evaluation parked until training completes; "
-                        "predict: batch prediction with the trained model (--input, --output)")
+    p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
+                   help=f"{STAGE_HELP}; all (default): training, and evaluation parked until training "
+                        "completes; predict: batch prediction with the trained model (--input, --output)")
     _add_predict_args(p)
     p.add_argument("--k8s-version", default=None, metavar="X.Y",
                    help="Kubernetes version to validate against (default: the oldest supported, 1.29)")
@@ -125,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
     _add_spec_args(p)
     p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
-    p.add_argument("--stage", choices=["train", "evaluate", "all", "predict"], default="all")
+    p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
+                   help=f"{STAGE_HELP}; all (default): train, then evaluate; "
+                        "predict: batch prediction with the trained model (--input, --output)")
     _add_predict_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -146,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except SpecError as exc:
+    except UserError as exc:  # a bad spec, bad arguments, an unreadable store: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

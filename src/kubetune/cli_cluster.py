@@ -11,7 +11,11 @@ import argparse
 import sys
 from typing import Any, Callable
 
+from kubetune.contract import names as kn
+
 EXIT_CLUSTER_ERROR = 1
+# What `--stage` means, shared by render, run and submit.
+STAGE_HELP = "which Jobs: train, evaluate (after training completed)"
 
 
 def _cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +56,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.wait:
             print("error: --wait follows one run; a --schedule submits a CronJob", file=sys.stderr)
             return 2
-        stages = [render_objects(spec, stage="train", schedule=args.schedule)]
-    elif args.stage == "all":
-        stages = [render_objects(spec, stage="train"), render_objects(spec, stage="evaluate")]
+        stages = [render_objects(spec, stage=kn.STAGE_TRAIN, schedule=args.schedule)]
+    elif args.stage == kn.STAGE_ALL:
+        stages = [render_objects(spec, stage=kn.STAGE_TRAIN), render_objects(spec, stage=kn.STAGE_EVALUATE)]
     else:
         stages = [render_objects(spec, stage=args.stage)]
     cluster = _connect(args, spec.kubernetes.namespace)
     # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
-    reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == "evaluate" else ()
+    reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == kn.STAGE_EVALUATE else ()
     return cluster.submit(
         spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait, reuse=reuse, source=args.job
     )
@@ -109,7 +113,8 @@ def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentPar
         "both succeeded. Without --wait, start evaluation later with --stage evaluate.",
     )
     add_spec_args(p)
-    p.add_argument("--stage", choices=["train", "evaluate", "all"], default="all")
+    p.add_argument("--stage", choices=kn.SUBMIT_STAGES, default=kn.STAGE_ALL,
+                   help=f"{STAGE_HELP}; all (default): train, and with --wait evaluate once training succeeded")
     p.add_argument("--wait", action="store_true", help="follow the Jobs to their end, streaming their logs")
     p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
     p.add_argument("--dry-run", action="store_true", help="send every object with the server-side dry-run flag; create nothing")

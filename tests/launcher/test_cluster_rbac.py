@@ -14,7 +14,7 @@ from fakes.k8s_fake_server import FakeKubeAPI, JobScript, PodRun
 
 from kubetune.cli import main
 from kubetune.launch import cluster
-from kubetune.launch.render import CREDENTIALS_KEY
+from kubetune.contract.names import CREDENTIALS_KEY
 from kubetune.launch.validate import supported_versions
 from kubetune.contract.spec import KubernetesSpec
 

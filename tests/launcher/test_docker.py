@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.launch.render import RUN_AS_USER, SPEC_PATH, evaluate_command, names, render_objects
+from kubetune.contract import names as kn
+from kubetune.contract.names import SPEC_PATH
+from kubetune.launch.render import RUN_AS_USER, evaluate_command, names, render_objects
 from kubetune.contract.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +96,7 @@ def test_rendered_pod_commands_name_modules_the_image_checks(tmp_path):
     ]
     commands.append(evaluate_command())
     modules = {cmd[i + 1] for cmd in commands for i, word in enumerate(cmd[:-1]) if word == "-m"}
-    assert modules == {"kubetune.distrun", "kubetune.workload.train", "kubetune.workload.evaluate"}
+    assert modules == {kn.DISTRUN_MODULE, kn.TRAIN_MODULE, kn.EVALUATE_MODULE}
     assert modules <= imported
     assert all(cmd[0] == "python" and cmd[-2:] == ["--spec", SPEC_PATH] for cmd in commands)
     assert names(spec).train.endswith("-train")

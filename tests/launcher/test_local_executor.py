@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubetune.contract import names as kn
 from kubetune.launch.local import LocalProcess, _expand, plan_stage, run_local, run_processes
 from kubetune.launch.render import render_objects
 from kubetune.contract.spec import load_spec, validate_spec
@@ -36,6 +37,30 @@ def arg(argv: list[str], key: str) -> str:
     return next(a.split("=", 1)[1] for a in argv if a.startswith(key + "="))
 
 
+@pytest.mark.parametrize("cache", [{}, {"cache_pvc": "hf-cache"}], ids=["emptyDir", "pvc"])
+def test_local_processes_and_pods_agree_on_the_cache(tmp_path, monkeypatch, cache):
+    """A pod's cache variable names its mounted cache volume; the local process's names the
+    local counterpart of that volume: one real folder, kept across runs and stages (your own
+    if you set the variable), never a per-stage temporary folder or a path inside a pod."""
+    spec = make_spec(kubernetes=cache)
+    monkeypatch.delenv(kn.ENV_CACHE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for stage in ("train", "evaluate"):
+        objs = render_objects(spec, stage=stage)
+        pod = next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]
+        pod_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        cache_mount = next(m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] == "cache")
+        assert pod_env[kn.ENV_CACHE] == cache_mount
+        (proc,) = plan_stage(objs, stage, tmp_path / stage, gpus=0)
+        assert proc.env[kn.ENV_CACHE] == str(tmp_path / "xdg" / "kubetune")
+        assert Path(proc.env[kn.ENV_CACHE]).is_dir()
+        # Scratch stays a per-pod temporary folder, as the emptyDir it stands for.
+        assert proc.env[kn.ENV_WORKDIR].startswith(str(tmp_path / stage))
+    monkeypatch.setenv(kn.ENV_CACHE, str(tmp_path / "mine"))
+    (proc,) = plan_stage(render_objects(spec, stage="train"), "train", tmp_path / "again", gpus=0)
+    assert proc.env[kn.ENV_CACHE] == str(tmp_path / "mine")
+
+
 def test_two_nodes_become_two_processes_with_a_local_rendezvous(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "mine")
     monkeypatch.delenv("AWS_SHARED_CREDENTIALS_FILE", raising=False)
@@ -46,7 +71,7 @@ def test_two_nodes_become_two_processes_with_a_local_rendezvous(tmp_path, monkey
     ports = set()
     for index, proc in enumerate(procs):
         argv = proc.argv
-        assert argv[:3] == [sys.executable, "-m", "kubetune.distrun"]
+        assert argv[:3] == [sys.executable, "-m", kn.DISTRUN_MODULE]
         assert arg(argv, "--node-rank") == str(index)  # $(JOB_COMPLETION_INDEX) expanded
         assert arg(argv, "--master-addr") == "127.0.0.1"
         assert arg(argv, "--nproc-per-node") == "1"
@@ -80,7 +105,7 @@ def test_local_gpus_are_split_between_pods(tmp_path):
 def test_single_node_runs_the_entrypoint_directly(tmp_path):
     spec = make_spec()
     (proc,) = plan_stage(render_objects(spec, stage="evaluate"), "evaluate", tmp_path, gpus=0)
-    assert proc.argv[:4] == [sys.executable, "-m", "kubetune.workload.evaluate", "--spec"]
+    assert proc.argv[:4] == [sys.executable, "-m", kn.EVALUATE_MODULE, "--spec"]
     assert Path(proc.argv[4]).read_text() == spec.to_yaml()
     assert "JOB_COMPLETION_INDEX" not in proc.env
 
@@ -139,7 +164,7 @@ def test_two_ranks_rendezvous_through_the_rendered_torchrun_command(tmp_path, mo
     spec = make_spec(resources={"nodes": 2})
     procs = plan_stage(render_objects(spec, stage="train"), "train", tmp_path / "pods", gpus=0)
     for proc in procs:
-        proc.argv = [("fake_train" if a == "kubetune.workload.train" else a) for a in proc.argv]
+        proc.argv = [("fake_train" if a == kn.TRAIN_MODULE else a) for a in proc.argv]
     assert run_processes(procs) == 0
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in results] == [2, 2]

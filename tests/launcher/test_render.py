@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from kubetune.cli import main
+from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.names import SPEC_PATH
 from kubetune.launch.render import (
-    SPEC_PATH,
     RenderError,
     names,
     render_objects,
@@ -67,7 +68,7 @@ def test_single_node_objects_and_names():
     assert train["metadata"]["name"] == "demo-train"
     assert "completionMode" not in train["spec"]
     assert train["spec"]["completions"] == train["spec"]["parallelism"] == 1
-    assert container(train)["command"] == ["python", "-m", "kubetune.workload.train", "--spec", SPEC_PATH]
+    assert container(train)["command"] == ["python", "-m", kn.TRAIN_MODULE, "--spec", SPEC_PATH]
     assert not by_kind(objs, "Service")
 
 
@@ -102,7 +103,7 @@ def test_labels_on_every_object():
 def test_evaluate_job_runs_the_evaluate_entrypoint_and_is_parked_in_stage_all():
     spec = make_spec(kubernetes={"queue": "team-a"})
     parked = one(render_objects(spec, stage="all"), "Job", "evaluate")
-    assert container(parked)["command"] == ["python", "-m", "kubetune.workload.evaluate", "--spec", SPEC_PATH]
+    assert container(parked)["command"] == ["python", "-m", kn.EVALUATE_MODULE, "--spec", SPEC_PATH]
     assert parked["spec"]["suspend"] is True
     assert "kueue.x-k8s.io/queue-name" not in parked["metadata"]["labels"]  # Kueue would unsuspend it
     released = one(render_objects(spec, stage="evaluate"), "Job", "evaluate")
@@ -143,13 +144,13 @@ def test_multi_node_indexed_job_with_headless_service_and_torchrun():
     assert pod["spec"]["subdomain"] == svc["metadata"]["name"]
     assert all(pod["metadata"]["labels"][k] == v for k, v in svc["spec"]["selector"].items())
     command = container(job)["command"]
-    assert command[:3] == ["python", "-m", "kubetune.distrun"]
+    assert command[:3] == ["python", "-m", kn.DISTRUN_MODULE]
     assert "--nnodes=4" in command
     assert "--nproc-per-node=8" in command
     assert "--node-rank=$(JOB_COMPLETION_INDEX)" in command
     assert f"--master-addr=demo-train-0.{svc['metadata']['name']}" in command
     assert "--master-port=29400" in command
-    assert command[-4:] == ["-m", "kubetune.workload.train", "--spec", SPEC_PATH]
+    assert command[-4:] == ["-m", kn.TRAIN_MODULE, "--spec", SPEC_PATH]
     assert job["spec"]["backoffLimit"] == 3 * 4  # retries budgeted per gang
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == 8
 
@@ -157,7 +158,7 @@ def test_multi_node_indexed_job_with_headless_service_and_torchrun():
 def test_single_node_multi_gpu_uses_standalone_torchrun():
     job = one(render_objects(make_spec(resources={"profile": "gpu-8"})), "Job", "train")
     command = container(job)["command"]
-    assert command[:4] == ["python", "-m", "kubetune.distrun", "--standalone"]
+    assert command[:4] == ["python", "-m", kn.DISTRUN_MODULE, "--standalone"]
     assert "--nproc-per-node=8" in command
     assert "completionMode" not in job["spec"]
 
@@ -239,6 +240,26 @@ def test_restricted_security_context():
     assert {"/tmp", "/cache", "/dev/shm"} <= writable
     env = {e["name"]: e.get("value") for e in container(job)["env"]}
     assert env["HOME"] == "/tmp" and env["HF_HOME"].startswith("/cache/")
+
+
+@pytest.mark.parametrize("cache", [{}, {"cache_pvc": "hf-cache"}], ids=["emptyDir", "pvc"])
+def test_entrypoint_folders_are_the_cache_and_scratch_volumes(cache):
+    """The entrypoints keep models and tokenized data under the cache variable and Trainer output
+    under the workdir variable: both must point at the volumes mounted for them, in every pod."""
+    spec = make_spec(kubernetes=cache, resources={"nodes": 2})
+    objs = render_objects(spec, stage="all") + render_objects(spec, stage="train", schedule="@daily")
+    pods = [o["spec"]["template"] if o["kind"] == "Job" else o["spec"]["jobTemplate"]["spec"]["template"]
+            for o in objs if o["kind"] in ("Job", "CronJob")]
+    assert len(pods) == 3
+    for pod in pods:
+        c = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert env[kn.ENV_CACHE] == mounts["cache"] == kn.CACHE_DIR
+        assert env[kn.ENV_WORKDIR] == mounts["scratch"] == kn.SCRATCH_DIR
+        claim = volumes["cache"].get("persistentVolumeClaim", {}).get("claimName")
+        assert claim == cache.get("cache_pvc")
 
 
 def test_credentials_come_from_a_secret_file_never_inline():

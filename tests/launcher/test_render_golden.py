@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.launch.render import SPEC_HASH_ANNOTATION, SPEC_KEY, render_objects, to_yaml_stream
+from kubetune.contract.names import SPEC_HASH_ANNOTATION, SPEC_KEY
+from kubetune.launch.render import render_objects, to_yaml_stream
 from kubetune.contract.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]

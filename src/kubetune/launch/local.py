@@ -12,9 +12,13 @@ How a pod becomes a process:
 * ConfigMap volumes become files in a temporary folder; emptyDirs (scratch, /dev/shm) become
   temporary folders; paths under their mount points in the command and environment are
   rewritten to those folders.
+* The cache volume (models and tokenized data the entrypoints keep) becomes one folder kept
+  across runs: the cache variable (names.ENV_CACHE) of your environment if you set it, else
+  `$XDG_CACHE_HOME/kubetune` (`~/.cache/kubetune`). The variables that point libraries into
+  the pod's cache (HF_HOME, XDG_CACHE_HOME, TRITON_CACHE_DIR) are left out, as is HOME: your
+  own Hugging Face/pip caches apply.
 * Not materialised, on purpose: Secret volumes and secret references (credentials come from
-  your own environment: AWS_* variables, ~/.aws), and the cache volume (your own Hugging
-  Face/pip caches apply). Variables that point into them are left out, as is HOME.
+  your own environment: AWS_* variables, ~/.aws). Variables that point into them are left out.
 * Rendezvous: the pods' DNS names `<job>-<i>.<service>` resolve to 127.0.0.1 and the fixed
   rendezvous port becomes a free local port.
 * GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
@@ -25,7 +29,6 @@ How a pod becomes a process:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -39,16 +42,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune.contract.layout import RunLayout
+from kubetune.contract import names as kn
 from kubetune.contract.spec import JobSpec
-from kubetune.storage import Store
 
-STAGES = {"train": ["train"], "evaluate": ["evaluate"], "all": ["train", "evaluate"], "predict": ["predict"]}
+# The rendered stage(s) each `--stage` runs, in order.
+STAGES = {
+    kn.STAGE_TRAIN: [kn.STAGE_TRAIN],
+    kn.STAGE_EVALUATE: [kn.STAGE_EVALUATE],
+    kn.STAGE_ALL: [kn.STAGE_TRAIN, kn.STAGE_EVALUATE],
+    kn.STAGE_PREDICT: [kn.STAGE_PREDICT],
+}
 
-# Volumes a local run does not create (see the module docstring).
-NOT_MATERIALISED = ("secret", "cache")
-# Container variables a local run never overrides: your machine's own.
-KEEP_LOCAL = {"HOME"}
+# Container variables a local run never sets: your machine's own home and library caches.
+KEEP_LOCAL = {kn.ENV_HOME, kn.ENV_HF_HOME, "XDG_CACHE_HOME", "TRITON_CACHE_DIR"}
 # Grace period for the other processes of a gang when one fails.
 GANG_GRACE_S = 30
 
@@ -64,32 +70,32 @@ class LocalProcess:
     dirs: list[str] = field(default_factory=list)
 
 
-def entrypoint_command(stage: str, spec_file: str) -> list[str]:
-    return [sys.executable, "-m", f"kubetune.workload.{stage}", "--spec", spec_file]
-
-
-def run_local(spec: JobSpec, stage: str = "all", predict: dict[str, str] | None = None) -> int:
+def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None) -> int:
     """Render and run the stages in order; stop at the first failure and return its exit code
-    (2 for bad input, as the entrypoints return)."""
+    (2 for bad input, as the entrypoints return). `predict` URIs are taken as from
+    `local_predict_args`. Prints nothing but failures: the CLI reports the result."""
     from kubetune.launch.render import render_objects
-    from kubetune.storage import is_explicit_local
 
-    if predict:  # your local paths as file:// URIs, so they are not taken for paths in a pod volume
-        predict = {k: Path(v).expanduser().resolve().as_uri() if k in ("input", "output") and is_explicit_local(v) else v
-                   for k, v in predict.items()}
     for step in STAGES[stage]:
-        objs = render_objects(spec, stage=step, predict=predict if step == "predict" else None)
+        objs = render_objects(spec, stage=step, predict=predict if step == kn.STAGE_PREDICT else None)
         with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
             procs = plan_stage(objs, step, Path(tmp))
             code = run_processes(procs)
         if code != 0:
             print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)
             return code
-    if stage == "predict" and predict:
-        print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
-        return 0
-    print_summary(spec)
     return 0
+
+
+def local_predict_args(predict: dict[str, str] | None) -> dict[str, str] | None:
+    """Your local --input/--output paths as file:// URIs, so they are not taken for paths in a
+    pod volume (or under storage.root)."""
+    from kubetune.storage import is_explicit_local
+
+    if not predict:
+        return predict
+    return {k: Path(v).expanduser().resolve().as_uri() if k in ("input", "output") and is_explicit_local(v) else v
+            for k, v in predict.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,20 +110,16 @@ def plan_stage(
     gpus: int | None = None,
 ) -> list[LocalProcess]:
     """The processes of the stage's Job: one per completion index."""
-    from kubetune.launch.render import STAGE_LABEL
-
     environ = dict(os.environ if environ is None else environ)
     gpus = local_gpu_count() if gpus is None else gpus
-    jobs = [o for o in objs if o["kind"] == "Job" and o["metadata"]["labels"].get(STAGE_LABEL) == stage]
+    jobs = [o for o in objs if o["kind"] == "Job" and o["metadata"]["labels"].get(kn.STAGE_LABEL) == stage]
     if len(jobs) != 1:
         raise ValueError(f"expected one {stage} Job among the objects, found {len(jobs)}")
     job = jobs[0]
     configmaps = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
     services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
-    pod = job["spec"]["template"]
-    pod_spec = pod["spec"]
+    pod_spec = job["spec"]["template"]["spec"]
     completions = job["spec"].get("completions", 1)
-    indexed = job["spec"].get("completionMode") == "Indexed"
     subdomain = pod_spec.get("subdomain")
 
     # One free port per Service port (the fixed rendezvous port), shared by the gang.
@@ -125,31 +127,16 @@ def plan_stage(
     if subdomain in services:
         for port in services[subdomain]["spec"].get("ports", []):
             ports[port["port"]] = free_port()
+    hosts = {f"{job['metadata']['name']}-{i}.{subdomain}" for i in range(completions)} if subdomain else set()
+    cache = local_cache_dir(environ)
 
     gpu_sets = _split_gpus(gpus, completions)
     procs = []
     for index in range(completions):
-        pod_name = f"{job['metadata']['name']}-{index}" if indexed else f"{job['metadata']['name']}-local"
+        pod_name, field_values, injected = _pod_identity(job, index)
         root = tmp / pod_name
-        mounts = _materialise_volumes(pod_spec.get("volumes", []), configmaps, root)
         container = pod_spec["containers"][0]
-        paths = {m["mountPath"]: mounts.get(m["name"]) for m in container.get("volumeMounts", [])}
-        labels = {
-            **pod["metadata"].get("labels", {}),
-            "batch.kubernetes.io/job-name": job["metadata"]["name"],
-        }
-        annotations = dict(pod["metadata"].get("annotations", {}))
-        injected: dict[str, str] = {}
-        if indexed:
-            labels["batch.kubernetes.io/job-completion-index"] = str(index)
-            annotations["batch.kubernetes.io/job-completion-index"] = str(index)
-            injected["JOB_COMPLETION_INDEX"] = str(index)
-        field_values = {
-            "metadata.name": pod_name,
-            "metadata.namespace": job["metadata"].get("namespace", "default"),
-            **{f"metadata.labels['{k}']": v for k, v in labels.items()},
-            **{f"metadata.annotations['{k}']": v for k, v in annotations.items()},
-        }
+        paths = _mount_paths(container, pod_spec.get("volumes", []), configmaps, root, cache)
         container_env = _container_env(container, field_values, configmaps, paths, injected)
         env = {**environ, **container_env}
         if completions > 1 and "OMP_NUM_THREADS" not in environ:
@@ -162,7 +149,6 @@ def plan_stage(
         else:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in visible)
         argv = [_expand(a, container_env) for a in container.get("command", []) + container.get("args", [])]
-        hosts = {f"{job['metadata']['name']}-{i}.{subdomain}" for i in range(completions)} if subdomain else set()
         argv = [_localise_arg(a, paths, hosts, ports, visible) for a in argv]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
@@ -170,12 +156,59 @@ def plan_stage(
     return procs
 
 
+def local_cache_dir(environ: dict[str, str]) -> str:
+    """The local counterpart of the pod's cache volume, kept across runs as a PVC would be:
+    your own cache variable (names.ENV_CACHE) if set, else `$XDG_CACHE_HOME/kubetune`, else
+    `~/.cache/kubetune` (the XDG base directory convention)."""
+    folder = environ.get(kn.ENV_CACHE)
+    if not folder:
+        base = environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
+        folder = str(Path(base) / "kubetune")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _pod_identity(job: dict[str, Any], index: int) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A pod's name, the values its fieldRefs read (labels and annotations the Job controller
+    would add included), and the variables the controller injects (the completion index)."""
+    pod = job["spec"]["template"]
+    indexed = job["spec"].get("completionMode") == "Indexed"
+    pod_name = f"{job['metadata']['name']}-{index}" if indexed else f"{job['metadata']['name']}-local"
+    labels = {**pod["metadata"].get("labels", {}), kn.JOB_NAME_LABEL: job["metadata"]["name"]}
+    annotations = dict(pod["metadata"].get("annotations", {}))
+    injected: dict[str, str] = {}
+    if indexed:
+        labels[kn.COMPLETION_INDEX_KEY] = str(index)
+        annotations[kn.COMPLETION_INDEX_KEY] = str(index)
+        injected[kn.ENV_COMPLETION_INDEX] = str(index)
+    field_values = {
+        "metadata.name": pod_name,
+        "metadata.namespace": job["metadata"].get("namespace", "default"),
+        **{f"metadata.labels['{k}']": v for k, v in labels.items()},
+        **{f"metadata.annotations['{k}']": v for k, v in annotations.items()},
+    }
+    return pod_name, field_values, injected
+
+
+def _mount_paths(
+    container: dict[str, Any], volumes: list[dict[str, Any]], configmaps: dict[str, Any], root: Path, cache: str
+) -> dict[str, str | None]:
+    """Mount path -> local folder (None: not materialised). The cache mount is found by its
+    path in the contract (names.CACHE_DIR), whatever its volume is called."""
+    folders = _materialise_volumes(volumes, configmaps, root)
+    paths: dict[str, str | None] = {}
+    for mount in container.get("volumeMounts", []):
+        paths[mount["mountPath"]] = cache if mount["mountPath"] == kn.CACHE_DIR else folders.get(mount["name"])
+    return paths
+
+
 def _materialise_volumes(volumes: list[dict[str, Any]], configmaps: dict[str, Any], root: Path) -> dict[str, str | None]:
-    """Volume name -> local folder (None: not materialised)."""
+    """Volume name -> local folder for ConfigMaps and emptyDirs (None: Secrets and claims,
+    which a local run does not create)."""
     out: dict[str, str | None] = {}
     for volume in volumes:
         name = volume["name"]
-        if "secret" in volume or name in NOT_MATERIALISED or "persistentVolumeClaim" in volume:
+        if "secret" in volume or "persistentVolumeClaim" in volume:
             out[name] = None
             continue
         folder = root / name
@@ -361,18 +394,3 @@ def _pump(popen: subprocess.Popen[bytes], prefix: str) -> None:
     for line in iter(popen.stdout.readline, b""):
         sys.stdout.write(prefix + line.decode(errors="replace"))
         sys.stdout.flush()
-
-
-def print_summary(spec: JobSpec) -> None:
-    """Where the run is and its headline test metrics."""
-    store = Store.from_spec(spec.storage)
-    layout = RunLayout(spec.name)
-    print(f"run:     {store.url(layout.base)}")
-    print(f"model:   {store.url(layout.model)}")
-    if store.exists(layout.eval_metrics):
-        metrics = store.read_json(layout.eval_metrics)
-        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        headline = ["accuracy", "f1_macro", "f1", "exact_match", "bleu", "rougeL", "perplexity", "loss", "num_samples"]
-        parts = [f"{k} {shown[k]:.4f}" if isinstance(shown[k], float) else f"{k} {shown[k]}" for k in headline if k in shown]
-        print(f"test:    {', '.join(parts) if parts else json.dumps(shown)}")
-        print(f"metrics: {store.url(layout.eval_metrics)}")

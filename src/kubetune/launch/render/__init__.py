@@ -1,0 +1,145 @@
+"""Pure rendering: a job spec → the Kubernetes objects that run it (plain dicts, no I/O).
+
+How evaluation follows training (the decision every launcher path follows)
+--------------------------------------------------------------------------
+Training and evaluation are two Jobs: `<name>-train` and `<name>-evaluate`. Evaluation starts
+only after the train Job has completed (its `Complete` condition); nothing inside a pod waits,
+so no GPU sits idle while training runs.
+
+* `stage="train"`: the ConfigMap, NetworkPolicy, headless Service (multi-node) and train Job.
+* `stage="evaluate"`: the ConfigMap, NetworkPolicy and the evaluate Job, ready to run.
+* `stage="all"` (the default of `kubetune render`): everything, with the evaluate Job
+  *parked*: `spec.suspend: true` and no Kueue queue label, so `kubectl apply -f -` of the
+  whole stream is safe and evaluation never races training. It is released by applying
+  `stage="evaluate"` (the same Job, now `suspend: false` and with the queue label).
+* `kubetune submit` (launch/cluster): applies `stage="train"`, waits for the train Job's
+  `Complete` condition (stops on `Failed`), then applies `stage="evaluate"`.
+* kubectl users: `kubetune render JOB --stage train | kubectl apply -f -`;
+  `kubectl wait --for=condition=complete --timeout=24h job/<name>-train`;
+  `kubetune render JOB --stage evaluate | kubectl apply -f -` (see README.md, "Run on a cluster: kubectl").
+* `kubetune run --local` (launch/local) runs the train stage's pods, then the evaluate stage's.
+* `--schedule CRON` renders the training as a CronJob (concurrencyPolicy Forbid) instead of a
+  Job. Each scheduled run trains into `runs/<its Job's name>/` (the run-name variable,
+  names.ENV_RUN); a single-process run then evaluates its new model in the same pod (the retrain
+  entrypoint, names.RETRAIN_MODULE), a distributed one trains only.
+
+Objects
+-------
+ConfigMap `<name>-spec` with the resolved spec (mounted at names.SPEC_PATH); the train
+Job (an Indexed Job with `completions = parallelism = nodes` and a headless Service
+`<name>-workers` as the pods' subdomain when `resources.nodes > 1`); the evaluate Job; a
+NetworkPolicy `<name>` (ingress only from the job's own pods; egress open unless
+`kubernetes.egress` lists destinations). Every object carries `app.kubernetes.io/*` labels and
+names.JOB_LABEL; pods also names.STAGE_LABEL.
+
+Commands: one process per pod runs `python -m <the stage's entrypoint module> --spec FILE`
+(names.STAGE_MODULES); several processes per pod or several pods run names.DISTRUN_MODULE
+(torchrun with the workers' exit codes kept) with `--node-rank=$(JOB_COMPLETION_INDEX)` and
+`--master-addr=<name>-train-0.<name>-workers`.
+
+Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
+(preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit
+EXIT_RETRY_AFTER_CHECKPOINT after saving a checkpoint on SIGTERM are replaced without spending
+`backoffLimit`; EXIT_BAD_INPUT fails the Job at once.
+
+Modules: `naming` (object names, schedules), `pod` (a pod's command, environment, volumes),
+`jobs` (Jobs, CronJob, ConfigMap), `network` (Service, NetworkPolicy). This package is the
+stable import place for the CLI and the other launch modules.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from kubetune.contract import names as kn
+from kubetune.contract.spec import JobSpec
+from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
+from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
+from kubetune.launch.render.network import headless_service, network_policy
+from kubetune.launch.render.pod import RUN_AS_USER, evaluate_command, train_command
+
+__all__ = [
+    "Names",
+    "RUN_AS_USER",
+    "RenderError",
+    "evaluate_command",
+    "names",
+    "render_objects",
+    "to_yaml_stream",
+    "train_command",
+    "validate_schedule",
+]
+
+
+def render_objects(
+    spec: JobSpec,
+    stage: str = kn.STAGE_ALL,
+    k8s_version: str | None = None,
+    schedule: str | None = None,
+    predict: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The objects for `stage` (train | evaluate | all), schema-checked for `k8s_version`
+    (default: the oldest supported, so the objects apply on every supported cluster).
+
+    With `schedule`, the train Job becomes a CronJob (stage must be train or all)."""
+    from kubetune.launch.validate import supported_versions, validate_objects
+
+    if stage not in kn.RENDER_STAGES:
+        raise RenderError(f"--stage {stage}: must be one of {', '.join(kn.RENDER_STAGES)}")
+    if (stage == kn.STAGE_PREDICT) != bool(predict and predict.get("input") and predict.get("output")):
+        raise RenderError("--stage predict needs --input URI and --output URI (and they need --stage predict)")
+    if schedule is not None:
+        schedule = validate_schedule(schedule)
+        if stage == kn.STAGE_EVALUATE:
+            raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
+    version = k8s_version or supported_versions()[0]
+    objs = json.loads(json.dumps(_build(spec, stage, schedule, predict)))  # plain data, no shared sub-dicts
+    validate_objects(objs, version)
+    return objs
+
+
+def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The objects of `stage`, in the order `kubectl apply -f -` should create them."""
+    n = names(spec)
+    multi = spec.resources.nodes > 1
+    objs: list[dict[str, Any]] = [configmap(spec, n)]
+    if spec.kubernetes.network_policy:
+        objs.append(network_policy(spec, n))
+    if stage == kn.STAGE_PREDICT:
+        objs.append(predict_job(spec, n, predict or {}))
+        return objs
+    if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
+        if multi:
+            objs.append(headless_service(spec, n))
+        if schedule is not None:
+            objs.append(train_cronjob(spec, n, schedule))
+        else:
+            objs.append(train_job(spec, n))
+    if stage == kn.STAGE_EVALUATE or (stage == kn.STAGE_ALL and schedule is None):
+        objs.append(evaluate_job(spec, n, parked=stage == kn.STAGE_ALL))
+    return objs
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: kubectl users read this
+        return True
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def to_yaml_stream(objs: list[dict[str, Any]]) -> str:
+    """A multi-document YAML stream `kubectl apply -f -` accepts."""
+    return yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=120)

@@ -1,0 +1,292 @@
+"""One pod of a job: its command, environment, volumes, resources and security settings.
+
+Every name the pod reads back (environment variables, in-pod paths, entrypoint modules, label
+keys) comes from `kubetune.contract.names`, so the renderer and the entrypoints cannot drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from kubetune.contract import names as kn
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.profiles import default_cpu, default_memory
+from kubetune.contract.spec import JobSpec
+from kubetune.launch.render.naming import Names
+
+# The user the images run as (docker/Dockerfile); high, so it matches no host user.
+RUN_AS_USER = 10001
+# Label keys of the app.kubernetes.io family (recommended labels), on every object.
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+
+def spec_text(spec: JobSpec) -> str:
+    """The resolved spec as the ConfigMap carries it (and its hash is taken of)."""
+    return spec.to_yaml()
+
+
+def spec_hash(spec: JobSpec) -> str:
+    """Annotated on every pod, so a changed spec is visible on the cluster."""
+    return hashlib.sha256(spec_text(spec).encode()).hexdigest()
+
+
+def common_labels(spec: JobSpec, component: str) -> dict[str, str]:
+    """Labels of every object: `kubetune status/list/cancel` find a job by JOB_LABEL alone."""
+    labels = {
+        "app.kubernetes.io/name": "kubetune",
+        "app.kubernetes.io/instance": spec.name,
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/managed-by": "kubetune",
+        kn.JOB_LABEL: spec.name,
+    }
+    return {**spec.kubernetes.labels, **labels}
+
+
+def object_metadata(spec: JobSpec, name: str, component: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """`metadata` of one object: its name, the spec's namespace (if any) and the labels."""
+    meta: dict[str, Any] = {"name": name}
+    if spec.kubernetes.namespace:
+        meta["namespace"] = spec.kubernetes.namespace
+    meta["labels"] = {**common_labels(spec, component), **(extra or {})}
+    return meta
+
+
+
+def _entry(module: str, *args: str) -> list[str]:
+    """`-m MODULE --spec SPEC_PATH ARGS`: how every entrypoint is started."""
+    return ["-m", module, "--spec", kn.SPEC_PATH, *args]
+
+
+def _standalone(gpus: int, entry: list[str]) -> list[str]:
+    """Several processes in one pod: distrun (torchrun keeping the workers' exit codes)."""
+    return ["python", "-m", kn.DISTRUN_MODULE, "--standalone", "--nnodes=1", f"--nproc-per-node={gpus}", *entry]
+
+
+def train_command(
+    spec: JobSpec, n: Names, job_name: str | None = None, single_process_module: str = kn.TRAIN_MODULE
+) -> list[str]:
+    """The train container's command. `job_name` is a literal Job name, or an env reference
+    (`$(KUBETUNE_JOB_NAME)`) when the Job's name is not known in advance (CronJob).
+    `single_process_module` is what one process per pod runs (a CronJob's retrain entrypoint);
+    distributed runs always train only."""
+    nodes, gpus = spec.resources.nodes, spec.resources.gpus_per_node
+    if nodes == 1 and gpus <= 1:
+        return ["python", *_entry(single_process_module)]
+    entry = _entry(kn.TRAIN_MODULE)
+    if nodes == 1:
+        return _standalone(gpus, entry)
+    return [
+        "python",
+        "-m",
+        kn.DISTRUN_MODULE,
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={max(gpus, 1)}",
+        f"--node-rank=$({kn.ENV_COMPLETION_INDEX})",
+        f"--master-addr={n.master_addr(job_name)}",
+        f"--master-port={spec.kubernetes.rendezvous_port}",
+        *entry,
+    ]
+
+
+def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:
+    """Batch prediction: every pod (and, with several GPUs, every GPU's process) predicts its
+    own shard of the input; no rendezvous, the shard comes from KUBETUNE_NODE_RANK/NUM_NODES
+    and torchrun's LOCAL_RANK/LOCAL_WORLD_SIZE (see the predict entrypoint)."""
+    args = ["--input", predict["input"], "--output", predict["output"]]
+    if predict.get("format"):
+        args += ["--format", predict["format"]]
+    entry = _entry(kn.PREDICT_MODULE, *args)
+    gpus = spec.resources.gpus_per_node
+    return ["python", *entry] if gpus <= 1 else _standalone(gpus, entry)
+
+
+def evaluate_command() -> list[str]:
+    """Evaluation is one process on at most one GPU."""
+    return ["python", *_entry(kn.EVALUATE_MODULE)]
+
+
+def _resources(spec: JobSpec, stage: str) -> dict[str, Any]:
+    gpus = spec.resources.gpus_per_node
+    cpu, memory = spec.resources.cpu, spec.resources.memory
+    if stage == kn.STAGE_EVALUATE and gpus > 1:
+        # Evaluation is one process on one GPU: a whole 8-GPU node's CPU and memory would idle.
+        gpus, cpu, memory = 1, None, None
+    cpu = cpu or default_cpu(gpus)
+    memory = memory or default_memory(gpus)
+    requests: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        requests["nvidia.com/gpu"] = gpus
+        limits["nvidia.com/gpu"] = gpus
+    return {"requests": requests, "limits": limits}
+
+
+def _gpus(spec: JobSpec, stage: str) -> int:
+    gpus = spec.resources.gpus_per_node
+    return min(gpus, 1) if stage == kn.STAGE_EVALUATE else gpus
+
+
+def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
+    """The container's environment: where the entrypoints and their libraries read and write."""
+    k = spec.kubernetes
+    env: list[dict[str, Any]] = [
+        {"name": kn.ENV_SPEC, "value": kn.SPEC_PATH},
+        {"name": kn.ENV_JOB_NAME, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{kn.JOB_NAME_LABEL}']"}}},
+        {"name": kn.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        # Read-only root file system: everything a library writes goes to the emptyDirs.
+        {"name": kn.ENV_HOME, "value": kn.SCRATCH_DIR},
+        {"name": kn.ENV_TMPDIR, "value": kn.SCRATCH_DIR},
+        # The entrypoints' own folders: downloaded models and tokenized data on the cache
+        # volume (kept across runs with `kubernetes.cache_pvc`), Trainer output on scratch.
+        {"name": kn.ENV_CACHE, "value": kn.CACHE_DIR},
+        {"name": kn.ENV_WORKDIR, "value": kn.SCRATCH_DIR},
+        {"name": "XDG_CACHE_HOME", "value": kn.CACHE_DIR},
+        {"name": kn.ENV_HF_HOME, "value": f"{kn.CACHE_DIR}/huggingface"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{kn.CACHE_DIR}/triton"},
+        {"name": "MPLCONFIGDIR", "value": f"{kn.SCRATCH_DIR}/matplotlib"},
+        # torchrun forwards SIGTERM to the workers and waits this long before SIGKILL: most of
+        # the grace period, so a checkpoint can be committed.
+        {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(max(k.termination_grace_period_seconds - 15, 5))},
+    ]
+    if k.storage_secret and k.storage_credentials == "file":
+        env.append({"name": kn.ENV_AWS_CREDENTIALS_FILE, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
+    if _gpus(spec, stage) == 0:
+        env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
+    return env
+
+
+def _volumes(spec: JobSpec, n: Names, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts: the root file system is read-only, so every path written is here."""
+    k = spec.kubernetes
+    gpus = _gpus(spec, stage)
+    shm = k.shm_size or (f"{8 * gpus}Gi" if gpus else "1Gi")
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": n.configmap, "items": [{"key": kn.SPEC_KEY, "path": kn.SPEC_KEY}]}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": k.scratch_size}},
+        (
+            {"name": "cache", "persistentVolumeClaim": {"claimName": k.cache_pvc}}
+            if k.cache_pvc
+            else {"name": "cache", "emptyDir": {"sizeLimit": k.cache_size}}
+        ),
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "spec", "mountPath": kn.SPEC_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": kn.SCRATCH_DIR},
+        {"name": "cache", "mountPath": kn.CACHE_DIR},
+        {"name": "shm", "mountPath": kn.SHM_DIR},
+    ]
+    if k.storage_secret and k.storage_credentials == "file":
+        volumes.append(
+            {
+                "name": "storage-credentials",
+                "secret": {
+                    "secretName": k.storage_secret,
+                    "items": [{"key": kn.CREDENTIALS_KEY, "path": kn.CREDENTIALS_KEY}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": "storage-credentials", "mountPath": kn.CREDENTIALS_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[str, Any]:
+    """The pod of a stage's Job: one container running `command`, non-root on a read-only root."""
+    k = spec.kubernetes
+    volumes, mounts = _volumes(spec, n, stage)
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": spec.image,
+        "imagePullPolicy": k.image_pull_policy,
+        "command": command,
+        "env": _env(spec, stage),
+    }
+    if k.storage_secret and k.storage_credentials == "env":
+        container["envFrom"] = [{"secretRef": {"name": k.storage_secret}}]
+    container["resources"] = _resources(spec, stage)
+    if stage == kn.STAGE_TRAIN and spec.resources.nodes > 1:
+        container["ports"] = [{"name": "rendezvous", "containerPort": k.rendezvous_port, "protocol": "TCP"}]
+    container["volumeMounts"] = mounts
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": k.termination_grace_period_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if stage == kn.STAGE_TRAIN and spec.resources.nodes > 1:
+        pod["subdomain"] = n.service
+    pod.update(_scheduling(spec, stage))
+    pod["containers"] = [container]
+    pod["volumes"] = volumes
+    labels = {**common_labels(spec, stage), kn.STAGE_LABEL: stage}
+    annotations = {**k.annotations, kn.SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}
+
+
+def _scheduling(spec: JobSpec, stage: str) -> dict[str, Any]:
+    """Where and as whom the pod runs: the spec's service account, priority, node selection
+    and pull secrets, plus the GPU toleration GPU pods need."""
+    k = spec.kubernetes
+    pod: dict[str, Any] = {}
+    if k.service_account:
+        pod["serviceAccountName"] = k.service_account
+    if k.priority_class:
+        pod["priorityClassName"] = k.priority_class
+    if k.node_selector:
+        pod["nodeSelector"] = dict(k.node_selector)
+    tolerations = list(k.tolerations)
+    if _gpus(spec, stage) and not any(t.get("key") == "nvidia.com/gpu" for t in tolerations):
+        # GPU nodes are commonly tainted so that only GPU pods land there.
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if k.affinity:
+        pod["affinity"] = k.affinity
+    if k.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": s} for s in k.image_pull_secrets]
+    return pod
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """Exit codes and disruptions decide between retrying, resuming for free and failing."""
+    return {
+        "rules": [
+            # Preemption, eviction, node drain: not the job's fault; replace the pod for free.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            # Bad spec, data or model: retrying cannot help.
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
+            },
+            # SIGTERM arrived and a checkpoint was committed: resume without spending a retry.
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "containerName": container,
+                    "operator": "In",
+                    "values": [EXIT_RETRY_AFTER_CHECKPOINT],
+                },
+            },
+        ]
+    }
+
