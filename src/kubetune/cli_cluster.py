@@ -1,15 +1,16 @@
 """`kubetune submit / status / logs / cancel / list`: the cluster verbs of the command line.
 
 Kept apart from `cli.py` so the cluster code (and the `kubernetes` client) loads only when a
-cluster verb runs. API failures print one line on stderr and exit 1; a bad spec exits 2 (the
-SpecError reaches `cli.main`).
+cluster verb runs. The cluster code returns data and iterators of notes; this module prints
+them. API failures print one line on stderr and exit 1; a bad spec exits 2 (the SpecError
+reaches `cli.main`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Generator, Iterator
 
 from kubetune.contract import names as kn
 
@@ -46,10 +47,37 @@ def _one_line_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[arg
     return wrapper
 
 
+def say(notes: Generator[Any, None, Any] | Iterator[Any]) -> int:
+    """Print what the cluster code reports, as it comes (log lines on stdout, notes about
+    waiting and failures on stderr); the exit code is the iterator's return value (0 if none)."""
+    while True:
+        try:
+            note = next(notes)
+        except StopIteration as stop:
+            return stop.value or 0
+        print(note.text, file=sys.stderr if note.err else sys.stdout, flush=True)
+
+
+def submit(cluster: Any, job: str, stages: list[list[dict[str, Any]]], source: str = "<job.yaml>", **options: Any) -> int:
+    """Plan the submission, show the plan when it is a dry run, then apply it."""
+    from kubetune.launch.cluster.submit import apply, plan_submit
+
+    plan = plan_submit(cluster, job, stages, source=source, **options)
+    if plan.dry_run:
+        print(f"plan for {job} in namespace {plan.namespace} (server dry run):")
+        print("\n".join(f"  {line}" for line in plan.lines()), flush=True)
+    try:
+        return say(apply(cluster, plan))
+    except KeyboardInterrupt:
+        print(f"stopped following {job}; it keeps running on the cluster "
+              f"(`kubetune status {job}`, `kubetune cancel {job}`)", file=sys.stderr)
+        raise
+
+
 @_one_line_errors
 def cmd_submit(args: argparse.Namespace) -> int:
-    from kubetune.launch.render import render_objects
     from kubetune.contract.spec import load_spec
+    from kubetune.launch.render import render_objects
 
     spec = load_spec(args.job, args.overrides)
     if args.schedule:
@@ -64,36 +92,41 @@ def cmd_submit(args: argparse.Namespace) -> int:
     cluster = _connect(args, spec.kubernetes.namespace)
     # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
     reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == kn.STAGE_EVALUATE else ()
-    return cluster.submit(
-        spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait, reuse=reuse, source=args.job
-    )
+    return submit(cluster, spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait,
+                  reuse=reuse, source=args.job)
 
 
 @_one_line_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    print(_connect(args).status(args.name).render())
+    from kubetune.launch.cluster.state import job_status
+
+    print(format_status(job_status(_connect(args), args.name)))
     return 0
 
 
 @_one_line_errors
 def cmd_logs(args: argparse.Namespace) -> int:
-    return _connect(args).logs(args.name, follow=args.follow, rank=args.rank)
+    from kubetune.launch.cluster.logs import logs
+
+    return say(logs(_connect(args), args.name, follow_=args.follow, rank=args.rank))
 
 
 @_one_line_errors
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from kubetune.launch.cluster.submit import cancel
+
     cluster = _connect(args)
-    cluster.cancel(args.name, wait=args.wait)
+    say(cancel(cluster, args.name, wait=args.wait))
     print(f"cancelled {args.name} in namespace {cluster.namespace}")
     return 0
 
 
 @_one_line_errors
 def cmd_list(args: argparse.Namespace) -> int:
-    from kubetune.launch.cluster import duration, table
+    from kubetune.launch.cluster.state import duration, list_jobs
 
     cluster = _connect(args)
-    rows = cluster.list_jobs()
+    rows = list_jobs(cluster)
     if not rows:
         print(f"no kubetune jobs in namespace {cluster.namespace}")
         return 0
@@ -101,6 +134,39 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines += [[r.name, r.train, r.evaluate, r.schedule, duration(r.created)] for r in rows]
     print(table(lines))
     return 0
+
+
+def table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, as kubectl prints them."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_status(status: Any) -> str:
+    """`kubetune status`: the Jobs' phases, then each Job's pods per completion index."""
+    from kubetune.launch.cluster.state import duration
+
+    lines = [f"job {status.job} in namespace {status.namespace}"]
+    if status.jobs:
+        rows = [["STAGE", "JOB", "PHASE", "COMPLETIONS", "ELAPSED", "REASON"]]
+        for s in status.jobs:
+            rows.append([s.stage, s.name, s.phase, f"{s.succeeded}/{s.completions}", duration(s.started, s.finished),
+                         s.reason or "-"])
+        lines += ["", table(rows)]
+    for s in status.jobs:
+        pods = status.pods.get(s.name) or []
+        lines += ["", f"{s.stage} pods ({s.name}):"]
+        if not pods:
+            lines.append("  (no pods yet)" if not s.done else "  (no pods left)")
+            continue
+        rows = [["INDEX", "POD", "PHASE", "PODS", "RESTARTS", "ELAPSED", "LAST LINE"]]
+        for p in pods:
+            rows.append([str(p.index), p.pod, p.phase, str(p.attempts), str(p.restarts), duration(p.started, p.finished),
+                         p.last_line or "-"])
+        lines.append(table(rows))
+    if status.other:
+        lines += ["", "other objects: " + ", ".join(status.other)]
+    return "\n".join(lines)
 
 
 def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -117,7 +183,7 @@ def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentPar
                    help=f"{STAGE_HELP}; all (default): train, and with --wait evaluate once training succeeded")
     p.add_argument("--wait", action="store_true", help="follow the Jobs to their end, streaming their logs")
     p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
-    p.add_argument("--dry-run", action="store_true", help="send every object with the server-side dry-run flag; create nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, then send it with the server-side dry-run flag; create nothing")
     p.add_argument("--schedule", metavar="CRON", help='submit scheduled retraining: a CronJob, e.g. "0 3 * * 0"')
     _cluster_args(p)
     p.set_defaults(func=cmd_submit)

@@ -9,6 +9,10 @@ so tests drive the official `kubernetes` client end to end without patching it:
 - `dryRun=All` on create and delete: validated (and 409 on a clash) but nothing is stored;
 - pod logs, with `tailLines`, `container` and `follow=true` streamed with chunked transfer
   encoding until the pod terminates; a 400 for a pod whose container has not started;
+- `watch=true` on list paths (labelSelector, fieldSelector `metadata.name=X`, resourceVersion,
+  timeoutSeconds): ADDED events for what exists (without a resourceVersion), then every
+  ADDED / MODIFIED / DELETED as it happens, one JSON object per line, chunked, as the real API
+  server streams them to the official client's `watch.Watch`;
 - errors as `Status` objects: 401 without the bearer token, 403 for verbs a test denies,
   404, 409 AlreadyExists, 422 Invalid;
 - deleting a Job deletes its pods (the garbage collector's cascade).
@@ -155,6 +159,8 @@ class FakeKubeAPI:
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.answered: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.scripts: dict[str, JobScript] = {}
+        # Every change, for watches: (resourceVersion, ADDED|MODIFIED|DELETED, plural, ns, object).
+        self.events: list[tuple[int, str, str, str, dict[str, Any]]] = []
         self.closing = False
         self._rv = itertools.count(1)
         self._threads: list[threading.Thread] = []
@@ -260,8 +266,10 @@ class FakeKubeAPI:
         with self.lock:
             obj = copy.deepcopy(obj)
             self._fill_metadata(obj, plural, ns)
-            self.objects[(plural, ns, obj["metadata"]["name"])] = obj
-            self.changed.notify_all()
+            key = (plural, ns, obj["metadata"]["name"])
+            event = "MODIFIED" if key in self.objects else "ADDED"
+            self.objects[key] = obj
+            self._emit(event, plural, ns, obj)
             return obj
 
     def add_pod(
@@ -337,7 +345,7 @@ class FakeKubeAPI:
                 "state": state,
             }
         ]
-        self.changed.notify_all()
+        self._emit("MODIFIED", "pods", ns, obj)
 
     def set_pod_phase(self, pod: str, phase: str, exit_code: int = 0, ns: str = "ml") -> None:
         with self.lock:
@@ -371,7 +379,7 @@ class FakeKubeAPI:
                 status["completionTime"] = now()
             else:
                 status["failed"] = status.get("failed", 0) + 1
-            self.changed.notify_all()
+            self._emit("MODIFIED", "jobs", ns, obj)
 
     def script_job(self, job: str, script: JobScript) -> None:
         """Play `script` as soon as Job `job` is created (not for dry-run creates)."""
@@ -393,6 +401,7 @@ class FakeKubeAPI:
             for pod in pods.values():
                 self._set_pod_phase(ns, pod, "Running")
             status["active"] = completions
+            self._emit("MODIFIED", "jobs", ns, self.objects[("jobs", ns, job)])
         longest = max((len(r.lines) for r in runs.values()), default=0)
         for i in range(longest):
             time.sleep(script.line_s)
@@ -414,6 +423,27 @@ class FakeKubeAPI:
                 self.set_job_condition(job, "Complete", ns=ns)
 
     # -- API semantics ---------------------------------------------------------------------
+
+    def _emit(self, event: str, plural: str, ns: str, obj: dict[str, Any]) -> None:
+        """Record a change for watches (a new resourceVersion, as every write gets) and wake
+        the streams. Call with the lock held."""
+        rv = next(self._rv)
+        if event != "DELETED":
+            obj["metadata"]["resourceVersion"] = str(rv)
+        self.events.append((rv, event, plural, ns, copy.deepcopy(obj)))
+        self.changed.notify_all()
+
+    def watch_start(
+        self, plural: str, ns: str | None, selector: str, field: str, resource_version: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The synthetic ADDED events a watch starts with (none when it names a
+        resourceVersion to continue from) and the position in `events` it continues at."""
+        with self.lock:
+            if resource_version not in ("", "0"):
+                start = next((i for i, e in enumerate(self.events) if e[0] > int(resource_version)), len(self.events))
+                return [], start
+            items = self.list(plural, ns, selector)["items"]
+            return [{"type": "ADDED", "object": o} for o in items if field_matches(o, field)], len(self.events)
 
     def _fill_metadata(self, obj: dict[str, Any], plural: str, ns: str) -> None:
         _canonical_quantities(obj)
@@ -470,7 +500,7 @@ class FakeKubeAPI:
             if dry_run:
                 return obj
             self.objects[(plural, ns, name)] = obj
-            self.changed.notify_all()
+            self._emit("ADDED", plural, ns, obj)
             script = self.scripts.get(name) if kind == "Job" else None
         if script is not None:
             t = threading.Thread(target=self._play, args=(ns, name, script), daemon=True)
@@ -517,7 +547,8 @@ class FakeKubeAPI:
                     owners = pod["metadata"].get("ownerReferences") or []
                     if key[0] == "pods" and any(o.get("uid") == uid for o in owners):
                         del self.objects[key]
-            self.changed.notify_all()
+                        self._emit("DELETED", "pods", ns, pod)
+            self._emit("DELETED", plural, ns, obj)
         return obj
 
     def pod_log(self, ns: str, name: str, query: dict[str, list[str]]) -> tuple[list[str], bool]:
@@ -535,6 +566,16 @@ class FakeKubeAPI:
                 reason = pod["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason", "ContainerCreating")
                 raise ApiError(400, "BadRequest", f'container "{containers[0]}" in pod "{name}" is waiting to start: {reason}')
             return list(self.logs.get((ns, name), [])), phase == "Running"
+
+
+def field_matches(obj: dict[str, Any], field: str) -> bool:
+    """The one field selector the launcher sends: `metadata.name=NAME` (empty: everything)."""
+    if not field:
+        return True
+    key, _, value = field.partition("=")
+    if key != "metadata.name":
+        raise ApiError(400, "BadRequest", f'"{key}" is not a known field selector: only "metadata.name"')
+    return obj["metadata"]["name"] == value
 
 
 def _canonical_quantities(node: Any) -> None:
@@ -601,6 +642,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and name and ns:
                 api.check_denied("get", plural, ns)
                 return self._send_json(200, api.read(plural, ns, name))
+            if method == "GET" and not name and query.get("watch") == ["true"]:
+                api.check_denied("watch", plural, ns)
+                return self._stream_watch(plural, ns, query)
             if method == "GET" and not name:
                 api.check_denied("list", plural, ns)
                 return self._send_json(200, api.list(plural, ns, (query.get("labelSelector") or [""])[0]))
@@ -662,6 +706,49 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:
             pass
+
+    def _chunk(self, data: bytes) -> bool:
+        """Write one chunk of a chunked answer; False when the client has gone."""
+        try:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+            return True
+        except OSError:
+            return False
+
+    def _stream_watch(self, plural: str, ns: str | None, query: dict[str, list[str]]) -> None:
+        api = self.server_api
+        selector = (query.get("labelSelector") or [""])[0]
+        field = (query.get("fieldSelector") or [""])[0]
+        terms = parse_selector(selector)
+        initial, position = api.watch_start(plural, ns, selector, field, (query.get("resourceVersion") or [""])[0])
+        deadline = time.monotonic() + float((query.get("timeoutSeconds") or ["1800"])[0])
+        self._answered()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        pending = [json.dumps(e).encode() + b"\n" for e in initial]
+        while True:
+            for data in pending:
+                if not self._chunk(data):
+                    return
+            with api.lock:
+                while position == len(api.events) and not api.closing and time.monotonic() < deadline:
+                    api.changed.wait(timeout=0.2)
+                new, position = api.events[position:], len(api.events)
+                done = api.closing or time.monotonic() >= deadline
+            pending = [
+                json.dumps({"type": event, "object": obj}).encode() + b"\n"
+                for _, event, p, s, obj in new
+                if p == plural and (ns is None or s == ns)
+                and matches(obj["metadata"].get("labels") or {}, terms) and field_matches(obj, field)
+            ]
+            if done and not pending:
+                break
+        self._chunk(b"")
 
     def do_GET(self) -> None:
         self._handle("GET")

@@ -16,15 +16,17 @@ import pytest
 from fakes.k8s_fake_server import FakeKubeAPI, JobScript, PodRun, closed_port
 
 from kubetune.cli import main
-from kubetune.launch import cluster
-from kubetune.launch.cluster import ClusterError, connect, duration, job_state
+from kubetune.cli_cluster import submit
+from kubetune.launch.cluster import ClusterError, connect
+from kubetune.launch.cluster import api as cluster_api
+from kubetune.launch.cluster.state import duration, job_state, job_status
 
 NS = "ml"
 
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "POLL_SECONDS", 0.02)
+    monkeypatch.setattr(cluster_api, "POLL_SECONDS", 0.02)
 
 
 @pytest.fixture
@@ -137,7 +139,7 @@ def test_unknown_context_is_a_cli_error(kubeconfig: Path, capsys: pytest.Capture
 
 def test_submit_creates_the_train_stage_in_dependency_order(api: FakeKubeAPI, kubeconfig: Path) -> None:
     train, evaluate = objects()
-    code = connect(str(kubeconfig)).submit("sst2", [train, evaluate])
+    code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate])
     assert code == 0
     assert posts(api) == ["configmaps/sst2-spec", "services/sst2-workers", "networkpolicies/sst2", "jobs/sst2-train"]
     assert api.names("jobs") == ["sst2-train"]  # evaluation waits for training (--wait)
@@ -152,7 +154,7 @@ def test_submit_refuses_a_job_that_exists(api: FakeKubeAPI, kubeconfig: Path) ->
     api.put("jobs", job_obj("sst2-evaluate", "sst2", "evaluate"))  # left over from an earlier run
     c = connect(str(kubeconfig))
     with pytest.raises(ClusterError, match=r"job sst2 already exists in namespace ml \(Job/sst2-evaluate\); pass --replace"):
-        c.submit("sst2", [train, evaluate])
+        submit(c, "sst2", [train, evaluate])
     assert posts(api) == []
 
 
@@ -160,7 +162,7 @@ def test_submit_replace_deletes_then_creates(api: FakeKubeAPI, kubeconfig: Path)
     train, evaluate = objects()
     old = api.put("jobs", job_obj("sst2-train", "sst2", "train"))
     api.add_pod("sst2-train", 0, "Running")
-    code = connect(str(kubeconfig)).submit("sst2", [train, evaluate], replace=True)
+    code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate], replace=True)
     assert code == 0
     deletes = [(p, q) for m, p, q, b in api.requests if m == "DELETE"]
     assert deletes == [(f"/apis/batch/v1/namespaces/{NS}/jobs/sst2-train", {"propagationPolicy": ["Foreground"]})]
@@ -170,7 +172,7 @@ def test_submit_replace_deletes_then_creates(api: FakeKubeAPI, kubeconfig: Path)
 
 def test_submit_dry_run_sends_every_object_with_dry_run_and_stores_nothing(api: FakeKubeAPI, kubeconfig: Path) -> None:
     train, evaluate = objects()
-    code = connect(str(kubeconfig)).submit("sst2", [train, evaluate], dry_run=True, wait=True)
+    code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate], dry_run=True, wait=True)
     assert code == 0
     creates = [(p.rsplit("/", 1)[-1], q) for m, p, q, b in api.requests if m == "POST"]
     assert [p for p, q in creates] == ["configmaps", "services", "networkpolicies", "jobs", "jobs"]
@@ -181,7 +183,7 @@ def test_submit_dry_run_sends_every_object_with_dry_run_and_stores_nothing(api: 
 def test_dry_run_replace_deletes_nothing(api: FakeKubeAPI, kubeconfig: Path) -> None:
     train, evaluate = objects()
     api.put("jobs", job_obj("sst2-train", "sst2", "train"))
-    code = connect(str(kubeconfig)).submit("sst2", [train, evaluate], dry_run=True, replace=True)
+    code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate], dry_run=True, replace=True)
     assert code == 0
     assert [q for m, p, q, b in api.requests if m == "DELETE"] == [{"propagationPolicy": ["Foreground"], "dryRun": ["All"]}]
     assert api.names("jobs") == ["sst2-train"]
@@ -191,7 +193,7 @@ def test_dry_run_reports_an_invalid_object(api: FakeKubeAPI, kubeconfig: Path) -
     bad = job_obj("sst2-train", "sst2", "train")
     bad["spec"]["template"]["spec"]["containers"] = []
     with pytest.raises(ClusterError, match=r"create Job/sst2-train in namespace ml \(dry run\): invalid: .*containers: Required"):
-        connect(str(kubeconfig)).submit("sst2", [[bad]], dry_run=True)
+        submit(connect(str(kubeconfig)), "sst2", [[bad]], dry_run=True)
 
 
 def test_submit_wait_trains_then_evaluates_and_streams_progress(
@@ -200,7 +202,7 @@ def test_submit_wait_trains_then_evaluates_and_streams_progress(
     api.script_job("sst2-train", JobScript(pods={0: PodRun(["step 10 loss 0.70", "step 20 loss 0.41"]), 1: PodRun(["rank one up"])}))
     api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.91"])}))
     train, evaluate = objects()
-    code = connect(str(kubeconfig)).submit("sst2", [train, evaluate], wait=True)
+    code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate], wait=True)
     out = capsys.readouterr().out
     assert code == 0
     for line in ("[rank 0] step 10 loss 0.70", "[rank 0] step 20 loss 0.41", "[rank 1] rank one up", "[rank 0] accuracy 0.91"):
@@ -209,6 +211,13 @@ def test_submit_wait_trains_then_evaluates_and_streams_progress(
     assert out.rstrip().endswith("job sst2 succeeded")
     # the evaluate stage reuses the ConfigMap and NetworkPolicy instead of creating them twice
     assert posts(api) == ["configmaps/sst2-spec", "services/sst2-workers", "networkpolicies/sst2", "jobs/sst2-train", "jobs/sst2-evaluate"]
+    # waiting is a watch on the Job (and its pods), not polling reads
+    watched = {(p.rsplit("/", 1)[-1], q.get("fieldSelector", q.get("labelSelector", [""]))[0])
+               for m, p, q, b in api.requests if m == "GET" and q.get("watch") == ["true"]}
+    assert any(plural == "jobs" and selector.startswith("metadata.name=sst2-") for plural, selector in watched)
+    assert ("pods", "batch.kubernetes.io/job-name=sst2-train") in watched
+    reads = [p for m, p, q, b in api.requests if m == "GET" and p.endswith("/jobs/sst2-train")]
+    assert len(reads) <= 3
 
 
 @pytest.mark.parametrize("reason", ["BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy"])
@@ -218,7 +227,7 @@ def test_submit_wait_reports_a_failed_train_job(
     lines = [f"line {i}" for i in range(30)] + ["ValueError: data.columns: no column 'sentence'"]
     api.script_job("sst2-train", JobScript(outcome=reason, message="Job has reached the specified backoff limit", pods={0: PodRun(lines, 2)}))
     train, evaluate = objects(nodes=1)
-    code = connect(str(kubeconfig)).submit("sst2", [train, evaluate], wait=True)
+    code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate], wait=True)
     err = capsys.readouterr().err
     assert code == 1
     assert f"train Job sst2-train failed: {reason}: Job has reached the specified backoff limit" in err
@@ -231,7 +240,7 @@ def test_submit_wait_fails_when_evaluation_fails(api: FakeKubeAPI, kubeconfig: P
     api.script_job("sst2-train", JobScript())
     api.script_job("sst2-evaluate", JobScript(outcome="BackoffLimitExceeded", pods={0: PodRun(["no model found"], 1)}))
     train, evaluate = objects(nodes=1)
-    assert connect(str(kubeconfig)).submit("sst2", [train, evaluate], wait=True) == 1
+    assert submit(connect(str(kubeconfig)), "sst2", [train, evaluate], wait=True) == 1
     err = capsys.readouterr().err
     assert "evaluate Job sst2-evaluate failed: BackoffLimitExceeded" in err
     assert "[rank 0] no model found" in err
@@ -248,17 +257,17 @@ def test_wait_notices_a_cancelled_job(api: FakeKubeAPI, kubeconfig: Path) -> Non
 
     threading.Thread(target=delete_when_created, daemon=True).start()
     with pytest.raises(ClusterError, match="Job sst2-train in namespace ml no longer exists"):
-        c.submit("sst2", [train], wait=True)
+        submit(c, "sst2", [train], wait=True)
 
 
 def test_submit_evaluate_stage_reuses_the_training_objects(api: FakeKubeAPI, kubeconfig: Path) -> None:
     train, evaluate = objects(nodes=1)
     c = connect(str(kubeconfig))
-    c.submit("sst2", [train])
-    assert c.submit("sst2", [evaluate], reuse=("ConfigMap", "Service", "NetworkPolicy")) == 0
+    submit(c, "sst2", [train])
+    assert submit(c, "sst2", [evaluate], reuse=("ConfigMap", "Service", "NetworkPolicy")) == 0
     assert api.names("jobs") == ["sst2-evaluate", "sst2-train"]
     with pytest.raises(ClusterError, match="already exists"):
-        c.submit("sst2", [evaluate], reuse=("ConfigMap", "Service", "NetworkPolicy"))
+        submit(c, "sst2", [evaluate], reuse=("ConfigMap", "Service", "NetworkPolicy"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,12 +394,12 @@ def test_list_of_an_empty_namespace(api: FakeKubeAPI, kubeconfig: Path, capsys: 
 def test_cancel_deletes_everything_the_job_created(api: FakeKubeAPI, kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train, evaluate = objects()
     c = connect(str(kubeconfig))
-    c.submit("sst2", [train])
+    submit(c, "sst2", [train])
     c.create(evaluate[-1])
     api.add_pod("sst2-train", 0)
     api.add_pod("sst2-train", 1)
     other, _ = objects("imdb", nodes=1)
-    c.submit("imdb", [other])
+    submit(c, "imdb", [other])
     capsys.readouterr()
     code, out, _ = run_cli(capsys, "cancel", "sst2", "--kubeconfig", str(kubeconfig))
     assert code == 0
@@ -435,7 +444,7 @@ def test_forbidden_create_stops_submit(api: FakeKubeAPI, kubeconfig: Path) -> No
     api.deny("create", "jobs")
     train, _ = objects()
     with pytest.raises(ClusterError, match=r"^create Job/sst2-train in namespace ml: forbidden: .*cannot create resource \"jobs\"") as info:
-        connect(str(kubeconfig)).submit("sst2", [train])
+        submit(connect(str(kubeconfig)), "sst2", [train])
     assert str(info.value).endswith(
         "(created before the failure: ConfigMap/sst2-spec, Service/sst2-workers, NetworkPolicy/sst2; `kubetune cancel sst2` removes them)"
     )
@@ -445,7 +454,7 @@ def test_forbidden_logs_in_status_degrade_to_a_note(api: FakeKubeAPI, kubeconfig
     api.put("jobs", job_obj("sst2-train", "sst2", "train"))
     api.add_pod("sst2-train", 0, "Running", ["x"])
     api.deny("get", "pods/log")
-    status = connect(str(kubeconfig)).status("sst2")
+    status = job_status(connect(str(kubeconfig)), "sst2")
     assert status.pods["sst2-train"][0].last_line.startswith("(no log: ")
 
 
@@ -532,6 +541,13 @@ def test_cli_submit_dry_run_and_namespace_flag(api: FakeKubeAPI, kubeconfig: Pat
     creates = [(p, q) for m, p, q, b in api.requests if m == "POST"]
     assert creates and all(p.split("/namespaces/")[1].startswith("team-a/") and q == {"dryRun": ["All"]} for p, q in creates)
     assert "Job/sst2-evaluate accepted (server dry run, nothing created)" in out
+    plan = out.splitlines()[:6]
+    assert plan[0] == "plan for sst2 in namespace team-a (server dry run):"
+    assert [line.split() for line in plan[1:]] == [
+        ["create", "ConfigMap/sst2-spec"], ["create", "Service/sst2-workers"], ["create", "NetworkPolicy/sst2"],
+        ["create", "Job/sst2-train"], ["create", "Job/sst2-evaluate"],
+    ]
+    assert out.index("create Job/sst2-evaluate") < out.index("ConfigMap/sst2-spec accepted")
     assert api.names("jobs", ns="team-a") == []
 
 
@@ -558,8 +574,8 @@ def test_cluster_verbs_import_no_torch(api: FakeKubeAPI, kubeconfig: Path, spec_
     script = (
         "import sys\n"
         "from kubetune.cli import main\n"
-        "import kubetune.launch.cluster as cluster\n"
-        "cluster.POLL_SECONDS = 0.02\n"
+        "import kubetune.launch.cluster.api as cluster_api\n"
+        "cluster_api.POLL_SECONDS = 0.02\n"
         f"codes = [main(['submit', {str(spec_file)!r}, '--kubeconfig', {str(kubeconfig)!r}]),\n"
         f"         main(['status', 'sst2', '--kubeconfig', {str(kubeconfig)!r}]),\n"
         f"         main(['logs', 'sst2', '--kubeconfig', {str(kubeconfig)!r}]),\n"

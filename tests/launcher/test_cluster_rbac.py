@@ -13,7 +13,7 @@ import yaml
 from fakes.k8s_fake_server import FakeKubeAPI, JobScript, PodRun
 
 from kubetune.cli import main
-from kubetune.launch import cluster
+from kubetune.launch.cluster import api as cluster_api
 from kubetune.contract.names import CREDENTIALS_KEY
 from kubetune.launch.validate import supported_versions
 from kubetune.contract.spec import KubernetesSpec
@@ -61,7 +61,9 @@ def test_role_grants_no_secrets_no_writes_beyond_create_delete_and_no_wildcards(
     rules = role_rules()
     verbs = {v for r in rules for v in r["verbs"]}
     resources = {res for r in rules for res in r["resources"]}
-    assert verbs <= {"create", "get", "list", "delete"}
+    assert verbs <= {"create", "get", "list", "watch", "delete"}
+    watched = {res for r in rules if "watch" in r["verbs"] for res in r["resources"]}
+    assert watched == {"jobs", "pods"}  # waiting and log following; nothing else is watched
     assert "secrets" not in resources and "*" not in resources | verbs
 
 
@@ -74,7 +76,7 @@ resources: {nodes: 2}
 
 
 def test_every_verb_works_with_the_role_and_uses_all_of_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cluster, "POLL_SECONDS", 0.02)
+    monkeypatch.setattr(cluster_api, "POLL_SECONDS", 0.02)
     spec = tmp_path / "job.yaml"
     spec.write_text(SPEC)
     with FakeKubeAPI(lifetime_s=60) as api:

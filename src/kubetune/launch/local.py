@@ -7,7 +7,7 @@ environment, so a local run proves the manifest's command. Train stage first, th
 
 How a pod becomes a process:
 * `python` in the command is this interpreter; `$(VAR)` references are expanded from the
-  container's environment as the kubelet does, `$(JOB_COMPLETION_INDEX)` included (the Job
+  container's environment as the kubelet does, `$(ENV_COMPLETION_INDEX)` included (the Job
   controller's injected variable for Indexed Jobs).
 * ConfigMap volumes become files in a temporary folder; emptyDirs (scratch, /dev/shm) become
   temporary folders; paths under their mount points in the command and environment are

@@ -18,8 +18,8 @@ from referencing import Registry, Resource
 
 from kubetune.contract.spec import SpecError
 
-# The oldest version we render for: podFailurePolicy, podReplacementPolicy and the pod label
-# `batch.kubernetes.io/job-completion-index` are beta and on by default from 1.29.
+# The oldest version we render for: podFailurePolicy, podReplacementPolicy and the pods'
+# completion-index label (names.COMPLETION_INDEX_KEY) are beta and on by default from 1.29.
 MIN_VERSION = (1, 29)
 
 

@@ -34,7 +34,7 @@ names.JOB_LABEL; pods also names.STAGE_LABEL.
 
 Commands: one process per pod runs `python -m <the stage's entrypoint module> --spec FILE`
 (names.STAGE_MODULES); several processes per pod or several pods run names.DISTRUN_MODULE
-(torchrun with the workers' exit codes kept) with `--node-rank=$(JOB_COMPLETION_INDEX)` and
+(torchrun with the workers' exit codes kept) with `--node-rank=$(ENV_COMPLETION_INDEX)` and
 `--master-addr=<name>-train-0.<name>-workers`.
 
 Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption

@@ -67,7 +67,7 @@ def train_command(
     spec: JobSpec, n: Names, job_name: str | None = None, single_process_module: str = kn.TRAIN_MODULE
 ) -> list[str]:
     """The train container's command. `job_name` is a literal Job name, or an env reference
-    (`$(KUBETUNE_JOB_NAME)`) when the Job's name is not known in advance (CronJob).
+    (to names.ENV_JOB_NAME) when the Job's name is not known in advance (CronJob).
     `single_process_module` is what one process per pod runs (a CronJob's retrain entrypoint);
     distributed runs always train only."""
     nodes, gpus = spec.resources.nodes, spec.resources.gpus_per_node
@@ -91,7 +91,7 @@ def train_command(
 
 def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:
     """Batch prediction: every pod (and, with several GPUs, every GPU's process) predicts its
-    own shard of the input; no rendezvous, the shard comes from KUBETUNE_NODE_RANK/NUM_NODES
+    own shard of the input; no rendezvous, the shard comes from names.ENV_NODE_RANK/ENV_NUM_NODES
     and torchrun's LOCAL_RANK/LOCAL_WORLD_SIZE (see the predict entrypoint)."""
     args = ["--input", predict["input"], "--output", predict["output"]]
     if predict.get("format"):
