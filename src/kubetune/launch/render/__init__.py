@@ -59,7 +59,7 @@ from kubetune.contract.spec import JobSpec
 from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
 from kubetune.launch.render.network import headless_service, network_policy
-from kubetune.launch.render.pod import RUN_AS_USER, evaluate_command, train_command
+from kubetune.launch.render.pod import RUN_AS_USER, evaluate_command
 
 __all__ = [
     "Names",
@@ -69,7 +69,6 @@ __all__ = [
     "names",
     "render_objects",
     "to_yaml_stream",
-    "train_command",
     "validate_schedule",
 ]
 
