@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kubetune.contract import names
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("KUBETUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
 BUCKET = "bench"
@@ -144,7 +146,8 @@ def bench_streaming(endpoint: str, work: Path, batches: int) -> dict[str, float]
 
     from kubetune.contract.spec import validate_spec
     from kubetune.storage import Store
-    from kubetune.workload.streaming import StreamingTrainData, list_pieces, split_urls, stream_loader
+    from kubetune.workload.data import split_files
+    from kubetune.workload.streaming import StreamingTrainData, list_pieces, stream_loader
     from kubetune.workload.tasks import get_task
 
     store = Store(f"s3://{BUCKET}/stream", endpoint_url=endpoint)
@@ -166,7 +169,8 @@ def bench_streaming(endpoint: str, work: Path, batches: int) -> dict[str, float]
 
         return task.prepare_test(datasets.Dataset.from_list(raw), tokenizer, ["0", "1"]).to_list()
 
-    urls, options = split_urls(store, "train")
+    files = split_files(store, "train", "data.train")
+    urls, options = files.uris, files.options
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 
     def collate(features: list[dict]) -> dict:
@@ -225,9 +229,9 @@ def bench_time_to_first_step(endpoint: str, work: Path) -> dict[str, float]:
     }))
 
     def start(workdir: Path, until: str, kill: bool) -> float:
-        env = {**os.environ, **ENV, "KUBETUNE_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **ENV, names.ENV_WORKDIR: str(workdir), "PYTHONUNBUFFERED": "1"}
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "kubetune.workload.train", "--spec", str(spec)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", names.TRAIN_MODULE, "--spec", str(spec)], cwd=REPO,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         first = None
         for line in proc.stdout:  # type: ignore[union-attr]

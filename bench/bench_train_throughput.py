@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> float:
     from kubetune.contract.spec import load_spec
-    from kubetune.workload.train import setup
+    from kubetune.contract.names import ENV_WORKDIR
+    from kubetune.workload.training import setup
     from kubetune.workload.trainer_setup import build_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kt-"))
@@ -51,7 +52,7 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> floa
                   "logging_steps": 1000, "checkpoint_every": 100000},
         "storage": {"root": str(root)},
     }))
-    os.environ["KUBETUNE_WORKDIR"] = str(tmp / "work")
+    os.environ[ENV_WORKDIR] = str(tmp / "work")
     run = setup(load_spec(spec_file))
     trainer, _ = build_trainer(run)
     trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from kubetune.contract.names import TRAIN_MODULE
+
 REPO = Path(__file__).resolve().parents[1]
 # One intra-op thread: on a small shared CPU two spinning threads per process are ~3x slower
 # (measured), and every run of a comparison must use the same setting to be bit-comparable.
@@ -87,14 +89,14 @@ def write_spec(path: Path, name: str, root: str, endpoint: str, model: Path, dat
 
 
 class TrainProcess:
-    """`python -m kubetune.workload.train --spec FILE` with its output collected line by line."""
+    """`python -m <TRAIN_MODULE> --spec FILE` with its output collected line by line."""
 
     def __init__(self, spec: Path, workdir: Path, extra_env: dict[str, str] | None = None):
         env = {**os.environ, "KUBETUNE_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1", **SMALL_CPU_ENV,
                **(extra_env or {})}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubetune.workload.train", "--spec", str(spec)],
+            [sys.executable, "-m", TRAIN_MODULE, "--spec", str(spec)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[tuple[float, str]] = []

@@ -19,7 +19,8 @@ import torch
 
 from helpers import run_cli
 from kubetune.contract.spec import SpecError, validate_spec
-from kubetune.workload.data import DataError, Splits
+from kubetune.workload.data import Splits
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.causal_lm import IGNORE, CausalCollator, pack
 from tiny_models import build_tokenizer, causal_config, tiny_causal_lm

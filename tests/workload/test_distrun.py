@@ -1,4 +1,4 @@
-"""kubetune.distrun: torchrun that keeps the workers' exit codes for podFailurePolicy."""
+"""The distrun entrypoint (names.DISTRUN_MODULE): torchrun that keeps the workers' exit codes for podFailurePolicy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from kubetune.distrun import merge_exit_codes
+from kubetune.contract.names import DISTRUN_MODULE
+from kubetune.workload.entrypoints.distrun import merge_exit_codes
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
 
 
@@ -45,7 +46,7 @@ def test_workers_exit_codes_reach_the_pod(tmp_path, codes, expected):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     result = subprocess.run(
-        [sys.executable, "-m", "kubetune.distrun", "--standalone", "--nproc-per-node=2", str(script), codes],
+        [sys.executable, "-m", DISTRUN_MODULE, "--standalone", "--nproc-per-node=2", str(script), codes],
         capture_output=True,
         text=True,
         timeout=300,
@@ -76,7 +77,7 @@ def test_sigterm_to_torchrun_keeps_the_retry_code(tmp_path, worker_says, expecte
     script.write_text(SIGTERM_WORKER)
     ready = tmp_path / "ready"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kubetune.distrun", "--standalone", "--nproc-per-node=1", str(script), worker_says, str(ready)],
+        [sys.executable, "-m", DISTRUN_MODULE, "--standalone", "--nproc-per-node=1", str(script), worker_says, str(ready)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60

@@ -62,7 +62,7 @@ def test_frozen_encoder_run_leaves_encoder_weights_unchanged(tmp_path, local_sto
     pretrained one, and the classifier trained."""
     from safetensors.torch import load_file
 
-    from kubetune.workload import train
+    from kubetune.workload.entrypoints import train
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     data = local_store / "datasets" / "ner"

@@ -156,7 +156,7 @@ LORA_ACCURACY_BAR = 0.80
 def test_sst2_lora_trains_under_5_percent_and_reaches_accuracy(tmp_path, local_store, shared_data, capsys, monkeypatch):
     """MiniLM-L6 + LoRA (r 16 on every attention and feed-forward projection) for one epoch on
     sst2/train.tsv (6,228 sentences; 692 held out for validation), scored on sst2/dev.tsv."""
-    from kubetune.workload import evaluate, train
+    from kubetune.workload.entrypoints import evaluate, train
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     data = local_store / "datasets" / "sst2"

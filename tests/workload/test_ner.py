@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from kubetune.contract.spec import validate_spec
-from kubetune.workload.data import DataError, Splits
+from kubetune.workload.data import Splits
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.token_classification import (
     IGNORE,
@@ -176,7 +177,7 @@ def test_bad_rows_are_one_line_data_errors(validation, message):
 
 
 def test_bad_ner_data_exits_2_before_loading_a_model(tmp_path, local_store, capsys, monkeypatch):
-    from kubetune.workload import train
+    from kubetune.workload.entrypoints import train
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     data = local_store / "datasets" / "bad"
@@ -218,7 +219,7 @@ NER_F1_BAR = 0.75
 def test_conll2003_ner_minilm_reaches_entity_f1(tmp_path, local_store, shared_data, capsys, monkeypatch):
     """MiniLM-L6 fine-tuned on 4,000 CoNLL-2003 sentences, scored on the full test split
     (3,453 sentences, 5,648 entities) through the train and evaluate entrypoints."""
-    from kubetune.workload import evaluate, train
+    from kubetune.workload.entrypoints import evaluate, train
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     data = local_store / "datasets" / "conll2003"

@@ -16,7 +16,7 @@ import yaml
 
 from helpers import run_cli, run_entrypoint
 from kubetune.contract.spec import SpecError, validate_spec
-from kubetune.workload.predict import output_target, rank_and_world, shard_bounds
+from kubetune.workload.prediction import output_target, rank_and_world, shard_bounds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,7 +121,7 @@ def evaluation_outputs(spec_file: Path, rows_file: Path) -> tuple[object, list[s
     from kubetune.contract.spec import load_spec
     from kubetune.storage import Store
     from kubetune.workload.data import read_table
-    from kubetune.workload.evaluate import load_trained
+    from kubetune.workload.evaluation import load_trained
     from kubetune.workload.predictor import load_for_inference, make_predictor
     from kubetune.workload.tasks import get_task
 
@@ -159,7 +159,7 @@ def predict_two_ranks_on_s3(spec_file: Path, endpoint: str, rows_file: Path, nam
 @pytest.mark.slow
 def test_classification_predict_with_two_ranks_on_s3_equals_evaluation(tmp_path, local_store, shared_data,
                                                                         s3_server, monkeypatch, capsys):
-    from kubetune.workload import evaluate, train
+    from kubetune.workload.entrypoints import evaluate, train
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
@@ -214,7 +214,7 @@ def test_classification_predict_with_two_ranks_on_s3_equals_evaluation(tmp_path,
 @pytest.mark.slow
 def test_ner_predict_with_two_ranks_on_s3_equals_evaluation(tmp_path, local_store, shared_data, s3_server,
                                                              monkeypatch, capsys):
-    from kubetune.workload import evaluate, train
+    from kubetune.workload.entrypoints import evaluate, train
     from kubetune.workload.tasks.token_classification import word_predictions
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
@@ -283,8 +283,8 @@ def test_question_answering_predict_matches_the_evaluation_decoding(tmp_path, mi
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from kubetune.storage import Store
-    from kubetune.workload import predict
-    from kubetune.workload.tasks.question_answering import postprocess
+    from kubetune.workload.entrypoints import predict
+    from kubetune.workload.tasks.squad import postprocess
 
     store_root = tmp_path / "store"
     articles = json.loads((shared_data / "xquad" / "xquad.en.json").read_text())["data"][:1]
@@ -335,7 +335,7 @@ def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
     import pyarrow.parquet as pq
 
     from kubetune.storage import Store
-    from kubetune.workload.predict import Prediction, write
+    from kubetune.workload.prediction import Prediction, write
 
     out = tmp_path / "preds"
     out.mkdir()

@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 
 from kubetune.contract.spec import SpecError, validate_spec
-from kubetune.workload.data import DataError, Splits
+from kubetune.workload.data import Splits
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks import get_task
-from kubetune.workload.tasks.question_answering import (
-    f1_score,
-    normalize_answer,
-    postprocess,
-    split_by_article,
-    squad_metrics,
-)
+from kubetune.workload.tasks.question_answering import split_by_article
+from kubetune.workload.tasks.squad import f1_score, normalize_answer, postprocess, squad_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -243,7 +239,7 @@ def test_xquad_article_split_em_f1_written(tmp_path, local_store, shared_data, c
     the 177 questions of 8 other articles, through the train and evaluate entrypoints. Far too little data for a
     SQuAD-level model (SQuAD has 88k training questions): the test checks that EM/F1 are
     computed and written and that training learned to point at answers at all."""
-    from kubetune.workload import evaluate, train
+    from kubetune.workload.entrypoints import evaluate, train
 
     monkeypatch.setenv("KUBETUNE_WORKDIR", str(tmp_path / "work"))
     data = local_store / "datasets" / "xquad"

@@ -29,6 +29,7 @@ from helpers_resume import (
     write_sst2_subset,
 )
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.names import EVALUATE_MODULE
 
 BUCKET = "resume-tests"
 MAX_STEPS = 16
@@ -78,7 +79,7 @@ def _test_accuracy(spec: Path) -> float:
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-m", "kubetune.workload.evaluate", "--spec", str(spec)], check=True,
+    subprocess.run([sys.executable, "-m", EVALUATE_MODULE, "--spec", str(spec)], check=True,
                    capture_output=True, text=True, timeout=300, env={**os.environ, **SMALL_CPU_ENV})
     import yaml
 
@@ -118,7 +119,7 @@ def test_kill9_then_restart_resumes_exactly(s3, sst2_s3, minilm_dir, uninterrupt
 
 
 def test_sigterm_commits_a_checkpoint_and_exits_retryable(s3, sst2_s3, minilm_dir, tmp_path: Path):
-    from kubetune.launch.render import pod_failure_policy
+    from kubetune.launch.render.pod import pod_failure_policy
 
     spec = _spec(tmp_path, "preempted", s3, minilm_dir, sst2_s3, checkpoint_every=100)
     proc = TrainProcess(spec, tmp_path / "pod")

@@ -10,7 +10,7 @@ import pytest
 
 from kubetune.contract.spec import validate_spec
 from kubetune.storage import Store
-from kubetune.workload.streaming import load_training_splits
+from kubetune.workload.splits import load_splits
 from kubetune.workload.tasks import get_task
 from kubetune.workload.token_cache import CACHE_PREFIX, cached_prepare
 
@@ -24,7 +24,7 @@ def _run(store: Store, **train) -> SimpleNamespace:
     })
     task = get_task(spec)
     return SimpleNamespace(spec=spec, store=store, task=task, is_main=True,
-                           splits=load_training_splits(spec, store, task.columns()))
+                           splits=load_splits(spec, store, task.columns()))
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 
 from helpers import run_cli
 from kubetune.contract.spec import validate_spec
-from kubetune.workload.data import DataError, Splits
+from kubetune.workload.data import Splits
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks import get_task
 from kubetune.workload.tasks.seq2seq import text_metrics
 from tiny_models import build_tokenizer, seq2seq_config, tiny_seq2seq

@@ -11,13 +11,8 @@ import torch
 
 from kubetune.contract.spec import SpecError, validate_spec
 from kubetune.storage import Store
-from kubetune.workload.streaming import (
-    StreamingTrainData,
-    list_pieces,
-    split_urls,
-    stream_loader,
-    streaming_source,
-)
+from kubetune.workload.data import split_files
+from kubetune.workload.streaming import StreamingTrainData, list_pieces, stream_loader, streaming_source
 
 ROWS_PER_GROUP = 12
 
@@ -50,7 +45,8 @@ def _collate(batch: list[dict]) -> dict:
 
 
 def _stream(store: Store, uri: str, rank: int, world: int, workers: int, batch: int = 4, window: int = 3) -> StreamingTrainData:
-    urls, options = split_urls(store, uri)
+    files = split_files(store, uri, "data.train")
+    urls, options = files.uris, files.options
     fmt = "parquet" if urls[0].endswith(".parquet") else "tsv"
     return StreamingTrainData(list_pieces(urls, fmt, options), fmt, options, _encode, batch_size=batch, seed=11,
                               rank=rank, world_size=world, num_workers=workers, window_batches=window)

@@ -8,14 +8,17 @@ ModuleList whose length equals `config.num_hidden_layers`, instead of hard-codin
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from kubetune.contract.spec import FreezeSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PretrainedConfig
 
 log = logging.getLogger(__name__)
 
 
-def layer_stack(model: Any) -> Any | None:
+def layer_stack(model: PreTrainedModel) -> Any | None:
     """The encoder/decoder's ModuleList of layers, or None when none can be identified."""
     import torch.nn as nn
 
@@ -27,7 +30,7 @@ def layer_stack(model: Any) -> Any | None:
     return None
 
 
-def embeddings_module(model: Any) -> Any | None:
+def embeddings_module(model: PreTrainedModel) -> Any | None:
     base = getattr(model, "base_model", model)
     for name in ("embeddings", "embed_tokens", "shared", "wte"):
         if hasattr(base, name):
@@ -35,7 +38,7 @@ def embeddings_module(model: Any) -> Any | None:
     return model.get_input_embeddings()
 
 
-def apply_freezing(model: Any, freeze: FreezeSpec) -> None:
+def apply_freezing(model: PreTrainedModel, freeze: FreezeSpec) -> None:
     """Freeze in place. `encoder` freezes the whole pretrained body (the head trains alone);
     for an encoder-decoder language model (seq2seq), whose head is tied to the shared
     embeddings, it freezes the encoder stack and the decoder trains."""
@@ -57,11 +60,11 @@ def apply_freezing(model: Any, freeze: FreezeSpec) -> None:
     if freeze.lower_layers:
         layers = layer_stack(model)
         if layers is None:
-            from kubetune.workload.data import DataError
+            from kubetune.workload.errors import DataError
 
             raise DataError("train.freeze.lower_layers: cannot find this model's layer stack")
         if freeze.lower_layers > len(layers):
-            from kubetune.workload.data import DataError
+            from kubetune.workload.errors import DataError
 
             raise DataError(f"train.freeze.lower_layers: the model has only {len(layers)} layers")
         for layer in list(layers)[: freeze.lower_layers]:
@@ -69,20 +72,20 @@ def apply_freezing(model: Any, freeze: FreezeSpec) -> None:
                 p.requires_grad = False
 
 
-def is_seq2seq_lm(model: Any) -> bool:
+def is_seq2seq_lm(model: PreTrainedModel) -> bool:
     """An encoder-decoder model with a language-model head (T5, BART, Marian for generation)."""
     return bool(getattr(model.config, "is_encoder_decoder", False)) and hasattr(model, "get_encoder") \
         and model.get_output_embeddings() is not None
 
 
-def parameter_counts(model: Any) -> tuple[int, int]:
+def parameter_counts(model: PreTrainedModel) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
 
 
-def set_dropout(config: Any, dropout: float) -> None:
+def set_dropout(config: PretrainedConfig, dropout: float) -> None:
     """Override dropout under whichever names this architecture uses."""
     for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                  "hidden_dropout", "dropout_rate", "resid_pdrop", "embd_pdrop", "attn_pdrop", "classifier_dropout"):

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step
 from kubetune.storage import COMMIT_MARKER, Store
+from kubetune.workload.downloads import download_once
 
 log = logging.getLogger("kubetune.checkpoint")
 
@@ -34,15 +35,29 @@ log = logging.getLogger("kubetune.checkpoint")
 DATA_POSITION = "kubetune_position.json"
 
 
+def _once(action: Callable[[], Any], what: str) -> Any:
+    return action()
+
+
+def commit_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int,
+                      extra_files: list[str] | None = None,
+                      attempt: Callable[[Callable[[], Any], str], Any] = _once) -> str:
+    """The checkpoint protocol, in its one place: upload the folder's files, then write the
+    COMMITTED marker (listing them and `extra_files`, names other ranks already uploaded into
+    the folder: their RNG states), then point LATEST at it. `attempt(action, what)` runs each
+    step (the background uploader retries them). Returns the folder's store path."""
+    rel = layout.checkpoint(step)
+    name = checkpoint_name(step)
+    files = attempt(lambda: store.upload_dir(local_dir, rel), f"upload of {name}")
+    attempt(lambda: store.commit(rel, sorted(set(files) | set(extra_files or [])), step=step), f"commit of {name}")
+    attempt(lambda: store.write_text(layout.latest, name + "\n"), "update of LATEST")
+    return rel
+
+
 def publish_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int, keep: int,
                        extra_files: list[str] | None = None) -> str:
-    """Upload a local checkpoint folder, commit it, point LATEST at it, prune old ones.
-    `extra_files` are names other ranks already uploaded into the folder (their RNG states);
-    the marker lists them so a reader knows the folder is whole."""
-    rel = layout.checkpoint(step)
-    files = store.upload_dir(local_dir, rel)
-    store.commit(rel, sorted(set(files) | set(extra_files or [])), step=step)
-    store.write_text(layout.latest, checkpoint_name(step) + "\n")
+    """Commit a local checkpoint folder now (`commit_checkpoint`) and prune old ones."""
+    rel = commit_checkpoint(store, layout, local_dir, step, extra_files)
     prune_checkpoints(store, layout, keep)
     return rel
 
@@ -87,25 +102,15 @@ def prune_checkpoints(store: Store, layout: RunLayout, keep: int) -> None:
 
 def fetch_checkpoint(store: Store, layout: RunLayout, step: int, local_root: Path) -> Path:
     """A local copy of a committed checkpoint. A local folder left by an earlier attempt is
-    used only if it holds every file the commit marker lists; downloads go to a temporary
-    folder renamed into place, so ranks sharing a disk never see a half-written copy."""
+    used only if it holds every file the commit marker lists; downloads go through
+    `download_once`, so ranks sharing a disk never see a half-written copy."""
     rel = layout.checkpoint(step)
-    target = local_root / f"checkpoint-{step}"
     files = store.read_json(posixpath.join(rel, COMMIT_MARKER)).get("files", [])
-    if target.is_dir() and files and all((target / name).is_file() for name in files):
-        return target
-    local_root.mkdir(parents=True, exist_ok=True)
-    tmp = local_root / f".fetch-{step}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    store.download_dir(rel, tmp)
-    if target.exists():
-        shutil.rmtree(target, ignore_errors=True)
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another rank on this disk renamed its copy first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def whole(folder: Path) -> bool:
+        return bool(files) and all((folder / name).is_file() for name in files)
+
+    return download_once(local_root / f"checkpoint-{step}", lambda folder: store.download_dir(rel, folder), whole)
 
 
 def read_position(checkpoint_dir: Path) -> dict[str, Any]:
@@ -270,15 +275,13 @@ class Uploader:
         if superseded:
             log.info("skipping upload of checkpoint %s: a newer one is queued", job.step)
             return
-        rel = self.layout.checkpoint(job.step)
         name = checkpoint_name(job.step)
         print(f"kubetune: uploading checkpoint {name}", flush=True)
-        files = retrying(lambda: self.store.upload_dir(job.local, rel), f"upload of {name}",
-                         self.retry_deadline_s, self._stop)
-        retrying(lambda: self.store.commit(rel, sorted(set(files) | set(job.extra_files)), step=job.step),
-                 f"commit of {name}", self.retry_deadline_s, self._stop)
-        retrying(lambda: self.store.write_text(self.layout.latest, name + "\n"), "update of LATEST",
-                 self.retry_deadline_s, self._stop)
+
+        def attempt(action: Callable[[], Any], what: str) -> Any:
+            return retrying(action, what, self.retry_deadline_s, self._stop)
+
+        rel = commit_checkpoint(self.store, self.layout, job.local, job.step, job.extra_files, attempt)
         self.committed.append(job.step)
         print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)
         try:

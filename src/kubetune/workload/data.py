@@ -1,8 +1,10 @@
-"""Load the train/validation/test splits from their URIs (local folder or object store).
+"""Read one split's files from their URI (local folder or object store), and check them.
 
-Files are read with `datasets` through fsspec, whatever the store. Everything that can be
-wrong with the data (missing file, missing column, empty split, unknown label) is detected
-here, before any model is loaded, and raised as a one-line DataError naming the spec field.
+Files are read with `datasets` through fsspec, whatever the store; `split_files` is the one
+place a split's URI (a file, a folder, a glob) becomes its list of files. Everything that can
+be wrong with the data (missing file, missing column, empty split, unknown label) is detected
+before any model is loaded, and raised as a one-line DataError naming the spec field.
+`splits.load_splits` puts these together for all splits of a job.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 import datasets
 import fsspec
 
-from kubetune.contract.spec import JobSpec
 from kubetune.storage import Store
+from kubetune.workload.errors import DataError
 
 datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()
@@ -25,10 +27,7 @@ datasets.logging.set_verbosity_error()
 _BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _HTML_TAG = re.compile(r"<[^>]+>")
-
-
-class DataError(Exception):
-    """Bad input data; the message names the spec field and the file. Exit code 2."""
+TEXT_DTYPES = ("string", "large_string")
 
 
 @dataclass
@@ -48,10 +47,28 @@ def data_format(uri: str, explicit: str | None, field: str) -> str:
     raise DataError(f"{field}: cannot tell the format of {uri} from its extension; set data.format")
 
 
-def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.Dataset:
-    """One file (or folder/glob of same-format files) as a Dataset."""
+@dataclass(frozen=True)
+class SplitFiles:
+    """The files of one split: its resolved URI, file system, fsspec paths and options."""
+
+    url: str
+    fs: fsspec.AbstractFileSystem
+    paths: list[str]  # fsspec paths (no scheme), sorted
+    options: dict[str, Any]
+
+    @property
+    def uris(self) -> list[str]:
+        """Full URIs: fsspec paths lose their scheme; give it back (for `datasets`, workers)."""
+        if "://" not in self.url:
+            return list(self.paths)
+        scheme = self.url.split("://", 1)[0] + "://"
+        return [p if p.startswith(scheme) else f"{scheme}{p}" for p in self.paths]
+
+
+def split_files(store: Store, uri: str, field: str) -> SplitFiles:
+    """A split's files: the file itself, a folder's files (hidden ones skipped), or a glob's
+    matches (a matching folder stands for its files). Raises DataError when there are none."""
     url = store.resolve(uri)
-    fmt = data_format(url, fmt, field)
     options = store.options_for(url)
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
@@ -62,13 +79,21 @@ def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.
         raise DataError(f"{field}: cannot read {url}: {_one_line(exc)}") from None
     if not found:
         raise DataError(f"{field}: {url}: file not found")
-    files = [_unstrip(url, p, fs) for p in found]
+    return SplitFiles(url=url, fs=fs, paths=sorted(found), options=options)
+
+
+def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.Dataset:
+    """One file (or folder/glob of same-format files) as a Dataset."""
+    url = store.resolve(uri)
+    fmt = data_format(url, fmt, field)
+    files = split_files(store, uri, field)
     try:
         if fmt == "squad":
-            return _read_squad(fs, found)
+            return _read_squad(files.fs, files.paths)
         kwargs: dict[str, Any] = {"delimiter": "\t"} if fmt == "tsv" else {}
         return datasets.load_dataset(
-            _BUILDERS[fmt], data_files={"data": files}, split="data", storage_options=options or None, **kwargs
+            _BUILDERS[fmt], data_files={"data": files.uris}, split="data",
+            storage_options=files.options or None, **kwargs
         )
     except DataError:
         raise
@@ -76,15 +101,7 @@ def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.
         raise DataError(f"{field}: cannot parse {url} as {fmt}: {_one_line(exc)}") from None
 
 
-def _unstrip(url: str, path: str, fs: Any) -> str:
-    """fsspec paths lose their scheme; give it back for `datasets`."""
-    if "://" in url:
-        scheme = url.split("://", 1)[0]
-        return f"{scheme}://{path}"
-    return path
-
-
-def _read_squad(fs: Any, paths: list[str]) -> datasets.Dataset:
+def _read_squad(fs: fsspec.AbstractFileSystem, paths: list[str]) -> datasets.Dataset:
     """Flatten SQuAD-format JSON (data → paragraphs → qas) into one row per question; the
     article title is kept so splits can be made by article."""
     rows: dict[str, list] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
@@ -123,57 +140,23 @@ def strip_html(ds: datasets.Dataset, columns: list[str]) -> datasets.Dataset:
     return ds.map(clean, batched=True)
 
 
-def load_splits(spec: JobSpec, store: Store, columns: dict[str, str | None]) -> Splits:
-    """Read the spec's splits, check their columns, carve a validation split from train when
-    none is given, and apply the max_*_samples limits."""
-    d = spec.data
-    train = read_table(store, d.train, d.format, "data.train")
-    validation = read_table(store, d.validation, d.format, "data.validation") if d.validation else None
-    test = read_table(store, d.test, d.format, "data.test") if d.test else None
-
-    for ds, field in ((train, "data.train"), (validation, "data.validation"), (test, "data.test")):
-        if ds is None:
-            continue
-        if len(ds) == 0:
-            raise DataError(f"{field}: {store.resolve(getattr(d, field.split('.')[1]))}: no rows")
-        require_columns(ds, columns, field)
-
-    if validation is None:
-        if len(train) < 2:
-            raise DataError("data.train: too few rows to carve a validation split")
-        parts = train.train_test_split(test_size=d.validation_split, seed=d.split_seed)
-        train, validation = parts["train"], parts["test"]
-
-    if d.max_train_samples:
-        train = train.select(range(min(d.max_train_samples, len(train))))
-    if d.max_eval_samples:
-        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    if test is not None and d.max_test_samples:
-        test = test.select(range(min(d.max_test_samples, len(test))))
-    if d.strip_html:
-        text_columns = [c for c in columns.values() if c is not None and c in train.column_names
-                        and train.features[c].dtype == "string"]
-        train, validation = strip_html(train, text_columns), strip_html(validation, text_columns)
-        test = strip_html(test, text_columns) if test is not None else None
-    return Splits(train=train, validation=validation, test=test)
+def text_columns(ds: datasets.Dataset, columns: dict[str, str | None]) -> list[str]:
+    """The task's columns that hold text in `ds` (what `data.strip_html` cleans). CSV/TSV files
+    read by `datasets` have `large_string` columns, lists and JSON `string` ones."""
+    return [c for c in columns.values()
+            if c is not None and c in ds.column_names and getattr(ds.features[c], "dtype", None) in TEXT_DTYPES]
 
 
-def load_test_split(spec: JobSpec, store: Store, columns: dict[str, str | None]) -> tuple[datasets.Dataset, str]:
-    """The split `evaluate` scores: data.test, else data.validation (which then doubles as the
-    test set). Returns the dataset and the spec field it came from."""
-    d = spec.data
-    field, uri = ("data.test", d.test) if d.test else ("data.validation", d.validation)
-    if uri is None:
-        raise DataError("data.test: no test split: set data.test (or data.validation, which then doubles as test)")
-    ds = read_table(store, uri, d.format, field)
+def check_split(ds: datasets.Dataset, columns: dict[str, str | None], field: str, url: str) -> None:
+    """A split must have rows and every role's column."""
     if len(ds) == 0:
-        raise DataError(f"{field}: {store.resolve(uri)}: no rows")
+        raise DataError(f"{field}: {url}: no rows")
     require_columns(ds, columns, field)
-    if d.max_test_samples:
-        ds = ds.select(range(min(d.max_test_samples, len(ds))))
-    if d.strip_html:
-        ds = strip_html(ds, [c for c in columns.values() if c is not None and ds.features[c].dtype == "string"])
-    return ds, field
+
+
+def limit(ds: datasets.Dataset, max_rows: int | None) -> datasets.Dataset:
+    """The first `max_rows` rows (a `data.max_*_samples` limit); all of them when unset."""
+    return ds.select(range(min(max_rows, len(ds)))) if max_rows else ds
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,8 +1,10 @@
-"""The entrypoints' error contract: bad input is one line on stderr and exit code 2.
+"""The workload's user errors, and the entrypoints' error contract: one line, exit code 2.
 
 Kubernetes' podFailurePolicy fails a Job at once on exit code 2 (retrying a bad config only
 burns GPU hours), so every user error — spec, data, model folder, unreachable store — must end
-here, before any expensive work, and never as a traceback.
+here, before any expensive work, and never as a traceback. Every such error is a
+`kubetune.contract.errors.UserError`; this module imports nothing else from the workload, so
+any module may raise these without an import cycle.
 """
 
 from __future__ import annotations
@@ -11,27 +13,28 @@ import functools
 import sys
 from typing import Callable
 
+from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
-from kubetune.contract.spec import SpecError
-from kubetune.storage import StorageError
-from kubetune.workload.data import DataError
 
 
-class ModelSourceError(Exception):
+class DataError(UserError):
+    """Bad input data; the message names the spec field and the file. Exit code 2."""
+
+
+class ModelSourceError(UserError):
     """model.source does not point at a usable model; the message names the field."""
 
 
-USER_ERRORS = (SpecError, DataError, StorageError, ModelSourceError)
-
-
 def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap an entrypoint's main: user errors become `error: <one line>` and exit code 2."""
+    """Wrap an entrypoint's main: a `UserError` (SpecError, StorageError, DataError,
+    ModelSourceError, ...) becomes `error: <one line>` and exit code 2; anything else is a
+    bug or an outage and keeps its traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs) or 0
-        except USER_ERRORS as exc:
+        except UserError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
 

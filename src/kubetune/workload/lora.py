@@ -29,9 +29,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from kubetune.contract.spec import JobSpec, LoraSpec, SpecError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ ADAPTER_DIR = "adapter"
 PEFT_HEADS = ("classifier", "score", "qa_outputs")
 
 
-def head_modules(model: Any) -> list[str]:
+def head_modules(model: PreTrainedModel) -> list[str]:
     """Names of the model's top-level modules outside its pretrained body (the task head)."""
     prefix = getattr(model, "base_model_prefix", "")
     return [
@@ -62,7 +65,7 @@ def head_modules(model: Any) -> list[str]:
     ]
 
 
-def pooler_module(model: Any, task: str) -> str | None:
+def pooler_module(model: PreTrainedModel, task: str) -> str | None:
     """BERT-style sequence classifiers read the [CLS] vector through the encoder's pooler
     (dense + tanh, pretrained for next-sentence prediction, and never trained at all in
     sentence-transformers checkpoints such as all-MiniLM-L6-v2). It is the first layer of the
@@ -76,7 +79,7 @@ def pooler_module(model: Any, task: str) -> str | None:
     return "pooler"
 
 
-def extra_heads(model: Any, task: str) -> list[str] | None:
+def extra_heads(model: PreTrainedModel, task: str) -> list[str] | None:
     """Head modules to train in full that peft does not add by itself (it adds `classifier`,
     `score` and `qa_outputs` for its classification and QA task types)."""
     if task not in NEW_HEAD_TASKS:
@@ -86,7 +89,7 @@ def extra_heads(model: Any, task: str) -> list[str] | None:
     return extra + ([pooler] if pooler else []) or None
 
 
-def target_modules(model: Any, lora: LoraSpec) -> list[str]:
+def target_modules(model: PreTrainedModel, lora: LoraSpec) -> list[str]:
     """The spec's target modules, checked to exist; else the architecture's attention projections."""
     import torch.nn as nn
 
@@ -114,7 +117,7 @@ def target_modules(model: Any, lora: LoraSpec) -> list[str]:
     )
 
 
-def lora_config(model: Any, lora: LoraSpec, task: str, inference: bool = False) -> Any:
+def lora_config(model: PreTrainedModel, lora: LoraSpec, task: str, inference: bool = False) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
@@ -130,20 +133,14 @@ def lora_config(model: Any, lora: LoraSpec, task: str, inference: bool = False) 
     )
 
 
-def apply_lora(model: Any, lora: LoraSpec, task: str) -> Any:
+def apply_lora(model: PreTrainedModel, lora: LoraSpec, task: str) -> Any:
     """Wrap a loaded model for LoRA training: only adapters (and a new task head) train."""
     from peft import get_peft_model
 
     return get_peft_model(model, lora_config(model, lora, task))
 
 
-def is_peft_model(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
-def save_lora(model: Any, folder: Path, spec: JobSpec) -> None:
+def save_lora(model: PreTrainedModel, folder: Path, spec: JobSpec) -> None:
     """Complete a folder the Trainer saved the adapter into: point the adapter at the spec's
     model source, add the architecture's config.json, and with `merge` turn the folder into
     the merged full model with the adapter under `adapter/`."""

@@ -14,15 +14,20 @@ import os
 import tempfile
 from pathlib import Path
 
+import fsspec
+
+from kubetune.contract.names import ENV_CACHE
 from kubetune.storage import Store, has_scheme, is_explicit_local
+from kubetune.workload.downloads import download_once
 from kubetune.workload.errors import ModelSourceError
 
 HF_CONFIG = "config.json"
 
 
 def cache_root() -> Path:
-    """Where downloaded model folders live: KUBETUNE_CACHE (a PVC in a cluster), else /tmp."""
-    return Path(os.environ.get("KUBETUNE_CACHE") or Path(tempfile.gettempdir()) / "kubetune-cache")
+    """Where downloaded model folders (and tokenized data) live: ENV_CACHE (a PVC in a
+    cluster), else /tmp."""
+    return Path(os.environ.get(ENV_CACHE) or Path(tempfile.gettempdir()) / "kubetune-cache")
 
 
 def check_model_source(store: Store, source: str, field: str = "model.source") -> str:
@@ -49,34 +54,18 @@ def local_model_dir(store: Store, resolved: str, version: str = "") -> str:
     if not has_scheme(resolved):
         return resolved
     key = hashlib.sha256(f"{resolved}\n{version}".encode()).hexdigest()[:16]
-    target = cache_root() / "models" / key
-    done = target / ".complete"
-    if not done.exists():
-        import fsspec
+    fs, path = fsspec.core.url_to_fs(resolved, **store.options_for(resolved))
 
-        fs, path = fsspec.core.url_to_fs(resolved, **store.options_for(resolved))
-        tmp = Path(tempfile.mkdtemp(prefix="download-", dir=_mkdir(cache_root() / "models")))
+    def fill(folder: Path) -> None:
         for remote in fs.find(path):
             rel = os.path.relpath(remote, path)
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(remote, str(tmp / rel))
-        if target.exists():
-            import shutil
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(folder / rel))
 
-            shutil.rmtree(target)
-        tmp.rename(target)
-        done.touch()
-    return str(target)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return str(download_once(cache_root() / "models" / key, fill))
 
 
 def _store_dir_exists(store: Store, url: str) -> bool:
-    import fsspec
-
     try:
         fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
         return fs.isdir(path)
@@ -85,8 +74,6 @@ def _store_dir_exists(store: Store, url: str) -> bool:
 
 
 def _require_hf_folder(store: Store, url: str, field: str) -> None:
-    import fsspec
-
     try:
         fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
         exists = fs.isdir(path)

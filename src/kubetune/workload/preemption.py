@@ -19,9 +19,9 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from typing import Any
+from types import FrameType
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 
@@ -34,21 +34,15 @@ class Preemption:
         self.requested = False
         self.received_at: float | None = None
         self.training = False
-        self._previous: Any = None
         self._installed = False
 
-    def install(self) -> "Preemption":
+    def install(self) -> Preemption:
         if not self._installed:
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            signal.signal(signal.SIGTERM, self._handler)
             self._installed = True
         return self
 
-    def uninstall(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
-            self._installed = False
-
-    def _handler(self, signum: int, frame: Any) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             return
         self.requested = True
@@ -89,7 +83,7 @@ class PreemptionCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.preemption.training = False
 
-    def _any_rank_requested(self, args: Any) -> bool:
+    def _any_rank_requested(self, args: TrainingArguments) -> bool:
         flag = self.preemption.requested
         if int(getattr(args, "world_size", 1) or 1) > 1:
             import torch

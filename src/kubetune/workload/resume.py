@@ -1,6 +1,6 @@
 """Wiring for exact resume: background uploads, the resumable sampler, SIGTERM, data position.
 
-`trainer_setup.build_trainer` calls `make_uploader` and `attach`; `train.train` calls
+`trainer_setup.build_trainer` calls `make_uploader` and `attach`; `training.train` calls
 `restore_position` between fetching LATEST and `trainer.train(resume_from_checkpoint=...)`,
 and `drain` before the final model is committed or the process leaves after SIGTERM.
 """
@@ -10,35 +10,33 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerState
+
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.names import ENV_RETRY_FLAG
 from kubetune.workload.callbacks import CheckpointUploadCallback
 from kubetune.workload.checkpoint import Uploader, read_position
 from kubetune.workload.preemption import PREEMPTION, PreemptionCallback
+from kubetune.workload.run import Run, Trained
 from kubetune.workload.sampler import SamplerHolder, order_digest
+from kubetune.workload.streaming import StreamingTrainData, steps_for_epochs
+from kubetune.workload.trainer import KubetuneTrainer, ResumeState
 
 log = logging.getLogger("kubetune.train")
 
-ATTR = "kubetune_resume"
 
-
-@dataclass
-class ResumeState:
-    uploader: Uploader | None
-    sampler: SamplerHolder | None
-    stream: Any | None = None
-
-
-def make_uploader(run: Any) -> Uploader | None:
+def make_uploader(run: Run) -> Uploader | None:
     """The background uploader of rank 0; other ranks never publish."""
     if not run.is_main:
         return None
     return Uploader(run.store, run.layout, run.spec.train.keep_checkpoints, run.workdir / "upload-staging")
 
 
-def attach(trainer: Any, run: Any, uploader: Uploader | None, stream: Any | None = None) -> ResumeState:
+def attach(trainer: KubetuneTrainer, run: Run, uploader: Uploader | None,
+           stream: StreamingTrainData | None = None) -> ResumeState:
     """Install the deterministic length-grouped sampler (or the stream's position), the SIGTERM
     callback, and the data-position record of each checkpoint."""
     t = run.spec.train
@@ -46,12 +44,11 @@ def attach(trainer: Any, run: Any, uploader: Uploader | None, stream: Any | None
     if stream is not None:
         _use_stream(trainer, run, stream)
     elif t.group_by_length:
-        holder = SamplerHolder(t.batch_size * t.gradient_accumulation_steps * run.world_size, t.seed)
-        holder.install(trainer)
+        holder = SamplerHolder(run.samples_per_step, t.seed)
     trainer.add_callback(PreemptionCallback(PREEMPTION))
     state = ResumeState(uploader=uploader, sampler=holder, stream=stream)
 
-    def position(trainer_state: Any) -> dict[str, Any]:
+    def position(trainer_state: TrainerState) -> dict[str, Any]:
         if stream is not None:
             return stream.position(trainer_state.global_step * t.gradient_accumulation_steps)
         return holder.position() if holder is not None else {"sampler": "random", "seed": t.seed}
@@ -59,24 +56,21 @@ def attach(trainer: Any, run: Any, uploader: Uploader | None, stream: Any | None
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, CheckpointUploadCallback):
             callback.position = position
-    setattr(trainer, ATTR, state)
+    trainer.resume_state = state  # KubetuneTrainer reads the sampler / stream from it
     return state
 
 
-def _use_stream(trainer: Any, run: Any, stream: Any) -> None:
-    """Train from the stream: ready batches, this rank's share, `max_steps` long."""
-    from kubetune.workload.streaming import steps_for_epochs, stream_loader
-
+def _use_stream(trainer: KubetuneTrainer, run: Run, stream: StreamingTrainData) -> None:
+    """Train from the stream (KubetuneTrainer.get_train_dataloader): ready batches, this
+    rank's share, `max_steps` long."""
     trainer.args.ignore_data_skip = True  # the stream skips by itself, without reading
     if trainer.args.max_steps <= 0:
         trainer.args.max_steps = steps_for_epochs(stream, run.spec.train.epochs, run.spec.train.gradient_accumulation_steps)
-    collate = trainer._get_collator_with_removed_columns(trainer.data_collator, description="training")
-    trainer.get_train_dataloader = lambda: stream_loader(stream, collate, trainer.args.dataloader_pin_memory)
 
 
-def restore_position(trainer: Any, checkpoint: Path | None) -> None:
+def restore_position(trainer: KubetuneTrainer, checkpoint: Path | None) -> None:
     """Give the sampler (or stream) the checkpoint's data position before training resumes."""
-    state: ResumeState | None = getattr(trainer, ATTR, None)
+    state = trainer.resume_state
     if checkpoint is None or state is None:
         return
     position = read_position(checkpoint)
@@ -94,15 +88,15 @@ def restore_position(trainer: Any, checkpoint: Path | None) -> None:
                   "(data files changed?); resuming anyway", file=sys.stderr, flush=True)
 
 
-def _digest_for(trainer: Any, holder: SamplerHolder, epoch: int) -> str:
+def _digest_for(trainer: KubetuneTrainer, holder: SamplerHolder, epoch: int) -> str:
     sampler = holder.make(trainer.train_dataset)
     holder.sampler = None  # the Trainer makes its own when training starts
     return order_digest(sampler.order(epoch))
 
 
-def drain(trainer: Any, timeout_s: float | None = None) -> bool:
+def drain(trainer: KubetuneTrainer, timeout_s: float | None = None) -> bool:
     """Wait until every queued upload is in the store; True when all of them made it."""
-    state: ResumeState | None = getattr(trainer, ATTR, None)
+    state = trainer.resume_state
     if state is None or state.uploader is None:
         return True
     if state.uploader.pending:
@@ -111,18 +105,15 @@ def drain(trainer: Any, timeout_s: float | None = None) -> bool:
     return done and not state.uploader.errors
 
 
-def leave_after_preemption(run: Any, trained: dict[str, Any]) -> int:
+def leave_after_preemption(run: Run, trained: Trained) -> int:
     """After SIGTERM: commit the checkpoint within the grace period, then exit 75."""
-    from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
-    from kubetune.contract.names import ENV_RETRY_FLAG
-
     grace = float(run.spec.kubernetes.termination_grace_period_seconds)
-    ok = drain(trained["trainer"], PREEMPTION.remaining(grace))
-    step = trained["trainer"].state.global_step
+    ok = drain(trained.trainer, PREEMPTION.remaining(grace))
+    step = trained.trainer.state.global_step
     if run.is_main:
         print(f"kubetune: preempted at step {step}: checkpoint {'committed' if ok else 'NOT committed'}; "
               f"exit {EXIT_RETRY_AFTER_CHECKPOINT} (the Job restarts the pod, which resumes)", flush=True)
     flag = os.environ.get(ENV_RETRY_FLAG)
-    if flag:  # tell kubetune.distrun, whose own exit code torchrun's signal handling decides
+    if flag:  # tell the distrun entrypoint, whose own exit code torchrun's signal handling decides
         Path(flag).touch()
     return EXIT_RETRY_AFTER_CHECKPOINT

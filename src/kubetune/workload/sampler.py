@@ -17,11 +17,13 @@ error happens at once rather than hours in.
 from __future__ import annotations
 
 import hashlib
-import types
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+if TYPE_CHECKING:
+    import datasets
 
 LENGTH_COLUMN = "length"
 
@@ -78,9 +80,8 @@ class ResumableLengthGroupedSampler(Sampler[int]):
 
 
 class SamplerHolder:
-    """Replaces a Trainer's `_get_train_sampler` (on the instance, so it works for Trainer and
-    Seq2SeqTrainer alike) and remembers the sampler it made, so callbacks can record its epoch
-    in a checkpoint and the resume hook can restore it."""
+    """Makes the sampler for `KubetuneTrainer._get_train_sampler` and remembers it, so
+    callbacks can record its epoch in a checkpoint and the resume hook can restore it."""
 
     def __init__(self, group_size: int, seed: int, length_column: str = LENGTH_COLUMN):
         self.group_size = group_size
@@ -89,7 +90,7 @@ class SamplerHolder:
         self.sampler: ResumableLengthGroupedSampler | None = None
         self.resume_epoch: int | None = None
 
-    def make(self, dataset: Any) -> ResumableLengthGroupedSampler:
+    def make(self, dataset: datasets.Dataset) -> ResumableLengthGroupedSampler:
         if self.length_column in getattr(dataset, "column_names", []):
             lengths = list(dataset[self.length_column])
         else:
@@ -98,19 +99,6 @@ class SamplerHolder:
         if self.resume_epoch is not None:
             self.sampler.set_epoch(self.resume_epoch)
         return self.sampler
-
-    def install(self, trainer: Any) -> None:
-        holder = self
-
-        def _get_train_sampler(self: Any, train_dataset: Any = None) -> Any:
-            # The Trainer passes the dataset with unused columns (our `length`) removed; the
-            # original, same rows in the same order, still has them.
-            dataset = self.train_dataset
-            if train_dataset is not None and len(train_dataset) != len(dataset):
-                dataset = train_dataset
-            return holder.make(dataset)
-
-        trainer._get_train_sampler = types.MethodType(_get_train_sampler, trainer)
 
     def position(self) -> dict[str, Any]:
         """What a checkpoint records about the data order."""

@@ -28,15 +28,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import posixpath
 import random
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
+import datasets
 import fsspec
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+from kubetune.contract.spec import JobSpec, SpecError
+from kubetune.storage import Store
+from kubetune.workload.data import data_format, split_files, strip_html, text_columns
+from kubetune.workload.errors import DataError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from kubetune.workload.tasks import Task
 
 log = logging.getLogger("kubetune.streaming")
 
@@ -257,18 +267,6 @@ def stream_loader(stream: StreamingTrainData, collate: Callable[[list[dict]], An
     return UnsizedLoader(loader)
 
 
-def split_urls(store: Any, uri: str) -> tuple[list[str], dict[str, Any]]:
-    """The files of a split (a file, a folder, a glob) as full URIs, and their fsspec options."""
-    url = store.resolve(uri)
-    options = store.options_for(url)
-    fs, path = fsspec.core.url_to_fs(url, **options)
-    found = fs.glob(path) if any(c in path for c in "*?[") else ([path] if fs.exists(path) else [])
-    if found and fs.isdir(found[0]):
-        found = [p for p in fs.find(found[0]) if not posixpath.basename(p).startswith(".")]
-    scheme = url.split("://", 1)[0] + "://" if "://" in url else ""
-    return [f"{scheme}{p}" if scheme and not p.startswith(scheme) else p for p in sorted(found)], options
-
-
 def total_bytes(urls: list[str], options: dict[str, Any]) -> int:
     total = 0
     for url in urls:
@@ -278,102 +276,68 @@ def total_bytes(urls: list[str], options: dict[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Wiring: the spec's choice, the splits checked before training, the stream itself
+# Wiring: the spec's choice, the head of the stream (for the checks), the stream itself
 
 
-def streaming_source(spec: Any, store: Any) -> tuple[list[str], str, dict[str, Any]] | None:
-    """(train file URIs, format, fsspec options) when the training split is streamed, else
-    None. `data.streaming` decides; unset, splits of AUTO_STREAM_BYTES or more stream."""
-    from kubetune.workload.data import DataError, data_format
+class StreamSource(NamedTuple):
+    """A streamed training split: its file URIs, their format and fsspec options."""
 
+    urls: list[str]
+    fmt: str
+    options: dict[str, Any]
+
+
+def streaming_source(spec: JobSpec, store: Store) -> StreamSource | None:
+    """The training split's files when it is streamed, else None. `data.streaming` decides;
+    unset, splits of AUTO_STREAM_BYTES or more stream."""
     choice = spec.data.streaming
     if choice is False:
         return None
-    try:
-        urls, options = split_urls(store, spec.data.train)
-    except Exception as exc:
-        raise DataError(f"data.train: cannot read {store.resolve(spec.data.train)}: {exc}") from None
-    if not urls:
-        raise DataError(f"data.train: {store.resolve(spec.data.train)}: file not found")
+    files = split_files(store, spec.data.train, "data.train")
     # A folder of part files: the format of its files (data.format applies to every split).
-    fmt = data_format(urls[0], spec.data.format, "data.train")
+    fmt = data_format(files.uris[0], spec.data.format, "data.train")
     if fmt == "squad":
         if choice:
             raise DataError("data.streaming: squad files are single JSON documents; they cannot be streamed")
         return None
-    if choice is None and total_bytes(urls, options) < AUTO_STREAM_BYTES:
+    if choice is None and total_bytes(files.uris, files.options) < AUTO_STREAM_BYTES:
         return None
-    return urls, fmt, options
+    return StreamSource(files.uris, fmt, files.options)
 
 
-def load_training_splits(spec: Any, store: Any, columns: dict[str, str | None], head_rows: int = 2000) -> Any:
-    """The splits `train.setup` checks. Streaming: validation and test in memory as usual,
-    and of train only its first `head_rows` rows (columns, labels, an early parse error);
-    otherwise `data.load_splits`."""
-    from kubetune.workload.data import DataError, Splits, load_splits, read_table, require_columns, strip_html
-
-    source = streaming_source(spec, store)
-    if source is None:
-        return load_splits(spec, store, columns)
-    d = spec.data
-    if not d.validation:
-        raise DataError("data.validation: required when the training split is streamed (data.streaming), "
-                        "since a validation split cannot be carved from a stream")
-    if d.max_train_samples:
-        raise DataError("data.max_train_samples: not supported when the training split is streamed "
-                        "(data.streaming); use train.max_steps to bound the run")
-    urls, fmt, options = source
-    pieces = list_pieces(urls, fmt, options)
-    head_rows_list: list[dict[str, Any]] = []
-    for piece in pieces:
-        head_rows_list.extend(islice(read_piece(piece, fmt, options, None), head_rows - len(head_rows_list)))
-        if len(head_rows_list) >= head_rows:
+def read_head(source: StreamSource, rows: int) -> list[dict[str, Any]]:
+    """The first `rows` rows of a streamed split, in stream-file order (for the checks)."""
+    head: list[dict[str, Any]] = []
+    for piece in list_pieces(source.urls, source.fmt, source.options):
+        head.extend(islice(read_piece(piece, source.fmt, source.options, None), rows - len(head)))
+        if len(head) >= rows:
             break
-    if not head_rows_list:
-        raise DataError(f"data.train: {store.resolve(d.train)}: no rows")
-    import datasets
-
-    head = datasets.Dataset.from_list(head_rows_list)
-    require_columns(head, columns, "data.train")
-    validation = read_table(store, d.validation, d.format, "data.validation")
-    require_columns(validation, columns, "data.validation")
-    test = read_table(store, d.test, d.format, "data.test") if d.test else None
-    if d.max_eval_samples:
-        validation = validation.select(range(min(d.max_eval_samples, len(validation))))
-    if d.strip_html:
-        text = [c for c in columns.values() if c is not None and c in head.column_names and head.features[c].dtype == "string"]
-        head, validation = strip_html(head, text), strip_html(validation, text)
-    return Splits(train=head, validation=validation, test=test)
+    return head
 
 
-def make_stream(run: Any, tokenizer: Any, labels: list[str] | None) -> StreamingTrainData:
+def make_stream(source: StreamSource, spec: JobSpec, task: Task, tokenizer: PreTrainedTokenizerBase,
+                labels: list[str] | None, rank: int, world_size: int) -> StreamingTrainData:
     """The training stream of this rank: the task's own tokenization, run in the workers."""
-    import datasets
-
-    from kubetune.workload.data import strip_html
-
-    urls, fmt, options = streaming_source(run.spec, run.store)  # type: ignore[misc]
-    task, spec = run.task, run.spec
-    wanted = sorted({c for c in task.columns().values() if c is not None})
+    urls, fmt, options = source
+    columns = task.columns()
+    wanted = sorted({c for c in columns.values() if c is not None})
 
     def encode(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ds = datasets.Dataset.from_list(rows)
         if spec.data.strip_html:
-            ds = strip_html(ds, [c for c in wanted if c in ds.column_names and ds.features[c].dtype == "string"])
+            ds = strip_html(ds, text_columns(ds, columns))
         return task.prepare_test(ds, tokenizer, labels).to_list()
 
     t = spec.train
     return StreamingTrainData(
         list_pieces(urls, fmt, options), fmt, options, encode, batch_size=t.batch_size, seed=t.seed,
-        rank=run.rank, world_size=run.world_size, num_workers=t.dataloader_workers,
+        rank=rank, world_size=world_size, num_workers=t.dataloader_workers,
         columns=wanted if fmt in ("parquet", "csv", "tsv") else None,
     )
 
 
 def steps_for_epochs(stream: StreamingTrainData, epochs: float, gradient_accumulation_steps: int) -> int:
     """max_steps for `train.epochs` over a stream whose row count is known (Parquet)."""
-    from kubetune.contract.spec import SpecError
-
     rows = stream.num_rows
     if not rows:
         raise SpecError("train.max_steps: required when data.train is streamed from CSV/JSON files "

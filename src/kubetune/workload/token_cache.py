@@ -7,7 +7,7 @@ section (splits, columns, limits, labels), the task, the tokenizer's content (it
 vocabulary and settings, wherever it was loaded from) and the tokenization settings of
 `train` (max_seq_length and friends). Entries live at `cache/tokenized/<key>/` under
 `storage.root` with a COMMITTED marker (written last, as for checkpoints); a local copy is
-kept under KUBETUNE_CACHE. Only rank 0 writes an entry.
+kept under ENV_CACHE (`model_source.cache_root`). Only rank 0 writes an entry.
 
 `prepare_data` is what `build_trainer` calls instead of `task.prepare`: streaming splits
 (see `streaming`) are tokenized on the fly instead.
@@ -19,20 +19,25 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import fsspec
+import datasets
+from transformers import PreTrainedTokenizerBase
 
 from kubetune.storage import Store
+from kubetune.workload.data import split_files
+from kubetune.workload.downloads import download_once
+from kubetune.workload.model_source import cache_root
+from kubetune.workload.run import Run
+from kubetune.workload.streaming import make_stream, streaming_source
 from kubetune.workload.tasks import Prepared
 
 log = logging.getLogger("kubetune.token_cache")
 
 CACHE_PREFIX = "cache/tokenized"
-VERSION = 1
+VERSION = 2  # 2: strip_html now cleans CSV/TSV (large_string) columns too
 # Fields of `train` that change what tokenization produces (others, added by other tasks, are
 # picked up when present).
 TOKENIZATION_FIELDS = ("max_seq_length", "max_target_length", "packing")
@@ -40,26 +45,22 @@ TOKENIZATION_FIELDS = ("max_seq_length", "max_target_length", "packing")
 
 def file_identity(store: Store, uri: str) -> list[dict[str, Any]]:
     """Name plus ETag (object stores) or size and mtime (files) of every file of a split."""
-    url = store.resolve(uri)
-    fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
-    found = fs.glob(path) if any(c in path for c in "*?[") else [path]
-    files = []
-    for name in sorted(found):
-        names = sorted(fs.find(name)) if fs.isdir(name) else [name]
-        for file in names:
-            info = fs.info(file)
-            ident = {"name": file, "size": info.get("size")}
-            etag = info.get("ETag") or info.get("etag")
-            if etag:
-                ident["etag"] = str(etag).strip('"')
-            else:
-                mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-                ident["mtime"] = str(mtime)
-            files.append(ident)
-    return files
+    files = split_files(store, uri, "data")
+    identity = []
+    for file in files.paths:
+        info = files.fs.info(file)
+        ident = {"name": file, "size": info.get("size")}
+        etag = info.get("ETag") or info.get("etag")
+        if etag:
+            ident["etag"] = str(etag).strip('"')
+        else:
+            mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+            ident["mtime"] = str(mtime)
+        identity.append(ident)
+    return identity
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A hash of what the tokenizer does, not of where it was loaded from."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -78,7 +79,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256((text + json.dumps(extra, sort_keys=True, default=str)).encode()).hexdigest()
 
 
-def cache_key(run: Any, tokenizer: Any) -> str:
+def cache_key(run: Run, tokenizer: PreTrainedTokenizerBase) -> str:
     spec = run.spec
     data = spec.data.model_dump(mode="json")
     files = {split: file_identity(run.store, data[split]) for split in ("train", "validation") if data.get(split)}
@@ -88,26 +89,12 @@ def cache_key(run: Any, tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _local_root() -> Path:
-    from kubetune.workload.model_source import cache_root
-
-    return cache_root() / "tokenized"
-
-
 def load_cached(store: Store, key: str) -> Prepared | None:
     """The cached Prepared for `key`, or None (no committed entry)."""
-    import datasets
-
     rel = f"{CACHE_PREFIX}/{key}"
     if not store.is_committed(rel):
         return None
-    local = _local_root() / key
-    if not (local / ".complete").exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=_mkdir(_local_root())))
-        store.download_dir(rel, tmp)
-        shutil.rmtree(local, ignore_errors=True)
-        os.replace(tmp, local)
-        (local / ".complete").touch()
+    local = download_once(cache_root() / "tokenized" / key, lambda folder: store.download_dir(rel, folder))
     meta = json.loads((local / "prepared.json").read_text())
     return Prepared(
         train=datasets.load_from_disk(str(local / "train")),
@@ -134,7 +121,7 @@ def save_cached(store: Store, key: str, prepared: Prepared) -> bool:
     return True
 
 
-def cached_prepare(run: Any, tokenizer: Any) -> tuple[Prepared, bool]:
+def cached_prepare(run: Run, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepared, bool]:
     """task.prepare through the cache; returns (prepared, hit)."""
     key = cache_key(run, tokenizer)
     try:
@@ -156,20 +143,14 @@ def cached_prepare(run: Any, tokenizer: Any) -> tuple[Prepared, bool]:
     return prepared, False
 
 
-def prepare_data(run: Any, tokenizer: Any) -> Prepared:
+def prepare_data(run: Run, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """The Trainer's datasets: a stream for a streamed train split, else the cached (or
     freshly tokenized) in-memory splits."""
-    from kubetune.workload.streaming import make_stream, streaming_source
-
-    if streaming_source(run.spec, run.store) is not None:
+    source = streaming_source(run.spec, run.store)
+    if source is not None:
         prepared = run.task.prepare(run.splits, tokenizer)  # train = its head; validation in full
-        stream = make_stream(run, tokenizer, prepared.labels)
+        stream = make_stream(source, run.spec, run.task, tokenizer, prepared.labels, run.rank, run.world_size)
         prepared.train = stream
         prepared.extra["stream"] = stream
         return prepared
     return cached_prepare(run, tokenizer)[0]
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -8,44 +8,32 @@ spec → arguments mapping in one place.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
+from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, PreTrainedModel,
+                          PreTrainedTokenizerBase, PrinterCallback, TrainerCallback, TrainingArguments)
 
 from kubetune.workload.adapt import apply_freezing, parameter_counts, set_dropout
 from kubetune.workload.callbacks import CheckpointUploadCallback, ProgressCallback
 from kubetune.workload.checkpoint import fetch_checkpoint, find_latest
+from kubetune.workload.devices import ddp_backend, precision_flags
+from kubetune.workload.lora import apply_lora
 from kubetune.workload.model_source import local_model_dir
 from kubetune.workload.resume import attach as attach_resume, make_uploader
+from kubetune.workload.run import Run
+from kubetune.workload.tasks import Prepared, Task
 from kubetune.workload.token_cache import prepare_data
-from kubetune.workload.tasks import Prepared
+from kubetune.workload.trainer import KubetuneTrainer, trainer_class
 
 log = logging.getLogger("kubetune.train")
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 
-def precision_flags(precision: str) -> dict[str, bool]:
-    """auto: bf16 where the GPU supports it, else fp32 (CPU bf16 is slower than fp32 on most
-    CPUs and changes results)."""
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
-
-
-def ddp_backend() -> str | None:
-    """gloo for multi-process CPU runs (the local executor, CPU nodes); NCCL is the default on GPUs."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        return "gloo"
-    return None
-
-
-def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
+def training_arguments(run: Run, output_dir: Path) -> TrainingArguments:
     t = run.spec.train
     metric, greater = run.task.best_metric()
     per_steps = t.checkpoint_every is not None
@@ -91,16 +79,12 @@ def training_arguments(run: Any, output_dir: Path) -> TrainingArguments:
     )
 
 
-def arguments_class(task: Any) -> type[TrainingArguments]:
+def arguments_class(task: Task) -> type[TrainingArguments]:
     """Generative tasks (seq2seq) evaluate by generating text: Seq2SeqTrainingArguments."""
     return transformers.Seq2SeqTrainingArguments if task.generative else TrainingArguments
 
 
-def trainer_class(task: Any) -> type[Trainer]:
-    return transformers.Seq2SeqTrainer if task.generative else Trainer
-
-
-def generation_arguments(run: Any) -> dict[str, Any]:
+def generation_arguments(run: Run) -> dict[str, Any]:
     """predict_with_generate for generative tasks: validation metrics (BLEU, ROUGE) score
     generated text; the length comes from the model's generation config (configure_model)."""
     if not run.task.generative:
@@ -108,13 +92,13 @@ def generation_arguments(run: Any) -> dict[str, Any]:
     return {"predict_with_generate": True, "generation_num_beams": run.spec.generation.num_beams}
 
 
-def load_tokenizer(run: Any) -> Any:
+def load_tokenizer(run: Run) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(
         local_model_dir(run.store, run.tokenizer_uri), revision=run.spec.model.revision
     )
 
 
-def load_model(run: Any, prepared: Prepared) -> Any:
+def load_model(run: Run, prepared: Prepared) -> PreTrainedModel:
     source = local_model_dir(run.store, run.model_uri)
     config = AutoConfig.from_pretrained(source, revision=run.spec.model.revision, **run.task.model_kwargs(prepared))
     if run.spec.train.dropout is not None:
@@ -123,13 +107,11 @@ def load_model(run: Any, prepared: Prepared) -> Any:
     apply_freezing(model, run.spec.train.freeze)
     run.task.configure_model(model)
     if run.spec.train.lora is not None:  # any task: peft task type from the spec's task
-        from kubetune.workload.lora import apply_lora
-
         model = apply_lora(model, run.spec.train.lora, run.spec.task)
     return model
 
 
-def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
+def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
     transformers.set_seed(run.spec.train.seed)
     tokenizer = load_tokenizer(run)
     prepared = prepare_data(run, tokenizer)  # task.prepare via the tokenization cache, or a stream
@@ -137,10 +119,10 @@ def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
     t = run.spec.train
     output_dir = run.workdir / "trainer"
     args = training_arguments(run, output_dir)
-    samples_per_step = t.batch_size * t.gradient_accumulation_steps * run.world_size
+    samples_per_step = run.samples_per_step
 
     uploader = make_uploader(run)  # background uploads; None on ranks > 0
-    callbacks: list[Any] = [
+    callbacks: list[TrainerCallback] = [
         ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", samples_per_step, uploader),
         CheckpointUploadCallback(run.store, run.layout, t.keep_checkpoints, uploader),
     ]
@@ -173,7 +155,7 @@ def build_trainer(run: Any) -> tuple[Trainer, Prepared]:
     return trainer, prepared
 
 
-def resume_point(run: Any) -> Path | None:
+def resume_point(run: Run) -> Path | None:
     """The newest committed checkpoint of this run, fetched locally; None for a fresh start."""
     step = find_latest(run.store, run.layout)
     if step is None:

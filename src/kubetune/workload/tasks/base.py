@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import datasets
 
 from kubetune.contract.spec import JobSpec
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.trainer_utils import PredictionOutput
+
+    from kubetune.workload.data import Splits
 
 
 @dataclass
@@ -33,7 +39,7 @@ class Evaluation:
     report: str
 
 
-def apply_generation_settings(model: Any, generation: Any) -> None:
+def apply_generation_settings(model: PreTrainedModel, generation: Any) -> None:
     """Generation length and beams from the spec's `generation` section, kept in the model's
     saved generation_config (shared by the generative tasks)."""
     model.generation_config.max_new_tokens = generation.max_new_tokens
@@ -84,15 +90,15 @@ class Task(abc.ABC):
         return metric, greater
 
     # -- data ------------------------------------------------------------------------------------
-    def check_data(self, splits: Any) -> None:
+    def check_data(self, splits: Splits) -> None:
         """Task-specific checks of the raw splits (labels etc.); raise DataError."""
 
     @abc.abstractmethod
-    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         """Implemented by each task."""
 
     @abc.abstractmethod
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         """Implemented by each task."""
 
     # -- model -----------------------------------------------------------------------------------
@@ -103,7 +109,7 @@ class Task(abc.ABC):
     def auto_model_class(self) -> Any:
         """Implemented by each task."""
 
-    def configure_model(self, model: Any) -> None:
+    def configure_model(self, model: PreTrainedModel) -> None:
         """Task settings on a loaded model, for training and inference (e.g. generation length)."""
 
     def preprocess_logits(self, logits: Any, labels: Any) -> Any:
@@ -112,16 +118,16 @@ class Task(abc.ABC):
         return logits
 
     # -- metrics ---------------------------------------------------------------------------------
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+    def compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         """Validation metrics during training (the best model is picked by one of them)."""
         return {}
 
     @abc.abstractmethod
-    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         """Tokenize the test split with the label map the model was trained with."""
 
     @abc.abstractmethod
-    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+    def score(self, output: PredictionOutput, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         """Turn `Trainer.predict` output on the test split into metrics and a report."""
 
     # -- batch prediction --------------------------------------------------------------------------
@@ -129,7 +135,7 @@ class Task(abc.ABC):
         """Role -> column a prediction input must have."""
         return {role: self.spec.column(role) for role in self.input_roles}
 
-    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         """Tokenize prediction rows (no labels/targets needed); features may be more than rows
         (e.g. long contexts split into windows) as long as `format_predictions` maps them back."""
         raise TypeError(f"{type(self).__name__} must override prepare_inputs and format_predictions, or predict_rows")
@@ -140,12 +146,12 @@ class Task(abc.ABC):
         outputs (logits, each trimmed to its feature's length)."""
         raise TypeError(f"{type(self).__name__} must override prepare_inputs and format_predictions, or predict_rows")
 
-    def predict_rows(self, rows: datasets.Dataset, model: Any, tokenizer: Any, labels: list[str] | None,
+    def predict_rows(self, rows: datasets.Dataset, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None,
                      batch_size: int) -> list[dict[str, Any]]:
         """Predictions with scores for `rows`, one dict per row in order. The default runs the
         model forward over `prepare_inputs` and hands the logits to `format_predictions`;
         generative tasks override this to generate text."""
-        from kubetune.workload.predictor import forward_batches
+        from kubetune.workload.inference import forward_batches
 
         features = self.prepare_inputs(rows, tokenizer, labels)
         outputs = forward_batches(model, features, self.collator(tokenizer), batch_size)

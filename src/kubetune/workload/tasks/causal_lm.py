@@ -29,13 +29,19 @@ messages, without a trailing assistant turn).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import datasets
 import numpy as np
 
-from kubetune.workload.data import DataError
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task, apply_generation_settings
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.trainer_utils import PredictionOutput
+
+    from kubetune.workload.data import Splits
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant")
@@ -83,7 +89,7 @@ class CausalLM(Task):
             )
 
     # -- data ------------------------------------------------------------------------------------
-    def check_data(self, splits: Any) -> None:
+    def check_data(self, splits: Splits) -> None:
         for ds, field in ((splits.train, "data.train"), (splits.validation, "data.validation"), (splits.test, "data.test")):
             if ds is not None:
                 self._check_rows(ds, field, need_response=True)
@@ -118,14 +124,14 @@ class CausalLM(Task):
         return messages
 
     @staticmethod
-    def template(tokenizer: Any) -> str:
+    def template(tokenizer: PreTrainedTokenizerBase) -> str:
         return getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
 
-    def render(self, tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
+    def render(self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
                                              chat_template=self.template(tokenizer))
 
-    def response_spans(self, tokenizer: Any, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
+    def response_spans(self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
         """Character spans of the assistant turns in the rendered `text` (with their end token)."""
         spans = []
         for i, turn in enumerate(messages):
@@ -144,7 +150,7 @@ class CausalLM(Task):
                     spans.append((start, start + len(turn["content"])))
         return spans
 
-    def encode_conversation(self, tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]]:
+    def encode_conversation(self, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]]:
         text = self.render(tokenizer, messages)
         spans = self.response_spans(tokenizer, messages, text)
         enc = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length,
@@ -155,10 +161,10 @@ class CausalLM(Task):
             labels.append(token if inside else IGNORE)
         return {"input_ids": list(enc["input_ids"]), "labels": labels}
 
-    def _max_length(self, tokenizer: Any) -> int:
+    def _max_length(self, tokenizer: PreTrainedTokenizerBase) -> int:
         return min(self.spec.train.max_seq_length, tokenizer.model_max_length)
 
-    def _encode(self, ds: datasets.Dataset, tokenizer: Any, field: str, drop_empty: bool) -> datasets.Dataset:
+    def _encode(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, field: str, drop_empty: bool) -> datasets.Dataset:
         max_length = self._max_length(tokenizer)
 
         def encode(row: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +179,7 @@ class CausalLM(Task):
                 raise DataError(f"{field}: no response tokens within train.max_seq_length={max_length}")
         return encoded
 
-    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         self._ensure_pad(tokenizer)
         train = self._encode(splits.train, tokenizer, "data.train", drop_empty=True)
         if self.spec.train.packing:
@@ -181,18 +187,18 @@ class CausalLM(Task):
         validation = self._encode(splits.validation, tokenizer, "data.validation", drop_empty=True)
         return Prepared(train=train, validation=validation)
 
-    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         self._ensure_pad(tokenizer)
         field = "data.test" if self.spec.data.test else "data.validation"
         self._check_rows(test, field, need_response=True)
         return self._encode(test, tokenizer, field, drop_empty=False)
 
     @staticmethod
-    def _ensure_pad(tokenizer: Any) -> None:
+    def _ensure_pad(tokenizer: PreTrainedTokenizerBase) -> None:
         if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship without one; padding is masked anyway
             tokenizer.pad_token = tokenizer.eos_token
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         self._ensure_pad(tokenizer)
         return CausalCollator(tokenizer.pad_token_id)
 
@@ -202,7 +208,7 @@ class CausalLM(Task):
 
         return AutoModelForCausalLM
 
-    def configure_model(self, model: Any) -> None:
+    def configure_model(self, model: PreTrainedModel) -> None:
         apply_generation_settings(model, self.spec.generation)
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = model.config.eos_token_id
@@ -234,11 +240,11 @@ class CausalLM(Task):
         return {"loss": loss, "perplexity": float(math.exp(min(loss, 700))) if tokens else float("nan"),
                 "tokens": int(tokens)}
 
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+    def compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         metrics = self._perplexity(eval_pred.predictions)
         return {"perplexity": metrics["perplexity"], "response_tokens": metrics["tokens"]}
 
-    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+    def score(self, output: PredictionOutput, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         metrics = self._perplexity(output.predictions)
         result = {"loss": metrics["loss"], "perplexity": metrics["perplexity"], "response_tokens": metrics["tokens"],
                   "num_samples": int(len(features))}
@@ -246,7 +252,7 @@ class CausalLM(Task):
         return Evaluation(metrics=result, report=report + "\n")
 
     # -- batch prediction ------------------------------------------------------------------------
-    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         self._ensure_pad(tokenizer)
         self._check_rows(rows, "--input", need_response=False)
         max_length = self._max_length(tokenizer)
@@ -258,12 +264,12 @@ class CausalLM(Task):
 
         return rows.map(encode, remove_columns=rows.column_names)
 
-    def predict_rows(self, rows: datasets.Dataset, model: Any, tokenizer: Any, labels: list[str] | None,
+    def predict_rows(self, rows: datasets.Dataset, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None,
                      batch_size: int) -> list[dict[str, Any]]:
         """The assistant's reply per row; `score` is the mean log-probability per generated token."""
         from transformers import DataCollatorWithPadding
 
-        from kubetune.workload.predictor import generate_batches
+        from kubetune.workload.inference import generate_batches
 
         features = self.prepare_inputs(rows, tokenizer, labels)
         tokenizer.padding_side = "left"  # generation continues from the prompt's last token

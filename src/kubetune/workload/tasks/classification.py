@@ -7,13 +7,19 @@ label map travels with the model in its config (id2label/label2id).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import datasets
 import numpy as np
 
-from kubetune.workload.data import DataError
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedTokenizerBase
+    from transformers.trainer_utils import PredictionOutput
+
+    from kubetune.workload.data import Splits
 
 
 def _label_names(values: list[Any]) -> list[str]:
@@ -54,14 +60,14 @@ class TextClassification(Task):
                 + (" (set data.labels to list every label)" if not self.spec.data.labels else "")
             )
 
-    def check_data(self, splits: Any) -> None:
+    def check_data(self, splits: Splits) -> None:
         labels = self.label_map(splits.train)
         self.check_labels(splits.train, labels, "data.train")
         self.check_labels(splits.validation, labels, "data.validation")
         if splits.test is not None:
             self.check_labels(splits.test, labels, "data.test")
 
-    def _tokenize(self, ds: datasets.Dataset, tokenizer: Any, labels: list[str], with_labels: bool = True) -> datasets.Dataset:
+    def _tokenize(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str], with_labels: bool = True) -> datasets.Dataset:
         text, pair, label = self.spec.column("text"), self.spec.column("text_pair"), self.spec.column("label")
         label_id = {name: i for i, name in enumerate(labels)}
         max_length = min(self.spec.train.max_seq_length, tokenizer.model_max_length)
@@ -78,7 +84,7 @@ class TextClassification(Task):
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
-    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         labels = self.label_map(splits.train)
         return Prepared(
             train=self._tokenize(splits.train, tokenizer, labels),
@@ -86,13 +92,13 @@ class TextClassification(Task):
             labels=labels,
         )
 
-    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         if not labels:
             raise DataError("model: the trained model carries no label map")
         self.check_labels(test, labels, "data.test" if self.spec.data.test else "data.validation")
         return self._tokenize(test, tokenizer, labels)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
@@ -112,7 +118,7 @@ class TextClassification(Task):
         }
 
     # -- metrics ---------------------------------------------------------------------------------
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+    def compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         from sklearn.metrics import accuracy_score, f1_score
 
         logits, labels = eval_pred.predictions, eval_pred.label_ids
@@ -122,7 +128,7 @@ class TextClassification(Task):
             "f1_macro": float(f1_score(labels, preds, average="macro", zero_division=0)),
         }
 
-    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+    def score(self, output: PredictionOutput, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         from sklearn.metrics import accuracy_score, classification_report, precision_recall_fscore_support
 
         labels = labels or []
@@ -143,7 +149,7 @@ class TextClassification(Task):
         return Evaluation(metrics=metrics, report=report)
 
     # -- batch prediction --------------------------------------------------------------------------
-    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         if not labels:
             raise DataError("model: the trained model carries no label map")
         return self._tokenize(rows, tokenizer, labels, with_labels=False)

@@ -26,112 +26,23 @@ from __future__ import annotations
 
 import collections
 import json
-import re
-import string
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import datasets
 import numpy as np
 
-from kubetune.workload.data import DataError
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+from kubetune.workload.tasks.squad import DEFAULT_MAX_ANSWER_LENGTH, DEFAULT_N_BEST, postprocess, squad_metrics
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedTokenizerBase
+    from transformers.trainer_utils import PredictionOutput
+
+    from kubetune.contract.spec import JobSpec
+    from kubetune.workload.data import Splits
 
 EXTRA_COLUMNS = ("example_id", "offset_mapping")
-DEFAULT_MAX_ANSWER_LENGTH = 30
-DEFAULT_N_BEST = 20
-
-
-# ---------------------------------------------------------------------------------------------
-# SQuAD v1.1 metric (the official evaluate-v1.1.py, restated)
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, truth: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(truth))
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    pred_tokens = normalize_answer(prediction).split()
-    true_tokens = normalize_answer(truth).split()
-    common = collections.Counter(pred_tokens) & collections.Counter(true_tokens)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision = same / len(pred_tokens)
-    recall = same / len(true_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
-    """Exact match and F1 in percent, each the max over a question's gold answers, averaged
-    over the questions in `references`."""
-    if not references:
-        return {"exact_match": 0.0, "f1": 0.0}
-    em = f1 = 0.0
-    for qid, truths in references.items():
-        pred = predictions.get(qid, "")
-        truths = truths or [""]
-        em += max(exact_match(pred, t) for t in truths)
-        f1 += max(f1_score(pred, t) for t in truths)
-    return {"exact_match": 100.0 * em / len(references), "f1": 100.0 * f1 / len(references)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Post-processing: logits of windows → answer text per question
-
-
-def postprocess(
-    examples: list[dict[str, Any]],
-    features: list[dict[str, Any]],
-    start_logits: np.ndarray,
-    end_logits: np.ndarray,
-    n_best: int = DEFAULT_N_BEST,
-    max_answer_length: int = DEFAULT_MAX_ANSWER_LENGTH,
-    scores: dict[str, float] | None = None,
-) -> dict[str, str]:
-    """Best answer text per example id.
-
-    `examples`: dicts with `id` and `context`; `features`: dicts with `example_id` and
-    `offset_mapping` (character span of each token in the context, None outside the
-    context); `start_logits`/`end_logits`: one row per feature (rows may be longer than the
-    feature: padding is ignored)."""
-    by_example: dict[str, list[int]] = collections.defaultdict(list)
-    for i, feature in enumerate(features):
-        by_example[feature["example_id"]].append(i)
-    answers: dict[str, str] = {}
-    for example in examples:
-        context = example["context"]
-        best_score, best_text = -np.inf, ""
-        for i in by_example.get(example["id"], []):
-            offsets = features[i]["offset_mapping"]
-            starts = np.asarray(start_logits[i])[: len(offsets)]
-            ends = np.asarray(end_logits[i])[: len(offsets)]
-            start_top = np.argsort(starts)[::-1][:n_best]
-            end_top = np.argsort(ends)[::-1][:n_best]
-            for s in start_top:
-                if offsets[s] is None:
-                    continue
-                for e in end_top:
-                    if offsets[e] is None or e < s or e - s + 1 > max_answer_length:
-                        continue
-                    score = float(starts[s] + ends[e])
-                    if score > best_score:
-                        best_score, best_text = score, context[offsets[s][0] : offsets[e][1]]
-        answers[example["id"]] = best_text
-        if scores is not None:  # the best span's start + end logit (batch prediction reports it)
-            scores[example["id"]] = float(best_score) if best_text else None
-    return answers
-
-
-# ---------------------------------------------------------------------------------------------
-# Data helpers
 
 
 def answer_lists(value: Any) -> tuple[list[str], list[int]]:
@@ -144,6 +55,25 @@ def answer_lists(value: Any) -> tuple[list[str], list[int]]:
     if isinstance(value, list):
         return [str(a["text"]) for a in value], [int(a["answer_start"]) for a in value]
     raise ValueError(f"unreadable answers {value!r}")
+
+
+def answer_positions(offsets: list[tuple[int, int]], context: list[int], texts: list[str],
+                     starts: list[int]) -> tuple[int, int]:
+    """Token positions (start, end) of the first gold answer in one window, whose context
+    tokens are `context`; (0, 0), the [CLS] position, when the window does not hold it whole."""
+    if not texts:
+        return 0, 0
+    start_char, end_char = starts[0], starts[0] + len(texts[0])
+    first, last = context[0], context[-1]
+    if not (offsets[first][0] <= start_char and offsets[last][1] >= end_char):
+        return 0, 0
+    start_pos = first
+    while start_pos <= last and offsets[start_pos][0] <= start_char:
+        start_pos += 1
+    end_pos = last
+    while end_pos >= first and offsets[end_pos][1] >= end_char:
+        end_pos -= 1
+    return start_pos - 1, end_pos + 1
 
 
 def split_by_article(source: str, train_out: str, test_out: str, test_articles: int) -> tuple[int, int]:
@@ -172,7 +102,7 @@ class QuestionAnswering(Task):
     include_for_metrics = ("inputs",)
     input_roles = ("question", "context")
 
-    def __init__(self, spec: Any):
+    def __init__(self, spec: JobSpec):
         super().__init__(spec)
         self._validation: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
 
@@ -212,13 +142,13 @@ class QuestionAnswering(Task):
                         f"{field}: question {qid!r}: answer {text!r} is not at answer_start {start} of its context"
                     )
 
-    def check_data(self, splits: Any) -> None:
+    def check_data(self, splits: Splits) -> None:
         self.check_split(splits.train, "data.train", need_answers=True)
         self.check_split(splits.validation, "data.validation", need_answers=True)
         if splits.test is not None:
             self.check_split(splits.test, "data.test", need_answers=False)
 
-    def _features(self, ds: datasets.Dataset, tokenizer: Any) -> datasets.Dataset:
+    def _features(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> datasets.Dataset:
         """Windows of question + context with start/end positions, example ids and offsets
         (None outside the context)."""
         if not getattr(tokenizer, "is_fast", False):
@@ -248,20 +178,8 @@ class QuestionAnswering(Task):
                 sequence_ids = enc.sequence_ids(i)
                 enc["example_id"].append(str(batch[c["id"]][example]))
                 texts, starts = answer_lists(batch[c["answers"]][example])
-                start_pos = end_pos = 0  # the [CLS] position: no answer in this window
-                if texts:
-                    start_char, end_char = starts[0], starts[0] + len(texts[0])
-                    ctx = [k for k, s in enumerate(sequence_ids) if s == context_index]
-                    first, last = ctx[0], ctx[-1]
-                    if offsets[first][0] <= start_char and offsets[last][1] >= end_char:
-                        start_pos = first
-                        while start_pos <= last and offsets[start_pos][0] <= start_char:
-                            start_pos += 1
-                        start_pos -= 1
-                        end_pos = last
-                        while end_pos >= first and offsets[end_pos][1] >= end_char:
-                            end_pos -= 1
-                        end_pos += 1
+                context = [k for k, s in enumerate(sequence_ids) if s == context_index]
+                start_pos, end_pos = answer_positions(offsets, context, texts, starts)
                 enc["start_positions"].append(start_pos)
                 enc["end_positions"].append(end_pos)
                 enc["offset_mapping"][i] = [
@@ -287,7 +205,7 @@ class QuestionAnswering(Task):
             for qid, context, answers in zip(ds[c["id"]], ds[c["context"]], ds[c["answers"]])
         ]
 
-    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         train = self._features(splits.train, tokenizer).remove_columns(list(EXTRA_COLUMNS))
         validation = self._features(splits.validation, tokenizer)
         # The validation questions travel in `extra` (JSON, so the tokenization cache keeps
@@ -307,11 +225,11 @@ class QuestionAnswering(Task):
         self.bind(prepared)  # called with fresh and with cached data alike
         return {}
 
-    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         self.check_split(test, "data.test" if self.spec.data.test else "data.validation", need_answers=False)
         return self._features(test, tokenizer)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorWithPadding
 
         padding = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
@@ -333,7 +251,7 @@ class QuestionAnswering(Task):
         start_logits, end_logits = predictions[0], predictions[1]
         return postprocess(examples, features, start_logits, end_logits, self.n_best, self.max_answer_length)
 
-    def in_feature_order(self, eval_pred: Any, features: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    def in_feature_order(self, eval_pred: EvalPrediction, features: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Start/end logits in the order of `features`. The Trainer may evaluate in another
         order (with group_by_length it batches validation by length too), so rows are matched
         to windows by their input ids (`include_for_metrics`); equal inputs give equal logits,
@@ -357,7 +275,7 @@ class QuestionAnswering(Task):
             order[slots[tuple(ids)].pop()] = row
         return start[order], end[order]
 
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+    def compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         """Validation: SQuAD exact match and F1 of the decoded answers."""
         if self._validation is None:
             return {}
@@ -366,7 +284,7 @@ class QuestionAnswering(Task):
         answers = self._answers((start, end), examples, features)
         return squad_metrics(answers, {e["id"]: e["answers"] for e in examples})
 
-    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+    def score(self, output: PredictionOutput, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         examples = self._examples(raw)
         kept = features.select_columns(list(EXTRA_COLUMNS)).to_list()
         answers = self._answers(output.predictions, examples, kept)
@@ -393,7 +311,7 @@ class QuestionAnswering(Task):
         return Evaluation(metrics=metrics, report="\n".join(lines) + "\n")
 
     # -- batch prediction --------------------------------------------------------------------------
-    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         """Windows as for evaluation; rows need no answers (and no id: the row number is used)."""
         c = self.columns()
         ids = [str(v) for v in rows[c["id"]]] if c["id"] in rows.column_names else [str(i) for i in range(len(rows))]

@@ -21,13 +21,20 @@ the validation loss).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import datasets
 import numpy as np
 
-from kubetune.workload.data import DataError
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task, apply_generation_settings
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.trainer_utils import PredictionOutput
+
+    from kubetune.contract.spec import JobSpec
+    from kubetune.workload.data import Splits
 
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "loss")
 EXAMPLES_IN_REPORT = 5
@@ -50,7 +57,7 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict[str, flo
     return metrics
 
 
-def decode(tokenizer: Any, ids: Any) -> list[str]:
+def decode(tokenizer: PreTrainedTokenizerBase, ids: Any) -> list[str]:
     """Token ids (padded with -100 by the Trainer's gathering) → stripped texts."""
     ids = np.asarray(ids)
     ids = np.where(ids < 0, tokenizer.pad_token_id, ids)
@@ -65,12 +72,12 @@ class Seq2Seq(Task):
     generative = True
     input_roles = ("source",)
 
-    def __init__(self, spec: Any):
+    def __init__(self, spec: JobSpec):
         super().__init__(spec)
-        self.tokenizer: Any = None  # set by prepare/prepare_test: compute_metrics decodes with it
+        self.tokenizer: PreTrainedTokenizerBase = None  # set by prepare/prepare_test: compute_metrics decodes with it
 
     # -- data ------------------------------------------------------------------------------------
-    def check_data(self, splits: Any) -> None:
+    def check_data(self, splits: Splits) -> None:
         for ds, field in ((splits.train, "data.train"), (splits.validation, "data.validation"), (splits.test, "data.test")):
             if ds is not None:
                 self._check_text_columns(ds, field, ("source", "target"))
@@ -81,12 +88,12 @@ class Seq2Seq(Task):
             if column in ds.column_names and ds.features[column].dtype not in ("string", "large_string"):
                 raise DataError(f"{field}: data.columns.{role}: column {column!r} must hold text (found {ds.features[column]})")
 
-    def _lengths(self, tokenizer: Any) -> tuple[int, int]:
+    def _lengths(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
         t = self.spec.train
         return (min(t.max_seq_length, tokenizer.model_max_length),
                 min(t.max_target_length or t.max_seq_length, tokenizer.model_max_length))
 
-    def _encode(self, ds: datasets.Dataset, tokenizer: Any, with_target: bool) -> datasets.Dataset:
+    def _encode(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, with_target: bool) -> datasets.Dataset:
         source, target = self.spec.column("source"), self.spec.column("target")
         prefix = self.spec.data.source_prefix or ""
         max_source, max_target = self._lengths(tokenizer)
@@ -102,17 +109,17 @@ class Seq2Seq(Task):
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
-    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         self.tokenizer = tokenizer
         return Prepared(train=self._encode(splits.train, tokenizer, True),
                         validation=self._encode(splits.validation, tokenizer, True))
 
-    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         self.tokenizer = tokenizer
         self._check_text_columns(test, "data.test" if self.spec.data.test else "data.validation", ("source", "target"))
         return self._encode(test, tokenizer, True)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorForSeq2Seq
 
         self.tokenizer = tokenizer  # also when the tokenized splits came from the cache (no prepare)
@@ -125,7 +132,7 @@ class Seq2Seq(Task):
 
         return AutoModelForSeq2SeqLM
 
-    def configure_model(self, model: Any) -> None:
+    def configure_model(self, model: PreTrainedModel) -> None:
         """Generation length and beams from the spec, kept in the saved generation_config."""
         apply_generation_settings(model, self.spec.generation)
 
@@ -139,11 +146,11 @@ class Seq2Seq(Task):
         metrics["gen_len"] = float(np.mean(((generated != pad) & (generated >= 0)).sum(-1))) if len(generated) else 0.0
         return metrics, preds, refs
 
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+    def compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         metrics, _, _ = self._generated_metrics(eval_pred.predictions, eval_pred.label_ids)
         return metrics
 
-    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+    def score(self, output: PredictionOutput, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         metrics, preds, refs = self._generated_metrics(output.predictions, output.label_ids)
         metrics["loss"] = float(output.metrics.get("test_loss", float("nan")))
         metrics["num_samples"] = len(preds)
@@ -155,16 +162,16 @@ class Seq2Seq(Task):
         return Evaluation(metrics=metrics, report="\n".join(lines) + "\n")
 
     # -- batch prediction ------------------------------------------------------------------------
-    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         self._check_text_columns(rows, "--input", ("source",))
         return self._encode(rows, tokenizer, with_target=False)
 
-    def predict_rows(self, rows: datasets.Dataset, model: Any, tokenizer: Any, labels: list[str] | None,
+    def predict_rows(self, rows: datasets.Dataset, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None,
                      batch_size: int) -> list[dict[str, Any]]:
         """Generated text per row; `score` is the mean log-probability per generated token."""
         from transformers import DataCollatorWithPadding
 
-        from kubetune.workload.predictor import generate_batches
+        from kubetune.workload.inference import generate_batches
 
         features = self.prepare_inputs(rows, tokenizer, labels)
         gen = self.spec.generation

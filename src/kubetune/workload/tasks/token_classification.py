@@ -19,13 +19,20 @@ max_seq_length shows up as lower recall rather than being hidden.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import datasets
 import numpy as np
 
-from kubetune.workload.data import DataError
+from kubetune.workload.errors import DataError
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedTokenizerBase
+    from transformers.trainer_utils import PredictionOutput
+
+    from kubetune.contract.spec import JobSpec
+    from kubetune.workload.data import Splits
 
 IGNORE = -100
 
@@ -95,7 +102,7 @@ class TokenClassification(Task):
     metric_names = ("f1", "precision", "recall", "accuracy", "loss")
     input_roles = ("tokens",)
 
-    def __init__(self, spec: Any):
+    def __init__(self, spec: JobSpec):
         super().__init__(spec)
         self._labels: list[str] | None = None
 
@@ -133,14 +140,14 @@ class TokenClassification(Task):
                     + (" (set data.labels to list every tag)" if not self.spec.data.labels else "")
                 )
 
-    def check_data(self, splits: Any) -> None:
+    def check_data(self, splits: Splits) -> None:
         labels = self.label_map(splits.train)
         self.check_split(splits.train, labels, "data.train")
         self.check_split(splits.validation, labels, "data.validation")
         if splits.test is not None:
             self.check_split(splits.test, labels, "data.test")
 
-    def _tokenize(self, ds: datasets.Dataset, tokenizer: Any, labels: list[str]) -> datasets.Dataset:
+    def _tokenize(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> datasets.Dataset:
         if not getattr(tokenizer, "is_fast", False):
             raise DataError("model.tokenizer: token-classification needs a fast tokenizer (word_ids for alignment)")
         words, tags = self.spec.column("tokens"), self.spec.column("tags")
@@ -159,7 +166,7 @@ class TokenClassification(Task):
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
-    def prepare(self, splits: Any, tokenizer: Any) -> Prepared:
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         labels = self.label_map(splits.train)
         self._labels = labels
         return Prepared(
@@ -168,14 +175,14 @@ class TokenClassification(Task):
             labels=labels,
         )
 
-    def prepare_test(self, test: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         if not labels:
             raise DataError("model: the trained model carries no tag list (labels.json)")
         self._labels = labels
         self.check_split(test, labels, "data.test" if self.spec.data.test else "data.validation")
         return self._tokenize(test, tokenizer, labels)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorForTokenClassification
 
         return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8)
@@ -207,14 +214,14 @@ class TokenClassification(Task):
             y_pred.append([labels[int(p)] for p in p_row[mask]])
         return y_true, y_pred
 
-    def compute_metrics(self, eval_pred: Any) -> dict[str, float]:
+    def compute_metrics(self, eval_pred: EvalPrediction) -> dict[str, float]:
         """Validation: entity-level scores over the words that fit into max_seq_length."""
         labels = self._labels or []
         y_true, y_pred = self._sequences(eval_pred.predictions, eval_pred.label_ids, labels)
         metrics = seqeval_metrics(y_true, y_pred)
         return {k: v for k, v in metrics.items() if k != "per_type"}
 
-    def score(self, output: Any, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
+    def score(self, output: PredictionOutput, raw: datasets.Dataset, features: datasets.Dataset, labels: list[str] | None) -> Evaluation:
         from seqeval.metrics import classification_report
 
         labels = labels or []
@@ -242,7 +249,7 @@ class TokenClassification(Task):
         return Evaluation(metrics=metrics, report=report)
 
     # -- batch prediction --------------------------------------------------------------------------
-    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: Any, labels: list[str] | None) -> datasets.Dataset:
+    def prepare_inputs(self, rows: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
         """Words → sub-tokens as in training, keeping each sub-token's word index (-1: none)."""
         if not labels:
             raise DataError("model: the trained model carries no tag list (labels.json)")

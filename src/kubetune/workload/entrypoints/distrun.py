@@ -1,4 +1,4 @@
-"""`python -m kubetune.distrun …`: torchrun, keeping the workers' exit codes.
+"""torchrun, keeping the workers' exit codes: `python -m <names.DISTRUN_MODULE> …`.
 
 torchrun exits 1 whenever a worker fails, which hides the codes the Job's podFailurePolicy acts
 on (kubetune.contract.exitcodes): a bad config would be retried `backoffLimit` times and a checkpoint
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.contract.names import ENV_RETRY_FLAG
+from kubetune.contract.names import DISTRUN_MODULE, ENV_RETRY_FLAG
 
 
 def merge_exit_codes(codes: Iterable[int]) -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ChildFailedError as exc:
         code = merge_exit_codes(failure.exitcode for failure in exc.failures.values())
         failed = ", ".join(f"rank {rank}: {f.exitcode}" for rank, f in sorted(exc.failures.items()))
-        print(f"kubetune.distrun: workers failed ({failed}); exit {code}", file=sys.stderr)
+        print(f"{DISTRUN_MODULE}: workers failed ({failed}); exit {code}", file=sys.stderr)
         return code
     except SignalException as exc:
         return EXIT_RETRY_AFTER_CHECKPOINT if flag.exists() else 128 + int(exc.sigval)

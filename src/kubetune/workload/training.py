@@ -1,31 +1,29 @@
-"""Container entrypoint: `python -m kubetune.workload.train --spec FILE`.
+"""One training run: `setup` (check everything cheap) → `train` → `finish` (commit the model).
 
 Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank
 and world size come from the environment. Everything checkable is checked before the model
 is loaded: a bad spec, an unreachable store, a missing model folder or bad data end as one
-line and exit code 2, with nothing written.
+`UserError` (exit code 2 at the entrypoint), with nothing written.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import yaml
 
 from kubetune.contract.layout import RunLayout, run_layout
-from kubetune.contract.spec import JobSpec, SpecError, load_spec
+from kubetune.contract.names import ENV_WORKDIR
+from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import Store
-from kubetune.workload.data import Splits
-from kubetune.workload.errors import entrypoint
 from kubetune.workload.model_source import check_model_source
-from kubetune.workload.streaming import load_training_splits
-from kubetune.workload.tasks import Task, get_task
+from kubetune.workload.run import Run, Trained
+from kubetune.workload.splits import load_splits
+from kubetune.workload.tasks import get_task
 
 log = logging.getLogger("kubetune.train")
 
@@ -34,36 +32,9 @@ log = logging.getLogger("kubetune.train")
 RUN_DEFINING = ("task", "model", "data", "train")
 
 
-@dataclass
-class Run:
-    """Everything validated and ready; the model is not loaded yet."""
-
-    spec: JobSpec
-    store: Store
-    layout: RunLayout
-    task: Task
-    splits: Splits
-    model_uri: str
-    tokenizer_uri: str
-    rank: int
-    world_size: int
-    workdir: Path
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kubetune.workload.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="resolved job spec YAML (the mounted ConfigMap)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    return parser.parse_args(argv)
-
-
 def workdir_for(job: str) -> Path:
-    """Local scratch for Trainer output: KUBETUNE_WORKDIR (an emptyDir in a pod), else /tmp."""
-    root = Path(os.environ.get("KUBETUNE_WORKDIR") or Path(tempfile.gettempdir()) / "kubetune-work")
+    """Local scratch for Trainer output: ENV_WORKDIR (an emptyDir in a pod), else /tmp."""
+    root = Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / "kubetune-work")
     path = root / job
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -73,8 +44,6 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
     """A run folder belongs to one spec: refuse to mix a different configuration into it."""
     if not store.exists(layout.spec):
         return
-    import yaml
-
     stored = yaml.safe_load(store.read_text(layout.spec)) or {}
     current = spec.model_dump(mode="json")
     changed = [k for k in RUN_DEFINING if stored.get(k) != current.get(k)]
@@ -98,7 +67,7 @@ def setup(spec: JobSpec) -> Run | None:
     tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
     task = get_task(spec)
     task.check_spec()
-    splits = load_training_splits(spec, store, task.columns())  # streamed train: only its head
+    splits = load_splits(spec, store, task.columns())  # streamed train: only its head
     task.check_data(splits)
     return Run(
         spec=spec,
@@ -114,7 +83,7 @@ def setup(spec: JobSpec) -> Run | None:
     )
 
 
-def train(run: Run) -> dict[str, Any]:
+def train(run: Run) -> Trained:
     """Build the Trainer, resume from the newest committed checkpoint if any, train."""
     from kubetune.workload.preemption import PREEMPTION
     from kubetune.workload.resume import restore_position
@@ -127,33 +96,33 @@ def train(run: Run) -> dict[str, Any]:
     resume = resume_point(run)
     restore_position(trainer, resume)  # the sampler's epoch / the stream's position
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return {"trainer": trainer, "prepared": prepared, "result": result, "preempted": PREEMPTION.requested}
+    return Trained(trainer=trainer, prepared=prepared, result=result, preempted=PREEMPTION.requested)
 
 
-def finish(run: Run, trained: dict[str, Any]) -> None:
+def finish(run: Run, trained: Trained) -> None:
     """Save the best model with its tokenizer, label map and spec; commit it last."""
+    from kubetune.workload.lora import save_lora
     from kubetune.workload.resume import drain
 
-    trainer, prepared, result = trained["trainer"], trained["prepared"], trained["result"]
+    trainer, result = trained.trainer, trained.result
     drain(trainer)  # checkpoints and metrics queued for upload land before the model commits
     out = run.workdir / "model"
     trainer.save_model(str(out))
     if not run.is_main:
         return
     if run.spec.train.lora is not None:  # adapter (+ config), or merged model with adapter/ inside
-        from kubetune.workload.lora import save_lora
-
         save_lora(trainer.model, out, run.spec)
     trainer.processing_class.save_pretrained(str(out))
     (out / "spec.yaml").write_text(run.spec.to_yaml())
-    if prepared.labels is not None:
-        (out / "labels.json").write_text(json.dumps(prepared.labels, indent=2) + "\n")
+    if trained.prepared.labels is not None:
+        (out / "labels.json").write_text(json.dumps(trained.prepared.labels, indent=2) + "\n")
     files = run.store.upload_dir(out, run.layout.model)
+    best = trainer.state.best_model_checkpoint
     summary = {
         "global_step": result.global_step,
         "training_loss": result.training_loss,
         "best_metric": trainer.state.best_metric,
-        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        "best_checkpoint": Path(best).name if best else None,
         **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
     }
     run.store.write_json(f"{run.layout.base}/metrics/summary.json", summary)
@@ -161,21 +130,16 @@ def finish(run: Run, trained: dict[str, Any]) -> None:
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
 
 
-@entrypoint
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    run = setup(load_spec(args.spec, args.overrides))
+def run_training(spec: JobSpec) -> int:
+    """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
+    after SIGTERM with the checkpoint committed."""
+    run = setup(spec)
     if run is None:
         return 0
     trained = train(run)
-    if trained.get("preempted"):
+    if trained.preempted:
         from kubetune.workload.resume import leave_after_preemption
 
         return leave_after_preemption(run, trained)
     finish(run, trained)
     return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())

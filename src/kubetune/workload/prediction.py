@@ -1,4 +1,4 @@
-"""Container entrypoint: `python -m kubetune.workload.predict --spec FILE --input URI --output URI`.
+"""Batch prediction (the predict entrypoint: `--spec FILE --input URI --output URI`).
 
 Batch prediction with the run's committed model (`runs/<job>/model/`), for every task. The
 input (JSON lines, CSV/TSV, Parquet; local or object store; the same column names as the
@@ -23,21 +23,24 @@ the model is loaded.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
 import posixpath
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
+import fsspec
+
 from kubetune.contract.layout import run_layout
-from kubetune.contract.spec import JobSpec, SpecError, load_spec
+from kubetune.contract.names import ENV_NODE_RANK, ENV_NUM_NODES
+from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import Store, has_scheme
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.data import data_format, read_table, require_columns
+from kubetune.workload.errors import DataError
+from kubetune.workload.evaluation import load_trained
 from kubetune.workload.tasks import Task, get_task
 
 FILE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -51,7 +54,7 @@ class Prediction:
     spec: JobSpec
     store: Store
     task: Task
-    rows: Any  # this rank's shard (datasets.Dataset)
+    rows: datasets.Dataset  # this rank's shard
     first_row: int
     total_rows: int
     output_url: str
@@ -59,17 +62,6 @@ class Prediction:
     to_folder: bool
     rank: int
     world_size: int
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kubetune.workload.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="resolved job spec YAML (the mounted ConfigMap)")
-    parser.add_argument("--input", required=True, help="rows to predict: a file, folder or glob (local or s3://)")
-    parser.add_argument("--output", required=True, help="a .jsonl/.parquet file (one rank), or a folder of parts")
-    parser.add_argument("--format", choices=["jsonl", "parquet"], default=None,
-                        help="format of the parts in an output folder (default jsonl)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    return parser.parse_args(argv)
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -92,13 +84,13 @@ def output_target(url: str, fmt: str | None, world_size: int) -> tuple[str, bool
 
 
 def rank_and_world() -> tuple[int, int]:
-    """This process's shard. A rendered predict Job sets KUBETUNE_NODE_RANK (the pod's
-    completion index) and KUBETUNE_NUM_NODES; torchrun inside a pod adds LOCAL_RANK and
+    """This process's shard. A rendered predict Job sets ENV_NODE_RANK (the pod's
+    completion index) and ENV_NUM_NODES; torchrun inside a pod adds LOCAL_RANK and
     LOCAL_WORLD_SIZE (one process per GPU). Otherwise RANK and WORLD_SIZE, as for training."""
     env = os.environ
-    if "KUBETUNE_NUM_NODES" in env:
+    if ENV_NUM_NODES in env:
         local_rank, local_world = int(env.get("LOCAL_RANK", "0")), int(env.get("LOCAL_WORLD_SIZE", "1"))
-        node, nodes = int(env.get("KUBETUNE_NODE_RANK", "0")), int(env["KUBETUNE_NUM_NODES"])
+        node, nodes = int(env.get(ENV_NODE_RANK, "0")), int(env[ENV_NUM_NODES])
         rank, world = node * local_world + local_rank, nodes * local_world
     else:
         rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
@@ -107,22 +99,20 @@ def rank_and_world() -> tuple[int, int]:
     return rank, world
 
 
-def setup(spec: JobSpec, args: argparse.Namespace) -> Prediction:
+def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None) -> Prediction:
     """Check everything cheap: store, output, input columns, the committed model's presence."""
-    from kubetune.workload.data import DataError, data_format, read_table, require_columns
-
     store = Store.from_spec(spec.storage)
     store.check_reachable()
     layout = run_layout(spec.name)
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
     rank, world = rank_and_world()
-    output_url = store.resolve(args.output)
-    fmt, to_folder = output_target(output_url, args.format, world)
+    output_url = store.resolve(output_uri)
+    fmt, to_folder = output_target(output_url, output_format, world)
     task = get_task(spec)
     if type(task).predict_rows is Task.predict_rows and type(task).format_predictions is Task.format_predictions:
         raise SpecError(f"task: batch prediction is not implemented for {spec.task}")
-    input_url = store.resolve(args.input)
+    input_url = store.resolve(input_uri)
     try:
         in_fmt = data_format(input_url, None, "--input")
     except DataError:
@@ -137,8 +127,8 @@ def setup(spec: JobSpec, args: argparse.Namespace) -> Prediction:
 
 def predict(job: Prediction) -> list[dict[str, Any]]:
     """This rank's records: input columns, `row`, and the task's prediction fields."""
-    from kubetune.workload.evaluate import load_trained
-    from kubetune.workload.predictor import load_for_inference, place_for_inference
+    from kubetune.workload.devices import place_for_inference  # torch: after the checks
+    from kubetune.workload.predictor import load_for_inference
 
     print(
         f"kubetune: predict rank {job.rank}/{job.world_size}: rows [{job.first_row}, {job.first_row + len(job.rows)}) "
@@ -160,8 +150,6 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
 
 def write(job: Prediction, records: list[dict[str, Any]]) -> str:
     """Write this rank's records whole; returns the URI written."""
-    import fsspec
-
     url = (posixpath.join(job.output_url, f"part-{job.rank:05d}.{job.output_format}") if job.to_folder
            else job.output_url)
     fs, path = fsspec.core.url_to_fs(url, **job.store.options_for(url))
@@ -185,7 +173,7 @@ def write(job: Prediction, records: list[dict[str, Any]]) -> str:
     return url
 
 
-def remove_stale_parts(fs: Any, folder: str, world_size: int) -> None:
+def remove_stale_parts(fs: fsspec.AbstractFileSystem, folder: str, world_size: int) -> None:
     if not fs.exists(folder):
         return
     for entry in fs.ls(folder, detail=False):
@@ -211,15 +199,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-@entrypoint
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    job = setup(load_spec(args.spec, args.overrides), args)
+def run_prediction(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None = None) -> int:
+    """Predict this rank's shard of the input and write it whole. Returns 0."""
+    job = setup(spec, input_uri, output_uri, output_format)
     url = write(job, predict(job))
     print(f"kubetune: predictions: {url}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())

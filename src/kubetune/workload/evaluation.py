@@ -1,37 +1,26 @@
-"""Container entrypoint: `python -m kubetune.workload.evaluate --spec FILE`.
+"""The evaluate stage: score the run's committed model on the test split.
 
 Loads the committed model of the run from storage, scores the test split (data.test, else
-data.validation) and writes `eval/metrics.json` and `eval/report.txt`.
+data.validation) and writes `eval/metrics.json` and `eval/report.txt`. Batch prediction loads
+the model the same way (`load_trained`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
-import sys
 import tempfile
 
 from kubetune.contract.layout import RunLayout, run_layout
-from kubetune.contract.spec import SpecError, load_spec
+from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import COMMIT_MARKER, Store
-from kubetune.workload.data import load_test_split
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.model_source import local_model_dir
+from kubetune.workload.splits import load_test_split
 from kubetune.workload.tasks import get_task
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kubetune.workload.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="resolved job spec YAML (the mounted ConfigMap)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    return parser.parse_args(argv)
 
 
 def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None]:
     """Local folder of the run's committed model, and its label map (if the task has one)."""
-    from kubetune.workload.model_source import local_model_dir
-
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
     marker = store.read_text(f"{layout.model}/{COMMIT_MARKER}")
@@ -41,10 +30,8 @@ def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None
     return folder, labels
 
 
-@entrypoint
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spec = load_spec(args.spec, args.overrides)
+def run_evaluation(spec: JobSpec) -> int:
+    """Score the test split; rank 0 writes the metrics and the report. Returns 0."""
     store = Store.from_spec(spec.storage)
     store.check_reachable()
     layout = run_layout(spec.name)
@@ -52,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     test, field = load_test_split(spec, store, task.columns())
     folder, labels = load_trained(store, layout)
 
-    from kubetune.workload.predictor import load_for_inference, make_predictor
+    from kubetune.workload.predictor import load_for_inference, make_predictor  # torch: after the checks
 
     model, tokenizer = load_for_inference(task, folder)
     features = task.prepare_test(test, tokenizer, labels)
@@ -67,8 +54,3 @@ def main(argv: list[str] | None = None) -> int:
         print(evaluation.report, flush=True)
         print(f"kubetune: test metrics: {store.url(layout.eval_metrics)}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Where and how the workload computes: device, DDP backend, precision.
+
+Shared by training, evaluation and batch prediction so all three place and run a model the
+same way; torch only, no other part of the workload.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    """auto: bf16 where the GPU supports it, else fp32 (CPU bf16 is slower than fp32 on most
+    CPUs and changes results)."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def ddp_backend() -> str | None:
+    """gloo for multi-process CPU runs (the local executor, CPU nodes); NCCL is the default on GPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return "gloo"
+    return None
+
+
+def inference_device() -> torch.device:
+    """This process's GPU (LOCAL_RANK under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def place_for_inference(model: PreTrainedModel) -> Any:
+    """On the inference device, in bf16 where `evaluate` uses it too (bf16_full_eval)."""
+    model = model.to(inference_device())
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        model = model.to(torch.bfloat16)
+    return model.eval()

@@ -1,0 +1,26 @@
+"""Evaluate stage: score the run's committed model on data.test (else data.validation).
+
+`python -m <names.EVALUATE_MODULE> --spec FILE [--set KEY.PATH=VALUE ...]`; writes
+`eval/metrics.json` and `eval/report.txt`. Exit codes: 0 done, 2 a user error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from kubetune.contract.names import EVALUATE_MODULE
+from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.errors import entrypoint
+from kubetune.workload.evaluation import run_evaluation
+
+
+@entrypoint
+def main(argv: list[str] | None = None) -> int:
+    args = spec_parser(EVALUATE_MODULE, __doc__).parse_args(argv)
+    return run_evaluation(load_spec_from(args))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Train stage: train a model from the spec and commit it to `runs/<job>/model/`.
+
+`python -m <names.TRAIN_MODULE> --spec FILE [--set KEY.PATH=VALUE ...]`. Exit codes: 0 done,
+2 a user error (one `error:` line), 75 SIGTERM with the checkpoint committed (resume me).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from kubetune.contract.names import TRAIN_MODULE
+from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.errors import entrypoint
+from kubetune.workload.training import run_training
+
+
+@entrypoint
+def main(argv: list[str] | None = None) -> int:
+    args = spec_parser(TRAIN_MODULE, __doc__).parse_args(argv)
+    return run_training(load_spec_from(args))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
