@@ -199,8 +199,10 @@ def test_dry_run_reports_an_invalid_object(api: FakeKubeAPI, kubeconfig: Path) -
 def test_submit_wait_trains_then_evaluates_and_streams_progress(
     api: FakeKubeAPI, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.script_job("sst2-train", JobScript(pods={0: PodRun(["step 10 loss 0.70", "step 20 loss 0.41"]), 1: PodRun(["rank one up"])}))
-    api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.91"])}))
+    # Pending long enough that neither Job can be done when submit first reads it, even on a
+    # loaded machine: the wait must then go through a watch.
+    api.script_job("sst2-train", JobScript(pods={0: PodRun(["step 10 loss 0.70", "step 20 loss 0.41"]), 1: PodRun(["rank one up"])}, pending_s=1.0))
+    api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.91"])}, pending_s=1.0))
     train, evaluate = objects()
     code = submit(connect(str(kubeconfig)), "sst2", [train, evaluate], wait=True)
     out = capsys.readouterr().out
