@@ -57,6 +57,9 @@ ENV_WORKDIR = "KUBETUNE_WORKDIR"
 # Set by distrun for its workers: a worker that saved a checkpoint on SIGTERM touches this
 # file, so torchrun's own exit code (which hides the workers') can still report it.
 ENV_RETRY_FLAG = "KUBETUNE_RETRY_FLAG"
+# Set by `kubetune run --local` for its pods' processes: each entrypoint asks the kernel to kill
+# it when its parent dies (PR_SET_PDEATHSIG), so a SIGKILLed launcher leaves no trainer behind.
+ENV_DIE_WITH_PARENT = "KUBETUNE_DIE_WITH_PARENT"
 # Standard variables the rendered pod sets for the libraries it runs.
 ENV_HF_HOME = "HF_HOME"
 ENV_HOME = "HOME"
@@ -64,6 +67,26 @@ ENV_TMPDIR = "TMPDIR"
 ENV_AWS_CREDENTIALS_FILE = "AWS_SHARED_CREDENTIALS_FILE"
 # Set by the Job controller in every pod of an Indexed Job.
 ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+# The prefix of kubetune's own variables, and the other variables the renderer sets in every
+# pod: `kubernetes.env`/`kubernetes.secret_env` may not set these (a duplicate name would
+# silently override the contract). A launcher test checks this list against the rendered pods.
+ENV_PREFIX = "KUBETUNE_"
+RENDERED_ENV = frozenset(
+    {
+        ENV_HF_HOME,
+        ENV_HOME,
+        ENV_TMPDIR,
+        ENV_AWS_CREDENTIALS_FILE,
+        ENV_COMPLETION_INDEX,
+        "PYTHONUNBUFFERED",
+        "PYTHONDONTWRITEBYTECODE",
+        "XDG_CACHE_HOME",
+        "TRITON_CACHE_DIR",
+        "MPLCONFIGDIR",
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+        "CUDA_VISIBLE_DEVICES",
+    }
+)
 
 # --- In-pod paths -------------------------------------------------------------------------------
 SPEC_DIR = "/etc/kubetune"

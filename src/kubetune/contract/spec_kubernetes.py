@@ -13,20 +13,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV
 from kubetune.contract.profiles import PROFILES
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variable names whose value is a credential: `*_TOKEN`, `*_KEY`, `*PASSWORD*`, `*SECRET*` (and
+# AWS's access key id and `*CREDENTIAL*`). In `kubernetes.env` such a name must not carry a
+# literal value: the spec is stored with the run, embedded in a ConfigMap and logged.
+SECRET_ENV_NAME = re.compile(r"(^|_)(TOKEN|KEY|KEY_ID)$|PASSWORD|SECRET|CREDENTIAL", re.IGNORECASE)
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
 class Strict(BaseModel):
     """The base of every spec section: an unknown field is an error that names it, never a
-    silently ignored setting, and assignments are validated too."""
+    silently ignored setting, and assignments are validated too. Numbers are strict: `true` is
+    not a batch size of 1, `"3"` is not 3 (pydantic's strict mode; floats still take ints), and
+    `.inf`/`.nan` are refused everywhere (a non-finite learning rate trains NaNs)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class ResourcesSpec(Strict):
@@ -93,6 +101,39 @@ class EgressRule(Strict):
         return ports
 
 
+class SecretKeyRef(Strict):
+    """One key of a Kubernetes Secret, rendered as `valueFrom.secretKeyRef`: the spec names the
+    Secret, never holds its value."""
+
+    secret: str = Field(description="name of a Secret in the job's namespace")
+    key: str = Field(description="the key inside that Secret")
+    optional: bool = Field(
+        default=False,
+        description="true: the pod starts without the variable when the Secret or key is missing "
+        "(e.g. HF_TOKEN for a model that is public today); false: it waits for the Secret",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _check_dns_subdomain(value) or value
+
+    @field_validator("key")
+    @classmethod
+    def _key_name(cls, value: str) -> str:
+        if not re.match(r"^[-._A-Za-z0-9]+$", value) or len(value) > 253:
+            raise ValueError(f"must be a Secret key: letters, digits, '-', '_' and '.' (got {value!r})")
+        return value
+
+
+def _check_env_name(name: str) -> None:
+    """A variable the user may set: a valid name, and none the rendered pod sets itself."""
+    if not ENV_NAME.match(name):
+        raise ValueError(f"{name!r} is not an environment variable name (letters, digits, '_')")
+    if name.upper().startswith(ENV_PREFIX) or name in RENDERED_ENV:
+        raise ValueError(f"{name}: set by kubetune itself in every pod; choose another name")
+
+
 def _check_dns_subdomain(value: str | None) -> str | None:
     if value is not None and (len(value) > 253 or not DNS_SUBDOMAIN.match(value)):
         raise ValueError(f"must be a DNS-1123 name: lowercase letters, digits, '-' and '.' (got {value!r})")
@@ -134,6 +175,16 @@ class KubernetesSpec(Strict):
         default=None,
         description="unset: all egress allowed; a list: only these destinations, DNS and the job's own pods",
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="plain environment variables for every container (non-secret settings); "
+        "a secret-looking name (*_TOKEN, *_KEY, *PASSWORD*, *SECRET*) is refused: use secret_env",
+    )
+    secret_env: dict[str, SecretKeyRef] = Field(
+        default_factory=dict,
+        description="environment variables read from Secret keys, e.g. HF_TOKEN: {secret: hf, key: token}; "
+        "rendered as valueFrom.secretKeyRef; `run --local` takes them from your own environment",
+    )
     labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every object and pod")
     annotations: dict[str, str] = Field(default_factory=dict, description="extra annotations on every pod")
 
@@ -165,6 +216,40 @@ class KubernetesSpec(Strict):
             if len(value) > 63 or not LABEL_VALUE.match(value):
                 raise ValueError(f"{key}: {value!r} is not a valid label value (63 characters: letters, digits, '-_.')")
         return labels
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _plain_env(cls, env: Any) -> Any:
+        """Names checked, values made strings (YAML gives `1` and `true` their own types), and
+        a literal value for a credential-looking name refused before anything stores it."""
+        if not isinstance(env, dict):
+            return env
+        out: dict[str, Any] = {}
+        for name, value in env.items():
+            _check_env_name(str(name))
+            if SECRET_ENV_NAME.search(str(name)):
+                raise ValueError(
+                    f"{name}: looks like a secret, so its value must not be written in the spec; "
+                    f"use kubernetes.secret_env: {{{name}: {{secret: NAME, key: KEY}}}}"
+                )
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            out[str(name)] = str(value) if isinstance(value, (int, float)) else value
+        return out
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_names(cls, refs: dict[str, SecretKeyRef]) -> dict[str, SecretKeyRef]:
+        for name in refs:
+            _check_env_name(name)
+        return refs
+
+    @model_validator(mode="after")
+    def _env_once(self) -> KubernetesSpec:
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"env and secret_env both set {', '.join(both)}")
+        return self
 
     @field_validator("cache_size", "scratch_size", "shm_size", mode="before")
     @classmethod

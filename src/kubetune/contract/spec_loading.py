@@ -7,6 +7,7 @@ owns the models and calls these (and re-exports `apply_override`). yaml and pyda
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,73 @@ SECRET_KEYS = {
 }
 
 
-def _reject_secrets(data: Any, where: str = "") -> None:
-    """Refuse credentials anywhere in the spec, naming the field."""
+# Sections whose keys are environment variable names or Secret references, not credentials:
+# `kubernetes.secret_env` holds `{secret: NAME, key: KEY}` references by design, and
+# `kubernetes.env` has its own check of secret-looking names (spec_kubernetes).
+SECRET_SCREEN_SKIP = {"kubernetes.env", "kubernetes.secret_env"}
+
+
+# A spec file is read by the launcher, stored and embedded in a ConfigMap (at most 1 MiB), so
+# a bigger file is a mistake or an attack; refused before it is parsed.
+MAX_SPEC_BYTES = 1024 * 1024
+# Nodes of the parsed document with every alias expanded. A real spec has a few hundred; a
+# "billion laughs" alias bomb of 2 KB has billions (each level of aliases multiplies them),
+# and everything that walks the document (secret screening, validation, JSON) pays for each.
+MAX_SPEC_NODES = 100_000
+
+_CREDENTIAL_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment (or a Kubernetes Secret)"
+# Values shaped like credentials, wherever they appear: AWS access key ids, URLs carrying user
+# info (`scheme://user:password@host`), and 40-character AWS secret access keys.
+_ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])")
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]+@")
+_SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+# Fields that hold paths, where a 40-character run of letters, digits and '/' is a file name
+# more often than a key (a path with user info or a key id is still refused).
+_PATH_FIELDS = {"model.source", "model.tokenizer", "model.revision", "data.train", "data.validation", "data.test",
+                "storage.root"}
+
+
+def _secret_shape(value: str, path: str) -> str | None:
+    """What credential a string looks like, or None. The value itself is never returned, so no
+    message can echo it."""
+    if _ACCESS_KEY_ID.search(value):
+        return "an AWS access key id"
+    if _URL_USERINFO.search(value):
+        return "a URL with user info (user:password@)"
+    if path not in _PATH_FIELDS:
+        for match in _SECRET_KEY.finditer(value):
+            token = match.group(0)
+            # A secret key mixes cases and digits; a commit hash (hex) or a word does not.
+            if re.search(r"[a-z]", token) and re.search(r"[A-Z]", token) and re.search(r"[0-9/+]", token):
+                return "an AWS secret access key"
+    return None
+
+
+def _reject_secrets(data: Any, where: str = "", names_checked: bool = True) -> None:
+    """Refuse credentials anywhere in the spec, naming the field: keys that name a secret
+    (except under SECRET_SCREEN_SKIP), and values or keys shaped like one (everywhere). The
+    message never repeats the value."""
     if isinstance(data, dict):
         for key, value in data.items():
             path = f"{where}.{key}" if where else str(key)
-            if str(key).lower() in SECRET_KEYS:
-                raise SpecError(
-                    f"{path}: credentials must not be written in a job spec; "
-                    "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment (or a Kubernetes Secret)"
-                )
-            _reject_secrets(value, path)
+            check_names = names_checked and path not in SECRET_SCREEN_SKIP
+            if check_names and str(key).lower() in SECRET_KEYS:
+                raise SpecError(f"{path}: credentials must not be written in a job spec; {_CREDENTIAL_HINT}")
+            shape = _secret_shape(key, path) if isinstance(key, str) else None
+            if shape:
+                raise SpecError(f"{where or '<top level>'}: a key looks like {shape}; "
+                                f"credentials must not be written in a job spec; {_CREDENTIAL_HINT}")
+            _reject_secrets(value, path, check_names)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            # Items of lists (tolerations, affinity terms) are Kubernetes objects, whose `key`
+            # fields are label keys: their values are screened, their names are not.
+            _reject_secrets(item, f"{where}[{i}]", False)
+    elif isinstance(data, str):
+        shape = _secret_shape(data, where)
+        if shape:
+            raise SpecError(f"{where}: looks like {shape}; credentials must not be written in a job spec "
+                            f"(the value is not shown); {_CREDENTIAL_HINT}")
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -55,8 +112,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not key.strip() or any(not p for p in parts):
         raise SpecError(f"--set {assignment}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+        value = safe_load_bounded(raw) if raw != "" else ""
+    except (yaml.YAMLError, SpecError):
         value = raw
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -109,14 +166,106 @@ def screen_secrets(data: Any, source: str) -> None:
         raise SpecError(f"{source}: {exc}") from None
 
 
-def read_spec_file(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """A spec file's parsed YAML with the `--set` overrides applied (not yet validated)."""
+def expanded_nodes(root: yaml.Node, limit: int = MAX_SPEC_NODES) -> int:
+    """How many nodes the document has with every alias expanded, stopping past `limit`.
+
+    Why by hand: PyYAML has no bound on alias expansion. An alias is the same node object as
+    its anchor, so the expanded size of each node is computed once (memoised by identity):
+    linear in the file, however many times the aliases multiply. A node that contains itself
+    (a recursive alias) counts as unbounded.
+    """
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            return limit + 1
+        in_progress.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        in_progress.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(root)
+
+
+# Nesting of a real spec: about 10 levels (affinity terms are the deepest). PyYAML's scanner
+# slows down quadratically with nested flow collections (`[[[[...`), so depth is bounded as
+# the document is composed, before the scanner gets far.
+MAX_SPEC_DEPTH = 64
+
+
+class _DepthBoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_SPEC_DEPTH while composing."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_SPEC_DEPTH:
+                raise SpecError(f"YAML nested more than {MAX_SPEC_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def safe_load_bounded(text: str, limit: int = MAX_SPEC_NODES) -> Any:
+    """`yaml.safe_load`, refusing a document whose aliases expand past `limit` nodes before any
+    Python object is built. Raises SpecError (too big) or yaml.YAMLError (malformed)."""
+    loader = _DepthBoundedLoader(text)
     try:
-        text = path.read_text()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if expanded_nodes(node, limit) > limit:
+            raise SpecError(f"too many values with its YAML aliases expanded (more than {limit}); "
+                            "a job spec has a few hundred")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise SpecError("YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def read_spec_text(path: Path) -> str:
+    """A spec file's text: at most MAX_SPEC_BYTES, UTF-8. The error names the byte offset of
+    the first bad byte, never the file's content."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; a job spec is a small YAML file")
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not a UTF-8 text file (bad byte at offset {exc.start})") from None
+
+
+def read_spec_file(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """A spec file's parsed YAML with the `--set` overrides applied (not yet validated)."""
+    text = read_spec_text(path)
+    if "\x00" in text:
+        raise SpecError(f"{path}: a binary file, not a YAML job spec")
+    try:
+        data = safe_load_bounded(text)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

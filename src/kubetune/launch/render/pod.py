@@ -76,15 +76,20 @@ def train_command(
     entry = _entry(kn.TRAIN_MODULE)
     if nodes == 1:
         return _standalone(gpus, entry)
+    # Whole-gang recovery (README, "Recovery of multi-node runs"): torchrun's elastic agents meet
+    # in a c10d rendezvous whose store rank 0's pod hosts (the agent whose address is the
+    # endpoint hosts it); when a worker fails, or a replaced pod's agent joins, every agent
+    # stops its workers and the gang restarts from LATEST, up to `train.max_restarts` times.
     return [
         "python",
         "-m",
         kn.DISTRUN_MODULE,
         f"--nnodes={nodes}",
         f"--nproc-per-node={max(gpus, 1)}",
-        f"--node-rank=$({kn.ENV_COMPLETION_INDEX})",
-        f"--master-addr={n.master_addr(job_name)}",
-        f"--master-port={spec.kubernetes.rendezvous_port}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={n.master_addr(job_name)}:{spec.kubernetes.rendezvous_port}",
+        f"--rdzv-id={job_name or n.train}",
+        f"--max-restarts={spec.train.max_restarts}",
         *entry,
     ]
 
@@ -155,6 +160,20 @@ def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
         env.append({"name": kn.ENV_AWS_CREDENTIALS_FILE, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
     if _gpus(spec, stage) == 0:
         env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
+    return env + _user_env(spec)
+
+
+def _user_env(spec: JobSpec) -> list[dict[str, Any]]:
+    """`kubernetes.env` as plain values and `kubernetes.secret_env` as secretKeyRef: a secret's
+    value never appears in a manifest, only the Secret's name and key (the kubelet resolves
+    it in the pod; a missing Secret keeps the pod from starting, which is the honest failure)."""
+    k = spec.kubernetes
+    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in k.env.items()]
+    for name, ref in k.secret_env.items():
+        key_ref: dict[str, Any] = {"name": ref.secret, "key": ref.key}
+        if ref.optional:
+            key_ref["optional"] = True
+        env.append({"name": name, "valueFrom": {"secretKeyRef": key_ref}})
     return env
 
 
