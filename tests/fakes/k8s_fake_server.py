@@ -660,7 +660,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream_log(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
         api = self.server_api
-        lines, running = api.pod_log(ns, name, query)
+        with api.lock:  # the snapshot and its length together: a line logged later is streamed, not skipped
+            lines, running = api.pod_log(ns, name, query)
+            total = len(api.logs.get((ns, name), []))
         self._answered()
         tail = query.get("tailLines")
         if tail:
@@ -681,7 +683,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        sent = len(api.logs.get((ns, name), [])) - len(lines)
+        sent = total - len(lines)
         while True:
             with api.lock:
                 current = api.logs.get((ns, name))
