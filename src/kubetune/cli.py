@@ -38,7 +38,15 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, args.overrides)
     print(spec.to_yaml(), end="")
-    return 0
+    if not args.data:
+        print(f"ok: {args.job}: the spec is valid (add --data to check the data files and the model source)",
+              file=sys.stderr)
+        return 0
+    from kubetune.launch.preflight import check_data
+
+    code, line = check_data(spec)
+    print(line if code == 0 else f"error: {line}", file=sys.stderr)
+    return code
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -72,10 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.job, args.overrides)
     if not args.local:
-        print(
-            "error: kubetune run needs --local (runs on this machine); use `kubetune submit` for a cluster",
-            file=sys.stderr,
-        )
+        print(_run_without_local(spec, args), file=sys.stderr)
         return EXIT_USER_ERROR
     predict = local_predict_args(_predict_args(args))
     code = run_local(spec, stage=args.stage, predict=predict)
@@ -86,6 +91,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print_summary(spec)
     return 0
+
+
+def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
+    """What `run` without `--local` would mean, and the commands that do it: not a crash, a
+    pointer (the spec is valid; only where to run it is missing)."""
+    from kubetune.launch.render import names
+
+    n = names(spec)
+    return (
+        f"kubetune run: say where: `kubetune run {args.job} --local` runs it on this machine; "
+        f"on a cluster, `kubetune submit {args.job}` creates Job {n.train} "
+        f"({spec.resources.nodes} node(s)), then {n.evaluate} "
+        f"(`kubetune render {args.job}` prints those objects without submitting)"
+    )
 
 
 def print_summary(spec: JobSpec) -> None:
@@ -133,15 +152,29 @@ def cmd_prepare_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kubetune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubetune",
         description="Fine-tune pretrained Hugging Face models as batch jobs on Kubernetes, or locally.",
     )
+    parser.add_argument("--version", action="version", version=f"kubetune {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a job spec and print it resolved (all defaults filled in)")
     _add_spec_args(p)
+    p.add_argument("--data", action="store_true",
+                   help="also check every data file (exists, mapped columns, labels) and that the model "
+                        "source has a config and a tokenizer (no weights are loaded); needs the train extra")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="print the Kubernetes objects of a job (for kubectl apply -f -)")

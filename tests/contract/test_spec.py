@@ -107,7 +107,18 @@ def test_unreadable_file(tmp_path):
 
 
 def test_bad_override_syntax(tmp_path):
-    assert "expected key.path=value" in error_of(tmp_path, MINIMAL, "train.epochs")
+    """An override's mistake names the override, not the file (which is fine)."""
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, MINIMAL), ["train.epochs"])
+    assert str(info.value) == "--set train.epochs: expected key.path=value"
+
+
+def test_bad_override_value_names_the_override_and_file_errors_the_file(tmp_path):
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, {**MINIMAL, "colour": 1}), ["train.epoch=1", "train.epochs=0"])
+    message = str(info.value)
+    assert "--set train.epoch=1: unknown field" in message and "--set train.epochs=0: must be > 0" in message
+    assert message.endswith(f"; {tmp_path / 'job.yaml'}: colour: unknown field")
 
 
 def test_resolved_spec_round_trips():

@@ -31,6 +31,8 @@ EVALUATE_MODULE = f"{ENTRYPOINT_PACKAGE}.evaluate"
 PREDICT_MODULE = f"{ENTRYPOINT_PACKAGE}.predict"
 # Scheduled retraining: train a new model, then evaluate it, in one pod.
 RETRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.retrain"
+# `kubetune validate --data`: check the data files and the model folder, load no weights.
+CHECK_MODULE = f"{ENTRYPOINT_PACKAGE}.check"
 # torchrun that keeps the workers' exit codes (several processes per pod, or several pods).
 DISTRUN_MODULE = f"{ENTRYPOINT_PACKAGE}.distrun"
 STAGE_MODULES: dict[str, str] = {

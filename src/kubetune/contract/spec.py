@@ -264,18 +264,19 @@ class JobSpec(Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def validate_spec(data: Any, source: str = "<spec>") -> JobSpec:
-    """Validate a parsed mapping; every error becomes one SpecError line naming the field."""
+def validate_spec(data: Any, source: str = "<spec>", overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    """Validate a parsed mapping; every error becomes one SpecError line naming the field (and
+    the `--set` override that wrote it, when one did)."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a YAML mapping, got {type(data).__name__}")
     screen_secrets(data, source)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise format_errors(source, exc) from None
+        raise format_errors(source, exc, overrides) from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
     """Read, override and validate a job spec file."""
     path = Path(path)
-    return validate_spec(read_spec_file(path, overrides), str(path))
+    return validate_spec(read_spec_file(path, overrides), str(path), overrides)

@@ -153,9 +153,30 @@ def _format_error(err: dict[str, Any]) -> str:
 
 
 
-def format_errors(source: str, exc: ValidationError) -> SpecError:
-    """All of a validation's errors as one SpecError line naming the file and every field."""
-    return SpecError(f"{source}: {'; '.join(_format_error(e) for e in exc.errors())}")
+def _override_for(loc: tuple[Any, ...], overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The last `--set` whose key is the error's field or a section holding it, if any."""
+    field = [str(p) for p in loc]
+    for assignment in reversed(overrides):
+        key = assignment.split("=", 1)[0].strip().split(".")
+        if field and field[: len(key)] == key:
+            return assignment
+    return None
+
+
+def format_errors(source: str, exc: ValidationError, overrides: list[str] | tuple[str, ...] = ()) -> SpecError:
+    """All of a validation's errors as one SpecError line naming every field, and where each
+    came from: the `--set` that wrote it (`--set train.epoch=1: unknown field`) or the file,
+    because the user must fix the command line in one case and the file in the other."""
+    from_file, from_flags = [], []
+    for err in exc.errors():
+        assignment = _override_for(err["loc"], overrides)
+        if assignment is None:
+            from_file.append(_format_error(err))
+        else:
+            message = _format_error(err).removeprefix(".".join(str(p) for p in err["loc"]) + ": ")
+            from_flags.append(f"--set {assignment}: {message}")
+    parts = from_flags + ([f"{source}: {'; '.join(from_file)}"] if from_file else [])
+    return SpecError("; ".join(parts))
 
 
 def screen_secrets(data: Any, source: str) -> None:
@@ -275,8 +296,5 @@ def read_spec_file(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> A
         data = {}
     if isinstance(data, dict):
         for assignment in overrides:
-            try:
-                apply_override(data, assignment)
-            except SpecError as exc:
-                raise SpecError(f"{path}: {exc}") from None
+            apply_override(data, assignment)  # its error names the override, not the file
     return data
