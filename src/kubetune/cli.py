@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Callable
 
 from kubetune.cli_cluster import STAGE_HELP, add_cluster_commands
+from kubetune.cli_runs import add_runs_commands
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
@@ -83,13 +85,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_run_without_local(spec, args), file=sys.stderr)
         return EXIT_USER_ERROR
     predict = local_predict_args(_predict_args(args))
+    started = time.monotonic()
     code = run_local(spec, stage=args.stage, predict=predict)
     if code != 0:
         return code
     if args.stage == kn.STAGE_PREDICT and predict:
         print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
     else:
-        print_summary(spec)
+        print_summary(spec, time.monotonic() - started)
     return 0
 
 
@@ -107,15 +110,23 @@ def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
     )
 
 
-def print_summary(spec: JobSpec) -> None:
-    """Where a local run put its run folder and model, and its headline test metrics."""
+def print_summary(spec: JobSpec, wall_seconds: float | None = None) -> None:
+    """Where a local run put its run folder and model, its best validation metric and step,
+    its headline test metrics and the wall time of this command."""
     from kubetune.contract.layout import RunLayout
+    from kubetune.launch.runs import run_summary
     from kubetune.storage import Store
 
     store = Store.from_spec(spec.storage)
     layout = RunLayout(spec.name)
-    print(f"run:     {store.url(layout.base)}")
+    row = run_summary(store, spec.name)
+    print(f"run:     {store.url(layout.base)} ({row['state']}, step {row['step']}/{row['max_steps']})")
     print(f"model:   {store.url(layout.model)}")
+    if row["best"]:
+        best = row["best"]
+        print(f"best:    {best['metric']} {best['value']:.4f} at step {best['step']} (validation)")
+    if wall_seconds is not None:
+        print(f"wall:    {wall_seconds:.1f} s")
     if store.exists(layout.eval_metrics):
         metrics = store.read_json(layout.eval_metrics)
         shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -206,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare_quickstart)
 
     add_cluster_commands(sub, _add_spec_args)
+    add_runs_commands(sub)
     return parser
 
 

@@ -100,7 +100,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.state import job_status
 
+    from kubetune.cli_runs import progress_lines
+
     print(format_status(job_status(_connect(args), args.name)))
+    for line in progress_lines(args.name, args.store, args.endpoint_url):  # from metrics/train.jsonl
+        print(line)
     return 0
 
 
@@ -190,6 +194,9 @@ def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentPar
 
     p = sub.add_parser("status", help="a job's phase, pods per completion index, restarts, elapsed time, last log line")
     p.add_argument("name", help="job name (the spec's `name`)")
+    p.add_argument("--store", default=None, metavar="URI",
+                   help="also show training progress read from the run's metrics/train.jsonl in this store")
+    p.add_argument("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for --store")
     _cluster_args(p)
     p.set_defaults(func=cmd_status)
 

@@ -137,7 +137,10 @@ def _train_only_modules() -> frozenset[str]:
         return re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
     base = {dist(r) for r in project["dependencies"]}
-    train = {dist(r) for r in project["optional-dependencies"]["train"]} - base
+    extras = project["optional-dependencies"]
+    # A library another launcher-side extra also installs (matplotlib: `plot`) is not train-only.
+    others = {dist(r) for name, reqs in extras.items() if name not in ("train", "dev") for r in reqs}
+    train = {dist(r) for r in extras["train"]} - base - others
     modules = {"torch"}
     for top, dists in importlib.metadata.packages_distributions().items():
         if any(d.lower().replace("_", "-") in train for d in dists):

@@ -48,6 +48,20 @@ class RunLayout:
         return self._p("metrics", "train.jsonl")
 
     @property
+    def summary(self) -> str:
+        return self._p("metrics", "summary.json")
+
+    @property
+    def status(self) -> str:
+        """The train stage's own account of the run (running, preempted, complete), read by
+        `kubetune runs` and `kubetune show`; a killed pod leaves `running` with a stale time."""
+        return self._p("metrics", "status.json")
+
+    @property
+    def curves(self) -> str:
+        return self._p("metrics", "curves.png")
+
+    @property
     def eval_metrics(self) -> str:
         return self._p("eval", "metrics.json")
 

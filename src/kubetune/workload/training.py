@@ -22,6 +22,7 @@ from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import Store
 from kubetune.workload.model_source import check_model_source
 from kubetune.workload.run import Run, Trained
+from kubetune.workload.run_status import now_iso, status_callback, write_curves, write_status
 from kubetune.workload.splits import load_splits
 from kubetune.workload.tasks import get_task
 
@@ -93,6 +94,8 @@ def train(run: Run) -> Trained:
     if run.is_main:
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
     trainer, prepared = build_trainer(run)
+    if run.is_main:
+        trainer.add_callback(status_callback(run.store, run.layout))  # status.json: running
     resume = resume_point(run)
     restore_position(trainer, resume)  # the sampler's epoch / the stream's position
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -140,6 +143,15 @@ def run_training(spec: JobSpec) -> int:
     if trained.preempted:
         from kubetune.workload.resume import leave_after_preemption
 
-        return leave_after_preemption(run, trained)
+        code = leave_after_preemption(run, trained)
+        if run.is_main:
+            state = trained.trainer.state
+            write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
+        return code
     finish(run, trained)
+    if run.is_main:
+        state = trained.trainer.state
+        write_status(run.store, run.layout, "complete", step=state.global_step, max_steps=state.max_steps,
+                     best_metric=state.best_metric, ended=now_iso())
+        write_curves(run.store, run.layout, run.workdir)
     return 0
