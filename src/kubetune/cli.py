@@ -14,6 +14,7 @@ from typing import Callable
 
 from kubetune.cli_cluster import STAGE_HELP, add_cluster_commands
 from kubetune.cli_runs import add_runs_commands
+from kubetune.cli_models import add_models_commands
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
@@ -78,22 +79,36 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kubetune.launch.local import local_predict_args, run_local
+    from kubetune.launch.predict_output import check_output, mark_output
     from kubetune.storage import Store
 
     spec = load_spec(args.job, args.overrides)
     if not args.local:
         print(_run_without_local(spec, args), file=sys.stderr)
         return EXIT_USER_ERROR
-    predict = local_predict_args(_predict_args(args))
+    predict = local_predict_args(_local_output(_predict_args(args), args.output_in_store))
+    if predict:
+        check_output(spec, predict["output"], args.overwrite, shown=args.output)
     started = time.monotonic()
     code = run_local(spec, stage=args.stage, predict=predict)
     if code != 0:
         return code
     if args.stage == kn.STAGE_PREDICT and predict:
+        mark_output(spec, predict["output"])
         print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
     else:
         print_summary(spec, time.monotonic() - started)
     return 0
+
+
+def _local_output(predict: dict[str, str] | None, in_store: bool) -> dict[str, str] | None:
+    """`run --local --output x/`: a relative path is relative to the current folder, as for any
+    command line tool; a URI, or `--output-in-store`, writes under storage.root instead."""
+    from kubetune.storage import has_scheme, is_explicit_local
+
+    if not predict or in_store or has_scheme(predict["output"]) or is_explicit_local(predict["output"]):
+        return predict
+    return {**predict, "output": f"./{predict['output']}"}
 
 
 def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
@@ -207,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{STAGE_HELP}; all (default): train, then evaluate; "
                         "predict: batch prediction with the trained model (--input, --output)")
     _add_predict_args(p)
+    p.add_argument("--output-in-store", action="store_true",
+                   help="--stage predict: a relative --output is under storage.root (default: the current folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--stage predict: replace an output folder that holds another job's predictions")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -218,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cluster_commands(sub, _add_spec_args)
     add_runs_commands(sub)
+    add_models_commands(sub, _add_spec_args)
     return parser
 
 

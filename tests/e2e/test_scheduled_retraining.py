@@ -41,6 +41,7 @@ def test_two_scheduled_runs_train_and_evaluate_separately(local_store, tmp_path)
         "data": {"train": "datasets/reviews/train.tsv", "test": "datasets/reviews/test.tsv"},
         "train": {"max_steps": 4, "batch_size": 8, "max_seq_length": 32, "logging_steps": 2},
         "storage": {"root": str(local_store)},
+        "retrain": {"when": "always"},  # the same data twice: train anyway
     }))
     for run in ("nightly-train-1000", "nightly-train-2000"):
         out = subprocess.run(

@@ -62,12 +62,69 @@ class RunLayout:
         return self._p("metrics", "curves.png")
 
     @property
+    def tensorboard(self) -> str:
+        return self._p("tensorboard")
+
+    @property
     def eval_metrics(self) -> str:
         return self._p("eval", "metrics.json")
 
     @property
     def eval_report(self) -> str:
         return self._p("eval", "report.txt")
+
+    @property
+    def lineage(self) -> str:
+        return self._p("lineage.json")
+
+    @property
+    def promotion(self) -> str:
+        return self._p("promotion.json")
+
+
+@dataclass(frozen=True)
+class RegistryLayout:
+    """A job's model registry, next to its runs: `registry/<job>/` (README.md, "Retrain from
+    object-store data"). Versions point at run folders; CURRENT names the one in use."""
+
+    job: str
+
+    @property
+    def base(self) -> str:
+        return f"registry/{self.job}"
+
+    @property
+    def current(self) -> str:
+        return f"{self.base}/CURRENT"
+
+    @property
+    def versions(self) -> str:
+        return f"{self.base}/versions"
+
+    def version(self, name: str) -> str:
+        return f"{self.base}/versions/{name}/version.json"
+
+    @property
+    def pointers(self) -> str:
+        return f"{self.base}/pointers"
+
+    def pointer(self, generation: int) -> str:
+        return f"{self.base}/pointers/{generation:08d}.json"
+
+    @property
+    def history(self) -> str:
+        return f"{self.base}/history"
+
+
+def version_name(number: int) -> str:
+    return f"v{number:04d}"
+
+
+def version_number(name: str) -> int | None:
+    """The number of a `v0007` version name, or None for anything else."""
+    if len(name) > 1 and name[0] == "v" and name[1:].isdigit():
+        return int(name[1:])
+    return None
 
 
 

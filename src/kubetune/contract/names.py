@@ -31,6 +31,9 @@ EVALUATE_MODULE = f"{ENTRYPOINT_PACKAGE}.evaluate"
 PREDICT_MODULE = f"{ENTRYPOINT_PACKAGE}.predict"
 # Scheduled retraining: train a new model, then evaluate it, in one pod.
 RETRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.retrain"
+# `kubetune models promote` and a multi-node schedule's follow-up step: score a finished run
+# against the current version on the gate data, then promote it or not.
+PROMOTE_MODULE = f"{ENTRYPOINT_PACKAGE}.promote"
 # `kubetune validate --data`: check the data files and the model folder, load no weights.
 CHECK_MODULE = f"{ENTRYPOINT_PACKAGE}.check"
 # torchrun that keeps the workers' exit codes (several processes per pod, or several pods).
@@ -73,6 +76,10 @@ ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
 # pod: `kubernetes.env`/`kubernetes.secret_env` may not set these (a duplicate name would
 # silently override the contract). A launcher test checks this list against the rendered pods.
 ENV_PREFIX = "KUBETUNE_"
+# Multi-node train pods: every rendezvous round gets a fresh store for the workers (torch's
+# shared agent store keeps the previous round's keys, and a restarted gang hangs on them:
+# pytorch/pytorch#135712).
+ENV_TORCH_NO_SHARED_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 RENDERED_ENV = frozenset(
     {
         ENV_HF_HOME,
@@ -87,6 +94,7 @@ RENDERED_ENV = frozenset(
         "MPLCONFIGDIR",
         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
         "CUDA_VISIBLE_DEVICES",
+        ENV_TORCH_NO_SHARED_STORE,
     }
 )
 

@@ -22,8 +22,11 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
+from kubetune.contract.spec_checks import check_image, check_uri
 from kubetune.contract.spec_kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
 from kubetune.contract.spec_loading import apply_override, format_errors, read_spec_file, screen_secrets
+from kubetune.contract.spec_retrain import PromotionSpec, RetrainSpec
+from kubetune.contract.spec_tracking import TrackingSpec
 
 __all__ = [
     "TASK_COLUMNS",
@@ -36,8 +39,10 @@ __all__ = [
     "KubernetesSpec",
     "LoraSpec",
     "ModelSpec",
+    "PromotionSpec",
     "QuestionAnsweringSpec",
     "ResourcesSpec",
+    "RetrainSpec",
     "SpecError",
     "StorageSpec",
     "Task",
@@ -46,6 +51,9 @@ __all__ = [
     "load_spec",
     "validate_spec",
 ]
+
+# Sections a resolved spec leaves out when unset.
+OPTIONAL_SECTIONS = ("retrain", "promotion", "tracking")
 
 # The task names; `typing.get_args(Task)` lists them.
 Task = Literal[
@@ -80,6 +88,8 @@ class ModelSpec(Strict):
     source: str = Field(min_length=1)
     revision: str | None = None
     tokenizer: str | None = Field(default=None, description="defaults to model.source")
+
+    _uris = field_validator("source", "tokenizer")(lambda cls, v: check_uri(v))
 
 
 class QuestionAnsweringSpec(Strict):
@@ -119,6 +129,8 @@ class DataSpec(Strict):
     source_prefix: str | None = Field(
         default=None, description="seq2seq: text put before every source, e.g. 'translate English to German: '"
     )
+
+    _uris = field_validator("train", "validation", "test")(lambda cls, v: check_uri(v))
 
     @field_validator("labels")
     @classmethod
@@ -183,8 +195,19 @@ class TrainSpec(Strict):
     lora: LoraSpec | None = None
     checkpoint_every: int | None = Field(default=None, gt=0, description="steps; each epoch when unset")
     keep_checkpoints: int = Field(default=2, gt=0)
+    keep_checkpoints_after_success: int = Field(
+        default=0, ge=0,
+        description="checkpoints kept once the model is committed (newest first, with the best); 0: none, "
+                    "since a finished run resumes nothing and each checkpoint holds the optimizer state",
+    )
     logging_steps: int = Field(default=10, gt=0)
     dataloader_workers: int = Field(default=0, ge=0)
+    max_restarts: int = Field(
+        default=3, ge=0, description="multi-node: restarts of the whole gang from LATEST after a rank fails (torchrun --max-restarts)"
+    )
+    collective_timeout_seconds: int = Field(
+        default=300, gt=0, description="how long ranks wait in a collective for a lost peer (TrainingArguments.ddp_timeout)"
+    )
 
 
 class GenerationSpec(Strict):
@@ -200,6 +223,13 @@ class StorageSpec(Strict):
     root: str = Field(default=".kubetune", min_length=1, description="local folder or s3://bucket/prefix")
     endpoint_url: str | None = Field(default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...)")
     region: str | None = None
+    startup_timeout_seconds: float = Field(
+        default=300, ge=0,
+        description="how long a pod retries an unreachable store (refused, timeouts, 5xx, throttling) "
+        "before it exits with a code the Job retries",
+    )
+
+    _uris = field_validator("root")(lambda cls, v: check_uri(v))
 
     @field_validator("endpoint_url")
     @classmethod
@@ -221,7 +251,13 @@ class JobSpec(Strict):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+    tracking: TrackingSpec | None = None
+    # Optional sections, left out of the resolved YAML when unset (README, "Retrain from object-store data").
+    retrain: RetrainSpec | None = None
+    promotion: PromotionSpec | None = None
     image: str = Field(default="ghcr.io/kubetune/kubetune:0.1.0", min_length=1)
+
+    _image = field_validator("image")(lambda cls, v: check_image(v))
 
     @field_validator("name")
     @classmethod
@@ -261,7 +297,11 @@ class JobSpec(Strict):
         return self.data.columns.get(role, TASK_COLUMNS[self.task].get(role))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        data = self.model_dump(mode="json")
+        for section in OPTIONAL_SECTIONS:  # unset: absent, so specs without them render as before
+            if data.get(section) is None:
+                data.pop(section, None)
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 def validate_spec(data: Any, source: str = "<spec>", overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:

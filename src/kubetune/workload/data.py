@@ -9,7 +9,10 @@ before any model is loaded, and raised as a one-line DataError naming the spec f
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import logging
 import posixpath
 import re
 from dataclasses import dataclass
@@ -23,6 +26,9 @@ from kubetune.workload.errors import DataError
 
 datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()
+# The packaged readers log "Failed to read file ..." at ERROR and then raise; the raised error
+# becomes the one `error:` line (read_table), so the log line would only repeat it.
+logging.getLogger("datasets.packaged_modules").setLevel(logging.CRITICAL)
 
 _BUILDERS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -65,10 +71,26 @@ class SplitFiles:
         return [p if p.startswith(scheme) else f"{scheme}{p}" for p in self.paths]
 
 
+# Splits resolved once for this run (`lineage.resolve_data`): resolved URI -> its files.
+_PINNED: dict[str, SplitFiles] = {}
+
+
+def pin_split_files(store: Store, uri: str, files: SplitFiles) -> None:
+    """From now on in this process, `uri` means exactly `files` (a glob is not re-expanded)."""
+    _PINNED[store.resolve(uri)] = dataclasses.replace(files, options=copy.deepcopy(files.options))
+
+
+def unpin_split_files() -> None:
+    _PINNED.clear()
+
+
 def split_files(store: Store, uri: str, field: str) -> SplitFiles:
     """A split's files: the file itself, a folder's files (hidden ones skipped), or a glob's
-    matches (a matching folder stands for its files). Raises DataError when there are none."""
+    matches (a matching folder stands for its files); the pinned files when the run resolved
+    them already. Raises DataError when there are none."""
     url = store.resolve(uri)
+    if url in _PINNED:  # a copy: `datasets` adds keys to the storage options it is given
+        return dataclasses.replace(_PINNED[url], options=copy.deepcopy(_PINNED[url].options))
     options = store.options_for(url)
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
@@ -78,7 +100,7 @@ def split_files(store: Store, uri: str, field: str) -> SplitFiles:
     except Exception as exc:
         raise DataError(f"{field}: cannot read {url}: {_one_line(exc)}") from None
     if not found:
-        raise DataError(f"{field}: {url}: file not found")
+        raise DataError(f"{field}: {url}: {'no file matches' if any(c in path for c in '*?[') else 'file not found'}")
     return SplitFiles(url=url, fs=fs, paths=sorted(found), options=options)
 
 
@@ -98,7 +120,11 @@ def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{field}: cannot parse {url} as {fmt}: {_one_line(exc)}") from None
+        bad = first_invalid_utf8(files) if _caused_by(exc, UnicodeDecodeError) else None
+        if bad is not None:
+            raise DataError(f"{field}: cannot parse {url} as {fmt}: {bad[0]} is not UTF-8 text: "
+                            f"invalid byte at offset {bad[1]}; save it as UTF-8") from None
+        raise DataError(f"{field}: cannot parse {url} as {fmt}: {parse_detail(exc)}") from None
 
 
 def _read_squad(fs: fsspec.AbstractFileSystem, paths: list[str]) -> datasets.Dataset:
@@ -157,6 +183,58 @@ def check_split(ds: datasets.Dataset, columns: dict[str, str | None], field: str
 def limit(ds: datasets.Dataset, max_rows: int | None) -> datasets.Dataset:
     """The first `max_rows` rows (a `data.max_*_samples` limit); all of them when unset."""
     return ds.select(range(min(max_rows, len(ds)))) if max_rows else ds
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    seen: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in seen:
+        if isinstance(node, kind):
+            return True
+        seen.append(node)
+        node = node.__cause__ or node.__context__
+    return False
+
+
+def first_invalid_utf8(files: SplitFiles, block: int = 1 << 20) -> tuple[str, int] | None:
+    """The first file of a split that is not UTF-8, and the byte offset of its first bad byte
+    (the reader's own error counts from the block it was decoding). Only read on failure."""
+    import codecs
+
+    for path in files.paths:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with files.fs.open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(block)
+                pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as exc:
+                    return path, offset - pending + exc.start
+                if not chunk:
+                    break
+                offset += len(chunk)
+    return None
+
+
+def parse_detail(exc: BaseException) -> str:
+    """The useful line of a parse failure. `datasets` wraps the reader's error ("Expected 2
+    fields in line 51, saw 4", a UnicodeDecodeError's byte offset) in a generic "An error
+    occurred while generating the dataset"; the innermost cause says what is wrong. The
+    offending bytes or text are never included, only where they are."""
+    causes = [exc]
+    while (nxt := causes[-1].__cause__ or causes[-1].__context__) is not None and nxt not in causes:
+        causes.append(nxt)
+    for cause in reversed(causes):
+        if isinstance(cause, UnicodeDecodeError):
+            return (f"not {cause.encoding} text: invalid byte at offset {cause.start} "
+                    f"(of the block being read); save the file as UTF-8")
+    text = _one_line(causes[-1])
+    tokenizing = re.search(r"(Expected \d+ fields in line \d+, saw \d+)", text)
+    if tokenizing:  # pandas: "Error tokenizing data. C error: Expected 2 fields in line 51, saw 4"
+        return f"{tokenizing.group(1)} (a ragged row: count its separators)"
+    return text
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,12 +11,14 @@ import json
 import os
 import tempfile
 
+import datasets
+
 from kubetune.contract.layout import RunLayout, run_layout
 from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.model_source import local_model_dir
 from kubetune.workload.splits import load_test_split
-from kubetune.workload.tasks import get_task
+from kubetune.workload.tasks import Evaluation, Task, get_task
 
 
 def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None]:
@@ -30,23 +32,27 @@ def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None
     return folder, labels
 
 
+def score_model(spec: JobSpec, task: Task, folder: str, labels: list[str] | None, data: datasets.Dataset) -> Evaluation:
+    """Score one model folder on one checked split (the evaluate stage, the retrain gate)."""
+    from kubetune.workload.predictor import load_for_inference, make_predictor  # torch: after the checks
+
+    model, tokenizer = load_for_inference(task, folder)
+    features = task.prepare_test(data, tokenizer, labels)
+    with tempfile.TemporaryDirectory(prefix="kubetune-eval-") as tmp:
+        trainer = make_predictor(spec, task, model, tokenizer, tmp)
+        output = trainer.predict(features, metric_key_prefix="test")
+    return task.score(output, data, features, labels)
+
+
 def run_evaluation(spec: JobSpec) -> int:
     """Score the test split; rank 0 writes the metrics and the report. Returns 0."""
     store = Store.from_spec(spec.storage)
-    store.check_reachable()
+    store.check_reachable(spec.storage.startup_timeout_seconds)
     layout = run_layout(spec.name)
     task = get_task(spec)
     test, field = load_test_split(spec, store, task.columns())
     folder, labels = load_trained(store, layout)
-
-    from kubetune.workload.predictor import load_for_inference, make_predictor  # torch: after the checks
-
-    model, tokenizer = load_for_inference(task, folder)
-    features = task.prepare_test(test, tokenizer, labels)
-    with tempfile.TemporaryDirectory(prefix="kubetune-eval-") as tmp:
-        trainer = make_predictor(spec, task, model, tokenizer, tmp)
-        output = trainer.predict(features, metric_key_prefix="test")
-    evaluation = task.score(output, test, features, labels)
+    evaluation = score_model(spec, task, folder, labels, test)
     if int(os.environ.get("RANK", "0")) == 0:
         metrics = {**evaluation.metrics, "split": field, "data": store.resolve(getattr(spec.data, field.split(".")[1]))}
         store.write_json(layout.eval_metrics, metrics)

@@ -6,14 +6,14 @@ loop left behind. Plain dataclasses instead of dicts, so every phase says what i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec import JobSpec
 from kubetune.storage import Store
-from kubetune.workload.data import Splits
+from kubetune.workload.data import SplitFiles, Splits
 from kubetune.workload.tasks import Prepared, Task
 
 if TYPE_CHECKING:  # the Trainer stack is loaded only once training starts
@@ -36,6 +36,10 @@ class Run:
     rank: int
     world_size: int
     workdir: Path
+    # The files each split resolved to at setup (pinned for the run; `lineage`), and the
+    # registry version a warm start began from.
+    resolved: dict[str, SplitFiles] = field(default_factory=dict)
+    parent: str | None = None
 
     @property
     def is_main(self) -> bool:

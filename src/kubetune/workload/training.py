@@ -11,18 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from kubetune.contract.layout import RunLayout, run_layout
+from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.names import ENV_WORKDIR
 from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import Store
+from kubetune.workload.data import unpin_split_files
+from kubetune.workload.lineage import build_lineage, resolve_data
 from kubetune.workload.model_source import check_model_source
 from kubetune.workload.run import Run, Trained
 from kubetune.workload.run_status import now_iso, status_callback, write_curves, write_status
+from kubetune.workload.tracking import check_trackers, tracking_callbacks
 from kubetune.workload.splits import load_splits
 from kubetune.workload.tasks import get_task
 
@@ -55,10 +60,12 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
         )
 
 
-def setup(spec: JobSpec) -> Run | None:
-    """Validate everything cheap; returns None when the run already finished."""
+def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
+    """Validate everything cheap; returns None when the run already finished. The splits'
+    files are resolved (and pinned) once, here, for the lineage; `parent` is the registry
+    version a warm start began from."""
     store = Store.from_spec(spec.storage)
-    store.check_reachable()
+    store.check_reachable(spec.storage.startup_timeout_seconds)
     layout = run_layout(spec.name)
     check_same_run(store, layout, spec)
     if store.is_committed(layout.model):
@@ -68,6 +75,7 @@ def setup(spec: JobSpec) -> Run | None:
     tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
     task = get_task(spec)
     task.check_spec()
+    resolved = resolve_data(spec, store)
     splits = load_splits(spec, store, task.columns())  # streamed train: only its head
     task.check_data(splits)
     return Run(
@@ -81,23 +89,28 @@ def setup(spec: JobSpec) -> Run | None:
         rank=int(os.environ.get("RANK", "0")),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         workdir=workdir_for(layout.job),
+        resolved=resolved,
+        parent=parent,
     )
 
 
 def train(run: Run) -> Trained:
     """Build the Trainer, resume from the newest committed checkpoint if any, train."""
     from kubetune.workload.preemption import PREEMPTION
-    from kubetune.workload.resume import restore_position
+    from kubetune.workload.resume import restore_best, restore_position
     from kubetune.workload.trainer_setup import build_trainer, resume_point
 
     PREEMPTION.install()  # SIGTERM: checkpoint at the end of the step, then exit 75
-    if run.is_main:
-        run.store.write_text(run.layout.spec, run.spec.to_yaml())
+    check_trackers(run)  # before the model loads
     trainer, prepared = build_trainer(run)
-    if run.is_main:
+    if run.is_main:  # after the model loaded: a model that fails to load leaves no run folder
+        run.store.write_text(run.layout.spec, run.spec.to_yaml())
         trainer.add_callback(status_callback(run.store, run.layout))  # status.json: running
+    for callback in tracking_callbacks(run):  # tracking: TensorBoard
+        trainer.add_callback(callback)
     resume = resume_point(run)
     restore_position(trainer, resume)  # the sampler's epoch / the stream's position
+    restore_best(run, resume)  # the best checkpoint, which the final model must be
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return Trained(trainer=trainer, prepared=prepared, result=result, preempted=PREEMPTION.requested)
 
@@ -119,24 +132,68 @@ def finish(run: Run, trained: Trained) -> None:
     (out / "spec.yaml").write_text(run.spec.to_yaml())
     if trained.prepared.labels is not None:
         (out / "labels.json").write_text(json.dumps(trained.prepared.labels, indent=2) + "\n")
+    lineage = run_lineage(run)
+    (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+    run.store.write_json(run.layout.lineage, lineage)
     files = run.store.upload_dir(out, run.layout.model)
-    best = trainer.state.best_model_checkpoint
-    summary = {
-        "global_step": result.global_step,
-        "training_loss": result.training_loss,
-        "best_metric": trainer.state.best_metric,
-        "best_checkpoint": Path(best).name if best else None,
-        **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
-    }
-    run.store.write_json(f"{run.layout.base}/metrics/summary.json", summary)
+    run.store.write_json(run.layout.summary, run_summary(trainer, result))
     run.store.commit(run.layout.model, files, global_step=result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
+    clear_checkpoints(run)
 
 
-def run_training(spec: JobSpec) -> int:
+def run_summary(trainer: Any, result: Any) -> dict:
+    """`metrics/summary.json`: the step, which metric chose the best checkpoint and its value,
+    that checkpoint by its folder name in the store (`step-000023`), and the Trainer's final
+    metrics (`train_loss` once: the Trainer's `training_loss` is the same number)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    best = trainer.state.best_model_checkpoint
+    name = Path(best).name if best else ""
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    step = int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+    metric = trainer.args.metric_for_best_model
+    return {
+        "global_step": result.global_step,
+        "best_metric_name": (metric if metric.startswith("eval_") else f"eval_{metric}") if metric else None,
+        "best_metric": trainer.state.best_metric,
+        "best_step": step,
+        "best_checkpoint": checkpoint_name(step) if step is not None else None,
+        **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+    }
+
+
+def clear_checkpoints(run: Run) -> None:
+    """After the model is committed: the store keeps `train.keep_checkpoints_after_success`
+    checkpoints, and the local scratch copies the Trainer wrote go (they only serve a resume)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from kubetune.workload.checkpoint import clear_after_success
+
+    clear_after_success(run.store, run.layout, run.spec.train.keep_checkpoints_after_success)
+    for folder in run.workdir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_lineage(run: Run) -> dict:
+    """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources."""
+    rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
+    if run.splits.test is not None:
+        rows["test"] = len(run.splits.test)
+    return build_lineage(run.spec, run.store, run.resolved, run.model_uri, run.tokenizer_uri, rows, run.parent)
+
+
+def run_training(spec: JobSpec, parent: str | None = None) -> int:
     """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
     after SIGTERM with the checkpoint committed."""
-    run = setup(spec)
+    try:
+        return _run_training(spec, parent)
+    finally:
+        unpin_split_files()
+
+
+def _run_training(spec: JobSpec, parent: str | None) -> int:
+    run = setup(spec, parent)
     if run is None:
         return 0
     trained = train(run)

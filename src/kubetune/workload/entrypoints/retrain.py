@@ -1,28 +1,32 @@
-"""Scheduled retraining: train a new model from the spec, then evaluate it, in one process.
+"""Scheduled retraining: train a candidate if the data changed, score it against the current
+version on the gate data, promote it only if it is better (README.md, "Retrain from
+object-store data").
 
-`python -m <names.RETRAIN_MODULE> --spec FILE`. A CronJob run trains with whatever data the
-object store holds now: Python stays PID 1 with the training SIGTERM handler, so a preempted
+`python -m <names.RETRAIN_MODULE> --spec FILE`: what the CronJob pod runs and what `kubetune
+retrain --local` runs. Python stays PID 1 with the training SIGTERM handler, so a preempted
 scheduled run still commits its checkpoint. Each run writes to `runs/$ENV_RUN/` (the CronJob
-sets it to the Kubernetes Job's name). Exit codes as for training.
+sets it to the Kubernetes Job's name; unset, a fresh `<name>-<UTC time>`). Exit codes as for
+training; "nothing new" and "not promoted" are successes (0).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from kubetune.contract.names import RETRAIN_MODULE
+from kubetune.contract.names import ENV_RUN, RETRAIN_MODULE
 from kubetune.workload.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.evaluation import run_evaluation
-from kubetune.workload.training import run_training
+from kubetune.workload.retraining import default_run_name, run_retrain
 
 
 @entrypoint
 def main(argv: list[str] | None = None) -> int:
     spec = load_spec_from(spec_parser(RETRAIN_MODULE, __doc__).parse_args(argv))
-    code = run_training(spec)
-    return code if code != 0 else run_evaluation(spec)
+    if not os.environ.get(ENV_RUN):
+        os.environ[ENV_RUN] = default_run_name(spec)
+    return run_retrain(spec)
 
 
 if __name__ == "__main__":

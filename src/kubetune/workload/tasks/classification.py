@@ -15,6 +15,9 @@ import numpy as np
 from kubetune.workload.errors import DataError
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task
 
+# Metric name prefix of one class's F1 on the test/gate split: f1_class_<label>.
+PER_CLASS_F1 = "f1_class_"
+
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
@@ -35,6 +38,10 @@ class TextClassification(Task):
     default_metric = "accuracy"
     greater_is_better = True
     metric_names = ("accuracy", "f1_macro", "loss")
+    # What `score` reports besides: a promotion gate may compare any of them (and f1_class_<label>).
+    score_metric_names = ("accuracy", "loss", *(f"{m}_{a}" for m in ("precision", "recall", "f1")
+                                                  for a in ("macro", "micro", "weighted")))
+    per_class_prefix = PER_CLASS_F1
     input_roles = ("text", "text_pair")
 
     # -- data ------------------------------------------------------------------------------------
@@ -145,6 +152,9 @@ class TextClassification(Task):
             metrics[f"precision_{average}"] = float(p)
             metrics[f"recall_{average}"] = float(r)
             metrics[f"f1_{average}"] = float(f)
+        _, _, per_class, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=None, zero_division=0)
+        for name, f in zip(labels, per_class):  # per-class floors for the promotion gate
+            metrics[f"{PER_CLASS_F1}{name}"] = float(f)
         report = classification_report(y_true, y_pred, labels=ids, target_names=labels, digits=4, zero_division=0)
         return Evaluation(metrics=metrics, report=report)
 
