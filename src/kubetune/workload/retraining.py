@@ -96,7 +96,7 @@ def prepare(spec: JobSpec, with_training_data: bool) -> GateContext:
     checked: every cheap check, in the order a user would fix them."""
     promotion = spec.promotion or PromotionSpec()
     store = Store.from_spec(spec.storage)
-    store.check_reachable()
+    store.check_reachable(spec.storage.startup_timeout_seconds)  # transient: retried, then a retriable exit
     task = get_task(spec)
     task.check_spec()
     check_gate_metrics(task, promotion)
