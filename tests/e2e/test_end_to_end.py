@@ -61,6 +61,7 @@ def test_sst2_on_s3_reaches_quality_bar_and_writes_the_run_layout(s3_bucket, sha
         "--set", f"storage.root=s3://{bucket}",
         "--set", f"storage.endpoint_url={endpoint}",
         "--set", "train.checkpoint_every=150",
+        "--set", "train.keep_checkpoints_after_success=1",  # read below
     )
     assert out.returncode == 0, out.stderr[-3000:]
 

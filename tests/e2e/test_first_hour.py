@@ -114,3 +114,144 @@ def test_validate_data_accepts_good_data(tmp_path, store):
     verdict = result.stderr.strip().splitlines()[-1]
     assert verdict.startswith("ok: first-hour: ") and "train 27, validation 3, test 6 rows" in verdict
     assert not (store / "runs").exists()  # a check writes nothing
+
+
+# --- a finished run's disk, summary.json and progress lines (a real, tiny local training run) ---
+
+TINY = ["--set", "train.max_steps=4", "--set", "train.checkpoint_every=2", "--set", "train.logging_steps=2",
+        "--set", "train.batch_size=8", "--set", "train.max_seq_length=16", "--stage", "train"]
+
+
+@pytest.fixture(scope="module")
+def quickstart_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("qs") / "store"
+    assert run_cli("prepare-quickstart", "--root", str(root)).returncode == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_run(quickstart_root):
+    """A finished tiny quickstart run, `qs-clean`: its output and the command's arguments."""
+    args = ["run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={quickstart_root}",
+            "--set", "name=qs-clean", *TINY]
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out, args
+
+
+def test_a_finished_run_keeps_no_checkpoints_and_names_its_best_one(quickstart_root, clean_run):
+    import json
+
+    out, _ = clean_run
+    run = quickstart_root / "runs" / "qs-clean"
+    assert (run / "model" / "COMMITTED").is_file()
+    assert not (run / "checkpoints").exists(), sorted(p.name for p in (run / "checkpoints").iterdir())
+    summary = json.loads((run / "metrics" / "summary.json").read_text())
+    assert summary["best_metric_name"] == "eval_accuracy"
+    assert summary["best_step"] in (2, 4)
+    assert summary["best_checkpoint"] == f"step-{summary['best_step']:06d}"
+    assert "train_loss" in summary and "training_loss" not in summary
+    steps = [line.split()[2] for line in out.stdout.splitlines() if line.startswith("kubetune: step ")]
+    assert steps[0] == "1/4", steps  # the first line at step 1, then every logging_steps
+
+
+def test_keep_checkpoints_after_success_keeps_the_newest(quickstart_root):
+    out = run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={quickstart_root}",
+                  "--set", "name=qs-keep", "--set", "train.keep_checkpoints_after_success=1", *TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    kept = sorted(p.name for p in (quickstart_root / "runs" / "qs-keep" / "checkpoints").iterdir() if p.is_dir())
+    assert kept == ["step-000004"], kept  # the newest only
+
+
+def test_an_interrupted_local_run_says_how_to_resume_and_keeps_its_checkpoint(quickstart_root):
+    """SIGTERM to `kubetune run --local`: a checkpoint, local words (no 'failed', no Job), no
+    evaluation after the signal; the checkpoints stay until the same command finishes the run."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from helpers import REPO
+
+    args = [sys.executable, "-m", "kubetune.cli", "run", "jobs/quickstart.yaml", "--local",
+            "--set", f"storage.root={quickstart_root}", "--set", "name=qs-sigterm", *TINY,
+            "--set", "train.max_steps=10", "--set", "train.checkpoint_every=5", "--set", "train.logging_steps=1"]
+    import os
+
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # lines as they come
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not any("kubetune: step 2/" in line for line in lines) and time.monotonic() < deadline:
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(300)
+    reader.join(10)
+    output = "".join(lines)
+    assert code == 75, output[-3000:]
+    assert "run the same command again to resume" in output
+    assert "failed" not in output and "Job restarts" not in output and "stopping the others" not in output
+    after = output[output.index("SIGTERM received"):]
+    assert "eval_" not in after, after  # no evaluation at the interrupted step
+    run = quickstart_root / "runs" / "qs-sigterm"
+    assert (run / "checkpoints" / "LATEST").is_file()  # kept while the run is incomplete
+    assert not (run / "model" / "COMMITTED").exists()
+
+    again = run_cli(*args[3:])  # the same command resumes and finishes
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resum" in again.stdout.lower() + again.stderr.lower()
+    assert (run / "model" / "COMMITTED").is_file() and not (run / "checkpoints").exists()
+
+
+def _predict(cwd: Path, run_args: list[str], *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    args = [a if a != "jobs/quickstart.yaml" else str(REPO / a) for a in run_args]
+    args = [a for a in args if a not in ("--stage", "train")]
+    return subprocess.run([sys.executable, "-m", "kubetune.cli", *args, "--stage", "predict",
+                           "--input", "datasets/quickstart/test.tsv", *extra],
+                          cwd=cwd, capture_output=True, text=True, timeout=900, env=dict(os.environ))
+
+
+def test_a_relative_prediction_output_is_relative_to_the_current_folder(tmp_path, quickstart_root, clean_run):
+    _, args = clean_run
+    out = _predict(tmp_path, args, "--output", "preds/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    parts = list((tmp_path / "preds").glob("part-*.jsonl"))
+    assert len(parts) == 1 and parts[0].read_text().count("\n") > 10
+    assert not (quickstart_root / "preds").exists()
+    stored = _predict(tmp_path, args, "--output", "preds-in-store/", "--output-in-store")
+    assert stored.returncode == 0, stored.stderr[-3000:]
+    assert list((quickstart_root / "preds-in-store").glob("part-*.jsonl"))
+    assert not (tmp_path / "preds-in-store").exists()
+
+
+def test_an_output_folder_of_another_job_is_refused_unless_overwrite(tmp_path, quickstart_root, clean_run):
+    _, args = clean_run
+    assert _predict(tmp_path, args, "--output", "preds/").returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "preds").iterdir()}
+    other = [a if a != "name=qs-clean" else "name=qs-other" for a in args]
+    refused = _predict(tmp_path, other, "--output", "preds/")
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line == ("error: --output preds/: already holds predictions of job 'qs-clean'; "
+                    "choose another folder, or add --overwrite to replace them")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "preds").iterdir()} == before
+    # Parts that no job claims are refused too; the same job may write its folder again.
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "part-00000.jsonl").write_text('{"label": "x"}\n')
+    assert _predict(tmp_path, other, "--output", "loose/").returncode == 2
+    assert _predict(tmp_path, args, "--output", "preds/").returncode == 0

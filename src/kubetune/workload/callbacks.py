@@ -34,10 +34,10 @@ class ProgressCallback(TrainerCallback):
         self.local_file = local_file
         self.samples_per_step = samples_per_step
         self.uploader = uploader
-        self._last: tuple[float, int] | None = None
+        self.pace = Pace()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._last = (time.monotonic(), state.global_step)
+        self.pace.begin(time.monotonic(), state.global_step)
         if state.is_world_process_zero:
             self._continue_log(state.global_step)
 
@@ -56,11 +56,8 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        now = time.monotonic()
-        last_time, last_step = self._last or (now, state.global_step)
-        steps = state.global_step - last_step
-        rate = steps * self.samples_per_step / (now - last_time) if steps > 0 and now > last_time else None
-        self._last = (now, state.global_step)
+        seconds_per_step = self.pace.seconds_per_step(time.monotonic(), state.global_step)
+        rate = self.samples_per_step / seconds_per_step if seconds_per_step else None
         record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         for key, value in logs.items():
             if isinstance(value, (int, float)) and key not in ("epoch", "step"):
@@ -76,6 +73,32 @@ class ProgressCallback(TrainerCallback):
         else:
             self.store.upload_file(self.local_file, self.layout.train_metrics)
         print(format_progress(record, state.max_steps), flush=True, file=sys.stdout)
+
+
+class Pace:
+    """Seconds per step for the ETA and samples/s: the average over every step since the first
+    logged one (the first line: since training began).
+
+    Why not the last interval: an interval that holds an evaluation or a checkpoint upload is
+    many times slower than one that does not, so the ETA jumped by multiples from line to line
+    (0:04:23, 0:26:49, 1:00:44). The running average includes those pauses at their real share
+    and moves smoothly; the first step (warm-up, first batch) counts only on the first line."""
+
+    def __init__(self) -> None:
+        self._begin: tuple[float, int] | None = None
+        self._first: tuple[float, int] | None = None
+
+    def begin(self, now: float, step: int) -> None:
+        self._begin, self._first = (now, step), None
+
+    def seconds_per_step(self, now: float, step: int) -> float | None:
+        if self._first is None:
+            start = self._begin or (now, step)
+            self._first = (now, step)
+        else:
+            start = self._first
+        steps = step - start[1]
+        return (now - start[0]) / steps if steps > 0 and now > start[0] else None
 
 
 def format_progress(record: dict[str, Any], max_steps: int) -> str:

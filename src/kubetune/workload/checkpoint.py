@@ -100,6 +100,22 @@ def prune_checkpoints(store: Store, layout: RunLayout, keep: int) -> None:
                 store.remove(layout.checkpoint(step))
 
 
+def clear_after_success(store: Store, layout: RunLayout, keep: int) -> None:
+    """Once the model is committed: keep the newest `keep` committed checkpoints, remove the
+    rest; with 0, the whole checkpoints folder, LATEST included. Why: a finished run resumes
+    nothing (its best checkpoint is already the committed model), and each checkpoint carries
+    the optimizer state (about 3x the model); an incomplete run never gets here, so it keeps
+    all it needs to resume."""
+    if keep == 0:
+        store.remove(layout.checkpoints)
+        return
+    kept = set(committed_steps(store, layout)[-keep:])
+    for name in store.list_dirs(layout.checkpoints):
+        step = checkpoint_step(name)
+        if step is not None and step not in kept:
+            store.remove(layout.checkpoint(step))
+
+
 def fetch_checkpoint(store: Store, layout: RunLayout, step: int, local_root: Path) -> Path:
     """A local copy of a committed checkpoint. A local folder left by an earlier attempt is
     used only if it holds every file the commit marker lists; downloads go through

@@ -16,7 +16,7 @@ from typing import Any
 from transformers import TrainerState
 
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.contract.names import ENV_RETRY_FLAG
+from kubetune.contract.names import ENV_DIE_WITH_PARENT, ENV_RETRY_FLAG
 from kubetune.workload.callbacks import CheckpointUploadCallback
 from kubetune.workload.checkpoint import Uploader, read_position
 from kubetune.workload.preemption import PREEMPTION, PreemptionCallback
@@ -110,7 +110,10 @@ def leave_after_preemption(run: Run, trained: Trained) -> int:
     grace = float(run.spec.kubernetes.termination_grace_period_seconds)
     ok = drain(trained.trainer, PREEMPTION.remaining(grace))
     step = trained.trainer.state.global_step
-    if run.is_main:
+    if run.is_main and os.environ.get(ENV_DIE_WITH_PARENT):  # a local run: you restart it, not a Job
+        print(f"kubetune: interrupted at step {step}: checkpoint {'saved' if ok else 'NOT saved'} in "
+              f"{run.store.url(run.layout.checkpoints)}; run the same command again to resume", flush=True)
+    elif run.is_main:
         print(f"kubetune: preempted at step {step}: checkpoint {'committed' if ok else 'NOT committed'}; "
               f"exit {EXIT_RETRY_AFTER_CHECKPOINT} (the Job restarts the pod, which resumes)", flush=True)
     flag = os.environ.get(ENV_RETRY_FLAG)

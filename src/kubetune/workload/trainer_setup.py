@@ -64,6 +64,7 @@ def training_arguments(run: Run, output_dir: Path) -> TrainingArguments:
         greater_is_better=greater,
         logging_strategy="steps",
         logging_steps=t.logging_steps,
+        logging_first_step=True,  # a first progress line at step 1, seconds after training starts
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=t.dataloader_workers,
