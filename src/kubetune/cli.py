@@ -158,6 +158,8 @@ def _add_predict_args(parser: argparse.ArgumentParser) -> None:
                         help="--stage predict: a .jsonl/.parquet file, or a folder of part-NNNNN files (one per rank)")
     parser.add_argument("--format", default=None, choices=["jsonl", "parquet"],
                         help="--stage predict: format of the parts in an output folder (default jsonl)")
+    parser.add_argument("--model", default=None, metavar="REF",
+                        help="--stage predict: whose model: current, a registry version vNNNN, or a run name")
 
 
 def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
@@ -168,7 +170,8 @@ def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
         return None
     if not args.input or not args.output:
         raise SpecError("--stage predict needs --input URI and --output URI")
-    return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {})}
+    return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {}),
+            **({"model": args.model} if args.model else {})}
 
 
 def cmd_prepare_quickstart(args: argparse.Namespace) -> int:

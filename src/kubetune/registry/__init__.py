@@ -137,14 +137,19 @@ class Registry:
     def model_run(self, ref: str) -> RunLayout:
         """The run whose model a `--model` reference means: `current`, a version `vNNNN`, or a
         run name."""
+        return self.resolve(ref)[0]
+
+    def resolve(self, ref: str) -> tuple[RunLayout, str | None]:
+        """A `--model` reference as (run, registry version or None for a plain run name)."""
         if ref == CURRENT_REF:
             pointer = self.current()
             if pointer is None:
-                raise RegistryError(f"{self.store.url(self.layout.base)}: no current version yet (nothing promoted)")
-            return RunLayout(pointer["run"])
+                raise RegistryError(f"--model current: {self.store.url(self.layout.base)}: no current version yet "
+                                    "(nothing promoted)")
+            return RunLayout(pointer["run"]), pointer["version"]
         if version_number(ref) is not None:
-            return RunLayout(self.version(ref)["run"])
-        return RunLayout(ref)
+            return RunLayout(self.version(ref)["run"]), ref
+        return RunLayout(ref), None
 
     # -- writing -------------------------------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:

@@ -34,9 +34,10 @@ from typing import Any
 import datasets
 import fsspec
 
-from kubetune.contract.layout import run_layout
+from kubetune.contract.layout import RunLayout, run_layout
 from kubetune.contract.names import ENV_NODE_RANK, ENV_NUM_NODES
 from kubetune.contract.spec import JobSpec, SpecError
+from kubetune.registry import Registry
 from kubetune.storage import Store, has_scheme
 from kubetune.workload.data import data_format, read_table, require_columns
 from kubetune.workload.errors import DataError
@@ -62,6 +63,8 @@ class Prediction:
     to_folder: bool
     rank: int
     world_size: int
+    model_layout: RunLayout | None = None  # whose model (`--model`); None: this run's
+    model_version: str | None = None  # the registry version it resolved to, recorded per row
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -99,11 +102,14 @@ def rank_and_world() -> tuple[int, int]:
     return rank, world
 
 
-def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None) -> Prediction:
-    """Check everything cheap: store, output, input columns, the committed model's presence."""
+def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None,
+          model: str | None = None) -> Prediction:
+    """Check everything cheap: store, output, input columns, the committed model's presence.
+    `model`: `current`, a registry version `vNNNN` or a run name (default: this run's model)."""
     store = Store.from_spec(spec.storage)
-    store.check_reachable()
-    layout = run_layout(spec.name)
+    store.check_reachable(spec.storage.startup_timeout_seconds)
+    check_not_input(store.resolve(input_uri), store.resolve(output_uri))
+    layout, version = Registry(store, spec.name).resolve(model) if model else (run_layout(spec.name), None)
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
     rank, world = rank_and_world()
@@ -122,7 +128,18 @@ def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | N
     start, stop = shard_bounds(len(rows), rank, world)
     return Prediction(spec=spec, store=store, task=task, rows=rows.select(range(start, stop)), first_row=start,
                       total_rows=len(rows), output_url=output_url, output_format=fmt, to_folder=to_folder,
-                      rank=rank, world_size=world)
+                      rank=rank, world_size=world, model_layout=layout, model_version=version)
+
+
+def check_not_input(input_url: str, output_url: str) -> None:
+    """Refuse an output that would replace the input: the same file, or a folder whose
+    part file would be the input itself."""
+    def norm(url: str) -> str:
+        return posixpath.normpath(url.removeprefix("file://")).rstrip("/")
+
+    source, target = norm(input_url), norm(output_url)
+    if source == target or (posixpath.dirname(source) == target and PART.match(posixpath.basename(source))):
+        raise SpecError(f"--output {output_url}: is the input (--input {input_url}); predictions would replace it")
 
 
 def predict(job: Prediction) -> list[dict[str, Any]]:
@@ -137,14 +154,15 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
     )
     if len(job.rows) == 0:
         return []
-    folder, labels = load_trained(job.store, run_layout(job.spec.name))
+    folder, labels = load_trained(job.store, job.model_layout or run_layout(job.spec.name))
     model, tokenizer = load_for_inference(job.task, folder)
     model = place_for_inference(model)
     t = job.spec.train
     predictions = job.task.predict_rows(job.rows, model, tokenizer, labels, t.eval_batch_size or t.batch_size * 2)
     if len(predictions) != len(job.rows):
         raise RuntimeError(f"task {job.task.name} returned {len(predictions)} predictions for {len(job.rows)} rows")
-    return [{**row, "row": job.first_row + i, **pred}
+    made_by = {"model_version": job.model_version} if job.model_version else {}  # which registry version
+    return [{**row, "row": job.first_row + i, **pred, **made_by}
             for i, (row, pred) in enumerate(zip(job.rows.to_list(), predictions))]
 
 
@@ -199,9 +217,10 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_prediction(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None = None) -> int:
+def run_prediction(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None = None,
+                   model: str | None = None) -> int:
     """Predict this rank's shard of the input and write it whole. Returns 0."""
-    job = setup(spec, input_uri, output_uri, output_format)
+    job = setup(spec, input_uri, output_uri, output_format, model)
     url = write(job, predict(job))
     print(f"kubetune: predictions: {url}", flush=True)
     return 0

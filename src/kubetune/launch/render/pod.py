@@ -101,6 +101,8 @@ def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:
     args = ["--input", predict["input"], "--output", predict["output"]]
     if predict.get("format"):
         args += ["--format", predict["format"]]
+    if predict.get("model"):  # a registry reference: current, vNNNN or a run name
+        args += ["--model", predict["model"]]
     entry = _entry(kn.PREDICT_MODULE, *args)
     gpus = spec.resources.gpus_per_node
     return ["python", *entry] if gpus <= 1 else _standalone(gpus, entry)
@@ -229,6 +231,8 @@ def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dic
     container["resources"] = _resources(spec, stage)
     if stage == kn.STAGE_TRAIN and spec.resources.nodes > 1:
         container["ports"] = [{"name": "rendezvous", "containerPort": k.rendezvous_port, "protocol": "TCP"}]
+        # A restarted gang must not read the previous round's keys (names.ENV_TORCH_NO_SHARED_STORE).
+        container["env"].append({"name": kn.ENV_TORCH_NO_SHARED_STORE, "value": "1"})
     container["volumeMounts"] = mounts
     container["securityContext"] = {
         "allowPrivilegeEscalation": False,

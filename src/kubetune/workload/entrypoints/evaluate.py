@@ -17,8 +17,11 @@ from kubetune.workload.evaluation import run_evaluation
 
 @entrypoint
 def main(argv: list[str] | None = None) -> int:
-    args = spec_parser(EVALUATE_MODULE, __doc__).parse_args(argv)
-    return run_evaluation(load_spec_from(args))
+    parser = spec_parser(EVALUATE_MODULE, __doc__)
+    parser.add_argument("--model", default=None, metavar="REF",
+                        help="whose model: current, a registry version vNNNN, or a run name (default: this run's)")
+    args = parser.parse_args(argv)
+    return run_evaluation(load_spec_from(args), args.model)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="a .jsonl/.parquet file (one rank), or a folder of parts")
     parser.add_argument("--format", choices=["jsonl", "parquet"], default=None,
                         help="format of the parts in an output folder (default jsonl)")
+    parser.add_argument("--model", default=None, metavar="REF",
+                        help="whose model: current, a registry version vNNNN, or a run name (default: this run's)")
     args = parser.parse_args(argv)
-    return run_prediction(load_spec_from(args), args.input, args.output, args.format)
+    return run_prediction(load_spec_from(args), args.input, args.output, args.format, args.model)
 
 
 if __name__ == "__main__":
