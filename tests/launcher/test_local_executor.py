@@ -72,10 +72,13 @@ def test_two_nodes_become_two_processes_with_a_local_rendezvous(tmp_path, monkey
     for index, proc in enumerate(procs):
         argv = proc.argv
         assert argv[:3] == [sys.executable, "-m", kn.DISTRUN_MODULE]
-        assert arg(argv, "--node-rank") == str(index)  # $(JOB_COMPLETION_INDEX) expanded
-        assert arg(argv, "--master-addr") == "127.0.0.1"
+        # The c10d rendezvous of the rendered command, at rank 0's pod, here on this machine.
+        assert arg(argv, "--rdzv-backend") == "c10d"
+        host, port = arg(argv, "--rdzv-endpoint").split(":")
+        assert host == "127.0.0.1" and int(port) != 29500
+        assert arg(argv, "--max-restarts") == "3"
         assert arg(argv, "--nproc-per-node") == "1"
-        ports.add(arg(argv, "--master-port"))
+        ports.add(port)
         spec_file = Path(argv[-1])
         assert argv[-2] == "--spec" and spec_file.is_file()  # the ConfigMap, materialised
         assert validate_spec(yaml.safe_load(spec_file.read_text())) == spec

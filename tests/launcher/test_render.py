@@ -147,9 +147,15 @@ def test_multi_node_indexed_job_with_headless_service_and_torchrun():
     assert command[:3] == ["python", "-m", kn.DISTRUN_MODULE]
     assert "--nnodes=4" in command
     assert "--nproc-per-node=8" in command
-    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in command
-    assert f"--master-addr=demo-train-0.{svc['metadata']['name']}" in command
-    assert "--master-port=29400" in command
+    # Whole-gang recovery: torchrun's elastic agents in a c10d rendezvous hosted by rank 0's pod,
+    # restarting the gang train.max_restarts times; the Trainer's collectives time out early.
+    assert "--rdzv-backend=c10d" in command
+    assert f"--rdzv-endpoint=demo-train-0.{svc['metadata']['name']}:29400" in command
+    assert "--rdzv-id=demo-train" in command
+    assert "--max-restarts=3" in command
+    assert not any(a.startswith(("--master-addr", "--node-rank")) for a in command)
+    restarts = one(render_objects(make_spec(resources={"nodes": 2}, train={"max_restarts": 7}), stage="train"), "Job", "train")
+    assert "--max-restarts=7" in container(restarts)["command"]
     assert command[-4:] == ["-m", kn.TRAIN_MODULE, "--spec", SPEC_PATH]
     assert job["spec"]["backoffLimit"] == 3 * 4  # retries budgeted per gang
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == 8
@@ -387,7 +393,8 @@ def test_schedule_renders_a_cronjob_forbidding_overlap():
     assert template["spec"]["completionMode"] == "Indexed"
     command = template["spec"]["template"]["spec"]["containers"][0]["command"]
     # the Jobs a CronJob creates get generated names: rank 0 is found through the pod's own Job name
-    assert "--master-addr=$(KUBETUNE_JOB_NAME)-0.demo-workers" in command
+    assert "--rdzv-endpoint=$(KUBETUNE_JOB_NAME)-0.demo-workers:29500" in command
+    assert "--rdzv-id=$(KUBETUNE_JOB_NAME)" in command
     assert one(objs, "Service")["metadata"]["name"] == "demo-workers"
 
 

@@ -20,11 +20,15 @@ How a pod becomes a process:
 * Not materialised, on purpose: Secret volumes and secret references (credentials come from
   your own environment: AWS_* variables, ~/.aws). Variables that point into them are left out.
 * Rendezvous: the pods' DNS names `<job>-<i>.<service>` resolve to 127.0.0.1 and the fixed
-  rendezvous port becomes a free local port.
+  rendezvous port becomes a free local port (in `--rdzv-endpoint`, and `--master-addr/-port`).
 * GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
   between the pods; with none, each pod runs one CPU process (torch.distributed uses gloo).
 * The working directory is yours, so a relative `storage.root` means the same as for
-  `kubetune validate`. No retries: a failed process stops its gang and the run.
+  `kubetune validate`.
+* Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
+  when a worker fails (up to `train.max_restarts`), as on a cluster. A pod process that exits
+  non-zero stops its gang and the run; the Job's pod retries are not imitated.
+  (`kubetune.launch.local_gang` runs the processes: recoveries, signals, no orphans.)
 """
 
 from __future__ import annotations
@@ -32,18 +36,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec import JobSpec
+from kubetune.launch.local_gang import LocalProcess, run_processes
+
+__all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]
 
 # The rendered stage(s) each `--stage` runs, in order.
 STAGES = {
@@ -55,19 +60,6 @@ STAGES = {
 
 # Container variables a local run never sets: your machine's own home and library caches.
 KEEP_LOCAL = {kn.ENV_HOME, kn.ENV_HF_HOME, "XDG_CACHE_HOME", "TRITON_CACHE_DIR"}
-# Grace period for the other processes of a gang when one fails.
-GANG_GRACE_S = 30
-
-
-@dataclass
-class LocalProcess:
-    """One pod as a local process."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    dirs: list[str] = field(default_factory=list)
 
 
 def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None) -> int:
@@ -80,7 +72,11 @@ def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] 
         objs = render_objects(spec, stage=step, predict=predict if step == kn.STAGE_PREDICT else None)
         with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
             procs = plan_stage(objs, step, Path(tmp))
-            code = run_processes(procs)
+            code = run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)
+        if code == EXIT_RETRY_AFTER_CHECKPOINT:
+            print(f"kubetune: {step} interrupted; its checkpoint is saved: run the same command again to resume",
+                  file=sys.stderr)
+            return code
         if code != 0:
             print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)
             return code
@@ -289,6 +285,10 @@ def _localise_arg(
         return f"{key}=127.0.0.1"
     if sep and key == "--master-port" and value.isdigit() and int(value) in ports:
         return f"{key}={ports[int(value)]}"
+    if sep and key == "--rdzv-endpoint":
+        host, _, port = value.rpartition(":")
+        if host in hosts and port.isdigit() and int(port) in ports:
+            return f"{key}=127.0.0.1:{ports[int(port)]}"
     if sep and key == "--nproc-per-node":
         return f"{key}={len(gpus) if gpus else 1}"
     if arg.startswith("/"):
@@ -320,77 +320,3 @@ def _split_gpus(gpus: int, pods: int) -> list[list[int] | None]:
     if share == 0:
         return [None] * pods
     return [list(range(i * share, (i + 1) * share)) for i in range(pods)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Running
-
-
-def run_processes(procs: list[LocalProcess]) -> int:
-    """Start every process of a gang; when one fails, stop the others. Returns 0 or the first
-    failure's exit code (128 + signal for a signalled process)."""
-    prefix = len(procs) > 1
-    running: list[tuple[LocalProcess, subprocess.Popen[bytes]]] = []
-    threads = []
-    try:
-        for proc in procs:
-            popen = subprocess.Popen(
-                proc.argv,
-                env=proc.env,
-                cwd=proc.cwd,
-                stdout=subprocess.PIPE if prefix else None,
-                stderr=subprocess.STDOUT if prefix else None,
-                start_new_session=True,
-            )
-            running.append((proc, popen))
-            if prefix:
-                thread = threading.Thread(target=_pump, args=(popen, f"[{proc.name}] "), daemon=True)
-                thread.start()
-                threads.append(thread)
-        return _wait_gang(running)
-    except KeyboardInterrupt:
-        _stop(running, signal.SIGTERM)
-        raise
-    finally:
-        for thread in threads:
-            thread.join(timeout=5)
-
-
-def _wait_gang(running: list[tuple[LocalProcess, subprocess.Popen[bytes]]]) -> int:
-    first_failure = 0
-    pending = list(running)
-    while pending:
-        for item in list(pending):
-            code = item[1].poll()
-            if code is None:
-                continue
-            pending.remove(item)
-            if code != 0 and first_failure == 0:
-                first_failure = code if code > 0 else 128 - code
-                print(f"kubetune: {item[0].name} exited with code {first_failure}; stopping the others", file=sys.stderr)
-                _stop(pending, signal.SIGTERM)
-        if pending:
-            try:
-                pending[0][1].wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
-    return first_failure
-
-
-def _stop(running: list[tuple[LocalProcess, subprocess.Popen[bytes]]], sig: int) -> None:
-    for _, popen in running:
-        if popen.poll() is None:
-            os.killpg(popen.pid, sig)
-    for _, popen in running:
-        try:
-            popen.wait(timeout=GANG_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
-
-
-def _pump(popen: subprocess.Popen[bytes], prefix: str) -> None:
-    assert popen.stdout is not None
-    for line in iter(popen.stdout.readline, b""):
-        sys.stdout.write(prefix + line.decode(errors="replace"))
-        sys.stdout.flush()

@@ -10,11 +10,14 @@ any module may raise these without an import cycle.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.names import ENV_DIE_WITH_PARENT
+from kubetune.contract.recovery import die_with_parent
 
 
 class DataError(UserError):
@@ -28,10 +31,14 @@ class ModelSourceError(UserError):
 def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap an entrypoint's main: a `UserError` (SpecError, StorageError, DataError,
     ModelSourceError, ...) becomes `error: <one line>` and exit code 2; anything else is a
-    bug or an outage and keeps its traceback."""
+    bug or an outage and keeps its traceback. Under `kubetune run --local`
+    (names.ENV_DIE_WITH_PARENT) the process dies with its parent: torchrun's workers are the
+    launcher's grandchildren, which its own parent-death signal cannot reach."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        if os.environ.get(ENV_DIE_WITH_PARENT):
+            die_with_parent(expected_parent=int(os.environ[ENV_DIE_WITH_PARENT]))
         try:
             return main(*args, **kwargs) or 0
         except UserError as exc:

@@ -8,6 +8,7 @@ spec → arguments mapping in one place.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import transformers
 from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, PreTrainedModel,
                           PreTrainedTokenizerBase, PrinterCallback, TrainerCallback, TrainingArguments)
 
+from kubetune.contract.recovery import resumed_line
 from kubetune.workload.adapt import apply_freezing, parameter_counts, set_dropout
 from kubetune.workload.callbacks import CheckpointUploadCallback, ProgressCallback
 from kubetune.workload.checkpoint import fetch_checkpoint, find_latest
@@ -70,6 +72,9 @@ def training_arguments(run: Run, output_dir: Path) -> TrainingArguments:
         dataloader_num_workers=t.dataloader_workers,
         ddp_backend=ddp_backend(),
         ddp_find_unused_parameters=False,
+        # A rank whose peer is gone stops waiting after this long (the default is 30 minutes),
+        # so torchrun's agents can restart the gang from LATEST.
+        ddp_timeout=t.collective_timeout_seconds,
         # transformers 5 multiplies the loss by the world size when this is on, expecting the
         # model to divide by the global token count; classification, QA and T5 losses are
         # plain means, so on 2 ranks the loss (and gradient) came out doubled. Each rank's own
@@ -159,6 +164,11 @@ def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
 def resume_point(run: Run) -> Path | None:
     """The newest committed checkpoint of this run, fetched locally; None for a fresh start."""
     step = find_latest(run.store, run.layout)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if run.is_main and restart is not None and (step is not None or int(restart or 0) > 0):
+        # Under torchrun: where a restarted gang resumes (this agent's count stays 0 when another
+        # node's worker failed, hence "or step"); `run --local` reports it with the failure.
+        print(resumed_line(step or 0, int(restart or 0)), flush=True)
     if step is None:
         return None
     path = fetch_checkpoint(run.store, run.layout, step, run.workdir / "trainer")

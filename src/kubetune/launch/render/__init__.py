@@ -34,8 +34,9 @@ names.JOB_LABEL; pods also names.STAGE_LABEL.
 
 Commands: one process per pod runs `python -m <the stage's entrypoint module> --spec FILE`
 (names.STAGE_MODULES); several processes per pod or several pods run names.DISTRUN_MODULE
-(torchrun with the workers' exit codes kept) with `--node-rank=$(ENV_COMPLETION_INDEX)` and
-`--master-addr=<name>-train-0.<name>-workers`.
+(torchrun with the workers' exit codes kept); several pods meet in a c10d rendezvous at
+`<name>-train-0.<name>-workers:<rendezvous_port>` with `--max-restarts=<train.max_restarts>`, so a
+failed rank restarts the whole gang from LATEST (README, "Recovery of multi-node runs").
 
 Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
 (preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit

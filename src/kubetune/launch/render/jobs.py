@@ -46,7 +46,9 @@ def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[s
         body["completionMode"] = "Indexed"
     body["completions"] = nodes
     body["parallelism"] = nodes
-    # One failure of a gang member fails the others (collectives time out): budget per gang.
+    # Budget per gang. A failed worker costs no pod (torchrun's agents restart the gang, see
+    # train_command); a lost pod costs one (the survivors wait for its replacement), but a lost
+    # rank-0 pod takes the rendezvous store with it and fails every pod: `nodes` per incident.
     body["backoffLimit"] = k.backoff_limit * nodes
     body["activeDeadlineSeconds"] = k.active_deadline_seconds
     if k.ttl_seconds_after_finished is not None:

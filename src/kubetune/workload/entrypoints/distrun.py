@@ -12,19 +12,43 @@ with:
   worker committed its checkpoint and said so through the ENV_RETRY_FLAG file, else 128 + signal;
 * otherwise torchrun's own result.
 
+Multi-node runs use torchrun's elastic agent (c10d rendezvous, `--max-restarts`): when a worker
+dies, the agents restart the whole gang, which resumes from LATEST. This wrapper then prints one
+`recovery.WORKER_FAILED` line (which local rank, which exit code), which `kubetune run --local`
+relays; the exit code rules above apply once the agent gives up.
+
 Runs inside the container (it imports torch); the launcher only names it in commands.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.contract.names import DISTRUN_MODULE, ENV_RETRY_FLAG
+from kubetune.contract.names import DISTRUN_MODULE, ENV_DIE_WITH_PARENT, ENV_POD_NAME, ENV_RETRY_FLAG
+from kubetune.contract.recovery import die_with_parent, worker_failed_line
+
+# torchrun's process-context logger, which reports a failed worker as
+# "failed (exitcode: %s) local_rank: %s (pid: %s) of binary: %s".
+_WORKER_LOGGER = "torch.distributed.elastic.multiprocessing.api"
+
+
+class _WorkerFailures(logging.Filter):
+    """Turns torchrun's record of a failed worker into our one recovery line (and lets the
+    record through): reading the record's arguments, not its text, survives rewording."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if str(record.msg).startswith("failed (exitcode") and len(args) >= 2:
+            node = os.environ.get(ENV_POD_NAME) or socket.gethostname()
+            print(worker_failed_line(node, int(args[1]), int(args[0])), file=sys.stderr, flush=True)
+        return True
 
 
 def merge_exit_codes(codes: Iterable[int]) -> int:
@@ -51,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.run import parse_args, run
 
+    if os.environ.get(ENV_DIE_WITH_PARENT):
+        # `kubetune run --local`: die with the launcher, and let the workers die with this agent.
+        die_with_parent(expected_parent=int(os.environ[ENV_DIE_WITH_PARENT]))
+        os.environ[ENV_DIE_WITH_PARENT] = str(os.getpid())
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.getLogger(_WORKER_LOGGER).addFilter(_WorkerFailures())
     flag = Path(tempfile.mkdtemp(prefix="kubetune-distrun-")) / "retry-after-checkpoint"
     os.environ[ENV_RETRY_FLAG] = str(flag)  # inherited by the workers
     try:

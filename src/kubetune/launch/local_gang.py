@@ -1,0 +1,223 @@
+"""Running a stage's local pods as one gang: start, watch, relay, stop, and never leave orphans.
+
+`kubetune.launch.local` plans the processes (one per pod); this module runs them:
+
+* Output of a gang (several pods) is prefixed per pod, and each whole-gang recovery that
+  torchrun's agents perform (a worker died; they restarted the gang from LATEST) is reported
+  as one line: which pod's worker failed, its exit code, the step the gang resumed from
+  (`kubetune.contract.recovery` states the two pod lines this joins).
+* A pod process that exits non-zero stops the others (SIGTERM, then SIGKILL after
+  GANG_GRACE_S): on a cluster the agent has then given up, its restart budget spent.
+* SIGTERM or SIGHUP to the launcher (a closed terminal, a CI cancel, `timeout`) is forwarded as
+  SIGTERM to every pod, as the kubelet does; they commit a checkpoint and exit 75. The
+  launcher waits up to the grace period (`kubernetes.termination_grace_period_seconds`), kills
+  what is left, and only then returns.
+* SIGKILL to the launcher cannot be handled, so every pod process is started with
+  names.ENV_DIE_WITH_PARENT set to the launcher's pid: the entrypoints (and distrun, the
+  torchrun agent, which passes it on to its workers with its own pid) ask the kernel for a
+  parent-death signal, and the whole tree dies with the launcher as pods die with their node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from kubetune.contract import names as kn
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.recovery import parse_resumed, parse_worker_failed
+
+# Grace period for the other processes of a gang when one fails.
+GANG_GRACE_S = 30
+# Signals the launcher forwards to its pods as SIGTERM.
+FORWARDED = (signal.SIGTERM, signal.SIGHUP)
+
+Running = list[tuple["LocalProcess", "subprocess.Popen[bytes]"]]
+
+
+@dataclass
+class LocalProcess:
+    """One pod as a local process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    dirs: list[str] = field(default_factory=list)
+
+
+class RecoveryRelay:
+    """Joins a pod's "worker failed" line and the restarted gang's "resuming" line into one
+    recovery line. The first failure of a round is the cause: the other ranks' failures that
+    follow it (their collectives broke) are its consequences."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failure: tuple[str, int, int] | None = None
+        self.recoveries: list[str] = []
+
+    def feed(self, pod: str, line: str) -> None:
+        failed = parse_worker_failed(line)
+        resumed = parse_resumed(line)
+        with self._lock:
+            if failed is not None and self._failure is None:
+                _, local_rank, code = failed
+                self._failure = (pod, local_rank, code)
+            elif resumed is not None and self._failure is not None:
+                pod_name, local_rank, code = self._failure
+                self._failure = None
+                message = (f"kubetune: recovery {len(self.recoveries) + 1}: {pod_name} (local rank {local_rank}) "
+                           f"exited with code {_describe(code)}; the gang restarted from step {resumed[0]}")
+                self.recoveries.append(message)
+                print(message, file=sys.stderr, flush=True)
+
+
+def _describe(code: int) -> str:
+    """torchrun reports a signalled worker as -signal; shown as 128+signal, as a shell does."""
+    if code < 0:
+        try:
+            return f"{128 - code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return str(128 - code)
+    return str(code)
+
+
+class _Forwarded(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> int:
+    """Start every process of a gang; when one fails, stop the others. Returns 0 or the first
+    failure's exit code (128 + signal for a signalled process). After a forwarded SIGTERM/SIGHUP:
+    EXIT_RETRY_AFTER_CHECKPOINT when a pod committed its checkpoint, else 128 + the signal.
+
+    Why long: starting, signal handling and cleanup share the list of running processes; split,
+    each part would need the others' state passed around."""
+    prefix = len(procs) > 1
+    relay = RecoveryRelay()
+    running: Running = []
+    threads = []
+    previous = _install_forwarding()
+    try:
+        for proc in procs:
+            env = {**proc.env, kn.ENV_DIE_WITH_PARENT: str(os.getpid())}
+            popen = subprocess.Popen(
+                proc.argv,
+                env=env,
+                cwd=proc.cwd,
+                stdout=subprocess.PIPE if prefix else None,
+                stderr=subprocess.STDOUT if prefix else None,
+                start_new_session=True,  # a terminal's signals reach the launcher only
+            )
+            running.append((proc, popen))
+            if prefix:
+                thread = threading.Thread(target=_pump, args=(popen, proc.name, relay), daemon=True)
+                thread.start()
+                threads.append(thread)
+        return _wait_gang(running)
+    except _Forwarded as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"kubetune: {name}: stopping the pods (SIGTERM; up to {grace_s:g}s to commit a checkpoint)",
+              file=sys.stderr, flush=True)
+        codes = _stop(running, signal.SIGTERM, grace_s)
+        return EXIT_RETRY_AFTER_CHECKPOINT if EXIT_RETRY_AFTER_CHECKPOINT in codes else 128 + exc.signum
+    except KeyboardInterrupt:
+        _stop(running, signal.SIGTERM, grace_s)
+        raise
+    finally:
+        _restore(previous)
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def _install_forwarding() -> dict[int, object]:
+    """SIGTERM/SIGHUP raise _Forwarded in the main thread (only it may set handlers; elsewhere,
+    as in a library caller's worker thread, the caller's handlers stay)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        for sig in FORWARDED:  # once: a second signal must not interrupt the stopping
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Forwarded(signum)
+
+    previous = {}
+    for sig in FORWARDED:
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore(previous: dict[int, object]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+def _wait_gang(running: Running) -> int:
+    first_failure = 0
+    pending = list(running)
+    while pending:
+        for item in list(pending):
+            code = item[1].poll()
+            if code is None:
+                continue
+            pending.remove(item)
+            if code != 0 and first_failure == 0:
+                first_failure = code if code > 0 else 128 - code
+                if pending:  # with a single process there are no others to stop
+                    print(f"kubetune: {item[0].name} exited with code {first_failure}; stopping the others",
+                          file=sys.stderr)
+                _stop(pending, signal.SIGTERM, GANG_GRACE_S)
+        if pending:
+            try:
+                pending[0][1].wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+    return first_failure
+
+
+def _stop(running: Running, sig: int, grace_s: float) -> list[int]:
+    """Signal every live process group, give them `grace_s` together, SIGKILL the rest; their
+    exit codes (128 + signal for a signalled one)."""
+    for _, popen in running:
+        if popen.poll() is None:
+            _killpg(popen.pid, sig)
+    deadline = _now() + grace_s
+    codes = []
+    for _, popen in running:
+        try:
+            popen.wait(timeout=max(deadline - _now(), 0.1))
+        except subprocess.TimeoutExpired:
+            _killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+        code = popen.returncode
+        codes.append(code if code >= 0 else 128 - code)
+    return codes
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _pump(popen: subprocess.Popen[bytes], name: str, relay: RecoveryRelay) -> None:
+    assert popen.stdout is not None
+    prefix = f"[{name}] "
+    for raw in iter(popen.stdout.readline, b""):
+        line = raw.decode(errors="replace")
+        sys.stdout.write(prefix + line)
+        sys.stdout.flush()
+        relay.feed(name, line)
