@@ -176,7 +176,9 @@ def test_an_interrupted_local_run_says_how_to_resume_and_keeps_its_checkpoint(qu
 
     args = [sys.executable, "-m", "kubetune.cli", "run", "jobs/quickstart.yaml", "--local",
             "--set", f"storage.root={quickstart_root}", "--set", "name=qs-sigterm", *TINY,
-            "--set", "train.max_steps=10", "--set", "train.checkpoint_every=5", "--set", "train.logging_steps=1"]
+            "--set", "train.max_steps=10", "--set", "train.checkpoint_every=null", "--set", "train.logging_steps=1"]
+    # No checkpoint_every: evaluation and saving per epoch, the schedule whose epoch end, reached
+    # by stopping mid-epoch, used to add a full evaluation and a second upload after SIGTERM.
     import os
 
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -80,6 +80,15 @@ class PreemptionCallback(TrainerCallback):
             control.should_evaluate = False
             control.should_training_stop = True
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Stopping mid-epoch still ends the epoch: the Trainer leaves its step loop, fires
+        # on_epoch_end, and with an epoch schedule the default flow then asks for a full
+        # evaluation and a second save of the step just checkpointed (a second upload), which
+        # delayed the exit after SIGTERM by half a minute. The step's checkpoint is already saved.
+        if self.preemption.requested:
+            control.should_evaluate = False
+            control.should_save = False
+
     def on_train_end(self, args, state, control, **kwargs):
         self.preemption.training = False
 
