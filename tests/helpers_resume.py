@@ -43,9 +43,14 @@ class RestartableS3:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     def stop(self) -> None:
         self._server.stop()
         self._server._server.server_close()  # release the port: clients get "connection refused"
+        self._server = None
 
 
 def s3fs_for(endpoint: str) -> Any:

@@ -11,9 +11,12 @@ Relative URIs (no scheme, not starting with `/`, `./` or `../`) are relative to
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
+import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,53 @@ COMMIT_MARKER = "COMMITTED"
 class StorageError(UserError):
     """A store or file could not be reached or read; the message names the URI. A user error
     (exit code 2): a wrong root, endpoint or bucket does not fix itself on a retry."""
+
+
+class StoreUnavailableError(StorageError):
+    """A transient fault (`is_transient`) outlasted the retries. Pod entrypoints exit with
+    EXIT_STORE_UNAVAILABLE, which the Job retries (a MinIO restart must not fail a job);
+    a CLI verb, which a person simply runs again, reports it like any StorageError."""
+
+
+# S3 error codes that mean "try again later" (AWS, MinIO, Ceph, R2 spell them so).
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+    "RequestTimeout", "ServiceUnavailable", "InternalError", "503", "500", "502", "504",
+})
+# What s3fs turns those into when it drops the ClientError (see s3fs.errors), and socket faults.
+TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT, errno.ECONNREFUSED,
+                              errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a store fault may go away by itself: connection refused or reset, timeouts,
+    HTTP 5xx and 429, throttling (SlowDown), botocore's EndpointConnectionError,
+    ConnectTimeoutError and ReadTimeoutError, aiohttp's ClientConnectorError. Everything else
+    (AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, a missing file,
+    an unknown error) is permanent. The whole cause chain is read, outermost first: s3fs
+    wraps botocore errors, which wrap aiohttp's, which wrap the socket's."""
+    import aiohttp
+    from botocore import exceptions as boto
+
+    transient_types = (ConnectionError, TimeoutError, boto.EndpointConnectionError, boto.ConnectTimeoutError,
+                       boto.ReadTimeoutError, boto.ConnectionClosedError, aiohttp.ClientConnectorError,
+                       aiohttp.ServerTimeoutError, aiohttp.ServerDisconnectedError)
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, boto.ClientError):
+            code = str(link.response.get("Error", {}).get("Code", ""))
+            status = int(link.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            return code in TRANSIENT_CODES or status >= 500 or status == 429
+        if isinstance(link, transient_types):
+            return True
+        if isinstance(link, (FileNotFoundError, PermissionError)):
+            return False
+        if isinstance(link, OSError) and link.errno in TRANSIENT_ERRNOS:
+            return True
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def has_scheme(uri: str) -> bool:
@@ -106,18 +156,50 @@ class Store:
         return storage_options(uri, self.endpoint_url, self.region)
 
     # -- checks --------------------------------------------------------------------------------
-    def check_reachable(self) -> None:
-        """Fail fast, before any expensive work, when the root cannot be reached."""
-        try:
-            if self.protocol in ("s3", "s3a"):
-                bucket = self.root_path.split("/", 1)[0]
-                self.fs.ls(bucket, refresh=True)
-            else:
-                self.fs.makedirs(self.root_path, exist_ok=True)
-        except FileNotFoundError:
-            raise StorageError(f"storage.root: {self.root}: bucket does not exist") from None
-        except Exception as exc:  # botocore/aiohttp raise many types for one cause
-            raise StorageError(f"storage.root: cannot reach {self.root}: {_one_line(exc)}") from None
+    def check_reachable(self, timeout_s: float = 0.0) -> None:
+        """Fail fast, before any expensive work, when the root cannot be reached. A permanent
+        fault is a `StorageError` at once; a transient one (`is_transient`) is retried with
+        capped exponential backoff and jitter until `timeout_s` (a pod's
+        storage.startup_timeout_seconds) has passed, then raised as `StoreUnavailableError`.
+
+        Why by hand: botocore's own retries count attempts, not time, and stop at the first
+        non-retryable-looking error; a ten-line loop bounded by a deadline is clearer than a
+        new dependency in the pinned storage stack."""
+        start = time.monotonic()
+        delay, attempt = 0.5, 1
+        while True:
+            try:
+                return self._probe()
+            except Exception as exc:  # botocore/aiohttp raise many types for one cause
+                if not is_transient(exc):
+                    if isinstance(exc, FileNotFoundError):
+                        raise StorageError(f"storage.root: {self.root}: bucket does not exist") from None
+                    raise StorageError(f"storage.root: cannot reach {self.root}: {_one_line(exc)}") from None
+                waited = time.monotonic() - start
+                if waited >= timeout_s:
+                    raise StoreUnavailableError(
+                        f"storage.root: {self.root} unreachable for {waited:.0f}s "
+                        f"(storage.startup_timeout_seconds: {timeout_s:g}): {_one_line(exc)}") from None
+                pause = min(delay / 2 + random.uniform(0, delay / 2), timeout_s - waited)
+                print(f"kubetune: store {self.root} unreachable (attempt {attempt}: {_one_line(exc)}); "
+                      f"retrying in {pause:.1f}s", file=sys.stderr, flush=True)
+                time.sleep(pause)
+                delay, attempt = min(delay * 2, 30.0), attempt + 1
+
+    def _probe(self) -> None:
+        """One look at the root. For S3 through a client without botocore's or s3fs's own
+        retries (they took 13 s per probe against a closed port), so `check_reachable`'s
+        deadline holds."""
+        if self.protocol == "file":
+            _check_local_root(self.root_path)
+            return
+        if self.protocol not in ("s3", "s3a"):
+            return
+        options = dict(self.options)
+        options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"max_attempts": 1}}
+        fs = fsspec.filesystem("s3", **options)
+        fs.retries = 1  # s3fs's own retry count (a class attribute, not an argument)
+        fs.ls(self.root_path.split("/", 1)[0], refresh=True)
 
     # -- files ---------------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
@@ -196,6 +278,19 @@ class Store:
 
     def is_committed(self, rel_dir: str) -> bool:
         return self.exists(posixpath.join(rel_dir, COMMIT_MARKER))
+
+
+def _check_local_root(root: str) -> None:
+    """A local root need not exist yet (the first write creates it), but nothing is created
+    here: a run refused later must leave no folder behind. Its nearest existing ancestor must
+    be a folder this process can write into."""
+    existing = Path(root)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{existing}: not writable")
 
 
 def _one_line(exc: BaseException) -> str:

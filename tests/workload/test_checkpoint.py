@@ -162,3 +162,16 @@ def test_sampler_order_is_a_pure_function_of_seed_and_epoch():
     order = list(a)
     padded = sum(max(lengths[i] for i in order[k : k + 8]) * 8 for k in range(0, 300, 8))
     assert padded < 0.75 * sum(max(lengths[i] for i in range(k, min(k + 8, 300))) * 8 for k in range(0, 300, 8))
+
+
+def test_pruning_keeps_the_best_checkpoint(s3_store: Store, tmp_path: Path):
+    """keep=1 keeps the newest checkpoint and the one the newest's trainer state calls best,
+    so a resumed run can still commit the model the validation metric chose."""
+    layout = RunLayout("job")
+    for step, best in ((4, 4), (8, 4), (12, 4), (16, 16), (20, 16)):
+        folder = _local_checkpoint(tmp_path, step)
+        (folder / "trainer_state.json").write_text(f'{{"global_step": {step}, "best_global_step": {best}}}')
+        publish_checkpoint(s3_store, layout, folder, step, keep=1)
+        expected = sorted({step, best})
+        assert committed_steps(s3_store, layout) == expected, step
+    assert s3_store.list_dirs(layout.checkpoints) == ["step-000016", "step-000020"]

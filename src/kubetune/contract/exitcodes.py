@@ -10,3 +10,7 @@ EXIT_BAD_INPUT = 2
 # should start the pod again without spending its backoffLimit (EX_TEMPFAIL from sysexits.h).
 EXIT_RETRY_AFTER_CHECKPOINT = 75
 
+# The object store stayed unreachable (connection refused, timeouts, 5xx, throttling) for
+# storage.startup_timeout_seconds at the start of a pod: not the spec's fault, so the Job
+# retries the pod (counted against backoffLimit; EX_UNAVAILABLE from sysexits.h).
+EXIT_STORE_UNAVAILABLE = 69

@@ -160,7 +160,8 @@ class CheckpointUploadCallback(TrainerCallback):
             record.update(self.position(state))
         (local / DATA_POSITION).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if self.uploader is not None:
-            self.uploader.submit_checkpoint(local, state.global_step, extra_files=extra)
+            self.uploader.submit_checkpoint(local, state.global_step, extra_files=extra,
+                                            best=state.best_global_step)
         else:
             rel = publish_checkpoint(self.store, self.layout, local, state.global_step, self.keep, extra)
             print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)

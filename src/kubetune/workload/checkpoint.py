@@ -33,6 +33,9 @@ log = logging.getLogger("kubetune.checkpoint")
 
 # Written by kubetune into every checkpoint folder: where in the data the run stands.
 DATA_POSITION = "kubetune_position.json"
+# Written by the Trainer into every checkpoint folder; its `best_global_step` names the
+# checkpoint the validation metric chose so far (transformers 5.24.0).
+TRAINER_STATE = "trainer_state.json"
 
 
 def _once(action: Callable[[], Any], what: str) -> Any:
@@ -87,12 +90,26 @@ def find_latest(store: Store, layout: RunLayout) -> int | None:
     return steps[-1] if steps else None
 
 
+def best_step(store: Store, layout: RunLayout, step: int) -> int | None:
+    """The best checkpoint's step as the Trainer recorded it in checkpoint `step` (None: no
+    evaluation yet, or a checkpoint without the Trainer's state)."""
+    rel = posixpath.join(layout.checkpoint(step), TRAINER_STATE)
+    if not store.exists(rel):
+        return None
+    best = store.read_json(rel).get("best_global_step")
+    return int(best) if best else None
+
+
 def prune_checkpoints(store: Store, layout: RunLayout, keep: int) -> None:
-    """Keep the newest `keep` committed checkpoints; also remove uncommitted folders older than
-    the newest committed one (uploads that died). Never touches what LATEST names."""
+    """Keep the newest `keep` committed checkpoints and the best one (as the newest records
+    it: a resumed run must still be able to commit the model the validation metric chose);
+    also remove uncommitted folders older than the newest committed one (uploads that died).
+    Never touches what LATEST names."""
     steps = committed_steps(store, layout)
+    best = best_step(store, layout, steps[-1]) if steps else None
     for step in steps[:-keep] if keep > 0 else []:
-        store.remove(layout.checkpoint(step))
+        if step != best:
+            store.remove(layout.checkpoint(step))
     if steps:
         for name in store.list_dirs(layout.checkpoints):
             step = checkpoint_step(name)
@@ -209,6 +226,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._seq = 0
         self._newest_checkpoint = -1
+        self._best: int | None = None
         self._newest_file: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubetune-uploader", daemon=True)
@@ -221,11 +239,14 @@ class Uploader:
             return self._seq
 
     def submit_checkpoint(self, local_dir: Path, step: int, extra_files: list[str] | None = None,
-                          on_done: Callable[[str], None] | None = None) -> None:
+                          on_done: Callable[[str], None] | None = None, best: int | None = None) -> None:
+        """Queue a checkpoint; `best` is the step the Trainer now calls best, whose upload is
+        never skipped (pruning keeps it in the store for a resumed run)."""
         seq = self._next()
         staging = snapshot(Path(local_dir), self.staging_root / f"{checkpoint_name(step)}-{seq}")
         with self._lock:
             self._newest_checkpoint = seq
+            self._best = best
         self._queue.put(_Job("checkpoint", seq, staging, step=step, extra_files=list(extra_files or []),
                              on_done=on_done))
 
@@ -287,7 +308,7 @@ class Uploader:
                          self.retry_deadline_s, self._stop)
             return
         with self._lock:
-            superseded = self._newest_checkpoint > job.seq
+            superseded = self._newest_checkpoint > job.seq and job.step != self._best
         if superseded:
             log.info("skipping upload of checkpoint %s: a newer one is queued", job.step)
             return

@@ -15,7 +15,8 @@ import sys
 from typing import Callable
 
 from kubetune.contract.errors import UserError
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE
+from kubetune.storage import StoreUnavailableError, is_transient
 from kubetune.contract.names import ENV_DIE_WITH_PARENT
 from kubetune.contract.recovery import die_with_parent
 
@@ -30,8 +31,10 @@ class ModelSourceError(UserError):
 
 def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap an entrypoint's main: a `UserError` (SpecError, StorageError, DataError,
-    ModelSourceError, ...) becomes `error: <one line>` and exit code 2; anything else is a
-    bug or an outage and keeps its traceback. Under `kubetune run --local`
+    ModelSourceError, ...) becomes `error: <one line>` and exit code 2; a store that stayed
+    unreachable (`StoreUnavailableError`, or any transient store fault per
+    `storage.is_transient`) becomes one line and EXIT_STORE_UNAVAILABLE, which the Job retries;
+    anything else is a bug and keeps its traceback. Under `kubetune run --local`
     (names.ENV_DIE_WITH_PARENT) the process dies with its parent: torchrun's workers are the
     launcher's grandchildren, which its own parent-death signal cannot reach."""
 
@@ -41,8 +44,19 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
             die_with_parent(expected_parent=int(os.environ[ENV_DIE_WITH_PARENT]))
         try:
             return main(*args, **kwargs) or 0
+        except StoreUnavailableError as exc:  # outlasted storage.startup_timeout_seconds
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STORE_UNAVAILABLE
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # A store fault that outlasted botocore's retries after the start: the Job retries
+            # the pod, which resumes from LATEST; one line, no traceback.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: object store unavailable: {first}", file=sys.stderr, flush=True)
+            return EXIT_STORE_UNAVAILABLE
 
     return wrapper

@@ -7,6 +7,7 @@ and `drain` before the final model is committed or the process leaves after SIGT
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ from transformers import TrainerState
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.names import ENV_DIE_WITH_PARENT, ENV_RETRY_FLAG
 from kubetune.workload.callbacks import CheckpointUploadCallback
-from kubetune.workload.checkpoint import Uploader, read_position
+from kubetune.workload.checkpoint import TRAINER_STATE, Uploader, fetch_checkpoint, read_position
 from kubetune.workload.preemption import PREEMPTION, PreemptionCallback
 from kubetune.workload.run import Run, Trained
 from kubetune.workload.sampler import SamplerHolder, order_digest
@@ -86,6 +87,30 @@ def restore_position(trainer: KubetuneTrainer, checkpoint: Path | None) -> None:
         if expected and expected != _digest_for(trainer, state.sampler, int(position["epoch"])):
             print("kubetune: warning: the training data's order differs from the checkpoint's "
                   "(data files changed?); resuming anyway", file=sys.stderr, flush=True)
+
+
+def restore_best(run: Run, checkpoint: Path | None) -> None:
+    """Fetch the best checkpoint that the resumed Trainer state names, next to the resume
+    point, and point the state at that local copy. The Trainer drops a best folder missing
+    from this disk (a new pod's) and would then commit the last weights instead of the ones
+    the validation metric chose; the store keeps the best checkpoint (`prune_checkpoints`)."""
+    state_file = checkpoint / TRAINER_STATE if checkpoint is not None else None
+    if state_file is None or not state_file.is_file():
+        return
+    state = json.loads(state_file.read_text())
+    best = state.get("best_global_step")
+    if not best:
+        return
+    if not run.store.is_committed(run.layout.checkpoint(int(best))):
+        print(f"kubetune: warning: the best checkpoint (step {best}) is not in the store; the final model "
+              "will be the best of the evaluations from here on", file=sys.stderr, flush=True)
+        return
+    local = fetch_checkpoint(run.store, run.layout, int(best), checkpoint.parent)
+    if state.get("best_model_checkpoint") != str(local):
+        state["best_model_checkpoint"] = str(local)
+        tmp = state_file.with_name(f"{TRAINER_STATE}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, state_file)  # ranks sharing a disk write the same content
 
 
 def _digest_for(trainer: KubetuneTrainer, holder: SamplerHolder, epoch: int) -> str:
