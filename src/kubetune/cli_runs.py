@@ -22,9 +22,10 @@ def _store(args: argparse.Namespace) -> Any:
     job = getattr(args, "job", None)
     if job and args.store:
         raise UserError("give either --store URI or a JOB.yaml, not both")
-    if job:
-        return Store.from_spec(load_spec(job).storage)
-    return Store(args.store or DEFAULT_STORE, args.endpoint_url)
+    store = Store.from_spec(load_spec(job).storage) if job else Store(args.store or DEFAULT_STORE, args.endpoint_url)
+    if store.protocol != "file":  # one probe: an unreachable endpoint is one line, not a traceback
+        store.check_reachable()
+    return store
 
 
 def _number(value: Any) -> str:

@@ -107,3 +107,17 @@ def test_write_status_keeps_the_first_start_across_a_resume(store):
     write_status(s, layout, "running", step=3)
     again = s.read_json(layout.status)
     assert again["started"] == first["started"] and again["metric"] == "accuracy" and again["state"] == "running"
+
+
+def test_runs_on_an_unreachable_store_is_one_line(capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    code = main(["runs", "--store", "s3://bucket/team", "--endpoint-url", f"http://127.0.0.1:{port}"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("error: storage.root: s3://bucket/team") and captured.err.count("\n") == 1
