@@ -149,6 +149,9 @@ class Store:
             return uri
         if is_explicit_local(uri):
             return str(Path(uri).expanduser().resolve())
+        normal = posixpath.normpath(uri)
+        if normal == ".." or normal.startswith("../"):  # the spec refuses these too
+            raise StorageError(f"{uri}: a path relative to storage.root must stay under it")
         return self.url(uri)
 
     def options_for(self, uri: str) -> dict[str, Any]:

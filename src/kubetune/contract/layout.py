@@ -29,6 +29,11 @@ class RunLayout:
         return self._p("spec.yaml")
 
     @property
+    def lease(self) -> str:
+        """The one writer's lease (holder, expiry): `kubetune.workload.lease`."""
+        return self._p("LEASE.json")
+
+    @property
     def checkpoints(self) -> str:
         return self._p("checkpoints")
 

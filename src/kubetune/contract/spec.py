@@ -228,6 +228,11 @@ class StorageSpec(Strict):
         description="how long a pod retries an unreachable store (refused, timeouts, 5xx, throttling) "
         "before it exits with a code the Job retries",
     )
+    lease_seconds: int = Field(
+        default=60, gt=0, le=3600,
+        description="a run folder has one writer: its lease in the store, renewed by the writer every third of "
+        "this; a writer that died stops blocking the run after it",
+    )
 
     _uris = field_validator("root")(lambda cls, v: check_uri(v))
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV
 from kubetune.contract.profiles import PROFILES
+from kubetune.contract.spec_checks import check_annotations, check_tolerations
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -206,6 +207,9 @@ class KubernetesSpec(Strict):
         for value in values:
             _check_dns_subdomain(value)
         return values
+
+    _annotations = field_validator("annotations")(lambda cls, v: check_annotations(v))
+    _tolerations = field_validator("tolerations")(lambda cls, v: check_tolerations(v))
 
     @field_validator("labels")
     @classmethod

@@ -51,7 +51,7 @@ _CREDENTIAL_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environme
 # Values shaped like credentials, wherever they appear: AWS access key ids, URLs carrying user
 # info (`scheme://user:password@host`), and 40-character AWS secret access keys.
 _ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])")
-_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]+@")
+_URL_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/?#\s@]{1,256}@")
 _SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 # Fields that hold paths, where a 40-character run of letters, digits and '/' is a file name
 # more often than a key (a path with user info or a key id is still refused).

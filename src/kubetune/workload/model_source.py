@@ -40,7 +40,27 @@ def check_model_source(store: Store, source: str, field: str = "model.source") -
     if _store_dir_exists(store, url):
         _require_hf_folder(store, url, field)
         return url
+    top = source.split("/", 1)[0]
+    if "/" in source and _store_dir_exists(store, store.resolve(top)):
+        # `models/does-not-exist` with a `models/` folder in the store is a mistyped store path,
+        # not the Hub organisation "models": trying the Hub would take a minute and fail late.
+        raise ModelSourceError(f"{field}: {url}: folder not found in the store ({top}/ has no such model)")
+    if not _looks_like_hub_id(source):
+        raise ModelSourceError(
+            f"{field}: {url}: folder not found in the store, and {source!r} is not a Hugging Face Hub id (org/name)"
+        )
     return source  # a Hub id: from_pretrained fetches (or reads the HF cache)
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    """`name` or `org/name` by the Hub's own rules (huggingface_hub.utils.validate_repo_id)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
 
 
 def local_model_dir(store: Store, resolved: str, version: str = "") -> str:

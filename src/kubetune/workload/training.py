@@ -24,6 +24,7 @@ from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import Store
 from kubetune.workload.data import unpin_split_files
 from kubetune.workload.lineage import build_lineage, resolve_data
+from kubetune.workload.lease import RunLease
 from kubetune.workload.model_source import check_model_source
 from kubetune.workload.run import Run, Trained
 from kubetune.workload.run_status import now_iso, status_callback, write_curves, write_status
@@ -196,6 +197,20 @@ def _run_training(spec: JobSpec, parent: str | None) -> int:
     run = setup(spec, parent)
     if run is None:
         return 0
+    lease = RunLease(run.store, run.layout, spec.storage.lease_seconds).acquire() if run.is_main else None
+    try:
+        # Another writer may have finished (or started a different run) while we waited.
+        check_same_run(run.store, run.layout, spec)
+        if run.store.is_committed(run.layout.model):
+            print(f"kubetune: run {spec.name} is already complete: {run.store.url(run.layout.model)}", flush=True)
+            return 0
+        return _train_and_finish(run)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train_and_finish(run: Run) -> int:
     trained = train(run)
     if trained.preempted:
         from kubetune.workload.resume import leave_after_preemption
