@@ -59,3 +59,22 @@ def test_predict_and_evaluate_take_a_registry_reference(local_store, tmp_path):
     out = _module(kn.PREDICT_MODULE, spec_file, "--input", str(data / "new.tsv"), "--output", str(output),
                   "--model", "v0009", env=work)
     assert out.returncode == EXIT_BAD_INPUT and "no version 'v0009'" in out.stderr.strip().splitlines()[-1]
+
+    # `kubetune models promote` scores the run against CURRENT: the same model is no better.
+    from helpers import run_cli
+
+    out = run_cli("models", "promote", str(spec_file), "reviews-1", env=work)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "not promoted" in out.stdout and "does not beat v0001" in out.stdout
+    decision = json.loads((local_store / "runs" / "reviews-1" / "promotion.json").read_text())
+    assert decision["candidate"]["accuracy"] == decision["current"]["accuracy"]
+    out = run_cli("models", "promote", str(spec_file), "reviews-1", "--force", env=work)
+    assert out.returncode == 0 and "promoted v0002: forced by hand" in out.stdout, out.stdout + out.stderr[-2000:]
+
+    # A warm start from the current version records it as the parent.
+    out = _module(kn.RETRAIN_MODULE, spec_file, "--set", "retrain.when=always", "--set", "retrain.init=current",
+                  env={**work, kn.ENV_RUN: "reviews-2"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lineage = json.loads((local_store / "runs" / "reviews-2" / "lineage.json").read_text())
+    assert lineage["parent_version"] == "v0002"
+    assert lineage["model"]["uri"] == str(local_store / "runs" / "reviews-1" / "model")
