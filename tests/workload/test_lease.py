@@ -64,9 +64,39 @@ def test_sigkilled_holder_stops_blocking_after_its_lease(tmp_path):
     assert not (tmp_path / "runs" / "crashed" / "LEASE.json").exists()
 
 
+HOLD_WAIT = HOLD.replace("time.sleep(600)", "pass") + "import os; os._exit(0)\n"
+
+
+def test_dead_holder_on_this_host_is_taken_over_at_once(tmp_path):
+    """A holder process of this machine that is gone (SIGKILL, then a local rerun) does not
+    make the next run wait out its lease."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_WAIT, str(tmp_path), "gone", "600"], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.wait()
+    start = time.monotonic()
+    RunLease(Store(str(tmp_path)), RunLayout("gone"), 600).acquire().release()
+    assert time.monotonic() - start < 5
+
+
 def test_released_lease_is_free_at_once(tmp_path):
     store = Store(str(tmp_path))
     RunLease(store, RunLayout("seq"), 30).acquire().release()
     start = time.monotonic()
     RunLease(store, RunLayout("seq"), 30).acquire().release()
     assert time.monotonic() - start < 5
+
+
+def test_lease_of_a_holder_elsewhere_that_stopped_renewing_expires(tmp_path):
+    """A holder on another machine that died: its lease blocks until it expires, no longer."""
+    import json
+
+    lease_file = tmp_path / "runs" / "far" / "LEASE.json"
+    lease_file.parent.mkdir(parents=True)
+    lease_file.write_text(json.dumps({"holder": "pod-7 pid 1 (dead)", "expires": time.time() + 2, "host": "elsewhere",
+                                      "pid": 1}))
+    start = time.monotonic()
+    lease = RunLease(Store(str(tmp_path)), RunLayout("far"), 2).acquire()
+    waited = time.monotonic() - start
+    lease.release()
+    assert 1.5 <= waited < 2 + 3

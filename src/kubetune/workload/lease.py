@@ -60,7 +60,23 @@ class RunLease:
 
     def _write(self) -> None:
         self.store.write_json(self.layout.lease, {"holder": self.holder, "expires": time.time() + self.seconds,
-                                                  "seconds": self.seconds})
+                                                  "seconds": self.seconds, "host": socket.gethostname(),
+                                                  "pid": os.getpid()})
+
+    @staticmethod
+    def _free(current: dict[str, Any] | None, holder: str) -> bool:
+        """Free to take: no lease, ours, expired, or held by a process of this host that is gone
+        (a local run killed with SIGKILL and started again need not wait out its lease)."""
+        if current is None or current.get("holder") == holder or current.get("expires", 0) < time.time():
+            return True
+        if current.get("host") == socket.gethostname() and isinstance(current.get("pid"), int):
+            try:
+                os.kill(current["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
 
     def acquire(self) -> "RunLease":
         """Take the lease, waiting up to one lease period for a holder that stopped renewing.
@@ -69,7 +85,7 @@ class RunLease:
         settle = min(0.5, self.seconds / 4)
         while True:
             current = self._read()
-            if current is None or current.get("holder") == self.holder or current.get("expires", 0) < time.time():
+            if self._free(current, self.holder):
                 self._write()
                 time.sleep(settle)  # a racing writer's lease lands now or not at all
                 current = self._read()
