@@ -1,0 +1,215 @@
+"""Issue 11, points 1, 2 and 4, as a user sees them through `kubetune run --local`:
+
+* A 2-node run recovers by itself when one rank's worker is killed (`kill -9`): torchrun's
+  elastic agents (the rendered c10d rendezvous with `--max-restarts`) restart the whole gang
+  from LATEST; the run ends exit 0 at the uninterrupted run's final step, with the same losses
+  after the resume and the same test accuracy. Once for node 1's worker, once for node 0's
+  (whose agent hosts the rendezvous store locally).
+* SIGTERM to the launcher reaches the pods (checkpoint committed, exit 75) and nothing outlives
+  it; SIGKILL to the launcher takes its trainers with it (parent-death signals).
+
+Real parts: moto's S3 server over HTTP, the pretrained MiniLM, real SST-2 rows, real gloo ranks
+started by the real rendered commands. Sized for 2 shared CPU cores: 128 training rows, max
+length 32, 16 steps of 2 x 8 rows, a checkpoint every 4 steps; the uninterrupted reference run
+is shared by both kill tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers_resume import SMALL_CPU_ENV, RestartableS3, s3fs_for, step_losses, summary, write_spec, write_sst2_subset
+from kubetune.contract import names as kn
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "gang-tests"
+MAX_STEPS = 16
+EVERY = 4
+STEP_LINE = re.compile(r"kubetune: step (\d+)/")
+
+
+class Launcher:
+    """`python -m kubetune.cli run SPEC --local` with its output collected line by line (with
+    the time each line arrived)."""
+
+    def __init__(self, spec: Path, cache: Path, *extra: str) -> None:
+        env = {**os.environ, **SMALL_CPU_ENV, "PYTHONUNBUFFERED": "1", kn.ENV_CACHE: str(cache)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubetune.cli", "run", str(spec), "--local", *extra],
+                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 300.0) -> re.Match:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, line in list(self.lines):
+                if match := regex.search(line):
+                    return match
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                raise AssertionError(f"launcher exited ({self.proc.returncode}) before {pattern!r}:\n{self.output[-4000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output[-4000:]}")
+
+    def wait(self, timeout: float = 600.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def workers(self) -> dict[int, psutil.Process]:
+        """Pod index -> its training worker (a child of that pod's torchrun agent)."""
+        found = {}
+        for proc in self.descendants():
+            try:
+                cmdline, env = proc.cmdline(), proc.environ()
+            except psutil.Error:
+                continue
+            if kn.DISTRUN_MODULE not in cmdline and kn.TRAIN_MODULE in cmdline and "RANK" in env:
+                found[int(env[kn.ENV_COMPLETION_INDEX])] = proc
+        return found
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = RestartableS3()
+    server.start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        mp.delenv("AWS_ENDPOINT_URL", raising=False)
+        s3fs_for(server.endpoint).mkdir(BUCKET)
+        yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sst2_s3(s3, shared_data: Path) -> dict[str, str]:
+    return write_sst2_subset(s3fs_for(s3.endpoint), shared_data, BUCKET, n_train=128, n_val=32, n_test=200)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One local cache for the module's runs (the model and tokenized data, as a PVC)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def _spec(tmp: Path, name: str, s3: RestartableS3, model: Path, data: dict[str, str]) -> Path:
+    path = write_spec(tmp / f"{name}.yaml", name, f"s3://{BUCKET}/store", s3.endpoint, model, data,
+                      max_steps=MAX_STEPS, checkpoint_every=EVERY, max_seq_length=32, max_restarts=2)
+    text = path.read_text().replace("kubernetes:\n", "resources:\n  nodes: 2\nkubernetes:\n", 1)
+    path.write_text(text)
+    return path
+
+
+def _accuracy(s3: RestartableS3, name: str) -> float:
+    return json.loads(s3fs_for(s3.endpoint).cat_file(f"{BUCKET}/store/runs/{name}/eval/metrics.json"))["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(s3, sst2_s3, minilm_dir, cache, tmp_path_factory) -> dict:
+    """The reference: the same 2-node job, trained and evaluated without interruption."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    run = Launcher(_spec(tmp, "uninterrupted", s3, minilm_dir, sst2_s3), cache)
+    assert run.wait() == 0, run.output[-4000:]
+    fs = s3fs_for(s3.endpoint)
+    return {"losses": step_losses(fs, f"{BUCKET}/store", "uninterrupted"),
+            "summary": summary(fs, f"{BUCKET}/store", "uninterrupted"), "accuracy": _accuracy(s3, "uninterrupted")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pod", [1, 0], ids=["node-1-worker", "node-0-worker-rendezvous-host"])
+def test_a_killed_worker_is_recovered_by_the_whole_gang(pod, s3, sst2_s3, minilm_dir, cache, uninterrupted, tmp_path):
+    name = f"killed-{pod}"
+    run = Launcher(_spec(tmp_path, name, s3, minilm_dir, sst2_s3), cache)
+    run.wait_for(r"checkpoint committed: .*step-000004")
+    worker = run.workers()[pod]
+    rank = worker.environ()["RANK"]
+    worker.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    assert run.wait() == 0, run.output[-4000:]  # no user action
+    recovery = re.search(r"kubetune: recovery 1: (\S+) \(local rank 0\) exited with code 137 \(SIGKILL\); "
+                         r"the gang restarted from step (\d+)", run.output)
+    assert recovery, run.output[-4000:]
+    assert recovery.group(1) == f"{name}-train-{pod}"
+    resumed_from = int(recovery.group(2))
+    assert EVERY <= resumed_from < MAX_STEPS
+    after_kill = [(t, int(m.group(1))) for t, line in run.lines if t > killed_at and (m := STEP_LINE.search(line))]
+    next_step = next(t for t, step in after_kill if step == resumed_from + 1)
+    print(f"\nkill -9 of {name}-train-{pod}'s worker (rank {rank}): next step logged {next_step - killed_at:.1f}s later, "
+          f"resumed from step {resumed_from}")
+
+    fs = s3fs_for(s3.endpoint)
+    losses = step_losses(fs, f"{BUCKET}/store", name)
+    reference = uninterrupted["losses"]
+    assert sorted(losses) == list(range(1, MAX_STEPS + 1)), "every step logged exactly once"
+    for step in (s for s in reference if s > resumed_from):
+        assert losses[step] == pytest.approx(reference[step], abs=1e-4), f"step {step}"
+    assert summary(fs, f"{BUCKET}/store", name)["global_step"] == uninterrupted["summary"]["global_step"] == MAX_STEPS
+    assert abs(_accuracy(s3, name) - uninterrupted["accuracy"]) * 100 <= 0.5
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_its_pods_with_a_checkpoint(s3, sst2_s3, minilm_dir, cache, tmp_path):
+    run = Launcher(_spec(tmp_path, "sigterm", s3, minilm_dir, sst2_s3), cache, "--stage", "train")
+    run.wait_for(r"kubetune: step 2/")
+    tree = run.descendants()
+    assert len(run.workers()) == 2
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait(120) == EXIT_RETRY_AFTER_CHECKPOINT, run.output[-4000:]
+    assert not _alive(tree), "a child outlived the launcher"
+    step = int(re.search(r"interrupted at step (\d+): checkpoint saved", run.output).group(1))  # local words
+    assert s3fs_for(s3.endpoint).exists(f"{BUCKET}/store/runs/sigterm/checkpoints/step-{step:06d}")
+
+
+@pytest.mark.slow
+def test_sigkill_to_the_launcher_takes_its_trainers_along(s3, sst2_s3, minilm_dir, cache, tmp_path):
+    run = Launcher(_spec(tmp_path, "sigkill", s3, minilm_dir, sst2_s3), cache, "--stage", "train")
+    run.wait_for(r"kubetune: step 1/")
+    tree = run.descendants()
+    assert len(run.workers()) == 2 and len(tree) >= 4  # two agents, two workers
+    run.proc.send_signal(signal.SIGKILL)
+    run.wait(30)
+    deadline = time.monotonic() + 10
+    while (alive := _alive(tree)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, f"outlived the launcher: {alive}"
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Still running (a zombie waiting for a reaper is dead)."""
+    out = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
