@@ -204,6 +204,7 @@ def test_an_interrupted_local_run_says_how_to_resume_and_keeps_its_checkpoint(qu
     assert "failed" not in output and "Job restarts" not in output and "stopping the others" not in output
     after = output[output.index("SIGTERM received"):]
     assert "eval_" not in after, after  # no evaluation at the interrupted step
+    assert after.count("uploading checkpoint") == 1, after  # and one upload of its checkpoint
     run = quickstart_root / "runs" / "qs-sigterm"
     assert (run / "checkpoints" / "LATEST").is_file()  # kept while the run is incomplete
     assert not (run / "model" / "COMMITTED").exists()
