@@ -136,3 +136,13 @@ def test_retrain_story_on_s3(s3_bucket, shared_data, minilm_dir, tmp_path):
     assert actions.count(("promote", False)) == (1 if better else 2)
     if better:
         assert actions[-1] == ("rollback", True)
+
+    # Consumers: predict with the current version; every row says which version made it.
+    now = current()
+    out = run_cli("run", str(job), "--local", "--stage", "predict", "--model", "current",
+                  "--input", f"s3://{bucket}/datasets/gate/dev.tsv", "--output", f"s3://{bucket}/predictions/out.jsonl",
+                  env={"KUBETUNE_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    fs.invalidate_cache()
+    rows = [json.loads(line) for line in fs.cat(f"{bucket}/predictions/out.jsonl").decode().splitlines()]
+    assert len(rows) == GATE_ROWS and {r["model_version"] for r in rows} == {now}
