@@ -382,3 +382,16 @@ def test_predict_never_replaces_the_users_own_parts(store, tmp_path):
     refused(store, spec_file, "--stage", "predict", "--input", str(rows), "--output", str(out_dir),
             expected="--output")
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+
+
+def test_spec_too_big_for_a_configmap_is_refused_by_render(store, tmp_path):
+    """A small file whose aliases expand into a resolved spec over 1 MiB (what a ConfigMap
+    holds): render refuses it with one line instead of printing an object the API server
+    rejects."""
+    head = yaml.safe_dump(base_job(store, "configmap"))
+    lines = ["kubernetes:", "  node_selector:", f"    k0: &long {'v' * 1000}"]
+    lines += [f"    k{i}: *long" for i in range(1, 1200)]
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text(head + "\n".join(lines) + "\n")
+    assert spec_file.stat().st_size < 64 * 1024
+    refused(store, spec_file, expected="a ConfigMap holds at most 1048576", verb="render", max_seconds=30)

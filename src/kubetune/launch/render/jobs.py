@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.launch.render.naming import Names
 from kubetune.launch.render.pod import (
     common_labels,
@@ -26,13 +26,22 @@ CRON_TIME_ZONE = "Etc/UTC"
 JOB_NAME_REF = f"$({kn.ENV_JOB_NAME})"
 
 
+# Kubernetes stores an object in etcd only up to 1 MiB; a ConfigMap's data is capped at that.
+MAX_CONFIGMAP_BYTES = 1024 * 1024
+
+
 def configmap(spec: JobSpec, n: Names) -> dict[str, Any]:
-    """The resolved spec, mounted read-only into every pod of the job."""
+    """The resolved spec, mounted read-only into every pod of the job. Refused (SpecError)
+    when it is larger than a ConfigMap may hold, before anything is printed or submitted."""
+    text = spec_text(spec)
+    if len(text.encode()) > MAX_CONFIGMAP_BYTES:
+        raise SpecError(f"the resolved spec is {len(text.encode())} bytes; a ConfigMap holds at most "
+                        f"{MAX_CONFIGMAP_BYTES} (1 MiB): shorten kubernetes.annotations or other long values")
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_metadata(spec, n.configmap, "spec"),
-        "data": {kn.SPEC_KEY: spec_text(spec)},
+        "data": {kn.SPEC_KEY: text},
     }
 
 
