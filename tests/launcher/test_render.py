@@ -503,7 +503,7 @@ def test_cli_render_schedule(tmp_path, capsys):
     [
         (["--k8s-version", "1.2"], "--k8s-version 1.2: unsupported"),
         (["--schedule", "0 3 * *"], "--schedule '0 3 * *': expected 5 fields"),
-        (["--set", "resources.profile=huge"], "resources.profile: unknown profile"),
+        (["--set", "resources.profile=huge"], "--set resources.profile=huge: unknown profile"),
     ],
 )
 def test_cli_render_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
