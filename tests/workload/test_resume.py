@@ -150,7 +150,7 @@ def test_sigterm_commits_a_checkpoint_and_exits_retryable(s3, sst2_s3, minilm_di
 
 
 def test_s3_outage_during_upload_is_retried(s3, sst2_s3, minilm_dir, tmp_path: Path):
-    spec = _spec(tmp_path, "outage", s3, minilm_dir, sst2_s3)
+    spec = _spec(tmp_path, "outage", s3, minilm_dir, sst2_s3, keep_checkpoints_after_success=10)  # read after the run
     fs = s3fs_for(s3.endpoint)
     base = f"{BUCKET}/store/runs/outage/checkpoints"
     proc = TrainProcess(spec, tmp_path / "pod")

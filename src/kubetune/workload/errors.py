@@ -16,9 +16,9 @@ from typing import Callable
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE
-from kubetune.storage import StoreUnavailableError, is_transient
 from kubetune.contract.names import ENV_DIE_WITH_PARENT
 from kubetune.contract.recovery import die_with_parent
+from kubetune.storage import StoreUnavailableError, is_transient
 
 
 class DataError(UserError):
