@@ -63,7 +63,7 @@ def _start_launcher(tmp_path: Path, grace: float) -> subprocess.Popen[str]:
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])  # SIGINT: Ctrl-C
 def test_sigterm_and_sighup_are_forwarded_and_waited_for(tmp_path, sig):
     launcher = _start_launcher(tmp_path, grace=30)
     children = psutil.Process(launcher.pid).children(recursive=True)

@@ -129,9 +129,11 @@ def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> i
               file=sys.stderr, flush=True)
         codes = _stop(running, signal.SIGTERM, grace_s)
         return EXIT_RETRY_AFTER_CHECKPOINT if EXIT_RETRY_AFTER_CHECKPOINT in codes else 128 + exc.signum
-    except KeyboardInterrupt:
-        _stop(running, signal.SIGTERM, grace_s)
-        raise
+    except KeyboardInterrupt:  # Ctrl-C: the pods (own sessions) did not see it; stop them as SIGTERM would
+        print(f"kubetune: SIGINT: stopping the pods (SIGTERM; up to {grace_s:g}s to commit a checkpoint)",
+              file=sys.stderr, flush=True)
+        codes = _stop(running, signal.SIGTERM, grace_s)
+        return EXIT_RETRY_AFTER_CHECKPOINT if EXIT_RETRY_AFTER_CHECKPOINT in codes else 128 + signal.SIGINT
     finally:
         _restore(previous)
         for thread in threads:
