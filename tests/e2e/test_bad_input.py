@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubetune.contract.exitcodes import EXIT_STORE_UNAVAILABLE
+
 from helpers import run_cli
 
 ROWS = "".join(f"{'good' if i % 2 else 'bad'} movie number {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(40))
@@ -114,13 +116,15 @@ def test_bad_input_is_one_line_exit_2_nothing_written(store, tmp_path, case):
 
 def test_unreachable_s3_endpoint(tmp_path, store):
     job = base_job(store, "bad-unreachable-s3")
-    job["storage"] = {"root": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9"}
+    # An unreachable store is a transient fault: retried up to startup_timeout_seconds, then the
+    # retriable exit code (the Job retries the pod), never exit 2.
+    job["storage"] = {"root": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9", "startup_timeout_seconds": 2}
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(yaml.safe_dump(job))
     out = run_cli("run", str(spec_file), "--local", env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
-    assert out.returncode == 2
+    assert out.returncode == EXIT_STORE_UNAVAILABLE, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "storage.root: cannot reach s3://bucket/prefix" in errors[0], out.stderr
+    assert len(errors) == 1 and "storage.root: s3://bucket/prefix unreachable" in errors[0], out.stderr
     assert "Traceback" not in out.stderr
 
 

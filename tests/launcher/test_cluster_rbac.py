@@ -81,8 +81,8 @@ def test_every_verb_works_with_the_role_and_uses_all_of_it(tmp_path: Path, monke
     spec.write_text(SPEC)
     with FakeKubeAPI(lifetime_s=60) as api:
         api.enforce_role(role_rules())
-        api.script_job("sst2-train", JobScript(pods={0: PodRun(["step 1"]), 1: PodRun(["step 1"])}))
-        api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.9"])}))
+        api.script_job("sst2-train", JobScript(pods={0: PodRun(["step 1"]), 1: PodRun(["step 1"])}, pending_s=1.0))
+        api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.9"])}, pending_s=1.0))
         kc = ["--kubeconfig", str(api.kubeconfig(tmp_path / "kubeconfig"))]
         job = str(spec)
         for argv, expected in [
