@@ -53,6 +53,17 @@ def test_overrides_reach_nested_fields_and_split_on_first_equals(tmp_path):
     assert spec.model.revision == "a=b"
 
 
+def test_exponent_numbers_are_floats_in_files_and_overrides(tmp_path):
+    """`1e-4` is a string to YAML 1.1 (PyYAML); with strict number fields it must still read
+    as the float a user means, in the file and in --set."""
+    path = write(tmp_path, yaml.safe_dump(MINIMAL) + "train:\n  weight_decay: 1e-2\n")
+    spec = load_spec(path, ["train.learning_rate=3e-5"])
+    assert spec.train.learning_rate == pytest.approx(3e-5)
+    assert spec.train.weight_decay == pytest.approx(1e-2)
+    with pytest.raises(SpecError, match="train.learning_rate"):
+        load_spec(path, ["train.learning_rate='3e-5'"])  # a quoted string stays a string
+
+
 def test_override_creates_missing_sections():
     data = {"name": "x"}
     apply_override(data, "train.early_stopping.metric=accuracy")

@@ -244,6 +244,16 @@ class _DepthBoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# YAML 1.1 (PyYAML) reads `1e-4` as a string: a float needs a dot there. Job specs and `--set`
+# values are written the YAML 1.2 way (`learning_rate: 1e-4`), and with strict fields a string
+# would be refused, so exponent-only numbers resolve as floats too.
+_DepthBoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def safe_load_bounded(text: str, limit: int = MAX_SPEC_NODES) -> Any:
     """`yaml.safe_load`, refusing a document whose aliases expand past `limit` nodes before any
     Python object is built. Raises SpecError (too big) or yaml.YAMLError (malformed)."""
