@@ -212,7 +212,7 @@ def test_secret_screen_spares_commit_hashes_and_paths(store, tmp_path):
     ("data.train", "datasets/../../../../etc/passwd"),
     ("data.test", "datasets/toy/../../../outside.tsv"),
     ("model.source", "models/../../elsewhere"),
-    ("data.validation", ".."),
+    ("data.validation", "datasets/../.."),  # normalises to ".." (a bare ".." is an explicit local path, like "../x")
 ])
 def test_store_paths_do_not_escape_the_root(store, tmp_path, field, value):
     # A file just outside the store, which an escaping path would reach.
