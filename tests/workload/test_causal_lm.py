@@ -19,6 +19,7 @@ import torch
 
 from helpers import run_cli
 from kubetune.contract.spec import SpecError, validate_spec
+from kubetune.launch.predict_output import OWNER_FILE
 from kubetune.workload.data import Splits
 from kubetune.workload.errors import DataError
 from kubetune.workload.tasks import get_task
@@ -200,8 +201,9 @@ def test_chat_sft_job_trains_with_packing_evaluates_and_predicts_on_two_ranks(tm
                      "--set", "resources.nodes=2", env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     print(f"chat-sft: predict with 2 ranks {time.monotonic() - trained:.0f}s")
-    assert sorted(p.name for p in out.iterdir()) == ["part-00000.jsonl", "part-00001.jsonl"]
-    records = [json.loads(line) for part in sorted(out.iterdir()) for line in part.read_text().splitlines()]
+    # the parts, and the launcher's record of which job wrote them
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_FILE, "part-00000.jsonl", "part-00001.jsonl"]
+    records = [json.loads(line) for part in sorted(out.glob("part-*")) for line in part.read_text().splitlines()]
     assert [r["row"] for r in records] == list(range(40))
     assert [r["messages"] for r in records] == [c["messages"] for c in chats[200:]]
     assert all(isinstance(r["prediction"], str) and 1 <= r["generated_tokens"] <= 12 and r["score"] <= 0 for r in records)
