@@ -16,6 +16,7 @@ import yaml
 
 from helpers import run_cli, run_entrypoint
 from kubetune.contract.spec import SpecError, validate_spec
+from kubetune.launch.predict_output import OWNER_FILE
 from kubetune.workload.prediction import output_target, rank_and_world, shard_bounds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +107,7 @@ def read_parts(endpoint: str, folder: str) -> tuple[list[str], list[dict]]:
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(folder, refresh=True))
     records = []
-    for name in names:
+    for name in (n for n in names if n.startswith("part-")):
         with fs.open(f"{folder}/{name}", "r") as handle:
             records += [json.loads(line) for line in handle if line.strip()]
     return names, records
@@ -149,7 +150,7 @@ def predict_two_ranks_on_s3(spec_file: Path, endpoint: str, rows_file: Path, nam
     print(f"{name}: predict with 2 ranks {time.monotonic() - started:.0f}s")
     assert "predict rank 0/2" in result.stdout and "predict rank 1/2" in result.stdout
     parts, records = read_parts(endpoint, f"predict-test/predictions/{name}")
-    assert parts == ["part-00000.jsonl", "part-00001.jsonl"]
+    assert parts == [OWNER_FILE, "part-00000.jsonl", "part-00001.jsonl"]  # and the launcher's owner record
     n = sum(1 for line in rows_file.read_text().splitlines() if line.strip())
     assert sorted(r["row"] for r in records) == list(range(n))  # every row exactly once
     assert [r["row"] for r in records] == list(range(n))  # parts in rank order = input order
