@@ -65,6 +65,10 @@ ENV_RETRY_FLAG = "KUBETUNE_RETRY_FLAG"
 # Set by `kubetune run --local` for its pods' processes: each entrypoint asks the kernel to kill
 # it when its parent dies (PR_SET_PDEATHSIG), so a SIGKILLed launcher leaves no trainer behind.
 ENV_DIE_WITH_PARENT = "KUBETUNE_DIE_WITH_PARENT"
+# The user's spec file as given on the launcher's command line (`jobs/x.yaml`), so the pod's
+# one-line errors name it as the launcher's do: in the pod the spec is at SPEC_PATH. A name,
+# never a file's content; left out when it looks like a credential (spec_loading).
+ENV_SPEC_FILE = "KUBETUNE_SPEC_FILE"
 # Standard variables the rendered pod sets for the libraries it runs.
 ENV_HF_HOME = "HF_HOME"
 ENV_HOME = "HOME"
@@ -107,6 +111,11 @@ CREDENTIALS_KEY = "credentials"
 CACHE_DIR = "/cache"
 SCRATCH_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
+
+# --- Prediction output folders ------------------------------------------------------------------
+# kubetune's owner record in a prediction output folder: the job that wrote it and the part
+# files it wrote (`{"job": NAME, "parts": [...]}`). Only parts listed here are ever removed.
+PREDICTIONS_OWNER_FILE = "_kubetune_predictions.json"
 
 # --- Labels and annotations ---------------------------------------------------------------------
 # Ours: every object of a job carries JOB_LABEL; pods also STAGE_LABEL.

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
 from kubetune.contract.spec_checks import check_image, check_uri
 from kubetune.contract.spec_kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
-from kubetune.contract.spec_loading import apply_override, format_errors, read_spec_file, screen_secrets
+from kubetune.contract.spec_loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec_retrain import PromotionSpec, RetrainSpec
 from kubetune.contract.spec_tracking import TrackingSpec
 
@@ -297,6 +297,16 @@ class JobSpec(Strict):
             raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
         return self
 
+    # The file this spec was loaded from, as the user named it (not part of the spec: never
+    # dumped); the renderer passes it to the pod as names.ENV_SPEC_FILE.
+    _spec_file: str | None = PrivateAttr(default=None)
+
+    @property
+    def spec_file(self) -> str | None:
+        """The spec file's name as given on the command line (None when not loaded from a
+        file, or not fit for a pod's environment: see spec_loading.spec_file_label)."""
+        return self._spec_file
+
     def column(self, role: str) -> str | None:
         """The user's column for a task role, or the task's default name."""
         return self.data.columns.get(role, TASK_COLUMNS[self.task].get(role))
@@ -324,4 +334,6 @@ def validate_spec(data: Any, source: str = "<spec>", overrides: list[str] | tupl
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
     """Read, override and validate a job spec file."""
     path = Path(path)
-    return validate_spec(read_spec_file(path, overrides), str(path), overrides)
+    spec = validate_spec(read_spec_file(path, overrides), str(path), overrides)
+    spec._spec_file = spec_file_label(str(path))
+    return spec

@@ -308,3 +308,16 @@ def read_spec_file(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> A
         for assignment in overrides:
             apply_override(data, assignment)  # its error names the override, not the file
     return data
+
+
+MAX_SPEC_FILE_LABEL = 256
+
+
+def spec_file_label(path: str) -> str | None:
+    """The spec file's name as the user gave it, for the pod's error lines (names.ENV_SPEC_FILE),
+    or None when it is not fit to travel in a pod's environment: longer than a path a user
+    types, holding control characters (a newline would split the one error line), or shaped
+    like a credential (a pod's env is readable by anyone who may read the pod)."""
+    if not path or len(path) > MAX_SPEC_FILE_LABEL or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return None
+    return None if _secret_shape(path, "spec file") else path

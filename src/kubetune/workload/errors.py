@@ -16,7 +16,7 @@ from typing import Callable
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE
-from kubetune.contract.names import ENV_DIE_WITH_PARENT
+from kubetune.contract.names import ENV_DIE_WITH_PARENT, ENV_SPEC, ENV_SPEC_FILE
 from kubetune.contract.recovery import die_with_parent
 from kubetune.storage import StoreUnavailableError, is_transient
 
@@ -48,7 +48,7 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_STORE_UNAVAILABLE
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            print(f"error: {user_line(str(exc))}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
         except Exception as exc:
             if not is_transient(exc):
@@ -60,3 +60,16 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
             return EXIT_STORE_UNAVAILABLE
 
     return wrapper
+
+
+def user_line(message: str) -> str:
+    """A user error's line as the launcher would print it: starting with the user's spec file
+    (names.ENV_SPEC_FILE, as given on the command line) instead of the pod's mounted copy
+    (names.ENV_SPEC), so `error: jobs/x.yaml: data.train: ...` reads the same from either side."""
+    shown = os.environ.get(ENV_SPEC_FILE)
+    if not shown:
+        return message
+    mounted = os.environ.get(ENV_SPEC)
+    if mounted and message.startswith(f"{mounted}: "):
+        message = message[len(mounted) + 2:]
+    return message if message.startswith(f"{shown}: ") else f"{shown}: {message}"

@@ -162,6 +162,8 @@ def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
         env.append({"name": kn.ENV_AWS_CREDENTIALS_FILE, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
     if _gpus(spec, stage) == 0:
         env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
+    if spec.spec_file:  # the pod's error lines name the user's file, not the mounted copy
+        env.append({"name": kn.ENV_SPEC_FILE, "value": spec.spec_file})
     return env + _user_env(spec)
 
 
