@@ -4,6 +4,7 @@ real signals), and readers for what a run left in the store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,8 +14,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import pytest
 import yaml
 
 from kubetune.contract.names import TRAIN_MODULE
@@ -59,6 +61,26 @@ def s3fs_for(endpoint: str) -> Any:
     return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
 
 
+@contextlib.contextmanager
+def restartable_s3(bucket: str) -> Iterator[RestartableS3]:
+    """A started RestartableS3 with test credentials in the environment and `bucket` made; a
+    module fixture yields from it. Stopped at the end unless a test left it stopped."""
+    server = RestartableS3()
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+            mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+            mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            mp.delenv("AWS_PROFILE", raising=False)
+            mp.delenv("AWS_ENDPOINT_URL", raising=False)
+            s3fs_for(server.endpoint).mkdir(bucket)
+            yield server
+    finally:
+        if server.running:
+            server.stop()
+
+
 def write_sst2_subset(fs: Any, shared_data: Path, prefix: str, n_train: int, n_val: int, n_test: int) -> dict[str, str]:
     """Real SST-2 rows (header `sentence\tlabel`) as train/validation/test files in the store."""
     train = (shared_data / "sst2" / "train.tsv").read_text().splitlines()
@@ -93,17 +115,13 @@ def write_spec(path: Path, name: str, root: str, endpoint: str, model: Path, dat
     return path
 
 
-class TrainProcess:
-    """`python -m <TRAIN_MODULE> --spec FILE` with its output collected line by line."""
+class LineProcess:
+    """A child process with its merged output collected line by line, with the time each line
+    arrived (tests wait for a line, then act: kill, stop the store, compare timings)."""
 
-    def __init__(self, spec: Path, workdir: Path, extra_env: dict[str, str] | None = None):
-        env = {**os.environ, "KUBETUNE_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1", **SMALL_CPU_ENV,
-               **(extra_env or {})}
+    def __init__(self, argv: list[str], env: dict[str, str]):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", TRAIN_MODULE, "--spec", str(spec)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -117,11 +135,12 @@ class TrainProcess:
     def output(self) -> str:
         return "\n".join(line for _, line in self.lines)
 
-    def wait_for(self, pattern: str, timeout: float = 300.0) -> re.Match:
-        """The first output line matching `pattern`; fails if the process ends first."""
+    def wait_for(self, pattern: str, timeout: float = 300.0, after: int = 0) -> re.Match:
+        """The first output line matching `pattern` from line index `after` on; fails if the
+        process ends first."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = after
         while time.monotonic() < deadline:
             lines = self.lines[seen:]
             for _, line in lines:
@@ -129,15 +148,24 @@ class TrainProcess:
                 if match:
                     return match
             seen += len(lines)
-            if self.proc.poll() is not None and not self._reader.is_alive() and seen == len(self.lines):
-                raise AssertionError(f"process exited ({self.proc.returncode}) before {pattern!r}:\n{self.output[-3000:]}")
+            if self.proc.poll() is not None and not self._reader.is_alive() and seen >= len(self.lines):
+                raise AssertionError(f"process exited ({self.proc.returncode}) before {pattern!r}:\n{self.output[-4000:]}")
             time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output[-3000:]}")
+        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output[-4000:]}")
 
     def wait(self, timeout: float = 600.0) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(10)
         return code
+
+
+class TrainProcess(LineProcess):
+    """`python -m <TRAIN_MODULE> --spec FILE`, as a pod's container runs it."""
+
+    def __init__(self, spec: Path, workdir: Path, extra_env: dict[str, str] | None = None):
+        env = {**os.environ, "KUBETUNE_WORKDIR": str(workdir), "PYTHONUNBUFFERED": "1", **SMALL_CPU_ENV,
+               **(extra_env or {})}
+        super().__init__([sys.executable, "-m", TRAIN_MODULE, "--spec", str(spec)], env)
 
 
 def train_to_end(spec: Path, workdir: Path, timeout: float = 600.0) -> TrainProcess:

@@ -20,70 +20,37 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from helpers_resume import SMALL_CPU_ENV, RestartableS3, s3fs_for, step_losses, summary, write_spec, write_sst2_subset
+from helpers_resume import (SMALL_CPU_ENV, LineProcess, RestartableS3, restartable_s3, s3fs_for, step_losses, summary,
+                            write_spec, write_sst2_subset)
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 
-REPO = Path(__file__).resolve().parents[2]
 BUCKET = "gang-tests"
 MAX_STEPS = 20
 EVERY = 4
 STEP_LINE = re.compile(r"kubetune: step (\d+)/")
 
 
-class Launcher:
+class Launcher(LineProcess):
     """`python -m kubetune.cli run SPEC --local` with its output collected line by line (with
     the time each line arrived)."""
 
     def __init__(self, spec: Path, cache: Path, *extra: str) -> None:
         env = {**os.environ, **SMALL_CPU_ENV, "PYTHONUNBUFFERED": "1", kn.ENV_CACHE: str(cache)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubetune.cli", "run", str(spec), "--local", *extra],
-                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[tuple[float, str]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(line for _, line in self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 300.0, after: int = 0) -> re.Match:
-        """The first line matching `pattern` from line index `after` on."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for _, line in list(self.lines)[after:]:
-                if match := regex.search(line):
-                    return match
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                raise AssertionError(f"launcher exited ({self.proc.returncode}) before {pattern!r}:\n{self.output[-4000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} within {timeout}s:\n{self.output[-4000:]}")
+        super().__init__([sys.executable, "-m", "kubetune.cli", "run", str(spec), "--local", *extra], env)
 
     def index_of(self, line: str) -> int:
         return next(i for i, (_, text) in enumerate(self.lines) if text == line)
 
     def time_of(self, line: str) -> float:
         return self.lines[self.index_of(line)][0]
-
-    def wait(self, timeout: float = 600.0) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)
@@ -103,17 +70,8 @@ class Launcher:
 
 @pytest.fixture(scope="module")
 def s3():
-    server = RestartableS3()
-    server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        s3fs_for(server.endpoint).mkdir(BUCKET)
+    with restartable_s3(BUCKET) as server:
         yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

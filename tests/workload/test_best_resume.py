@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers_resume import (RestartableS3, TrainProcess, s3fs_for, step_losses, summary, train_to_end, write_spec,
-                            write_sst2_subset)
+from helpers_resume import (RestartableS3, TrainProcess, restartable_s3, s3fs_for, step_losses, summary,
+                            train_to_end, write_spec, write_sst2_subset)
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 
 BUCKET = "best-resume-tests"
@@ -31,17 +31,8 @@ LOGGING = 5
 
 @pytest.fixture(scope="module")
 def s3():
-    server = RestartableS3()
-    server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        s3fs_for(server.endpoint).mkdir(BUCKET)
+    with restartable_s3(BUCKET) as server:
         yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +72,15 @@ def reference(s3, data, minilm_dir, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def resumed(s3, data, minilm_dir, tmp_path_factory) -> dict:
-    """A run stopped with SIGTERM after its third evaluation, then resumed in a new pod."""
+    """A run stopped with SIGTERM right after its third evaluation (step 12), then resumed in a new pod."""
     tmp = tmp_path_factory.mktemp("best-resumed")
     spec = _spec(tmp, "best-resumed", s3, minilm_dir, data)
     fs = s3fs_for(s3.endpoint)
     first = TrainProcess(spec, tmp / "pod-1")
-    first.wait_for(r"uploading checkpoint step-000012")
+    # Stop on the training thread's own line for the step-12 evaluation (printed before that
+    # checkpoint is saved), not on the uploader's: uploads lag training by whole steps on a
+    # busy CPU, and a stop that lands at step 15 or later leaves no logging window to compare.
+    first.wait_for(r"step 12/16 .*eval_accuracy")
     os.kill(first.proc.pid, signal.SIGTERM)
     assert first.wait(120) == EXIT_RETRY_AFTER_CHECKPOINT, first.output[-3000:]
     stopped = int(fs.cat_file(f"{ROOT}/runs/best-resumed/checkpoints/LATEST").decode().strip().removeprefix("step-"))

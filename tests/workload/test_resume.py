@@ -22,6 +22,7 @@ from helpers_resume import (
     SMALL_CPU_ENV,
     RestartableS3,
     TrainProcess,
+    restartable_s3,
     s3fs_for,
     step_losses,
     summary,
@@ -40,17 +41,8 @@ EVERY = 4
 @pytest.fixture(scope="module")
 def s3():
     """A module-wide S3 server that a test may stop and restart on the same port."""
-    server = RestartableS3()
-    server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        s3fs_for(server.endpoint).mkdir(BUCKET)
+    with restartable_s3(BUCKET) as server:
         yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +184,9 @@ def test_s3_outage_during_upload_is_retried(s3, sst2_s3, minilm_dir, tmp_path: P
     assert latest == f"step-{MAX_STEPS:06d}" and fs.exists(f"{base}/{latest}/COMMITTED")
     assert fs.exists(f"{BUCKET}/store/runs/outage/model/COMMITTED")
     steps = sorted(int(p.rsplit("-", 1)[1]) for p in fs.ls(base) if "/step-" in p)
-    # keep_checkpoints (2), plus the best one wherever it is, and no partial leftovers
+    # keep_checkpoints (2) newest, plus the best one wherever it is, and no partial leftovers.
+    # Step 12 may be absent: an upload queued behind the outage is skipped once a newer
+    # checkpoint is queued (the best one never is), so the newest two committed may be 4 and 16.
     best = json.loads(fs.cat_file(f"{base}/{latest}/trainer_state.json"))["best_global_step"]
-    assert steps == sorted({MAX_STEPS - EVERY, MAX_STEPS, best}), (steps, best)
+    assert {best, MAX_STEPS} <= set(steps) <= {best, MAX_STEPS - EVERY, MAX_STEPS}, (steps, best)
+    assert all(fs.exists(f"{base}/step-{step:06d}/COMMITTED") for step in steps), steps

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_resume import RestartableS3, TrainProcess, s3fs_for, write_spec, write_sst2_subset
+from helpers_resume import RestartableS3, TrainProcess, restartable_s3, s3fs_for, write_spec, write_sst2_subset
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE
 
 BUCKET = "startup-tests"
@@ -21,18 +21,8 @@ BUCKET = "startup-tests"
 
 @pytest.fixture(scope="module")
 def s3():
-    server = RestartableS3()
-    server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        s3fs_for(server.endpoint).mkdir(BUCKET)
+    with restartable_s3(BUCKET) as server:
         yield server
-    if server.running:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
