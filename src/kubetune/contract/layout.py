@@ -71,6 +71,12 @@ class RunLayout:
         return self._p("tensorboard")
 
     @property
+    def tracker_runs(self) -> str:
+        """The experiment trackers' run ids (`{"mlflow": ID}`), written with the first
+        checkpoint, so that a resumed run (and its evaluate stage) reports to the same run."""
+        return self._p("tracking", "runs.json")
+
+    @property
     def eval_metrics(self) -> str:
         return self._p("eval", "metrics.json")
 

@@ -102,6 +102,24 @@ def _reject_secrets(data: Any, where: str = "", names_checked: bool = True) -> N
                             f"(the value is not shown); {_CREDENTIAL_HINT}")
 
 
+def secret_free(flat: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a flattened spec (dotted keys: `train.learning_rate`) that may be sent to
+    an experiment tracker: the screening `_reject_secrets` applies to a spec file, applied to
+    what leaves for a tracker, so a tracker never receives what a spec may not hold. Dropped:
+    everything under SECRET_SCREEN_SKIP (environment values and Secret references), keys that
+    name a secret, and values shaped like a credential."""
+    kept = {}
+    for path, value in flat.items():
+        if any(path == skip or path.startswith(f"{skip}.") for skip in SECRET_SCREEN_SKIP):
+            continue
+        if any(part.lower() in SECRET_KEYS for part in path.split(".")):
+            continue
+        if _secret_shape(str(value), path):
+            continue
+        kept[path] = value
+    return kept
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `key.path=value` override in place. Splits on the first `=`; the value is
     parsed as YAML so numbers and booleans get their types (`train.epochs=1`)."""

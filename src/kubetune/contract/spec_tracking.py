@@ -10,6 +10,15 @@ from pydantic import Field
 from kubetune.contract.spec_kubernetes import Strict
 
 
+class MlflowSpec(Strict):
+    """An MLflow tracking server and experiment. Credentials (MLFLOW_TRACKING_TOKEN,
+    MLFLOW_TRACKING_USERNAME/PASSWORD) come by reference: `kubernetes.secret_env` on a cluster,
+    the user's environment locally."""
+
+    tracking_uri: str = Field(description="the tracking server, e.g. http://mlflow.mlops:5000")
+    experiment: str = Field(min_length=1, description="experiment name; created when missing")
+
+
 class TrackingSpec(Strict):
     """Experiment trackers, by configuration. Each tracker's library comes with the
     `tracking` extra; a tracker asked for but not installed is a one-line error before training."""
@@ -18,4 +27,9 @@ class TrackingSpec(Strict):
         default=False,
         description="write TensorBoard event files to runs/<run>/tensorboard/ in the store "
         "(synced with each checkpoint upload and at the end): tensorboard --logdir on that folder",
+    )
+    mlflow: MlflowSpec | None = Field(
+        default=None,
+        description="log params, metrics per logging step, the test metrics and the model's store URI "
+        "(tag) to an MLflow run; a resumed run continues the same MLflow run",
     )

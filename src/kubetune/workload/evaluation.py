@@ -23,6 +23,7 @@ from kubetune.workload.lineage import RUN_DEFINING
 from kubetune.workload.model_source import local_model_dir
 from kubetune.workload.splits import load_test_split
 from kubetune.workload.tasks import Evaluation, Task, get_task
+from kubetune.workload.tracking_mlflow import log_test_metrics
 
 
 def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None]:
@@ -100,4 +101,6 @@ def run_evaluation(spec: JobSpec, model: str | None = None) -> int:
         store.write_text(report_path, evaluation.report)
         print(evaluation.report, flush=True)
         print(f"kubetune: test metrics: {store.url(metrics_path)}", flush=True)
+        if not model:  # this run's own model: its metrics join its tracker run
+            log_test_metrics(spec, store, layout, evaluation.metrics)
     return 0

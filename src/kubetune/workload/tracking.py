@@ -1,4 +1,5 @@
-"""Experiment trackers from the spec's `tracking:` section, as Trainer callbacks.
+"""Experiment trackers from the spec's `tracking:` section, as Trainer callbacks (MLflow in
+`tracking_mlflow`).
 
 TensorBoard: the Hugging Face Trainer's own `TensorBoardCallback`, given a writer on a local
 folder of the pod's scratch; `TensorBoardSync` copies that folder to `runs/<run>/tensorboard/`
@@ -18,17 +19,35 @@ from kubetune.workload.run import Run
 
 def check_trackers(run: Run) -> None:
     """Before any training: a tracker asked for must be importable."""
-    if run.spec.tracking is not None and run.spec.tracking.tensorboard:
+    tracking = run.spec.tracking
+    if tracking is not None and tracking.tensorboard:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             raise UserError("tracking.tensorboard: needs the tensorboard package: pip install 'kubetune[tracking]'") from None
+    if tracking is not None and tracking.mlflow is not None:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise UserError("tracking.mlflow: needs the mlflow package: pip install 'kubetune[tracking]'") from None
 
 
 def tracking_callbacks(run: Run) -> list[Any]:
     """The callbacks of the configured trackers; rank 0 only writes (the others get none)."""
-    if not run.is_main or run.spec.tracking is None or not run.spec.tracking.tensorboard:
+    if not run.is_main or run.spec.tracking is None:
         return []
+    callbacks: list[Any] = []
+    if run.spec.tracking.mlflow is not None:
+        from kubetune.workload.tracking_mlflow import mlflow_callbacks
+
+        callbacks += mlflow_callbacks(run)
+    if run.spec.tracking.tensorboard:
+        callbacks += _tensorboard_callbacks(run)
+    return callbacks
+
+
+def _tensorboard_callbacks(run: Run) -> list[Any]:
+    """TensorBoard's callback on a scratch folder, and the sync of that folder to the store."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers import TrainerCallback
     from transformers.integrations import TensorBoardCallback

@@ -29,6 +29,7 @@ from kubetune.workload.model_source import check_model_source
 from kubetune.workload.run import Run, Trained
 from kubetune.workload.run_status import now_iso, status_callback, write_curves, write_status
 from kubetune.workload.tracking import check_trackers, tracking_callbacks
+from kubetune.workload.tracking_mlflow import tag_model
 from kubetune.workload.splits import load_splits
 from kubetune.workload.tasks import get_task
 
@@ -107,7 +108,7 @@ def train(run: Run) -> Trained:
     if run.is_main:  # after the model loaded: a model that fails to load leaves no run folder
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
         trainer.add_callback(status_callback(run.store, run.layout))  # status.json: running
-    for callback in tracking_callbacks(run):  # tracking: TensorBoard
+    for callback in tracking_callbacks(run):  # tracking: MLflow, TensorBoard
         trainer.add_callback(callback)
     resume = resume_point(run)
     restore_position(trainer, resume)  # the sampler's epoch / the stream's position
@@ -140,6 +141,7 @@ def finish(run: Run, trained: Trained) -> None:
     run.store.write_json(run.layout.summary, run_summary(trainer, result))
     run.store.commit(run.layout.model, files, global_step=result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
+    tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag
     clear_checkpoints(run)
 
 

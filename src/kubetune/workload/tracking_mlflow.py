@@ -1,0 +1,119 @@
+"""MLflow, from the spec's `tracking.mlflow`: one MLflow run per kubetune run, across resumes.
+
+The Hugging Face Trainer's `MLflowCallback` logs the metrics of every logging step and
+evaluation. kubetune opens the MLflow run itself, before the callback does, for two reasons:
+it must know the run id (stored with the first checkpoint at `RunLayout.tracker_runs`, so a
+resumed pod reopens that run instead of opening a new one, and the evaluate stage logs the test
+metrics into it), and the params must be screened for secrets (the callback would log every
+`TrainingArguments` and model-config value; it is told to log none, and kubetune logs the
+spec's fields through `contract.spec_loading.secret_free`). Rank 0 only talks to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from kubetune.contract.layout import RunLayout
+from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec_loading import secret_free
+from kubetune.storage import Store
+from kubetune.workload.run import Run
+
+# The tag holding the committed model's store URI (`s3://bucket/runs/<job>/model`).
+MODEL_URI_TAG = "kubetune.model_uri"
+
+
+def stored_run_ids(store: Store, layout: RunLayout) -> dict[str, str]:
+    """The trackers' run ids stored with this run's checkpoints ({} before the first)."""
+    if not store.exists(layout.tracker_runs):
+        return {}
+    return json.loads(store.read_text(layout.tracker_runs))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def spec_params(spec: JobSpec) -> dict[str, str]:
+    """The spec's fields as MLflow params (dotted names), secret-screened, unset ones left out."""
+    import mlflow
+
+    limit = mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+    flat = secret_free(_flatten(spec.model_dump(mode="json")))
+    return {k: str(v)[:limit] for k, v in flat.items() if v is not None and v != [] and v != {}}
+
+
+def _client(spec: JobSpec) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=spec.tracking.mlflow.tracking_uri)
+
+
+def mlflow_callbacks(run: Run) -> list[Any]:
+    """Open (or reopen) the MLflow run and return the Trainer callbacks that log into it."""
+    import mlflow
+    from transformers import TrainerCallback
+    from transformers.integrations import MLflowCallback
+
+    config = run.spec.tracking.mlflow
+    mlflow.set_tracking_uri(config.tracking_uri)
+    run_id = stored_run_ids(run.store, run.layout).get("mlflow")
+    if run_id:  # a resumed run: the same MLflow run, its params already logged
+        mlflow.start_run(run_id=run_id)
+        print(f"kubetune: mlflow: continuing run {run_id}", flush=True)
+    else:
+        mlflow.set_experiment(config.experiment)
+        run_id = mlflow.start_run(run_name=run.spec.name).info.run_id
+        mlflow.log_params(spec_params(run.spec))
+        print(f"kubetune: mlflow: run {run_id} in experiment {config.experiment!r}", flush=True)
+    os.environ["MLFLOW_MAX_LOG_PARAMS"] = "0"  # the callback's params are unscreened: none
+    os.environ.pop("MLFLOW_RUN_ID", None)  # the callback logs into the run opened here
+    store, layout = run.store, run.layout
+
+    class MlflowRunKeeper(TrainerCallback):
+        """Stores the run id with the first checkpoint; flushes metrics at each save; ends the
+        MLflow run when training ends (a resumed pod reopens it)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            mlflow.flush_async_logging()
+            if stored_run_ids(store, layout).get("mlflow") != run_id:
+                store.write_json(layout.tracker_runs, {**stored_run_ids(store, layout), "mlflow": run_id})
+
+        def on_train_end(self, args, state, control, **kwargs):
+            mlflow.flush_async_logging()
+            mlflow.end_run()
+
+    return [MLflowCallback(), MlflowRunKeeper()]
+
+
+def tag_model(spec: JobSpec, store: Store, layout: RunLayout) -> None:
+    """After the model is committed: its store URI as a tag of the MLflow run."""
+    run_id = stored_run_ids(store, layout).get("mlflow")
+    if spec.tracking is None or spec.tracking.mlflow is None or not run_id:
+        return
+    _client(spec).set_tag(run_id, MODEL_URI_TAG, store.url(layout.model))
+
+
+def log_test_metrics(spec: JobSpec, store: Store, layout: RunLayout, metrics: dict[str, Any]) -> None:
+    """The evaluate stage's numeric metrics as `test_<name>` in the run's MLflow run."""
+    if spec.tracking is None or spec.tracking.mlflow is None:
+        return
+    run_id = stored_run_ids(store, layout).get("mlflow")
+    if not run_id:
+        print("kubetune: warning: no MLflow run stored for this run; test metrics not sent", flush=True)
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    numbers = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    _client(spec).log_batch(run_id, metrics=numbers)
+    print(f"kubetune: mlflow: test metrics logged to run {run_id}", flush=True)
