@@ -58,7 +58,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.job, args.overrides)
     objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule,
-                          predict=_predict_args(args))
+                          predict=_predict_args(args), model=evaluate_model(args))
     print(to_yaml_stream(objs), end="")
     if not has_scheme(spec.storage.root):
         print(
@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if predict:
         check_output(spec, predict["output"], args.overwrite, shown=args.output)
     started = time.monotonic()
-    code = run_local(spec, stage=args.stage, predict=predict)
+    code = run_local(spec, stage=args.stage, predict=predict, model=evaluate_model(args))
     if code != 0:
         return code
     if args.stage == kn.STAGE_PREDICT and predict:
@@ -158,8 +158,21 @@ def _add_predict_args(parser: argparse.ArgumentParser) -> None:
                         help="--stage predict: a .jsonl/.parquet file, or a folder of part-NNNNN files (one per rank)")
     parser.add_argument("--format", default=None, choices=["jsonl", "parquet"],
                         help="--stage predict: format of the parts in an output folder (default jsonl)")
+    add_model_arg(parser)
+
+
+def add_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="REF",
-                        help="--stage predict: whose model: current, a registry version vNNNN, or a run name")
+                        help="--stage evaluate/predict: whose model: current, a registry version vNNNN, or a run name "
+                             "(default: this run's)")
+
+
+def evaluate_model(args: argparse.Namespace) -> str | None:
+    """`--model` for the evaluate stage (predict carries it in `_predict_args`); refused with
+    any stage that trains, which makes its own model."""
+    if args.model is not None and args.stage not in (kn.STAGE_EVALUATE, kn.STAGE_PREDICT):
+        raise SpecError(f"--model belongs to --stage {kn.STAGE_EVALUATE} or {kn.STAGE_PREDICT}, not {args.stage}")
+    return args.model if args.stage == kn.STAGE_EVALUATE else None
 
 
 def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
@@ -171,7 +184,7 @@ def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
     if not args.input or not args.output:
         raise SpecError("--stage predict needs --input URI and --output URI")
     return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {}),
-            **({"model": args.model} if args.model else {})}
+            **({"model": args.model} if args.model is not None else {})}
 
 
 def cmd_prepare_quickstart(args: argparse.Namespace) -> int:

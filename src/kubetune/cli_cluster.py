@@ -80,6 +80,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from kubetune.launch.render import render_objects
 
     spec = load_spec(args.job, args.overrides)
+    if args.model is not None and args.stage != kn.STAGE_EVALUATE:
+        print(f"error: --model belongs to --stage {kn.STAGE_EVALUATE} (training makes its own model)", file=sys.stderr)
+        return 2
     if args.schedule:
         if args.wait:
             print("error: --wait follows one run; a --schedule submits a CronJob", file=sys.stderr)
@@ -88,7 +91,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     elif args.stage == kn.STAGE_ALL:
         stages = [render_objects(spec, stage=kn.STAGE_TRAIN), render_objects(spec, stage=kn.STAGE_EVALUATE)]
     else:
-        stages = [render_objects(spec, stage=args.stage)]
+        stages = [render_objects(spec, stage=args.stage, model=args.model)]
     cluster = _connect(args, spec.kubernetes.namespace)
     # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
     reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == kn.STAGE_EVALUATE else ()
@@ -100,10 +103,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.state import job_status
 
-    from kubetune.cli_runs import progress_lines
+    from kubetune.cli_runs import progress_lines, status_target
 
-    print(format_status(job_status(_connect(args), args.name)))
-    for line in progress_lines(args.name, args.store, args.endpoint_url):  # from metrics/train.jsonl
+    name, store, namespace = status_target(args.name, args.store, args.endpoint_url)  # NAME or JOB.yaml
+    print(format_status(job_status(_connect(args, namespace), name)))
+    for line in progress_lines(name, store):  # from metrics/train.jsonl
         print(line)
     return 0
 
@@ -189,13 +193,16 @@ def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentPar
     p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
     p.add_argument("--dry-run", action="store_true", help="print the plan, then send it with the server-side dry-run flag; create nothing")
     p.add_argument("--schedule", metavar="CRON", help='submit scheduled retraining: a CronJob, e.g. "0 3 * * 0"')
+    p.add_argument("--model", default=None, metavar="REF",
+                   help="--stage evaluate: whose model: current, a registry version vNNNN, or a run name")
     _cluster_args(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a job's phase, pods per completion index, restarts, elapsed time, last log line")
-    p.add_argument("name", help="job name (the spec's `name`)")
+    p.add_argument("name", help="job name (the spec's `name`), or a JOB.yaml: its name, namespace and store")
     p.add_argument("--store", default=None, metavar="URI",
-                   help="also show training progress read from the run's metrics/train.jsonl in this store")
+                   help="show training progress read from the run's metrics/train.jsonl in this store "
+                   "(default with a JOB.yaml: its storage.root)")
     p.add_argument("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for --store")
     _cluster_args(p)
     p.set_defaults(func=cmd_status)

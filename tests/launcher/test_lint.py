@@ -52,6 +52,11 @@ def render_all(folder: Path) -> None:
         (folder / f"{job.stem}.evaluate.yaml").write_text(to_yaml_stream(render_objects(spec, stage="evaluate")))
         cron = render_objects(spec, stage="train", schedule="0 3 * * 0")
         (folder / f"{job.stem}.cron.yaml").write_text(to_yaml_stream(cron))
+    # A registry model's evaluate and predict Jobs (`--model`, issue 14), once.
+    spec = load_spec(REPO / "jobs" / "quickstart.yaml")
+    refs = render_objects(spec, stage="evaluate", model="v0001")[-1:] + render_objects(
+        spec, stage="predict", predict={"input": "s3://b/in.jsonl", "output": "s3://b/out/", "model": "current"})[-1:]
+    (folder / "quickstart.model-ref.yaml").write_text(to_yaml_stream(refs))
 
 
 def test_checkov_passes_rendered_manifests_except_listed_checks(tmp_path):

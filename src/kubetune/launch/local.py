@@ -62,14 +62,17 @@ STAGES = {
 KEEP_LOCAL = {kn.ENV_HOME, kn.ENV_HF_HOME, "XDG_CACHE_HOME", "TRITON_CACHE_DIR"}
 
 
-def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None) -> int:
+def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None,
+              model: str | None = None) -> int:
     """Render and run the stages in order; stop at the first failure and return its exit code
     (2 for bad input, as the entrypoints return). `predict` URIs are taken as from
-    `local_predict_args`. Prints nothing but failures: the CLI reports the result."""
+    `local_predict_args`; `model` is the evaluate stage's `--model` reference, rendered into its
+    command as for a cluster. Prints nothing but failures: the CLI reports the result."""
     from kubetune.launch.render import render_objects
 
     for step in STAGES[stage]:
-        objs = render_objects(spec, stage=step, predict=predict if step == kn.STAGE_PREDICT else None)
+        objs = render_objects(spec, stage=step, predict=predict if step == kn.STAGE_PREDICT else None,
+                              model=model if step == kn.STAGE_EVALUATE else None)
         with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
             procs = plan_stage(objs, step, Path(tmp))
             code = run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)

@@ -36,9 +36,8 @@ from typing import Any
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RegistryLayout, RunLayout, version_name, version_number
+from kubetune.contract.model_ref import CURRENT_REF, check_model_ref
 from kubetune.storage import Store
-
-CURRENT_REF = "current"
 
 
 class RegistryError(UserError):
@@ -141,6 +140,7 @@ class Registry:
 
     def resolve(self, ref: str) -> tuple[RunLayout, str | None]:
         """A `--model` reference as (run, registry version or None for a plain run name)."""
+        check_model_ref(ref)
         if ref == CURRENT_REF:
             pointer = self.current()
             if pointer is None:

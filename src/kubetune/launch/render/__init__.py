@@ -56,6 +56,7 @@ from typing import Any
 import yaml
 
 from kubetune.contract import names as kn
+from kubetune.contract.model_ref import check_model_ref
 from kubetune.contract.spec import JobSpec
 from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
@@ -80,15 +81,23 @@ def render_objects(
     k8s_version: str | None = None,
     schedule: str | None = None,
     predict: dict[str, str] | None = None,
+    model: str | None = None,
 ) -> list[dict[str, Any]]:
     """The objects for `stage` (train | evaluate | all), schema-checked for `k8s_version`
     (default: the oldest supported, so the objects apply on every supported cluster).
 
-    With `schedule`, the train Job becomes a CronJob (stage must be train or all)."""
+    With `schedule`, the train Job becomes a CronJob (stage must be train or all). `model` (a
+    `--model` reference: current, vNNNN or a run) is whose model the evaluate Job scores; the
+    predict Job's comes in `predict["model"]`. Either is checked before anything is built."""
     from kubetune.launch.validate import supported_versions, validate_objects
 
     if stage not in kn.RENDER_STAGES:
         raise RenderError(f"--stage {stage}: must be one of {', '.join(kn.RENDER_STAGES)}")
+    if model is not None and stage != kn.STAGE_EVALUATE:
+        raise RenderError(f"--model belongs to --stage {kn.STAGE_EVALUATE} or {kn.STAGE_PREDICT}, not {stage}")
+    for ref in (model, (predict or {}).get("model")):
+        if ref is not None:
+            check_model_ref(ref)
     if (stage == kn.STAGE_PREDICT) != bool(predict and predict.get("input") and predict.get("output")):
         raise RenderError("--stage predict needs --input URI and --output URI (and they need --stage predict)")
     if schedule is not None:
@@ -96,12 +105,13 @@ def render_objects(
         if stage == kn.STAGE_EVALUATE:
             raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
     version = k8s_version or supported_versions()[0]
-    objs = json.loads(json.dumps(_build(spec, stage, schedule, predict)))  # plain data, no shared sub-dicts
+    objs = json.loads(json.dumps(_build(spec, stage, schedule, predict, model)))  # plain data, no shared sub-dicts
     validate_objects(objs, version)
     return objs
 
 
-def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None,
+           model: str | None = None) -> list[dict[str, Any]]:
     """The objects of `stage`, in the order `kubectl apply -f -` should create them."""
     n = names(spec)
     multi = spec.resources.nodes > 1
@@ -119,7 +129,7 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
         else:
             objs.append(train_job(spec, n))
     if stage == kn.STAGE_EVALUATE or (stage == kn.STAGE_ALL and schedule is None):
-        objs.append(evaluate_job(spec, n, parked=stage == kn.STAGE_ALL))
+        objs.append(evaluate_job(spec, n, parked=stage == kn.STAGE_ALL, model=model))
     return objs
 
 

@@ -84,11 +84,12 @@ def train_job(spec: JobSpec, n: Names) -> dict[str, Any]:
     }
 
 
-def evaluate_job(spec: JobSpec, n: Names, parked: bool = False) -> dict[str, Any]:
+def evaluate_job(spec: JobSpec, n: Names, parked: bool = False, model: str | None = None) -> dict[str, Any]:
     """`parked`: created suspended and outside any Kueue queue, released by applying the
-    evaluate stage after training completed (see the module docstring)."""
+    evaluate stage after training completed (see the module docstring). `model`: a `--model`
+    reference the pod scores instead of this run's model."""
     extra = {kn.STAGE_LABEL: kn.STAGE_EVALUATE, **({} if parked else _queue_label(spec))}
-    body = _job_spec(spec, n, kn.STAGE_EVALUATE, evaluate_command())
+    body = _job_spec(spec, n, kn.STAGE_EVALUATE, evaluate_command(model))
     if parked:
         body = {"suspend": True, **body}
     else:

@@ -108,9 +108,10 @@ def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:
     return ["python", *entry] if gpus <= 1 else _standalone(gpus, entry)
 
 
-def evaluate_command() -> list[str]:
-    """Evaluation is one process on at most one GPU."""
-    return ["python", *_entry(kn.EVALUATE_MODULE)]
+def evaluate_command(model: str | None = None) -> list[str]:
+    """Evaluation is one process on at most one GPU; `model` is a registry reference (current,
+    vNNNN or a run name), passed as the evaluate entrypoint's `--model`."""
+    return ["python", *_entry(kn.EVALUATE_MODULE, *(["--model", model] if model else []))]
 
 
 def _resources(spec: JobSpec, stage: str) -> dict[str, Any]:

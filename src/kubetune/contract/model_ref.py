@@ -1,0 +1,36 @@
+"""What `--model REF` may say (README.md, "Retrain from object-store data"): `current` (the
+registry's CURRENT version), a version `vNNNN`, or a run's folder name under `runs/`.
+
+Shared by the launcher, which checks a reference before it renders an evaluate or predict Job
+(or runs one locally), and the registry, which resolves it in the pod: a mistyped reference
+(`v12x`, `v12`, `../x`) is one line before anything is rendered or run, not a Job that fails
+in its pod.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kubetune.contract.errors import UserError
+from kubetune.contract.layout import version_name, version_number
+
+# The registry's current version.
+CURRENT_REF = "current"
+# A run's folder name: what a Job name or a `<name>-<UTC time>` run folder is made of.
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def check_model_ref(ref: str) -> str:
+    """`ref` if it is a model reference; a UserError naming `--model` otherwise."""
+    if ref == CURRENT_REF:
+        return ref
+    if ref[:1] == "v" and ref[1:2].isdigit():  # meant as a version: it must be one
+        number = version_number(ref)
+        if number is None or version_name(number) != ref:
+            hint = f" (did you mean {version_name(number)}?)" if number is not None else ""
+            raise UserError(f"--model {ref}: not a version name like v0001{hint}")
+        return ref
+    if not _RUN_NAME.fullmatch(ref) or ".." in ref:
+        raise UserError(f"--model {ref!r}: not a model reference: use current, a version like v0001, "
+                        "or a run name (letters, digits, '.', '_', '-')")
+    return ref
