@@ -164,14 +164,33 @@ def format_progress(p: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def progress_lines(name: str, store_uri: str | None, endpoint_url: str | None) -> list[str]:
-    """`kubetune status NAME --store URI`: the run's progress from the store, or why none."""
-    from kubetune.launch.runs import progress
+def is_spec_file(name: str) -> bool:
+    """`kubetune status JOB.yaml`: an argument naming a YAML file is a job spec, not a job name
+    (a job name is a DNS-1123 label, which never ends in `.yaml`)."""
+    return name.endswith((".yaml", ".yml"))
+
+
+def status_target(name: str, store_uri: str | None, endpoint_url: str | None) -> tuple[str, Any, str | None]:
+    """What `kubetune status NAME|JOB.yaml` reads: the job name, the store whose
+    `metrics/train.jsonl` holds its progress (--store, else a spec's `storage:` section, else
+    none), and a spec's namespace. A spec file is read like `run` reads it, so a missing or bad
+    file is one `error:` line; --store, when given, wins over the spec's storage root."""
+    from kubetune.contract.spec import load_spec
     from kubetune.storage import Store
 
-    if not store_uri:
+    if not is_spec_file(name):
+        return name, Store(store_uri, endpoint_url) if store_uri else None, None
+    spec = load_spec(name)
+    store = Store(store_uri, endpoint_url) if store_uri else Store.from_spec(spec.storage)
+    return spec.name, store, spec.kubernetes.namespace
+
+
+def progress_lines(name: str, store: Any) -> list[str]:
+    """`kubetune status`'s progress line, read from the run's metrics/train.jsonl, or why none."""
+    from kubetune.launch.runs import progress
+
+    if store is None:
         return []
-    store = Store(store_uri, endpoint_url)
     p = progress(store, name)
     return [f"progress: {format_progress(p)}" if p else f"progress: nothing logged yet in {store.url('runs', name)}"]
 

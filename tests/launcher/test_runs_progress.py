@@ -47,6 +47,13 @@ def store(s3_bucket) -> tuple[Store, str, str]:
     return Store(root, endpoint), root, endpoint
 
 
+def _put_train_job(api: FakeKubeAPI, ns: str = "ml") -> None:
+    labels = {kn.JOB_LABEL: RUN, kn.STAGE_LABEL: "train", "app.kubernetes.io/component": "train"}
+    api.put("jobs", {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{RUN}-train", "labels": labels},
+                     "spec": {"template": {"metadata": {"labels": labels}, "spec": {"restartPolicy": "Never",
+                              "containers": [{"name": "train", "image": "kubetune:test"}]}}}}, ns=ns)
+
+
 def test_status_shows_progress_read_from_the_store(store, tmp_path, capsys):
     s, root, endpoint = store
     _log_steps(s, tmp_path, [5, 10, 15])
@@ -55,10 +62,7 @@ def test_status_shows_progress_read_from_the_store(store, tmp_path, capsys):
     assert p["loss"] == pytest.approx(1 / 15) and p["epoch"] == pytest.approx(0.75)
     with FakeKubeAPI(lifetime_s=30) as api:
         kubeconfig = api.kubeconfig(tmp_path / "kubeconfig", namespace="ml")
-        labels = {kn.JOB_LABEL: RUN, kn.STAGE_LABEL: "train", "app.kubernetes.io/component": "train"}
-        api.put("jobs", {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{RUN}-train", "labels": labels},
-                         "spec": {"template": {"metadata": {"labels": labels}, "spec": {"restartPolicy": "Never",
-                                  "containers": [{"name": "train", "image": "kubetune:test"}]}}}})
+        _put_train_job(api)
         code = main(["status", RUN, "--kubeconfig", str(kubeconfig), "--store", root, "--endpoint-url", endpoint])
     out = capsys.readouterr().out
     assert code == 0
@@ -121,3 +125,40 @@ def test_runs_on_an_unreachable_store_is_one_line(capsys, monkeypatch):
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     assert captured.err.startswith("error: storage.root: s3://bucket/team") and captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
+def test_status_of_a_job_spec_reads_its_storage_root(kind, request, tmp_path, capsys):
+    """`kubetune status JOB.yaml`, no --store: the job's name, namespace and store come from the
+    spec (a local folder, or moto's S3 with the spec's storage.endpoint_url)."""
+    import yaml
+
+    if kind == "s3":
+        endpoint, bucket = request.getfixturevalue("s3_bucket")
+        storage = {"root": f"s3://{bucket}/team", "endpoint_url": endpoint}
+        s = Store(storage["root"], endpoint)
+    else:
+        storage = {"root": str(tmp_path / "store")}
+        s = Store(storage["root"])
+    _log_steps(s, tmp_path, [4, 8, 12, 16], max_steps=32)
+    job = tmp_path / "live.yaml"
+    job.write_text(yaml.safe_dump({"name": RUN, "task": "text-classification", "model": {"source": "models/m"},
+                                   "data": {"train": "d/train.tsv"}, "storage": storage,
+                                   "kubernetes": {"namespace": "team-a"}}))
+    capsys.readouterr()  # the callbacks' own progress lines
+    with FakeKubeAPI(lifetime_s=30) as api:
+        kubeconfig = api.kubeconfig(tmp_path / "kubeconfig", namespace=None)
+        _put_train_job(api, ns="team-a")
+        code = main(["status", str(job), "--kubeconfig", str(kubeconfig)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"job {RUN} in namespace team-a" in out and f"{RUN}-train" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("progress: ")]
+    assert "step 16/32 (50%)" in line and "epoch 0.80" in line and "loss 0.0625" in line
+
+
+def test_status_of_a_missing_job_spec_is_one_line(tmp_path, capsys):
+    code = main(["status", str(tmp_path / "nope.yaml")])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("error: ") and "nope.yaml" in captured.err and captured.err.count("\n") == 1
