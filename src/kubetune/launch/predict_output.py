@@ -1,11 +1,13 @@
 """`run --local --stage predict`: whose predictions an output folder holds.
 
 A folder of `part-NNNNN` files carries no name of the job that wrote it, so predicting with a
-second job into the same folder silently replaced the first job's parts. After a local
-prediction the launcher leaves `OWNER_FILE` (the job's name) next to the parts; before the next
-one it refuses a folder whose parts belong to another job, or to no known job, unless
-`--overwrite`. A single output file (`.jsonl`/`.parquet`) is one file the user named: as
-before, it is replaced.
+second job into the same folder silently replaced the first job's parts. The predict pod's rank
+0 leaves `OWNER_FILE` (names.PREDICTIONS_OWNER_FILE: the job's name and the parts it writes)
+next to the parts; before the next local prediction the launcher refuses a folder whose parts
+belong to another job, or to no known job, unless `--overwrite`. Even then only the parts the
+record lists are replaced or removed (the workload's prediction module): a user's own
+`part-00007.jsonl` survives. A single output file (`.jsonl`/`.parquet`) is one file the user
+named: as before, it is replaced.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import re
 import fsspec
 
 from kubetune.contract.errors import SpecError
+from kubetune.contract.names import PREDICTIONS_OWNER_FILE
 from kubetune.contract.spec import JobSpec
 from kubetune.storage import Store
 
-OWNER_FILE = "_kubetune_predictions.json"
+OWNER_FILE = PREDICTIONS_OWNER_FILE
 _PART = re.compile(r"^part-\d{5}\.(jsonl|parquet)$")
 _FILE_OUTPUT = (".jsonl", ".parquet")
 
@@ -59,9 +62,15 @@ def check_output(spec: JobSpec, output: str, overwrite: bool, shown: str | None 
 
 
 def mark_output(spec: JobSpec, output: str) -> None:
-    """Record that `output`'s parts are this job's (after a successful prediction)."""
+    """Record that `output`'s parts are this job's (after a successful prediction), keeping the
+    part names the pod recorded: they are what a later `--overwrite` may remove."""
     found = _folder(spec, output)
     if found is None:
         return
     fs, path = found
-    fs.pipe_file(f"{path}/{OWNER_FILE}", (json.dumps({"job": spec.name}) + "\n").encode())
+    try:
+        record = json.loads(fs.cat_file(f"{path}/{OWNER_FILE}"))
+    except (FileNotFoundError, ValueError):
+        record = {}
+    record = {**(record if isinstance(record, dict) else {}), "job": spec.name}
+    fs.pipe_file(f"{path}/{OWNER_FILE}", (json.dumps(record) + "\n").encode())

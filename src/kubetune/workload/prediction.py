@@ -13,7 +13,11 @@ or per-token tags). `--output` is
 
 * a file (`….jsonl`, `….json`: JSON lines; `….parquet`): single rank only; or
 * a folder: each rank writes `part-0000r.jsonl` (or `.parquet` with `--format parquet`), and
-  rank 0 removes parts left there by an earlier run with more ranks.
+  rank 0 keeps kubetune's owner record there (names.PREDICTIONS_OWNER_FILE: the job and the
+  part names it writes). A folder may also hold the user's own files, named like parts or not,
+  so rank 0 removes only stale parts that the record lists (an earlier run with more ranks, or
+  in the other format), and a rank refuses, before the model loads, to replace a part that
+  the record does not list.
 
 Every part or file is written whole (a rename locally, one object in a store), so a reader
 never sees half a file. User errors (bad spec, unreadable input, missing columns, no
@@ -35,7 +39,7 @@ import datasets
 import fsspec
 
 from kubetune.contract.layout import RunLayout, run_layout
-from kubetune.contract.names import ENV_NODE_RANK, ENV_NUM_NODES
+from kubetune.contract.names import ENV_NODE_RANK, ENV_NUM_NODES, PREDICTIONS_OWNER_FILE
 from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.registry import Registry
 from kubetune.storage import Store, has_scheme
@@ -125,6 +129,8 @@ def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | N
         in_fmt = spec.data.format  # a folder or extension-less file: the training data's format
     rows = read_table(store, input_url, in_fmt, "--input")
     require_columns(rows, task.input_columns(), "--input")
+    if to_folder:
+        check_part_is_ours(store, output_url, part_name(rank, fmt))
     start, stop = shard_bounds(len(rows), rank, world)
     return Prediction(spec=spec, store=store, task=task, rows=rows.select(range(start, stop)), first_row=start,
                       total_rows=len(rows), output_url=output_url, output_format=fmt, to_folder=to_folder,
@@ -168,11 +174,11 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
 
 def write(job: Prediction, records: list[dict[str, Any]]) -> str:
     """Write this rank's records whole; returns the URI written."""
-    url = (posixpath.join(job.output_url, f"part-{job.rank:05d}.{job.output_format}") if job.to_folder
+    url = (posixpath.join(job.output_url, part_name(job.rank, job.output_format)) if job.to_folder
            else job.output_url)
     fs, path = fsspec.core.url_to_fs(url, **job.store.options_for(url))
     if job.to_folder and job.rank == 0:
-        remove_stale_parts(fs, posixpath.dirname(path), job.world_size)
+        replace_owner_record(fs, posixpath.dirname(path), job)
     with tempfile.TemporaryDirectory(prefix="kubetune-predict-") as tmp:
         local = os.path.join(tmp, posixpath.basename(path))
         if job.output_format == "parquet":
@@ -191,13 +197,45 @@ def write(job: Prediction, records: list[dict[str, Any]]) -> str:
     return url
 
 
-def remove_stale_parts(fs: fsspec.AbstractFileSystem, folder: str, world_size: int) -> None:
-    if not fs.exists(folder):
-        return
-    for entry in fs.ls(folder, detail=False):
-        match = PART.match(posixpath.basename(entry.rstrip("/")))
-        if match and int(match.group(1)) >= world_size:
-            fs.rm(entry)
+def part_name(rank: int, fmt: str) -> str:
+    return f"part-{rank:05d}.{fmt}"
+
+
+def owned_parts(fs: fsspec.AbstractFileSystem, folder: str) -> set[str]:
+    """The part names that kubetune's owner record in `folder` lists as written by kubetune:
+    the only files a prediction may replace or remove there. No record, an unreadable one, or
+    one from before parts were recorded: none (a user's `part-00003.jsonl` looks the same)."""
+    try:
+        record = json.loads(fs.cat_file(posixpath.join(folder, PREDICTIONS_OWNER_FILE)))
+    except (FileNotFoundError, ValueError):
+        return set()
+    parts = record.get("parts") if isinstance(record, dict) else None
+    return {p for p in parts if isinstance(p, str) and PART.match(p)} if isinstance(parts, list) else set()
+
+
+def check_part_is_ours(store: Store, folder_url: str, name: str) -> None:
+    """Refuse (one line, before the model loads) to replace a file named like this rank's part
+    that kubetune did not write: `--overwrite` replaces kubetune's predictions, not the user's."""
+    fs, folder = fsspec.core.url_to_fs(folder_url, **store.options_for(folder_url))
+    folder = folder.rstrip("/")
+    if fs.exists(posixpath.join(folder, name)) and name not in owned_parts(fs, folder):
+        raise SpecError(f"--output {folder_url}: holds a {name} that kubetune did not write (not listed in "
+                        f"{PREDICTIONS_OWNER_FILE}); move it away or choose another folder")
+
+
+def replace_owner_record(fs: fsspec.AbstractFileSystem, folder: str, job: Prediction) -> None:
+    """Rank 0, before writing its part: remove the parts that the folder's record lists and
+    this run does not write (an earlier run's extra ranks, or its other format), so the
+    folder never holds a row twice, then record this run's parts. Unlisted files stay."""
+    ours = {part_name(rank, job.output_format) for rank in range(job.world_size)}
+    if fs.exists(folder):
+        for name in sorted(owned_parts(fs, folder) - ours):
+            if fs.exists(posixpath.join(folder, name)):
+                fs.rm(posixpath.join(folder, name))
+    else:
+        fs.makedirs(folder, exist_ok=True)
+    record = {"job": job.spec.name, "parts": sorted(ours)}
+    fs.pipe_file(posixpath.join(folder, PREDICTIONS_OWNER_FILE), (json.dumps(record) + "\n").encode())
 
 
 def write_parquet(local: str, records: list[dict[str, Any]]) -> None:
