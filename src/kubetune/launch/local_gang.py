@@ -2,7 +2,8 @@
 
 `kubetune.launch.local` plans the processes (one per pod); this module runs them:
 
-* Output of a gang (several pods) is prefixed per pod, and each whole-gang recovery that
+* Every pod's stdout goes through a `progress_view.ProgressView` (a live bar on a terminal,
+  throttled plain progress lines elsewhere). Output of a gang (several pods) is prefixed per pod, and each whole-gang recovery that
   torchrun's agents perform (a worker died; they restarted the gang from LATEST) is reported
   as one line: which pod's worker failed, its exit code, the step the gang resumed from
   (`kubetune.contract.recovery` states the two pod lines this joins).
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from types import FrameType
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.recovery import parse_resumed, parse_worker_failed
+from kubetune.launch.progress_view import ProgressView
 
 # Grace period for the other processes of a gang when one fails.
 GANG_GRACE_S = 30
@@ -103,6 +106,7 @@ def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> i
     each part would need the others' state passed around."""
     prefix = len(procs) > 1
     relay = RecoveryRelay()
+    view = ProgressView(_stage_label(procs))  # a live bar on a terminal, throttled lines elsewhere
     running: Running = []
     threads = []
     previous = _install_forwarding()
@@ -113,15 +117,15 @@ def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> i
                 proc.argv,
                 env=env,
                 cwd=proc.cwd,
-                stdout=subprocess.PIPE if prefix else None,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if prefix else None,
                 start_new_session=True,  # a terminal's signals reach the launcher only
             )
             running.append((proc, popen))
-            if prefix:
-                thread = threading.Thread(target=_pump, args=(popen, proc.name, relay), daemon=True)
-                thread.start()
-                threads.append(thread)
+            thread = threading.Thread(target=_pump, args=(popen, proc.name if prefix else None, relay, view),
+                                      daemon=True)
+            thread.start()
+            threads.append(thread)
         return _wait_gang(running)
     except _Forwarded as exc:
         name = signal.Signals(exc.signum).name
@@ -138,6 +142,7 @@ def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> i
         _restore(previous)
         for thread in threads:
             thread.join(timeout=5)
+        view.close()
 
 
 def _install_forwarding() -> dict[int, object]:
@@ -215,11 +220,17 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _pump(popen: subprocess.Popen[bytes], name: str, relay: RecoveryRelay) -> None:
+def _pump(popen: subprocess.Popen[bytes], name: str | None, relay: RecoveryRelay, view: ProgressView) -> None:
+    """A pod's stdout, line by line, to the view (prefixed with the pod's name in a gang)."""
     assert popen.stdout is not None
-    prefix = f"[{name}] "
+    prefix = f"[{name}] " if name else ""
     for raw in iter(popen.stdout.readline, b""):
         line = raw.decode(errors="replace")
-        sys.stdout.write(prefix + line)
-        sys.stdout.flush()
-        relay.feed(name, line)
+        view.feed(prefix + line)
+        if name:
+            relay.feed(name, line)
+
+
+def _stage_label(procs: list[LocalProcess]) -> str:
+    """The bar's label: the stage's pod name without its completion index (`quickstart-train`)."""
+    return re.sub(r"-\d+$", "", procs[0].name) if procs else "stage"

@@ -5,7 +5,6 @@ Only the main process (rank 0) writes to the store; every rank trains.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sys
@@ -16,6 +15,7 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from kubetune.contract.layout import RunLayout
+from kubetune.contract.progress import format_progress
 from kubetune.storage import Store
 from kubetune.workload.checkpoint import DATA_POSITION, Uploader, publish_checkpoint, retrying
 
@@ -99,23 +99,6 @@ class Pace:
             start = self._first
         steps = step - start[1]
         return (now - start[0]) / steps if steps > 0 and now > start[0] else None
-
-
-def format_progress(record: dict[str, Any], max_steps: int) -> str:
-    step = record["step"]
-    parts = [f"step {step}/{max_steps}", f"epoch {record.get('epoch', 0):.2f}"]
-    if "loss" in record:
-        parts.append(f"loss {record['loss']:.4f}")
-    if "learning_rate" in record:
-        parts.append(f"lr {record['learning_rate']:.2e}")
-    for key, value in record.items():
-        if key.startswith("eval_") and key not in ("eval_runtime",) and isinstance(value, float) and "per_second" not in key:
-            parts.append(f"{key} {value:.4f}")
-    if "samples_per_second" in record:
-        parts.append(f"{record['samples_per_second']:.1f} samples/s")
-    if "eta_seconds" in record:
-        parts.append(f"eta {datetime.timedelta(seconds=int(record['eta_seconds']))}")
-    return "kubetune: " + " | ".join(parts)
 
 
 class CheckpointUploadCallback(TrainerCallback):
