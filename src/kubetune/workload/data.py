@@ -73,6 +73,18 @@ class SplitFiles:
 
 # Splits resolved once for this run (`lineage.resolve_data`): resolved URI -> its files.
 _PINNED: dict[str, SplitFiles] = {}
+# Rows of each data file, counted as this process read it (file URI -> rows), for the lineage.
+_ROWS: dict[str, int] = {}
+
+
+def record_rows(uri: str, rows: int) -> None:
+    """`uri` (one data file) held `rows` rows when this process read it."""
+    _ROWS[uri] = rows
+
+
+def rows_read(uri: str) -> int | None:
+    """The rows counted when `uri` was read in this process; None if it was not read whole."""
+    return _ROWS.get(uri)
 
 
 def pin_split_files(store: Store, uri: str, files: SplitFiles) -> None:
@@ -82,6 +94,7 @@ def pin_split_files(store: Store, uri: str, files: SplitFiles) -> None:
 
 def unpin_split_files() -> None:
     _PINNED.clear()
+    _ROWS.clear()
 
 
 def split_files(store: Store, uri: str, field: str) -> SplitFiles:
@@ -111,12 +124,8 @@ def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.
     files = split_files(store, uri, field)
     try:
         if fmt == "squad":
-            return _read_squad(files.fs, files.paths)
-        kwargs: dict[str, Any] = {"delimiter": "\t"} if fmt == "tsv" else {}
-        return datasets.load_dataset(
-            _BUILDERS[fmt], data_files={"data": files.uris}, split="data",
-            storage_options=files.options or None, **kwargs
-        )
+            return _read_squad(files)
+        return _read_files(files, fmt)
     except DataError:
         raise
     except Exception as exc:
@@ -127,13 +136,36 @@ def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.
         raise DataError(f"{field}: cannot parse {url} as {fmt}: {parse_detail(exc)}") from None
 
 
-def _read_squad(fs: fsspec.AbstractFileSystem, paths: list[str]) -> datasets.Dataset:
+def _read_files(files: SplitFiles, fmt: str) -> datasets.Dataset:
+    """The split's files in one `load_dataset` call, one split per file, so each file's rows are
+    counted as it is read (`record_rows`), then joined in file order.
+
+    Why not one split of all files: it loses which file a row came from, and counting afterwards
+    would read the data twice. One call per file would cost about 80 ms a file, one call with a
+    split per file 7-16 ms (100 TSV files of 200 rows, 2 shared CPU cores). Later files are cast
+    to the first file's features, as a multi-file split casts its later tables."""
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if fmt == "tsv" else {}
+    names = [f"file{i}" for i in range(len(files.uris))]
+    loaded = datasets.load_dataset(_BUILDERS[fmt], data_files={n: [u] for n, u in zip(names, files.uris)},
+                                   storage_options=files.options or None, **kwargs)
+    parts = []
+    for name, uri in zip(names, files.uris):
+        part = loaded[name]
+        record_rows(uri, len(part))
+        if parts and part.features != parts[0].features:
+            part = part.cast(parts[0].features)
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _read_squad(files: SplitFiles) -> datasets.Dataset:
     """Flatten SQuAD-format JSON (data → paragraphs → qas) into one row per question; the
     article title is kept so splits can be made by article."""
     rows: dict[str, list] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
-    for path in paths:
-        with fs.open(path, "r") as handle:
+    for path, uri in zip(files.paths, files.uris):
+        with files.fs.open(path, "r") as handle:
             doc = json.load(handle)
+        record_rows(uri, sum(len(p["qas"]) for a in doc["data"] for p in a["paragraphs"]))
         for article in doc["data"]:
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:

@@ -2,8 +2,8 @@
 
 Every training run writes it, and the model folder carries a copy, so a promoted model can
 always say which data objects (URI, size, ETag or version id, or for a local file its mtime
-and a content hash), which model source, which tokenizer, which parent version, which
-kubetune and which image made it.
+and a content hash; the rows counted as each file was read), which model source, which
+tokenizer, which parent version, which kubetune and which image made it.
 
 Data files are resolved once, at the start of a run (`resolve_data`), and pinned
 (`data.pin_split_files`): every later read of a split in this process uses exactly those
@@ -24,7 +24,7 @@ import fsspec
 
 from kubetune.contract.spec import JobSpec
 from kubetune.storage import Store
-from kubetune.workload.data import SplitFiles, pin_split_files, split_files
+from kubetune.workload.data import SplitFiles, pin_split_files, rows_read, split_files
 
 # The spec's data fields that name files, in the order they are recorded.
 SPLIT_FIELDS = ("train", "validation", "test")
@@ -52,11 +52,13 @@ def resolve_data(spec: JobSpec, store: Store, extra: dict[str, str | None] | Non
 
 
 def file_records(files: SplitFiles) -> list[dict[str, Any]]:
-    """One record per file: URI, size, and the store's identity for its content."""
+    """One record per file: URI, size, the store's identity for its content, and the rows
+    counted when this process read it (None for a file not read whole: a streamed text file
+    past the head, a gate set not read yet)."""
     records = []
     for path, uri in zip(files.paths, files.uris):
         info = files.fs.info(path)
-        record: dict[str, Any] = {"uri": uri, "size": info.get("size")}
+        record: dict[str, Any] = {"uri": uri, "size": info.get("size"), "rows": rows_read(uri)}
         etag = info.get("ETag") or info.get("etag")
         if etag:
             record["etag"] = str(etag).strip('"')

@@ -40,7 +40,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from kubetune.contract.spec import JobSpec, SpecError
 from kubetune.storage import Store
-from kubetune.workload.data import data_format, split_files, strip_html, text_columns
+from kubetune.workload.data import data_format, record_rows, split_files, strip_html, text_columns
 from kubetune.workload.errors import DataError
 
 if TYPE_CHECKING:
@@ -306,10 +306,21 @@ def streaming_source(spec: JobSpec, store: Store) -> StreamSource | None:
 
 
 def read_head(source: StreamSource, rows: int) -> list[dict[str, Any]]:
-    """The first `rows` rows of a streamed split, in stream-file order (for the checks)."""
+    """The first `rows` rows of a streamed split, in stream-file order (for the checks).
+
+    Counts each file's rows for the lineage (`data.record_rows`) without a pass of its own:
+    Parquet files from their footers, a text file when the head read it to its end (a longer
+    text file's count stays unknown: the stream is read by many workers, over epochs)."""
     head: list[dict[str, Any]] = []
-    for piece in list_pieces(source.urls, source.fmt, source.options):
-        head.extend(islice(read_piece(piece, source.fmt, source.options, None), rows - len(head)))
+    pieces = list_pieces(source.urls, source.fmt, source.options)
+    for url in dict.fromkeys(p.url for p in pieces if p.rows is not None):
+        record_rows(url, sum(p.rows or 0 for p in pieces if p.url == url))
+    for piece in pieces:
+        reader = read_piece(piece, source.fmt, source.options, None)
+        taken = list(islice(reader, rows - len(head)))
+        head.extend(taken)
+        if piece.rows is None and next(reader, None) is None:
+            record_rows(piece.url, len(taken))
         if len(head) >= rows:
             break
     return head
