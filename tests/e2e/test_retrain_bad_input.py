@@ -29,6 +29,8 @@ def job(local_store, tmp_path):
     (data / "test.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in rows[40:]))
     one_label = [r for r in rows[40:] if r[1] == "positive"]
     (data / "gate-positive.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in one_label))
+    extra = rows[40:] + [("neither good nor bad", "neutral")]
+    (data / "gate-extra.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in extra))
     store = Store(str(local_store))
     layout = RunLayout("earlier")
     store.write_text(f"{layout.model}/config.json", "{}")
@@ -61,6 +63,11 @@ def _retrain(spec_file, *overrides: str, tmp_path):
     (["promotion.metric=bleu"], EXIT_BAD_INPUT, "promotion.metric: task text-classification does not produce"),
     (["promotion.gate_data=datasets/reviews/gate-positive.tsv"], EXIT_BAD_INPUT,
      "promotion.gate_data: gate data has no rows labelled 'negative'"),
+    # Labels inferred from the training files (no data.labels): still checked before training.
+    (["data.labels=null", "promotion.gate_data=datasets/reviews/gate-positive.tsv"], EXIT_BAD_INPUT,
+     "promotion.gate_data: "),
+    (["data.labels=null", "promotion.gate_data=datasets/reviews/gate-extra.tsv"], EXIT_BAD_INPUT,
+     "gate-extra.tsv: label 'neutral' is not among the labels the model will know ['negative', 'positive']"),
     (["storage.root=s3://kubetune-nowhere/x", "storage.endpoint_url=http://127.0.0.1:9",
       "storage.startup_timeout_seconds=0"], EXIT_STORE_UNAVAILABLE, "storage.root: "),
 ])
@@ -76,6 +83,27 @@ def test_bad_retrain_input_is_one_line_and_current_stays(job, tmp_path, override
     assert not store.exists(RunLayout("reviews-bad").model)
     if "2099" in overrides[0]:
         assert "no file matches" in lines[-1]
+    if "gate-positive.tsv" in overrides[-1] and "data.labels=null" in overrides:
+        assert "gate-positive.tsv: no rows labelled 'negative', which the model will know" in lines[-1]
+
+
+def test_validate_data_checks_a_retrain_jobs_gate_labels(job):
+    """`kubetune validate --data`'s check (in process here) refuses the same gate sets, with labels
+    inferred from the train files' label column, and passes a gate with every label."""
+    from kubetune.contract.spec import load_spec
+    from kubetune.workload.data import unpin_split_files
+    from kubetune.workload.errors import DataError
+    from kubetune.workload.preflight import check_job
+
+    spec_file, _ = job
+    try:
+        for gate, says in (("gate-positive.tsv", "no rows labelled 'negative'"), ("gate-extra.tsv", "label 'neutral'")):
+            spec = load_spec(spec_file, ["data.labels=null", f"promotion.gate_data=datasets/reviews/{gate}"])
+            with pytest.raises(DataError, match=f"^promotion.gate_data: .*{gate}: {says}"):
+                check_job(spec)
+        assert check_job(load_spec(spec_file, ["data.labels=null", "promotion.min_delta=0"])).startswith("ok: ")
+    finally:
+        unpin_split_files()
 
 
 def test_models_verbs_on_a_store_without_an_earlier_version(job):

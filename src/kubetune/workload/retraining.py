@@ -25,10 +25,9 @@ from kubetune.workload.data import (SplitFiles, check_split, limit, pin_split_fi
 from kubetune.workload.errors import DataError
 from kubetune.workload.evaluation import load_trained, score_model
 from kubetune.workload.lineage import data_fingerprint, data_records, resolve_data
+from kubetune.workload.preflight import GATE_FIELD, check_gate_labels_known, model_labels
 from kubetune.workload.tasks import Evaluation, Task, get_task
 from kubetune.workload.training import run_training
-
-GATE_FIELD = "promotion.gate_data"
 
 
 def gate_uri(spec: JobSpec, promotion: PromotionSpec) -> str:
@@ -108,6 +107,9 @@ def prepare(spec: JobSpec, with_training_data: bool) -> GateContext:
         pin_split_files(store, uri, resolved[GATE_FIELD])
     data = load_gate(spec, store, task, uri)
     check_gate_labels(spec, data, spec.data.labels, "data.labels")
+    if with_training_data:  # the labels the candidate will know, from data.labels or its train files' label column
+        check_gate_labels_known(data, model_labels(spec, store, task), spec.column("label"), GATE_FIELD,
+                                store.resolve(uri))
     return GateContext(spec, store, Registry(store, spec.name), task, promotion, uri, resolved, data)
 
 
