@@ -4,7 +4,7 @@ multi-node job. A change to the renderer shows up as a readable diff of these fi
 The embedded spec (ConfigMap data and its hash annotation) is replaced by a placeholder: it
 changes with every new spec field, and test_render checks that it is the resolved spec.
 
-Regenerate after an intended change:  python -m pytest tests/test_render_golden.py --update-golden
+Regenerate after an intended change:  python -m pytest tests/launcher/test_render_golden.py --update-golden
 """
 
 from __future__ import annotations
