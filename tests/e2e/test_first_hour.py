@@ -258,3 +258,69 @@ def test_an_output_folder_of_another_job_is_refused_unless_overwrite(tmp_path, q
     (tmp_path / "loose" / "part-00000.jsonl").write_text('{"label": "x"}\n')
     assert _predict(tmp_path, other, "--output", "loose/").returncode == 2
     assert _predict(tmp_path, args, "--output", "preds/").returncode == 0
+
+
+def _stage(run_args: list[str], stage: str, *extra: str):
+    """The finished run's own command (same spec and overrides) with another stage."""
+    args = [a for a in run_args if a not in ("--stage", "train")]
+    return run_cli(*args, "--stage", stage, *extra)
+
+
+def test_other_test_data_is_scored_into_its_own_file(quickstart_root, clean_run):
+    """Issue 12: evaluating a finished run on other test data (`--set data.test=...`) writes
+    eval/<name>/metrics.json (<name> from the file name) and leaves the run's own
+    eval/metrics.json byte for byte; other data, other scores."""
+    import json
+
+    _, args = clean_run
+    run = quickstart_root / "runs" / "qs-clean"
+    own_eval = _stage(args, "evaluate")  # the run's own test data: eval/metrics.json
+    assert own_eval.returncode == 0, own_eval.stderr[-3000:]
+    before = (run / "eval" / "metrics.json").read_bytes()
+    header, *rows = (quickstart_root / "datasets" / "quickstart" / "test.tsv").read_text().splitlines()
+    flip = {"positive": "negative", "negative": "positive"}
+    flipped = [f"{text}\t{flip[label]}" for text, label in (row.rsplit("\t", 1) for row in rows)]
+    (quickstart_root / "datasets" / "other").mkdir(exist_ok=True)
+    (quickstart_root / "datasets" / "other" / "flipped.tsv").write_text("\n".join([header, *flipped]) + "\n")
+    out = _stage(args, "evaluate", "--set", "data.test=datasets/other/flipped.tsv")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (run / "eval" / "metrics.json").read_bytes() == before
+    own = json.loads(before)
+    scored = json.loads((run / "eval" / "flipped" / "metrics.json").read_text())
+    assert own["data"].endswith("datasets/quickstart/test.tsv")
+    assert scored["data"].endswith("datasets/other/flipped.tsv") and scored["num_samples"] == own["num_samples"]
+    # The same rows with every label flipped: each row is right in exactly one of the two files.
+    assert scored["accuracy"] != own["accuracy"]
+    assert abs(scored["accuracy"] + own["accuracy"] - 1) < 1e-9
+
+
+def test_overwrite_removes_kubetune_parts_and_keeps_the_users(tmp_path, clean_run):
+    """Issue 12: `--overwrite` into another job's folder removes the parts that job's owner
+    record lists (here a Parquet part, stale once jsonl parts are written) and nothing else:
+    the user's own files named like parts survive byte for byte."""
+    import json
+
+    _, args = clean_run
+    first = _predict(tmp_path, args, "--output", "ow/", "--format", "parquet")
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "ow"
+    assert (out / "part-00000.parquet").is_file()
+    (out / "part-00007.jsonl").write_text('{"mine": 7}\n')
+    (out / "part-00003.parquet").write_bytes(b"PAR1 mine\x00\x01")
+    users = {name: (out / name).read_bytes() for name in ("part-00007.jsonl", "part-00003.parquet")}
+    other = [a if a != "name=qs-clean" else "name=qs-other" for a in args]
+    second = _predict(tmp_path, other, "--output", "ow/", "--overwrite", "--model", "qs-clean")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["_kubetune_predictions.json", "part-00000.jsonl", *users])
+    assert {name: (out / name).read_bytes() for name in users} == users
+    assert json.loads((out / "_kubetune_predictions.json").read_text()) == {"job": "qs-other",
+                                                                             "parts": ["part-00000.jsonl"]}
+    # A file of the user's where a part goes: refused with one line, before the model loads.
+    (out / "part-00000.jsonl").unlink()
+    (out / "_kubetune_predictions.json").write_text('{"job": "qs-other"}\n')  # a record listing no parts
+    (out / "part-00000.jsonl").write_text('{"mine": 0}\n')
+    third = _predict(tmp_path, other, "--output", "ow/", "--overwrite", "--model", "qs-clean")
+    assert third.returncode == 2
+    errors = [line for line in third.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "part-00000.jsonl that kubetune did not write" in errors[0], third.stderr[-2000:]
+    assert (out / "part-00000.jsonl").read_text() == '{"mine": 0}\n'
