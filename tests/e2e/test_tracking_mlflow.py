@@ -1,11 +1,17 @@
 """MLflow tracking (issue 15): a real `mlflow server` (sqlite backend, loopback, a free port)
 and a tiny MiniLM run logging into it, stopped by SIGTERM after its first committed checkpoint
 and resumed by `kubetune run --local`; what the server holds is read back with MlflowClient.
+
+The same run also reports to Weights & Biases in offline mode (no W&B server can run here):
+both attempts write their local run files under one W&B run id, the one stored with the
+checkpoint. What offline mode cannot show: that W&B's servers accept the key and join the two
+attempts' files into one run (`wandb sync` does that, from these files).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -19,6 +25,8 @@ import pytest
 import yaml
 from helpers import run_cli
 from helpers_resume import SMALL_CPU_ENV, TrainProcess
+
+from kubetune.contract import names as kn
 
 mlflow = pytest.importorskip("mlflow", reason="pip install 'kubetune[tracking]'")
 
@@ -75,7 +83,8 @@ def _tiny_job(root: Path, uri: str) -> dict[str, Any]:
         "storage": {"root": str(root)},
         "kubernetes": {"env": {"HF_HUB_DISABLE_TELEMETRY": "1"},
                        "secret_env": {"HF_TOKEN": {"secret": "hf", "key": "token"}}},
-        "tracking": {"mlflow": {"tracking_uri": uri, "experiment": "kubetune-e2e"}},
+        "tracking": {"mlflow": {"tracking_uri": uri, "experiment": "kubetune-e2e"},
+                     "wandb": {"project": "kubetune-e2e"}},
     }
 
 
@@ -84,13 +93,16 @@ def test_a_stopped_and_resumed_run_logs_into_one_mlflow_run(mlflow_server, local
 
     spec_file = tmp_path / "tracked.yaml"
     spec_file.write_text(yaml.safe_dump(_tiny_job(local_store, mlflow_server)))
-    first = TrainProcess(spec_file, tmp_path / "work-1")
+    offline = {kn.ENV_WANDB_MODE: "offline", "WANDB_SILENT": "true"}
+    cache = tmp_path / "cache"  # run --local's cache volume: the rendered WANDB_DIR is under it
+    first = TrainProcess(spec_file, tmp_path / "work-1", extra_env={**offline, kn.ENV_WANDB_DIR: str(cache / "wandb")})
     first.wait_for(r"checkpoint committed", timeout=300)
     first.proc.send_signal(signal.SIGTERM)
     assert first.wait(120) == 75, first.output[-3000:]
     stored = json.loads((local_store / "runs" / "tracked" / "tracking" / "runs.json").read_text())
 
-    resumed = run_cli("run", str(spec_file), "--local", env=SMALL_CPU_ENV, timeout=600)
+    resumed = run_cli("run", str(spec_file), "--local", env={**SMALL_CPU_ENV, **offline, kn.ENV_CACHE: str(cache)},
+                      timeout=600)
     assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
     assert f"mlflow: continuing run {stored['mlflow']}" in resumed.stdout
 
@@ -115,3 +127,26 @@ def test_a_stopped_and_resumed_run_logs_into_one_mlflow_run(mlflow_server, local
     test_metrics = json.loads((local_store / "runs" / "tracked" / "eval" / "metrics.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(test_metrics["accuracy"])
     assert run.data.tags["kubetune.model_uri"].endswith("runs/tracked/model")
+
+    # W&B, offline: one run id for both attempts, each attempt's files written under it.
+    assert f"wandb: continuing run {stored['wandb']}" in resumed.stdout
+    attempts = sorted((cache / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 2 and all(a.name.endswith(f"-{stored['wandb']}") for a in attempts), attempts
+    assert all(list(a.glob(f"run-{stored['wandb']}.wandb")) for a in attempts)
+
+
+def test_wandb_without_a_key_is_one_line_before_training(local_store, tmp_path):
+    """`run --local` with tracking.wandb, no WANDB_API_KEY and no WANDB_MODE: exit 2, one
+    `error:` line naming the variable, before the model loads (no run folder written)."""
+    job = _tiny_job(local_store, "http://127.0.0.1:1")
+    del job["tracking"]["mlflow"]
+    spec_file = tmp_path / "nokey.yaml"
+    spec_file.write_text(yaml.safe_dump(job))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    result = subprocess.run([sys.executable, "-m", "kubetune.cli", "run", str(spec_file), "--local"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"tracking.wandb: {kn.ENV_WANDB_API_KEY} is not set" in errors[0], errors
+    assert "kubetune: step" not in result.stdout
+    assert not (local_store / "runs" / "tracked" / "spec.yaml").exists()

@@ -76,6 +76,14 @@ ENV_TMPDIR = "TMPDIR"
 ENV_AWS_CREDENTIALS_FILE = "AWS_SHARED_CREDENTIALS_FILE"
 # Set by the Job controller in every pod of an Indexed Job.
 ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+# Weights & Biases (`tracking.wandb`): the renderer sets the project, entity and the folder the
+# wandb library writes to (on the cache volume: the root file system is read-only); the API key comes only by
+# reference (`kubernetes.secret_env`), and WANDB_MODE=offline runs without one.
+ENV_WANDB_PROJECT = "WANDB_PROJECT"
+ENV_WANDB_ENTITY = "WANDB_ENTITY"
+ENV_WANDB_DIR = "WANDB_DIR"
+ENV_WANDB_API_KEY = "WANDB_API_KEY"
+ENV_WANDB_MODE = "WANDB_MODE"
 # The prefix of kubetune's own variables, and the other variables the renderer sets in every
 # pod: `kubernetes.env`/`kubernetes.secret_env` may not set these (a duplicate name would
 # silently override the contract). A launcher test checks this list against the rendered pods.
@@ -99,6 +107,9 @@ RENDERED_ENV = frozenset(
         "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
         "CUDA_VISIBLE_DEVICES",
         ENV_TORCH_NO_SHARED_STORE,
+        ENV_WANDB_PROJECT,
+        ENV_WANDB_ENTITY,
+        ENV_WANDB_DIR,
     }
 )
 

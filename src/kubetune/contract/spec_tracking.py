@@ -19,6 +19,15 @@ class MlflowSpec(Strict):
     experiment: str = Field(min_length=1, description="experiment name; created when missing")
 
 
+class WandbSpec(Strict):
+    """A Weights & Biases project. The API key comes only by reference: `kubernetes.secret_env:
+    {WANDB_API_KEY: {secret: ..., key: ...}}` on a cluster, the user's environment locally
+    (or WANDB_MODE=offline, which writes the run's files without a key)."""
+
+    project: str = Field(min_length=1, description="the W&B project (rendered as WANDB_PROJECT)")
+    entity: str | None = Field(default=None, description="team or user (WANDB_ENTITY); unset: the key's default")
+
+
 class TrackingSpec(Strict):
     """Experiment trackers, by configuration. Each tracker's library comes with the
     `tracking` extra; a tracker asked for but not installed is a one-line error before training."""
@@ -32,4 +41,9 @@ class TrackingSpec(Strict):
         default=None,
         description="log params, metrics per logging step, the test metrics and the model's store URI "
         "(tag) to an MLflow run; a resumed run continues the same MLflow run",
+    )
+    wandb: WandbSpec | None = Field(
+        default=None,
+        description="log the run to Weights & Biases through the Trainer's WandbCallback; a resumed "
+        "run continues the same W&B run",
     )

@@ -1,5 +1,5 @@
 """Experiment trackers from the spec's `tracking:` section, as Trainer callbacks (MLflow in
-`tracking_mlflow`).
+`tracking_mlflow`, Weights & Biases in `tracking_wandb`, their shared run ids in `tracker_runs`).
 
 TensorBoard: the Hugging Face Trainer's own `TensorBoardCallback`, given a writer on a local
 folder of the pod's scratch; `TensorBoardSync` copies that folder to `runs/<run>/tensorboard/`
@@ -30,6 +30,10 @@ def check_trackers(run: Run) -> None:
             import mlflow  # noqa: F401
         except ImportError:
             raise UserError("tracking.mlflow: needs the mlflow package: pip install 'kubetune[tracking]'") from None
+    if tracking is not None and tracking.wandb is not None:
+        from kubetune.workload.tracking_wandb import check_wandb
+
+        check_wandb()
 
 
 def tracking_callbacks(run: Run) -> list[Any]:
@@ -41,6 +45,10 @@ def tracking_callbacks(run: Run) -> list[Any]:
         from kubetune.workload.tracking_mlflow import mlflow_callbacks
 
         callbacks += mlflow_callbacks(run)
+    if run.spec.tracking.wandb is not None:
+        from kubetune.workload.tracking_wandb import wandb_callbacks
+
+        callbacks += wandb_callbacks(run)
     if run.spec.tracking.tensorboard:
         callbacks += _tensorboard_callbacks(run)
     return callbacks

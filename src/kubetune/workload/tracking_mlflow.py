@@ -6,49 +6,23 @@ it must know the run id (stored with the first checkpoint at `RunLayout.tracker_
 resumed pod reopens that run instead of opening a new one, and the evaluate stage logs the test
 metrics into it), and the params must be screened for secrets (the callback would log every
 `TrainingArguments` and model-config value; it is told to log none, and kubetune logs the
-spec's fields through `contract.spec_loading.secret_free`). Rank 0 only talks to the server.
+spec's fields, screened by `tracker_runs.spec_params`). Rank 0 only talks to the server.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec import JobSpec
-from kubetune.contract.spec_loading import secret_free
 from kubetune.storage import Store
 from kubetune.workload.run import Run
+from kubetune.workload.tracker_runs import remember_run_id, spec_params, stored_run_ids
 
 # The tag holding the committed model's store URI (`s3://bucket/runs/<job>/model`).
 MODEL_URI_TAG = "kubetune.model_uri"
-
-
-def stored_run_ids(store: Store, layout: RunLayout) -> dict[str, str]:
-    """The trackers' run ids stored with this run's checkpoints ({} before the first)."""
-    if not store.exists(layout.tracker_runs):
-        return {}
-    return json.loads(store.read_text(layout.tracker_runs))
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
-def spec_params(spec: JobSpec) -> dict[str, str]:
-    """The spec's fields as MLflow params (dotted names), secret-screened, unset ones left out."""
-    import mlflow
-
-    limit = mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
-    flat = secret_free(_flatten(spec.model_dump(mode="json")))
-    return {k: str(v)[:limit] for k, v in flat.items() if v is not None and v != [] and v != {}}
 
 
 def _client(spec: JobSpec) -> Any:
@@ -72,7 +46,7 @@ def mlflow_callbacks(run: Run) -> list[Any]:
     else:
         mlflow.set_experiment(config.experiment)
         run_id = mlflow.start_run(run_name=run.spec.name).info.run_id
-        mlflow.log_params(spec_params(run.spec))
+        mlflow.log_params(spec_params(run.spec, mlflow.utils.validation.MAX_PARAM_VAL_LENGTH))
         print(f"kubetune: mlflow: run {run_id} in experiment {config.experiment!r}", flush=True)
     os.environ["MLFLOW_MAX_LOG_PARAMS"] = "0"  # the callback's params are unscreened: none
     os.environ.pop("MLFLOW_RUN_ID", None)  # the callback logs into the run opened here
@@ -84,8 +58,7 @@ def mlflow_callbacks(run: Run) -> list[Any]:
 
         def on_save(self, args, state, control, **kwargs):
             mlflow.flush_async_logging()
-            if stored_run_ids(store, layout).get("mlflow") != run_id:
-                store.write_json(layout.tracker_runs, {**stored_run_ids(store, layout), "mlflow": run_id})
+            remember_run_id(store, layout, "mlflow", run_id)
 
         def on_train_end(self, args, state, control, **kwargs):
             mlflow.flush_async_logging()

@@ -165,7 +165,22 @@ def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
         env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
     if spec.spec_file:  # the pod's error lines name the user's file, not the mounted copy
         env.append({"name": kn.ENV_SPEC_FILE, "value": spec.spec_file})
-    return env + _user_env(spec)
+    return env + _wandb_env(spec) + _user_env(spec)
+
+
+def _wandb_env(spec: JobSpec) -> list[dict[str, Any]]:
+    """`tracking.wandb`: the variables the wandb library reads (its API key is the user's, by
+    `kubernetes.secret_env`). Its files go to the cache volume (the root file system is
+    read-only), which `run --local` keeps across runs, so an offline run's files stay there
+    for `wandb sync`."""
+    wandb = spec.tracking.wandb if spec.tracking is not None else None
+    if wandb is None:
+        return []
+    env = [{"name": kn.ENV_WANDB_PROJECT, "value": wandb.project},
+           {"name": kn.ENV_WANDB_DIR, "value": f"{kn.CACHE_DIR}/wandb"}]
+    if wandb.entity:
+        env.append({"name": kn.ENV_WANDB_ENTITY, "value": wandb.entity})
+    return env
 
 
 def _user_env(spec: JobSpec) -> list[dict[str, Any]]:
