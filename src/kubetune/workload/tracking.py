@@ -30,6 +30,9 @@ def check_trackers(run: Run) -> None:
             import mlflow  # noqa: F401
         except ImportError:
             raise UserError("tracking.mlflow: needs the mlflow package: pip install 'kubetune[tracking]'") from None
+        from kubetune.workload.tracking_mlflow import check_mlflow
+
+        check_mlflow(run.spec)  # the server answers, before the model loads
     if tracking is not None and tracking.wandb is not None:
         from kubetune.workload.tracking_wandb import check_wandb
 

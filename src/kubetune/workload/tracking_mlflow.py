@@ -16,13 +16,49 @@ import time
 from typing import Any
 
 from kubetune.contract.layout import RunLayout
+from kubetune.contract.errors import UserError
 from kubetune.contract.spec import JobSpec
-from kubetune.storage import Store
+from kubetune.storage import Store, StoreUnavailableError
 from kubetune.workload.run import Run
 from kubetune.workload.tracker_runs import remember_run_id, spec_params, stored_run_ids
 
 # The tag holding the committed model's store URI (`s3://bucket/runs/<job>/model`).
 MODEL_URI_TAG = "kubetune.model_uri"
+
+
+class TrackerUnavailableError(StoreUnavailableError):
+    """The tracking server did not answer (connection refused, a timeout, HTTP 5xx or 429)
+    after MLflow's own retries: the entrypoint exits EXIT_STORE_UNAVAILABLE, as for a store
+    that is down, and the Job retries the pod."""
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """Whether a failed call may succeed later: read the whole cause chain, as
+    `storage.is_transient` does for the store."""
+    import requests
+
+    while exc is not None:
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return True
+        status = exc.get_http_status_code() if hasattr(exc, "get_http_status_code") else None
+        if isinstance(status, int) and (status >= 500 or status == 429):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def check_mlflow(spec: JobSpec) -> None:
+    """Before the model loads: the tracking server answers. Down: TrackerUnavailableError
+    (retried); refusing us (401, 403, a bad URI): one `UserError` line, exit 2."""
+    uri = spec.tracking.mlflow.tracking_uri
+    try:
+        _client(spec).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow wraps every failure in MlflowException
+        lines = str(exc).strip().splitlines()
+        first = lines[0][:300] if lines else type(exc).__name__
+        if _transient(exc):
+            raise TrackerUnavailableError(f"tracking.mlflow: {uri} is unavailable: {first}") from None
+        raise UserError(f"tracking.mlflow: {uri}: {first}") from None
 
 
 def _client(spec: JobSpec) -> Any:
