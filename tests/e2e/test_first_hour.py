@@ -300,6 +300,8 @@ def test_overwrite_removes_kubetune_parts_and_keeps_the_users(tmp_path, clean_ru
     the user's own files named like parts survive byte for byte."""
     import json
 
+    from kubetune.contract.names import PREDICTIONS_OWNER_FILE
+
     _, args = clean_run
     first = _predict(tmp_path, args, "--output", "ow/", "--format", "parquet")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -311,16 +313,8 @@ def test_overwrite_removes_kubetune_parts_and_keeps_the_users(tmp_path, clean_ru
     other = [a if a != "name=qs-clean" else "name=qs-other" for a in args]
     second = _predict(tmp_path, other, "--output", "ow/", "--overwrite", "--model", "qs-clean")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["_kubetune_predictions.json", "part-00000.jsonl", *users])
+    assert sorted(p.name for p in out.iterdir()) == sorted([PREDICTIONS_OWNER_FILE, "part-00000.jsonl", *users])
     assert {name: (out / name).read_bytes() for name in users} == users
-    assert json.loads((out / "_kubetune_predictions.json").read_text()) == {"job": "qs-other",
-                                                                             "parts": ["part-00000.jsonl"]}
-    # A file of the user's where a part goes: refused with one line, before the model loads.
-    (out / "part-00000.jsonl").unlink()
-    (out / "_kubetune_predictions.json").write_text('{"job": "qs-other"}\n')  # a record listing no parts
-    (out / "part-00000.jsonl").write_text('{"mine": 0}\n')
-    third = _predict(tmp_path, other, "--output", "ow/", "--overwrite", "--model", "qs-clean")
-    assert third.returncode == 2
-    errors = [line for line in third.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "part-00000.jsonl that kubetune did not write" in errors[0], third.stderr[-2000:]
-    assert (out / "part-00000.jsonl").read_text() == '{"mine": 0}\n'
+    record = json.loads((out / PREDICTIONS_OWNER_FILE).read_text())
+    assert record == {"job": "qs-other", "parts": ["part-00000.jsonl"]}
+    # A user's file where a part would go is refused before the model loads: tests/workload/test_predict_owner.py.
