@@ -82,3 +82,22 @@ def test_wandb_needs_a_key_unless_its_mode_needs_none(monkeypatch):
     monkeypatch.setenv(kn.ENV_WANDB_MODE, "online")
     monkeypatch.setenv(kn.ENV_WANDB_API_KEY, "x" * 40)
     check_wandb()
+
+
+def test_a_tracker_down_after_the_model_is_committed_is_a_warning(monkeypatch, tmp_path, capsys):
+    """The model tag and the test metrics are sent after the results are stored: a server down
+    then costs a warning line, not the stage."""
+    from kubetune.contract.layout import run_layout
+    from kubetune.storage import Store
+    from kubetune.workload.tracker_runs import remember_run_id
+    from kubetune.workload.tracking_mlflow import log_test_metrics, tag_model
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    spec = _spec(f"http://127.0.0.1:{_free_port()}")
+    store, layout = Store(str(tmp_path / "store")), run_layout("demo")
+    remember_run_id(store, layout, "mlflow", "0123abcd")
+    tag_model(spec, store, layout)
+    log_test_metrics(spec, store, layout, {"accuracy": 0.9, "split": "test"})
+    out = capsys.readouterr().out
+    assert "warning: mlflow: model tag not set on run 0123abcd" in out
+    assert "warning: mlflow: test metrics not sent to run 0123abcd" in out

@@ -54,8 +54,7 @@ def check_mlflow(spec: JobSpec) -> None:
     try:
         _client(spec).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - MLflow wraps every failure in MlflowException
-        lines = str(exc).strip().splitlines()
-        first = lines[0][:300] if lines else type(exc).__name__
+        first = _first_line(exc)
         if _transient(exc):
             raise TrackerUnavailableError(f"tracking.mlflow: {uri} is unavailable: {first}") from None
         raise UserError(f"tracking.mlflow: {uri}: {first}") from None
@@ -99,6 +98,7 @@ def mlflow_callbacks(run: Run) -> list[Any]:
         def on_train_end(self, args, state, control, **kwargs):
             mlflow.flush_async_logging()
             mlflow.end_run()
+            remember_run_id(store, layout, "mlflow", run_id)  # a run that never saved a checkpoint
 
     return [MLflowCallback(), MlflowRunKeeper()]
 
@@ -108,7 +108,10 @@ def tag_model(spec: JobSpec, store: Store, layout: RunLayout) -> None:
     run_id = stored_run_ids(store, layout).get("mlflow")
     if spec.tracking is None or spec.tracking.mlflow is None or not run_id:
         return
-    _client(spec).set_tag(run_id, MODEL_URI_TAG, store.url(layout.model))
+    try:
+        _client(spec).set_tag(run_id, MODEL_URI_TAG, store.url(layout.model))
+    except Exception as exc:  # noqa: BLE001 - the model is committed: a tracker never fails the run now
+        print(f"kubetune: warning: mlflow: model tag not set on run {run_id}: {_first_line(exc)}", flush=True)
 
 
 def log_test_metrics(spec: JobSpec, store: Store, layout: RunLayout, metrics: dict[str, Any]) -> None:
@@ -124,5 +127,14 @@ def log_test_metrics(spec: JobSpec, store: Store, layout: RunLayout, metrics: di
     now = int(time.time() * 1000)
     numbers = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    _client(spec).log_batch(run_id, metrics=numbers)
+    try:
+        _client(spec).log_batch(run_id, metrics=numbers)
+    except Exception as exc:  # noqa: BLE001 - eval/metrics.json is written: a tracker never fails the stage
+        print(f"kubetune: warning: mlflow: test metrics not sent to run {run_id}: {_first_line(exc)}", flush=True)
+        return
     print(f"kubetune: mlflow: test metrics logged to run {run_id}", flush=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
