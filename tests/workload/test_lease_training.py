@@ -27,9 +27,10 @@ def test_two_trainings_of_one_job_at_once_one_trains_the_other_is_refused(tmp_pa
     spec_file.write_text(yaml.safe_dump({
         "name": "twice", "model": {"source": str(minilm_dir)},
         "data": {"train": "data/train.tsv", "validation": "data/train.tsv"},
-        # Checkpoints every 2 steps keep the winner busy well past the loser's wait (one lease
-        # period, 2 s): the loser must meet a live lease, not a finished run.
-        "train": {"max_steps": 4, "batch_size": 4, "max_seq_length": 16, "checkpoint_every": 2,
+        # A checkpoint (and evaluation) every step keeps the winner busy well past the loser's
+        # wait (one lease period, 2 s, and a second): the loser must meet a live lease, not a
+        # finished run (which it would report as already complete, exit 0).
+        "train": {"max_steps": 4, "batch_size": 4, "max_seq_length": 16, "checkpoint_every": 1,
                   "logging_steps": 1},
         "storage": {"root": str(store), "lease_seconds": 2},
     }))
