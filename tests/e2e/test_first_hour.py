@@ -92,10 +92,11 @@ def test_validate_without_data_ends_with_a_verdict(tmp_path, store):
     ids=["missing-file", "missing-column", "unknown-label"],
 )
 def test_validate_data_refuses_bad_data_with_one_line(tmp_path, store, data, expected):
-    result = run_cli("validate", str(job_file(tmp_path, store, **data)), "--data")
+    path = job_file(tmp_path, store, **data)
+    result = run_cli("validate", str(path), "--data")
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: data.") and "data.test" in line and expected in line
+    assert line.startswith(f"error: {path}: data.") and "data.test" in line and expected in line
     if "missing" in str(data):
         assert "missing.tsv" in line
 
@@ -105,7 +106,7 @@ def test_validate_data_refuses_a_model_folder_without_tokenizer(tmp_path, store)
     result = run_cli("validate", str(path), "--data", "--set", "model.source=models/no-tokenizer")
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("error: model.source: ") and "tokenizer" in line
+    assert line.startswith(f"error: {path}: model.source: ") and "tokenizer" in line
 
 
 def test_validate_data_accepts_good_data(tmp_path, store):

@@ -3,11 +3,13 @@
 Why a child process: reading parquet/CSV and the task's label rules need the workload's
 libraries (datasets, pyarrow), which the launcher must never import (docs/architecture.md);
 `run --local` starts the same entrypoints the same way. The child gets the resolved spec as a
-file, exactly as a pod gets its ConfigMap.
+file, exactly as a pod gets its ConfigMap, and the user's spec file name (names.ENV_SPEC_FILE),
+so its error line names that file as the pod's would.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,8 +26,11 @@ def check_data(spec: JobSpec, timeout: float = 1800) -> tuple[int, str]:
     with tempfile.TemporaryDirectory(prefix="kubetune-check-") as tmp:
         spec_file = Path(tmp) / "spec.yaml"
         spec_file.write_text(spec.to_yaml())
+        env = {**os.environ, kn.ENV_SPEC: str(spec_file)}
+        if spec.spec_file:
+            env[kn.ENV_SPEC_FILE] = spec.spec_file
         result = subprocess.run([sys.executable, "-m", kn.CHECK_MODULE, "--spec", str(spec_file)],
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=timeout, env=env)
     if result.returncode == 0:
         lines = result.stdout.strip().splitlines()
         return 0, lines[-1] if lines else f"ok: {spec.name}"
