@@ -42,18 +42,19 @@ def folder(tmp_path: Path) -> Path:
     data.mkdir(parents=True)
     (data / "good.tsv").write_text("text\tlabel\n" + ROWS)
     (data / "no-label.tsv").write_text("text\tstars\n" + ROWS)
-    (data / "unseen.tsv").write_text("text\tlabel\n" + ROWS + "meh film\tneutral\n")
     lines = ROWS.splitlines(keepends=True)
     lines[6] = "a ragged\trow\twith\tfour\n"  # line 8 of the file
     (data / "ragged.tsv").write_text("text\tlabel\n" + "".join(lines))
     return tmp_path
 
 
+# One error class read while checking columns, one while parsing: the prefix is added where
+# every pod error line is printed (workload.errors), so the unseen-label check (validation
+# labels that training never saw) ends the same way; each case is a process importing torch.
 @pytest.mark.parametrize(("field", "data", "detail"), [
     ("train", "data/no-label.tsv", "column 'label' not in data.train"),
-    ("validation", "data/unseen.tsv", "'neutral'"),
     ("train", "data/ragged.tsv", "Expected 2 fields in line 8, saw 4"),
-], ids=["missing-column", "unseen-label", "ragged-line"])
+], ids=["missing-column", "ragged-line"])
 def test_a_data_error_in_the_pod_starts_with_the_users_spec_file(folder, minilm_dir, field, data, detail):
     write_job(folder, minilm_dir, **{field: data})
     out = kubetune(folder, "run", "jobs/named.yaml", "--local", "--stage", "train")
