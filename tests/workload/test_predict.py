@@ -16,7 +16,7 @@ import yaml
 
 from helpers import run_cli, run_entrypoint
 from kubetune.contract.spec import SpecError, validate_spec
-from kubetune.launch.predict_output import OWNER_FILE
+from kubetune.contract.names import PREDICTIONS_OWNER_FILE as OWNER_FILE
 from kubetune.workload.prediction import output_target, rank_and_world, shard_bounds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -330,8 +330,9 @@ def test_question_answering_predict_matches_the_evaluation_decoding(tmp_path, mi
 
 
 def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
-    """Parquet parts round-trip (nested scores included); rank 0 removes parts of an earlier
-    run with more ranks, so the folder never holds a row twice."""
+    """Parquet parts round-trip (nested scores included); rank 0 removes the parts of an earlier
+    run with more ranks that the owner record lists, so the folder never holds a row twice, and
+    nothing it does not list."""
     import datasets
     import pyarrow.parquet as pq
 
@@ -341,6 +342,8 @@ def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
     out = tmp_path / "preds"
     out.mkdir()
     (out / "part-00002.parquet").write_text("stale")
+    (out / "part-00003.parquet").write_text("the user's, named like a part")
+    (out / OWNER_FILE).write_text('{"job": "p", "parts": ["part-00002.parquet"]}')  # an earlier 3-rank run
     (out / "notes.txt").write_text("kept")
     spec = validate_spec({"name": "p", "model": {"source": "m"}, "data": {"train": "t.tsv"},
                           "storage": {"root": str(tmp_path / "store")}})
@@ -351,6 +354,7 @@ def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
         records = [{"text": "a", "row": rank, "prediction": "pos", "score": np.float32(0.75),
                     "scores": {"pos": 0.75, "neg": 0.25}}]
         assert write(job, records) == f"{out}/part-0000{rank}.parquet"
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_FILE, "notes.txt", "part-00000.parquet",
+                                                     "part-00001.parquet", "part-00003.parquet"]
     table = pq.read_table(out / "part-00001.parquet").to_pylist()
     assert table == [{"text": "a", "row": 1, "prediction": "pos", "score": 0.75, "scores": {"pos": 0.75, "neg": 0.25}}]
