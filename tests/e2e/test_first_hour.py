@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from helpers import run_cli
+from kubetune.contract.names import ENV_PROGRESS_INTERVAL
 
 ROWS = "".join(f"{'good' if i % 2 else 'bad'} film {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(30))
 HEAD = "".join(ROWS.splitlines(keepends=True)[:6])
@@ -183,7 +184,8 @@ def test_an_interrupted_local_run_says_how_to_resume_and_keeps_its_checkpoint(qu
     import os
 
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # lines as they come
+                            env={**os.environ, "PYTHONUNBUFFERED": "1",  # lines as they come, every one
+                                 ENV_PROGRESS_INTERVAL: "0"})
     lines: list[str] = []
 
     def read() -> None:

@@ -43,7 +43,8 @@ class Launcher(LineProcess):
     the time each line arrived)."""
 
     def __init__(self, spec: Path, cache: Path, *extra: str) -> None:
-        env = {**os.environ, **SMALL_CPU_ENV, "PYTHONUNBUFFERED": "1", kn.ENV_CACHE: str(cache)}
+        env = {**os.environ, **SMALL_CPU_ENV, "PYTHONUNBUFFERED": "1", kn.ENV_CACHE: str(cache),
+               kn.ENV_PROGRESS_INTERVAL: "0"}  # every step line: the tests wait for given steps
         super().__init__([sys.executable, "-m", "kubetune.cli", "run", str(spec), "--local", *extra], env)
 
     def index_of(self, line: str) -> int:

@@ -16,6 +16,9 @@ import sys
 import termios
 import textwrap
 
+import pytest
+
+from kubetune.contract.names import ENV_PROGRESS_INTERVAL
 from kubetune.contract.progress import format_progress, parse_progress
 from kubetune.launch.local_gang import LocalProcess, run_processes
 from kubetune.launch.progress_view import ProgressView
@@ -127,3 +130,16 @@ def test_a_pod_on_a_terminal_draws_one_live_bar():
     assert screen.count("\r") >= 10  # redrawn in place, not a line per step
     assert sum(1 for line in screen.splitlines() if "kubetune: step " in line) == 0  # the raw lines became the bar
     assert "kubetune: checkpoint committed: step-000020" in screen and "kubetune: model committed" in screen
+
+
+@pytest.mark.parametrize("setting, every_line", [("0", True), ("", False), ("nan", False), ("-1", False), ("soon", False)])
+def test_the_user_can_ask_for_every_plain_line(monkeypatch, setting, every_line):
+    """KUBETUNE_PROGRESS_INTERVAL=0 keeps every progress line (log collectors); anything that is
+    not a number >= 0 leaves the default throttle."""
+    monkeypatch.setenv(ENV_PROGRESS_INTERVAL, setting)
+    out = io.StringIO()
+    view = ProgressView("job-train", out=out, tty=False, clock=lambda: 0.0)  # no time passes
+    for step in range(1, 11):
+        view.feed(f"kubetune: step {step}/10 | epoch 0.10 | loss 0.5000 | lr 1.00e-04\n")
+    steps = [parse_progress(line)["step"] for line in out.getvalue().splitlines() if parse_progress(line)]
+    assert steps == (list(range(1, 11)) if every_line else [1, 10])

@@ -69,6 +69,9 @@ ENV_DIE_WITH_PARENT = "KUBETUNE_DIE_WITH_PARENT"
 # one-line errors name it as the launcher's do: in the pod the spec is at SPEC_PATH. A name,
 # never a file's content; left out when it looks like a credential (spec_loading).
 ENV_SPEC_FILE = "KUBETUNE_SPEC_FILE"
+# The launcher's own setting (never passed to a pod): seconds between two plain progress lines
+# of `run --local` when its output is not a terminal; 0 prints every line.
+ENV_PROGRESS_INTERVAL = "KUBETUNE_PROGRESS_INTERVAL"
 # Standard variables the rendered pod sets for the libraries it runs.
 ENV_HF_HOME = "HF_HOME"
 ENV_HOME = "HOME"

@@ -16,16 +16,29 @@ reads their stdout line by line (`local_gang`) and hands each line to a `Progres
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import sys
 import threading
 import time
 from typing import Any, Callable, TextIO
 
+from kubetune.contract.names import ENV_PROGRESS_INTERVAL
 from kubetune.contract.progress import parse_progress
 
-# Seconds between two plain progress lines when the output is not a terminal.
+# Seconds between two plain progress lines when the output is not a terminal (the user's
+# names.ENV_PROGRESS_INTERVAL overrides it: 0 keeps every line, for log collectors and tests).
 PLAIN_INTERVAL_S = 5.0
+
+
+def plain_interval_s() -> float:
+    """PLAIN_INTERVAL_S, or the user's names.ENV_PROGRESS_INTERVAL when it is a number >= 0."""
+    try:
+        value = float(os.environ.get(ENV_PROGRESS_INTERVAL, ""))
+    except ValueError:
+        return PLAIN_INTERVAL_S
+    return value if math.isfinite(value) and value >= 0 else PLAIN_INTERVAL_S
 # A gang's lines carry their pod's name: "[job-train-0] kubetune: step ...".
 _POD_PREFIX = re.compile(r"^\[[^\]\s]+\] ")
 
@@ -56,11 +69,11 @@ class ProgressView:
     `feed` is called from the pods' reader threads, so it holds a lock."""
 
     def __init__(self, label: str, out: TextIO | None = None, tty: bool | None = None,
-                 interval_s: float = PLAIN_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.out = out if out is not None else sys.stdout
         self.tty = _isatty(self.out) if tty is None else tty
-        self.interval_s = interval_s
+        self.interval_s = plain_interval_s() if interval_s is None else interval_s
         self._clock = clock
         self._lock = threading.Lock()
         self._bar: Any = None
