@@ -82,3 +82,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite the files in tests/launcher/golden/ from the current renderer instead of comparing",
     )
+
+
+# Modules that train or wait on child processes for minutes, longest first (measured in CI on
+# 2 cores). The suite runs on every core with pytest-xdist's `--dist loadscope`, which hands out
+# whole modules (so a module's trained fixtures are built once) in collection order; started
+# last, one of these would leave the other workers idle for its whole length.
+LONGEST_MODULES = (
+    "e2e/test_local_recovery.py",
+    "e2e/test_retrain_registry.py",
+    "launcher/test_local_executor.py",
+    "e2e/test_watching_runs.py",
+    "e2e/test_tracking_mlflow.py",
+    "workload/test_ner.py",
+    "e2e/test_end_to_end.py",
+    "workload/test_seq2seq.py",
+    "workload/test_resume.py",
+    "workload/test_predict.py",
+    "workload/test_causal_lm.py",
+    "workload/test_qa.py",
+    "workload/test_relation_extraction.py",
+    "workload/test_model_ref.py",
+    "e2e/test_first_hour.py",
+    "workload/test_best_resume.py",
+    "e2e/test_scheduled_retraining.py",
+    "workload/test_lora.py",
+    "contract/test_install.py",
+    "workload/test_lease_training.py",
+    "workload/test_streaming.py",
+    "workload/test_store_startup.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest modules first (see LONGEST_MODULES); the rest keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
+
+    def key(item: pytest.Item) -> int:
+        path = Path(str(item.path)).resolve()
+        name = f"{path.parent.name}/{path.name}"
+        return rank.get(name, len(LONGEST_MODULES))
+
+    items.sort(key=key)
