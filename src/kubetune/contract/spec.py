@@ -26,6 +26,7 @@ from kubetune.contract.spec_checks import check_image, check_uri
 from kubetune.contract.spec_kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
 from kubetune.contract.spec_loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec_retrain import PromotionSpec, RetrainSpec
+from kubetune.contract.spec_speed import DEFAULT_ATTENTION, Attention, FsdpSpec, check_structure as check_speed_structure
 from kubetune.contract.spec_tracking import TrackingSpec
 
 __all__ = [
@@ -201,7 +202,30 @@ class TrainSpec(Strict):
                     "since a finished run resumes nothing and each checkpoint holds the optimizer state",
     )
     logging_steps: int = Field(default=10, gt=0)
-    dataloader_workers: int = Field(default=0, ge=0)
+    dataloader_workers: int | None = Field(
+        default=0, ge=0, description="data loader worker processes per rank; null: sized from the pod's CPUs (0 without a GPU)"
+    )
+    attention: Attention = Field(
+        default=DEFAULT_ATTENTION, exclude_if=lambda v: v == DEFAULT_ATTENTION,
+        description="attention kernel (from_pretrained attn_implementation); sdpa falls back to eager where the "
+        "architecture lacks it; flash_attention_2 needs CUDA and the flash_attn package",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, exclude_if=lambda v: not v,
+        description="recompute activations in the backward pass: less memory, about 20-30% more compute",
+    )
+    compile: bool = Field(default=False, exclude_if=lambda v: not v, description="torch.compile the model")
+    tf32: bool | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="TF32 matmuls; null: on where the GPU supports it (Ampere or newer), else off",
+    )
+    fsdp: FsdpSpec | None = Field(
+        default=None, exclude_if=lambda v: v is None, description="shard the model across GPUs (needs CUDA, 2+ GPUs)"
+    )
+    quantization: Literal["4bit"] | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="4bit: QLoRA, a frozen 4-bit base (bitsandbytes) under LoRA adapters; causal-lm with train.lora, CUDA",
+    )
     max_restarts: int = Field(
         default=3, ge=0, description="multi-node: restarts of the whole gang from LATEST after a rank fails (torchrun --max-restarts)"
     )
@@ -295,6 +319,7 @@ class JobSpec(Strict):
         freeze = self.train.freeze
         if self.train.lora is not None and (freeze.encoder or freeze.embeddings or freeze.lower_layers):
             raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
+        check_speed_structure(self)  # 4bit without LoRA, FSDP on fewer than 2 GPUs, ...
         return self
 
     # The file this spec was loaded from, as the user named it (not part of the spec: never
