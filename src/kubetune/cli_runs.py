@@ -108,7 +108,10 @@ def show_lines(run: dict[str, Any]) -> list[str]:
         keys = ("epochs", "max_steps", "batch_size", "learning_rate", "max_seq_length", "seed")
         lines.append("train:       " + ", ".join(f"{k} {t[k]}" for k in keys if t.get(k) is not None))
     if run["summary"]:
-        lines.append("summary:     " + ", ".join(f"{k} {_number(v)}" for k, v in run["summary"].items()))
+        shown = {k: v for k, v in run["summary"].items() if not isinstance(v, dict)}
+        lines.append("summary:     " + ", ".join(f"{k} {_number(v)}" for k, v in shown.items()))
+        if isinstance(run["summary"].get("speed_settings"), dict):  # what the run used (issue 16)
+            lines.append("speed:       " + ", ".join(f"{k} {_number(v)}" for k, v in run["summary"]["speed_settings"].items()))
     if run["test_metrics"]:
         shown = {k: v for k, v in run["test_metrics"].items() if isinstance(v, (int, float))}
         lines.append("test:        " + ", ".join(f"{k} {_number(v)}" for k, v in shown.items()))

@@ -95,3 +95,15 @@ def test_possible_combinations_validate():
     assert spec_with("causal-lm", quantization="4bit", lora={}).train.quantization == "4bit"
     assert spec_with(resources=TWO_GPUS, fsdp={}).train.fsdp.strategy == "full_shard"
     assert spec_with(resources={"nodes": 2, "gpus_per_node": 1}, fsdp={"strategy": "hybrid_shard"}).train.fsdp
+
+
+def test_show_prints_the_speed_settings_a_run_used_on_their_own_line():
+    from collections import defaultdict
+
+    from kubetune.cli_runs import show_lines
+
+    summary = {"global_step": 4, "best_metric": 0.5, "speed_settings": {"device": "cpu", "attention": "sdpa",
+                                                                          "pad_to_multiple_of": None}}
+    lines = show_lines(defaultdict(lambda: None, {"spec": {}, "summary": summary, "checkpoints": []}))
+    assert "summary:     global_step 4, best_metric 0.5000" in lines  # no dict squeezed into the summary line
+    assert "speed:       device cpu, attention sdpa, pad_to_multiple_of -" in lines

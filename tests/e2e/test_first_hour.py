@@ -153,6 +153,13 @@ def test_a_finished_run_keeps_no_checkpoints_and_names_its_best_one(quickstart_r
     assert summary["best_step"] in (2, 4)
     assert summary["best_checkpoint"] == f"step-{summary['best_step']:06d}"
     assert "train_loss" in summary and "training_loss" not in summary
+    speed = summary["speed_settings"]  # what the run actually used (issue 16)
+    gpu = speed["device"] == "cuda"
+    assert speed["device"] in ("cpu", "cuda") and speed["attention"] == "sdpa" and speed["dataloader_workers"] == 0
+    assert speed["pad_to_multiple_of"] == (8 if gpu else None) and speed["pin_memory"] is gpu
+    assert gpu or (speed["precision"] == "fp32" and speed["tf32"] is False)
+    assert speed["gradient_checkpointing"] is False and speed["compile"] is False
+    assert speed["fsdp"] is None and speed["quantization"] is None
     steps = [line.split()[2] for line in out.stdout.splitlines() if line.startswith("kubetune: step ")]
     assert steps[0] == "1/4", steps  # the first line at step 1, then every logging_steps
 

@@ -44,3 +44,13 @@ def place_for_inference(model: PreTrainedModel) -> Any:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         model = model.to(torch.bfloat16)
     return model.eval()
+
+
+# Tensor cores run matmuls fastest on dimensions that are multiples of 8 (fp16/bf16).
+GPU_PAD_MULTIPLE = 8
+
+
+def pad_multiple() -> int | None:
+    """What batches are padded to a multiple of: 8 on a GPU (tensor cores), none on a CPU,
+    where it only adds tokens (12% more on length-grouped SST-2 batches, issue 16)."""
+    return GPU_PAD_MULTIPLE if torch.cuda.is_available() else None

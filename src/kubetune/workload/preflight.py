@@ -23,6 +23,7 @@ from kubetune.storage import Store, has_scheme
 from kubetune.workload.data import data_format, read_table, split_files
 from kubetune.workload.errors import DataError, ModelSourceError
 from kubetune.workload.model_source import HF_CONFIG, check_model_source
+from kubetune.workload.speed import check_speed_support
 from kubetune.workload.splits import load_splits
 from kubetune.workload.streaming import list_pieces, read_piece
 from kubetune.workload.tasks import Task, get_task
@@ -33,6 +34,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spie
 
 def check_job(spec: JobSpec) -> str:
     """Check the job's data and model source; returns the one-line verdict, raises a UserError."""
+    check_speed_support(spec)  # what this machine cannot run, as the train stage refuses it first
     store = Store.from_spec(spec.storage)
     store.check_reachable(spec.storage.startup_timeout_seconds)
     model = _check_model(store, spec.model.source, "model.source", tokenizer=not spec.model.tokenizer)

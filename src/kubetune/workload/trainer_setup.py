@@ -26,6 +26,7 @@ from kubetune.workload.lora import apply_lora
 from kubetune.workload.model_source import local_model_dir
 from kubetune.workload.resume import attach as attach_resume, make_uploader
 from kubetune.workload.run import Run
+from kubetune.workload.speed import model_load_kwargs, prepare_quantized, speed_arguments, speed_settings
 from kubetune.workload.tasks import Prepared, Task
 from kubetune.workload.token_cache import prepare_data
 from kubetune.workload.trainer import KubetuneTrainer, trainer_class
@@ -35,7 +36,8 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 
-def training_arguments(run: Run, output_dir: Path) -> TrainingArguments:
+def training_arguments(run: Run, output_dir: Path, model: Any = None) -> TrainingArguments:
+    """The spec as the Trainer's arguments; `model` (the loaded one) names FSDP's wrap classes."""
     t = run.spec.train
     metric, greater = run.task.best_metric()
     per_steps = t.checkpoint_every is not None
@@ -69,7 +71,6 @@ def training_arguments(run: Run, output_dir: Path) -> TrainingArguments:
         logging_first_step=True,  # a first progress line at step 1, seconds after training starts
         report_to="none",
         disable_tqdm=True,
-        dataloader_num_workers=t.dataloader_workers,
         ddp_backend=ddp_backend(),
         ddp_find_unused_parameters=False,
         # A rank whose peer is gone stops waiting after this long (the default is 30 minutes),
@@ -82,6 +83,7 @@ def training_arguments(run: Run, output_dir: Path) -> TrainingArguments:
         average_tokens_across_devices=False,
         use_cpu=not torch.cuda.is_available(),
         **precision_flags(t.precision),
+        **speed_arguments(run.spec, model),  # workers, pinning, checkpointing, compile, tf32, FSDP
     )
 
 
@@ -109,7 +111,10 @@ def load_model(run: Run, prepared: Prepared) -> PreTrainedModel:
     config = AutoConfig.from_pretrained(source, revision=run.spec.model.revision, **run.task.model_kwargs(prepared))
     if run.spec.train.dropout is not None:
         set_dropout(config, run.spec.train.dropout)
-    model = run.task.auto_model_class().from_pretrained(source, config=config, revision=run.spec.model.revision)
+    model = run.task.auto_model_class().from_pretrained(
+        source, config=config, revision=run.spec.model.revision, **model_load_kwargs(run.spec)  # attention, 4-bit
+    )
+    model = prepare_quantized(model, run.spec)  # 4-bit: peft's preparation before the adapters
     apply_freezing(model, run.spec.train.freeze)
     run.task.configure_model(model)
     if run.spec.train.lora is not None:  # any task: peft task type from the spec's task
@@ -124,7 +129,7 @@ def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
     model = load_model(run, prepared)
     t = run.spec.train
     output_dir = run.workdir / "trainer"
-    args = training_arguments(run, output_dir)
+    args = training_arguments(run, output_dir, model)
     samples_per_step = run.samples_per_step
 
     uploader = make_uploader(run)  # background uploads; None on ranks > 0
@@ -147,6 +152,7 @@ def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one readable line instead
+    trainer.speed_settings = speed_settings(run.spec, args, model, trainer.data_collator)  # summary.json
     attach_resume(trainer, run, uploader, stream=prepared.extra.get("stream"))  # exact resume, SIGTERM
     if run.is_main:
         trainable, total = parameter_counts(model)

@@ -27,6 +27,7 @@ from kubetune.workload.lineage import build_lineage, resolve_data
 from kubetune.workload.lease import RunLease
 from kubetune.workload.model_source import check_model_source
 from kubetune.workload.run import Run, Trained
+from kubetune.workload.speed import check_speed_support
 from kubetune.workload.run_status import now_iso, status_callback, write_curves, write_status
 from kubetune.workload.tracking import check_trackers, tracking_callbacks
 from kubetune.workload.tracking_mlflow import tag_model
@@ -66,6 +67,7 @@ def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
     """Validate everything cheap; returns None when the run already finished. The splits'
     files are resolved (and pinned) once, here, for the lineage; `parent` is the registry
     version a warm start began from."""
+    check_speed_support(spec)  # flash attention, FSDP, 4-bit on a machine without them: before anything
     store = Store.from_spec(spec.storage)
     store.check_reachable(spec.storage.startup_timeout_seconds)
     layout = run_layout(spec.name)
@@ -138,7 +140,8 @@ def finish(run: Run, trained: Trained) -> None:
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     run.store.write_json(run.layout.lineage, lineage)
     files = run.store.upload_dir(out, run.layout.model)
-    run.store.write_json(run.layout.summary, run_summary(trainer, result))
+    summary = {**run_summary(trainer, result), "speed_settings": getattr(trainer, "speed_settings", None)}
+    run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
     run.store.commit(run.layout.model, files, global_step=result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
     tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag

@@ -108,7 +108,9 @@ class TextClassification(Task):
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        from kubetune.workload.devices import pad_multiple
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())  # 8 on GPUs only
 
     # -- model -----------------------------------------------------------------------------------
     def auto_model_class(self) -> Any:
