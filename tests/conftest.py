@@ -114,6 +114,17 @@ LONGEST_MODULES = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (the test command's -n auto) each worker computes with one intra-op
+    thread, and so do the processes its tests start. torch's default is a thread per core, and
+    with two workers training at once that puts four spinning threads on two cores: the
+    oversubscription that made child training processes ~3x slower when measured (and that
+    helpers_resume.SMALL_CPU_ENV avoids for them). Set before any test module imports torch."""
+    if hasattr(config, "workerinput"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, "1")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest modules first (see LONGEST_MODULES); the rest keep their order."""
     rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
