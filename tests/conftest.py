@@ -85,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 # Modules that train or wait on child processes for minutes, longest first (measured in CI on
-# 2 cores). The suite runs on every core with pytest-xdist's `--dist loadscope`, which hands out
+# 2 cores). Run on several cores (`-n auto`), pytest-xdist's `--dist loadscope` hands out
 # whole modules (so a module's trained fixtures are built once) in collection order; started
 # last, one of these would leave the other workers idle for its whole length.
 LONGEST_MODULES = (
@@ -126,7 +126,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest modules first (see LONGEST_MODULES); the rest keep their order."""
+    """Under xdist (`-n N`), longest modules first (see LONGEST_MODULES); the rest keep their
+    order. A plain run keeps pytest's own order."""
+    if not getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
     rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
 
     def key(item: pytest.Item) -> int:
