@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from kubetune.contract.errors import UserError
+from kubetune.contract.progress import progress_parts
 
 DEFAULT_STORE = ".kubetune"
 COLUMNS = ["name", "task", "model", "state", "steps", "best validation", "test", "started", "duration"]
@@ -154,12 +155,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def format_progress(p: dict[str, Any]) -> str:
     """One line: step/total (percent), epoch, loss, samples/s, ETA, and when it was written."""
     parts = [f"step {p['step']}/{_number(p['max_steps'])}" + (f" ({p['percent']:.0f}%)" if p["percent"] is not None else "")]
-    if p["epoch"] is not None:
-        parts.append(f"epoch {p['epoch']:.2f}")
-    if p["loss"] is not None:
-        parts.append(f"loss {p['loss']:.4f}")
-    if p["samples_per_second"] is not None:
-        parts.append(f"{p['samples_per_second']:.1f} samples/s")
+    parts += progress_parts(p)
     if p["eta_seconds"] is not None:
         parts.append(f"eta {_duration(p['eta_seconds'])}")
     if p["updated"]:

@@ -58,3 +58,16 @@ def parse_progress(line: str) -> dict[str, Any] | None:
     parsed["eta_seconds"] = (int(eta.group(1) or 0) * 86400 + int(eta.group(2)) * 3600 + int(eta.group(3)) * 60
                              + int(eta.group(4))) if eta else None
     return parsed
+
+
+def progress_parts(p: dict[str, Any]) -> list[str]:
+    """Epoch, loss and samples/s of a parsed progress record, as the launcher's bar and
+    `kubetune status` both show them (each only when the pod reported it)."""
+    parts = []
+    if p.get("epoch") is not None:
+        parts.append(f"epoch {p['epoch']:.2f}")
+    if p.get("loss") is not None:
+        parts.append(f"loss {p['loss']:.4f}")
+    if p.get("samples_per_second") is not None:
+        parts.append(f"{p['samples_per_second']:.1f} samples/s")
+    return parts

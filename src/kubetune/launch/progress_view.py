@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from kubetune.contract.names import ENV_PROGRESS_INTERVAL
-from kubetune.contract.progress import parse_progress
+from kubetune.contract.progress import parse_progress, progress_parts
 
 # Seconds between two plain progress lines when the output is not a terminal (the user's
 # names.ENV_PROGRESS_INTERVAL overrides it: 0 keeps every line, for log collectors and tests).
@@ -53,14 +53,7 @@ def _eta(seconds: float | None) -> str:
 
 def bar_postfix(p: dict[str, Any]) -> str:
     """The bar's text after step/total: epoch, loss, samples/s and ETA, as the pod reported them."""
-    parts = []
-    if p["epoch"] is not None:
-        parts.append(f"epoch {p['epoch']:.2f}")
-    if p["loss"] is not None:
-        parts.append(f"loss {p['loss']:.4f}")
-    if p["samples_per_second"] is not None:
-        parts.append(f"{p['samples_per_second']:.1f} samples/s")
-    parts.append(f"eta {_eta(p['eta_seconds'])}")
+    parts = [*progress_parts(p), f"eta {_eta(p['eta_seconds'])}"]
     return " | ".join(parts)
 
 
