@@ -48,7 +48,9 @@ def test_quickstart_runs_offline_from_a_fresh_store(tmp_path):
 
 
 @pytest.mark.slow
-def test_sst2_on_s3_reaches_quality_bar_and_writes_the_run_layout(s3_bucket, shared_data, minilm_dir):
+def test_sst2_on_two_nodes_and_s3_reaches_quality_bar_and_writes_the_run_layout(s3_bucket, shared_data, minilm_dir):
+    """The full SST-2 job from a bucket, as a 2-node gang (two local processes on gloo, as the
+    Indexed Job's pods would run): one model, the quality bar, the run layout in the store."""
     endpoint, bucket = s3_bucket
     fs = s3(endpoint)
     fs.put(str(shared_data / "sst2" / "train.tsv"), f"{bucket}/datasets/sst2/train.tsv")
@@ -60,10 +62,14 @@ def test_sst2_on_s3_reaches_quality_bar_and_writes_the_run_layout(s3_bucket, sha
         "run", "jobs/sst2-minilm.yaml", "--local",
         "--set", f"storage.root=s3://{bucket}",
         "--set", f"storage.endpoint_url={endpoint}",
+        "--set", "resources.nodes=2",
+        "--set", "train.batch_size=16",  # per process: the global batch of the 1-process job (32)
         "--set", "train.checkpoint_every=150",
         "--set", "train.keep_checkpoints_after_success=1",  # read below
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "[sst2-minilm-train-0]" in out.stdout  # the gang's output, prefixed per pod
+    assert "world size 2" in out.stdout  # both processes joined one process group
 
     run = f"{bucket}/runs/sst2-minilm"
     fs.invalidate_cache()
@@ -81,12 +87,16 @@ def test_sst2_on_s3_reaches_quality_bar_and_writes_the_run_layout(s3_bucket, sha
     assert len(train_lines) >= 10
     assert {"step", "epoch", "loss", "learning_rate", "samples_per_second", "eta_seconds"} <= set(train_lines[-1])
     assert train_lines[-1]["loss"] < train_lines[0]["loss"]
+    # Losses are per-sample means (about ln 2 = 0.69 at the start for two balanced classes),
+    # not multiplied by the world size.
+    assert train_lines[0]["loss"] < 0.8
 
     metrics = json.loads(fs.cat(f"{run}/eval/metrics.json"))
     for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_weighted", "loss"):
         assert key in metrics
     assert metrics["num_samples"] == 872
     assert metrics["accuracy"] >= SST2_MIN_ACCURACY, metrics
+    assert metrics["loss"] < 0.7
     report = fs.cat(f"{run}/eval/report.txt").decode()
     assert "precision" in report and "support" in report
 
