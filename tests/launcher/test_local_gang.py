@@ -52,8 +52,11 @@ LAUNCHER = textwrap.dedent("""
 
 
 def _start_launcher(tmp_path: Path, grace: float) -> subprocess.Popen[str]:
+    # SIGINT as a terminal delivers it: a pytest started in the background by a
+    # non-interactive shell has SIGINT ignored, and Python then installs no Ctrl-C handler.
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path), str(grace)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     ready = 0
     while ready < 2:
