@@ -111,7 +111,8 @@ def test_imdb_reaches_quality_bar_by_column_mapping_alone(tmp_path, shared_data,
     shutil.copytree(minilm_dir, root / "models" / "all-MiniLM-L6-v2")
     shutil.copytree(shared_data / "imdb", root / "datasets" / "imdb")
     # The GPU job as shipped, sized for 2 CPU cores: MiniLM from the store instead of BERT
-    # from the hub, shorter sequences, no early stopping.
+    # from the hub, shorter sequences, one epoch, no early stopping. Measured on 2 CPU cores:
+    # test accuracy 0.8545 after one epoch (107 steps), against the bar of 0.82.
     out = run_cli(
         "run", "jobs/imdb-bert.yaml", "--local",
         "--set", f"storage.root={root}", "--set", "storage.endpoint_url=null",
