@@ -31,15 +31,6 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    """A randomly initialised 2-layer BERT with MiniLM's tokenizer (tiny_models.tiny_bert), for
-    mechanics tests: same loading path and task heads as MiniLM, ~1/20 of its checkpoint bytes."""
-    from tiny_models import tiny_bert
-
-    return tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert", minilm_dir)
-
-
-@pytest.fixture(scope="session")
 def _moto_server():
     from moto.server import ThreadedMotoServer
 

@@ -108,16 +108,3 @@ def tiny_causal_lm(target: Path, texts: Iterable[str], arch: str = "gpt2", vocab
     tokenizer = build_tokenizer(texts, vocab_size, append_eos=False)
     return save_tiny_model(target, causal_config(arch, tokenizer), tokenizer, AutoModelForCausalLM)
 
-
-def tiny_bert(target: Path, tokenizer_dir: Path, hidden: int = 32, layers: int = 2) -> Path:
-    """A BERT encoder of MiniLM's shape of files (config.json, model.safetensors, MiniLM's own
-    WordPiece tokenizer) but 2 layers of width 32 with random weights: about 1M parameters, so a
-    checkpoint (weights + Adam state) is ~12 MB instead of MiniLM's ~270 MB and a step takes
-    milliseconds. For tests of mechanics (resume, signals, store faults, leases, tracking) whose
-    assertions do not depend on what the model learns; quality tests keep the pretrained MiniLM."""
-    from transformers import AutoModel, AutoTokenizer, BertConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512)
-    return save_tiny_model(target, config, tokenizer, AutoModel)
