@@ -35,6 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
 WARMUP_STEPS = 3
 WORDS = [f"w{i}" for i in range(4000)]
 
@@ -108,27 +109,6 @@ def build_model(case: ModelCase, folder: Path, texts: list[str], smoke: bool) ->
     return sum(p.numel() for p in model.parameters())
 
 
-class _Clock:
-    """Wall time at the end of every optimizer step (a TrainerCallback built lazily)."""
-
-    @staticmethod
-    def make():
-        from transformers import TrainerCallback
-
-        class Clock(TrainerCallback):
-            def __init__(self):
-                self.times: list[float] = []
-
-            def on_step_end(self, args, state, control, **kwargs):
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                self.times.append(time.perf_counter())
-
-        return Clock()
-
-
 def _rate(clock, batch: int) -> float:
     times = clock.times[WARMUP_STEPS - 1:]
     return (len(times) - 1) * batch / (times[-1] - times[0])
@@ -198,7 +178,9 @@ def measure(case: ModelCase, variant: str, store: Path, gc: bool, params: int, m
         torch.cuda.reset_peak_memory_stats()
     trainer = (kubetune_trainer(case, store, gc, fsdp, work) if variant.startswith("kubetune")
                else hf_default_trainer(case, store, gc, work))
-    clock = _Clock.make()
+    from bench_train_throughput import StepClock
+
+    clock = StepClock.make()
     trainer.add_callback(clock)
     trainer.train()
     if variant.startswith("kubetune"):

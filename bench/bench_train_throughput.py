@@ -87,6 +87,8 @@ class StepClock:
                 self.times: list[float] = []
 
             def on_step_end(self, args, state, control, **kwargs):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()  # a GPU step ends when its kernels do
                 self.times.append(time.perf_counter())
 
         return _Clock()
