@@ -20,6 +20,7 @@ kubetune's ratio to the tuned Trainer (the bar: >= 1.0) and the ratios against p
 from __future__ import annotations
 
 import argparse
+import statistics
 import os
 import shutil
 import sys
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "sst2" / "train.tsv")
     parser.add_argument("--variants", default="kubetune,tuned-trainer,pad-128,pad-512",
                         help="comma-separated; the padded loops take minutes at 480 samples")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the variants this many times, alternating, and report each one's median "
+                             "(a 30-step run on 2 shared cores varies by up to 25%% from one run to the next)")
     args = parser.parse_args()
     from kubetune.quickstart import copy_model
 
@@ -166,7 +170,14 @@ def main() -> None:
         "pad-128": lambda: padded_loop_rate(model_dir, args.data, args.samples, args.batch_size, 128),
         "pad-512": lambda: padded_loop_rate(model_dir, args.data, args.samples, args.batch_size, 512),
     }
-    rates = {name: variants[name]() for name in args.variants.split(",")}
+    names = args.variants.split(",")
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(args.rounds):
+        for name in names if round_number % 2 == 0 else reversed(names):  # alternate who goes first
+            per_round[name].append(variants[name]())
+        if args.rounds > 1:
+            print(f"round {round_number + 1}: " + ", ".join(f"{n} {per_round[n][-1]:.2f}" for n in names))
+    rates = {name: statistics.median(values) for name, values in per_round.items()}
     for name, rate in rates.items():
         vs = f"   {rate / rates['pad-512']:7.1f}x pad-512" if "pad-512" in rates else ""
         print(f"{name:>13}: {rate:8.2f} samples/s{vs}")

@@ -66,6 +66,9 @@ def test_sst2_on_two_nodes_and_s3_reaches_quality_bar_and_writes_the_run_layout(
         "--set", "train.batch_size=16",  # per process: the global batch of the 1-process job (32)
         "--set", "train.checkpoint_every=150",
         "--set", "train.keep_checkpoints_after_success=1",  # read below
+        # One epoch of the shipped two: measured on 2 idle CPU cores, dev accuracy 0.876 (bar
+        # 0.86) in 237 s for the whole test, against 389 s for two epochs.
+        "--set", "train.epochs=1",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[sst2-minilm-train-0]" in out.stdout  # the gang's output, prefixed per pod
@@ -95,6 +98,7 @@ def test_sst2_on_two_nodes_and_s3_reaches_quality_bar_and_writes_the_run_layout(
     for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_weighted", "loss"):
         assert key in metrics
     assert metrics["num_samples"] == 872
+    print(f"SST-2 dev accuracy {metrics['accuracy']:.4f}")
     assert metrics["accuracy"] >= SST2_MIN_ACCURACY, metrics
     assert metrics["loss"] < 0.7
     report = fs.cat(f"{run}/eval/report.txt").decode()
