@@ -24,6 +24,12 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 1800):
     )
 
 
+def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """The finished child process, after asserting it exited 0 (its output's tail otherwise)."""
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
 def run_entrypoint(stage: str, spec_file: Path, *extra: str, env: dict | None = None, timeout: float = 1800):
     """Run a stage's pod entrypoint (`python -m <its module> --spec FILE ...`) as a child process."""
     return subprocess.run(

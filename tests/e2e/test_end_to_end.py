@@ -23,16 +23,14 @@ def s3(endpoint: str) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
 
 
-def test_quickstart_runs_offline_from_a_fresh_store(tmp_path):
-    """The README's main job: prepare the offline store, train, evaluate."""
-    root = tmp_path / "store"
-    prepared = run_cli("prepare-quickstart", "--root", str(root))
-    assert prepared.returncode == 0, prepared.stderr
+def test_quickstart_runs_offline_from_a_fresh_store(watched):
+    """The README's main job: prepare the offline store, train, evaluate (the session's
+    quickstart store, trained once for this test and the run-watching tests)."""
+    root = watched["root"]
     assert (root / "models" / "all-MiniLM-L6-v2" / "config.json").exists()
     assert len((root / "datasets" / "quickstart" / "train.tsv").read_text().splitlines()) == 401
 
-    out = run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}")
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = watched["first"]
     metrics = json.loads((root / "runs" / "quickstart" / "eval" / "metrics.json").read_text())
     assert metrics["num_samples"] == 100
     assert metrics["accuracy"] >= 0.9
@@ -42,7 +40,7 @@ def test_quickstart_runs_offline_from_a_fresh_store(tmp_path):
     assert progress and all(k in progress[0] for k in ("loss", "lr", "samples/s", "eta"))
 
     # Started again, a finished run reports that it is done instead of training again.
-    again = run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}", "--stage", "train")
+    again = watched["again"]
     assert again.returncode == 0
     assert "already complete" in again.stdout
 

@@ -2,60 +2,25 @@
 `kubetune runs` and `kubetune show` over a real store, a run stopped by SIGTERM listed as
 resumable, and `kubetune plot` over two real runs.
 
-One session-scoped store holds every run these tests read, so the suite trains the quickstart
-once (one epoch), a short second run to overlay, and a run stopped after its first checkpoint.
+They read the session's quickstart store (`watched`, in conftest.py), which the end-to-end
+quickstart test shares, so the suite trains the README's main job once.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from helpers import REPO, run_cli
-from helpers_resume import TrainProcess
-
-
-def _ok(result: Any) -> Any:
-    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
-    return result
-
-
-@pytest.fixture(scope="session")
-def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A store with three quickstart runs: `quickstart` (complete, one epoch), `quickstart-lr`
-    (complete, 8 steps at another learning rate, with TensorBoard) and `quickstart-stopped` (SIGTERM after its
-    first checkpoint: exit 75, resumable)."""
-    base = tmp_path_factory.mktemp("watched")
-    root = base / "store"
-    _ok(run_cli("prepare-quickstart", "--root", str(root)))
-    first = _ok(run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}",
-                        "--set", "train.epochs=1", "--set", "train.keep_checkpoints_after_success=1"))
-    second = _ok(run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}",
-                         "--set", "name=quickstart-lr", "--set", "train.max_steps=8", "--set", "train.checkpoint_every=4",
-                         "--set", "train.learning_rate=3.0e-5", "--set", "train.logging_steps=2", "--stage", "train",
-                         "--set", "tracking.tensorboard=true"))
-    spec = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
-    spec["name"] = "quickstart-stopped"
-    spec["storage"]["root"] = str(root)
-    spec["train"].update(checkpoint_every=3, logging_steps=1)
-    spec_file = base / "stopped.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-    proc = TrainProcess(spec_file, base / "work-stopped")
-    proc.wait_for(r"checkpoint committed", timeout=900)
-    proc.proc.send_signal(signal.SIGTERM)
-    assert proc.wait(300) == 75, proc.output[-3000:]
-    return {"root": root, "first": first, "second": second}
+from helpers import REPO, run_cli, succeeded
 
 
 def test_quickstart_prints_progress_lines_and_the_end_summary(watched):
     out = watched["first"].stdout
     progress = [line for line in out.splitlines() if line.startswith("kubetune: step ")]
     assert progress and all(k in progress[0] for k in ("loss", "samples/s"))
-    assert "/23" in progress[-1]  # step/total: one epoch of 360 rows at batch size 16
+    assert "/46" in progress[-1]  # step/total: two epochs of 360 rows at batch size 16
     root = watched["root"]
     assert f"run:     {root}/runs/quickstart" in out
     assert "best:    accuracy" in out and "at step" in out
@@ -65,21 +30,21 @@ def test_quickstart_prints_progress_lines_and_the_end_summary(watched):
 
 def test_runs_lists_complete_and_resumable_runs_newest_first(watched):
     root = watched["root"]
-    table = _ok(run_cli("runs", "--store", str(root))).stdout.splitlines()
+    table = succeeded(run_cli("runs", "--store", str(root))).stdout.splitlines()
     header, rows = table[0], {line.split()[0]: line for line in table[1:]}
     assert header.split()[:4] == ["name", "task", "model", "state"]
     assert set(rows) == {"quickstart", "quickstart-lr", "quickstart-stopped"}
     assert [line.split()[0] for line in table[1:]] == ["quickstart-stopped", "quickstart-lr", "quickstart"]
-    assert " complete " in rows["quickstart"] and " 23/23 " in rows["quickstart"]
+    assert " complete " in rows["quickstart"] and " 46/46 " in rows["quickstart"]
     assert " preempted-and-resumable " in rows["quickstart-stopped"]
 
-    runs = {r["name"]: r for r in json.loads(_ok(run_cli("runs", "--store", str(root), "--json")).stdout)}
+    runs = {r["name"]: r for r in json.loads(succeeded(run_cli("runs", "--store", str(root), "--json")).stdout)}
     metrics = json.loads((root / "runs" / "quickstart" / "eval" / "metrics.json").read_text())
     done = runs["quickstart"]
     assert done["state"] == "complete" and done["task"] == "text-classification"
     assert done["test"] == {"metric": "accuracy", "value": metrics["accuracy"]}
     assert done["best"]["metric"] == "accuracy" and 0.0 <= done["best"]["value"] <= 1.0
-    assert done["step"] == done["max_steps"] == 23 and done["duration_seconds"] > 0
+    assert done["step"] == done["max_steps"] == 46 and done["duration_seconds"] > 0
     stopped = runs["quickstart-stopped"]
     assert stopped["state"] == "preempted-and-resumable" and stopped["test"] is None
     assert stopped["latest_checkpoint"] >= 3 and stopped["step"] < stopped["max_steps"]
@@ -90,18 +55,18 @@ def test_runs_reads_the_store_of_a_job_spec(watched, tmp_path):
     spec["storage"]["root"] = str(watched["root"])
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(spec))
-    names = [r["name"] for r in json.loads(_ok(run_cli("runs", str(job), "--json")).stdout)]
+    names = [r["name"] for r in json.loads(succeeded(run_cli("runs", str(job), "--json")).stdout)]
     assert sorted(names) == ["quickstart", "quickstart-lr", "quickstart-stopped"]
 
 
 def test_show_prints_metrics_report_checkpoints_and_lineage(watched):
     root = watched["root"]
-    out = _ok(run_cli("show", "quickstart", "--store", str(root))).stdout
+    out = succeeded(run_cli("show", "quickstart", "--store", str(root))).stdout
     assert "state:       complete" in out
     assert "test:        accuracy" in out
     assert "per-class report:" in out and "negative" in out and "positive" in out
     assert "checkpoints: step-" in out
-    stopped = _ok(run_cli("show", "quickstart-stopped", "--store", str(root))).stdout
+    stopped = succeeded(run_cli("show", "quickstart-stopped", "--store", str(root))).stdout
     assert "preempted-and-resumable" in stopped and "LATEST" in stopped
 
 
@@ -127,11 +92,11 @@ def _png_is_a_real_figure(path: Path) -> None:
 def test_plot_overlays_two_runs_in_one_png(watched, tmp_path):
     root = watched["root"]
     out = tmp_path / "compare.png"
-    result = _ok(run_cli("plot", "quickstart", "quickstart-lr", "-o", str(out), "--store", str(root)))
+    result = succeeded(run_cli("plot", "quickstart", "quickstart-lr", "-o", str(out), "--store", str(root)))
     assert str(out) in result.stdout
     _png_is_a_real_figure(out)
     one = tmp_path / "one.png"
-    _ok(run_cli("plot", "quickstart", "-o", str(one), "--store", str(root)))
+    succeeded(run_cli("plot", "quickstart", "-o", str(one), "--store", str(root)))
     assert out.read_bytes() != one.read_bytes()  # the second run's lines are drawn
 
 
@@ -140,7 +105,7 @@ def test_every_finished_run_leaves_curves_png_in_the_store(watched):
     for run in ("quickstart", "quickstart-lr"):
         _png_is_a_real_figure(root / "runs" / run / "metrics" / "curves.png")
     assert not (root / "runs" / "quickstart-stopped" / "metrics" / "curves.png").exists()
-    assert "curves:" in _ok(run_cli("show", "quickstart", "--store", str(root))).stdout
+    assert "curves:" in succeeded(run_cli("show", "quickstart", "--store", str(root))).stdout
 
 
 def test_plot_of_an_unknown_run_is_one_line_exit_2(watched, tmp_path):
