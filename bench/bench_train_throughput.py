@@ -20,9 +20,9 @@ kubetune's ratio to the tuned Trainer (the bar: >= 1.0) and the ratios against p
 from __future__ import annotations
 
 import argparse
-import statistics
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time

@@ -26,10 +26,11 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
            "--set", "train.keep_checkpoints_after_success=1"]
     first = succeeded(run_cli(*job))
     again = run_cli(*job, "--stage", "train")  # the same job again: it finds the run complete
-    second = succeeded(run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}",
-                         "--set", "name=quickstart-lr", "--set", "train.max_steps=8", "--set", "train.checkpoint_every=4",
-                         "--set", "train.learning_rate=3.0e-5", "--set", "train.logging_steps=2", "--stage", "train",
-                         "--set", "tracking.tensorboard=true"))
+    second = succeeded(run_cli(
+        "run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}",
+        "--set", "name=quickstart-lr", "--set", "train.max_steps=8", "--set", "train.checkpoint_every=4",
+        "--set", "train.learning_rate=3.0e-5", "--set", "train.logging_steps=2", "--stage", "train",
+        "--set", "tracking.tensorboard=true"))
     spec = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
     spec["name"] = "quickstart-stopped"
     spec["storage"]["root"] = str(root)
