@@ -84,38 +84,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-# Modules that train or wait on child processes for minutes, longest first (measured in CI on
-# 2 cores). Run on several cores (`-n auto`), pytest-xdist's `--dist loadscope` hands out
-# whole modules (so a module's trained fixtures are built once) in collection order; started
-# last, one of these would leave the other workers idle for its whole length.
+# Modules that train or wait on child processes for minutes, longest first (measured in a
+# fresh-clone CI run with `-n 2` on 2 cores, 2026-11-30). In the test command's two workers
+# (`-n 2`), pytest-xdist's `--dist loadscope` hands out whole modules (so a module's trained
+# fixtures are built once) in collection order; started last, one of these would leave the
+# other worker idle for its whole length. A session-scoped trained fixture would be built once
+# per worker that uses it, so the tests reading one trained store share a module (the quickstart
+# store `watched`: e2e/test_watching_runs.py). pytest-xdist's `--dist loadgroup` could group
+# tests across modules, but with pytest 9 it does not group at all (xdist 3.8 renames
+# `item._nodeid`, which pytest 9 no longer reads).
 LONGEST_MODULES = (
-    "e2e/test_local_recovery.py",
-    "e2e/test_retrain_registry.py",
-    "launcher/test_local_executor.py",
-    "e2e/test_watching_runs.py",
-    "e2e/test_tracking_mlflow.py",
-    "workload/test_ner.py",
     "e2e/test_end_to_end.py",
-    "workload/test_seq2seq.py",
-    "workload/test_resume.py",
-    "workload/test_predict.py",
-    "workload/test_causal_lm.py",
-    "workload/test_qa.py",
-    "workload/test_relation_extraction.py",
-    "workload/test_model_ref.py",
-    "e2e/test_first_hour.py",
-    "workload/test_best_resume.py",
-    "e2e/test_scheduled_retraining.py",
+    "workload/test_ner.py",
+    "e2e/test_retrain_registry.py",
+    "e2e/test_local_recovery.py",
     "workload/test_lora.py",
-    "contract/test_install.py",
-    "workload/test_lease_training.py",
+    "workload/test_resume.py",
+    "e2e/test_watching_runs.py",
+    "workload/test_qa.py",
+    "e2e/test_first_hour.py",
     "workload/test_streaming.py",
+    "e2e/test_tracking_mlflow.py",
+    "workload/test_predict.py",
+    "workload/test_best_resume.py",
+    "e2e/test_hostile_input.py",
+    "workload/test_model_ref.py",
+    "workload/test_relation_extraction.py",
+    "workload/test_seq2seq.py",
+    "contract/test_install.py",
+    "workload/test_causal_lm.py",
+    "e2e/test_bad_input.py",
+    "e2e/test_scheduled_retraining.py",
     "workload/test_store_startup.py",
+    "e2e/test_retrain_bad_input.py",
+    "workload/test_resume_token_cache.py",
+    "launcher/test_cluster.py",
+    "workload/test_lease_training.py",
+    "launcher/test_local_executor.py",
 )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (the test command's -n auto) each worker computes with one intra-op
+    """Under pytest-xdist (the test command's -n 2) each worker computes with one intra-op
     thread, and so do the processes its tests start. torch's default is a thread per core, and
     with two workers training at once that puts four spinning threads on two cores: the
     oversubscription that made child training processes ~3x slower when measured (and that

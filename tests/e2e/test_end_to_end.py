@@ -23,28 +23,6 @@ def s3(endpoint: str) -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
 
 
-def test_quickstart_runs_offline_from_a_fresh_store(watched):
-    """The README's main job: prepare the offline store, train, evaluate (the session's
-    quickstart store, trained once for this test and the run-watching tests)."""
-    root = watched["root"]
-    assert (root / "models" / "all-MiniLM-L6-v2" / "config.json").exists()
-    assert len((root / "datasets" / "quickstart" / "train.tsv").read_text().splitlines()) == 401
-
-    out = watched["first"]
-    metrics = json.loads((root / "runs" / "quickstart" / "eval" / "metrics.json").read_text())
-    assert metrics["num_samples"] == 100
-    assert metrics["accuracy"] >= 0.9
-    assert "test:    accuracy" in out.stdout
-    # One progress line per logging step, with the fields users look for.
-    progress = [line for line in out.stdout.splitlines() if line.startswith("kubetune: step ")]
-    assert progress and all(k in progress[0] for k in ("loss", "lr", "samples/s", "eta"))
-
-    # Started again, a finished run reports that it is done instead of training again.
-    again = watched["again"]
-    assert again.returncode == 0
-    assert "already complete" in again.stdout
-
-
 @pytest.mark.slow
 def test_sst2_on_two_nodes_and_s3_reaches_quality_bar_and_writes_the_run_layout(s3_bucket, shared_data, minilm_dir):
     """The full SST-2 job from a bucket, as a 2-node gang (two local processes on gloo, as the

@@ -2,18 +2,76 @@
 `kubetune runs` and `kubetune show` over a real store, a run stopped by SIGTERM listed as
 resumable, and `kubetune plot` over two real runs.
 
-They read the session's quickstart store (`watched`, in conftest.py), which the end-to-end
-quickstart test shares, so the suite trains the README's main job once.
+The README's main job is tested here too: every test of this module reads one quickstart store
+(`watched`), so the suite trains that job once. It is module-scoped, not session-scoped, on
+purpose: under pytest-xdist a session fixture is built once per worker that uses it, and a
+module's tests all go to one worker.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from helpers import REPO, run_cli, succeeded
+from helpers_resume import TrainProcess
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A store with three quickstart runs: `quickstart` (the README's main job as shipped, run
+    twice: the second run finds it complete), `quickstart-lr` (complete, 8 steps at another
+    learning rate, with TensorBoard) and `quickstart-stopped` (SIGTERM after its first
+    checkpoint: exit 75, resumable)."""
+    base = tmp_path_factory.mktemp("watched")
+    root = base / "store"
+    succeeded(run_cli("prepare-quickstart", "--root", str(root)))
+    job = ["run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}",
+           "--set", "train.keep_checkpoints_after_success=1"]
+    first = succeeded(run_cli(*job))
+    again = run_cli(*job, "--stage", "train")  # the same job again: it finds the run complete
+    second = succeeded(run_cli(
+        "run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={root}",
+        "--set", "name=quickstart-lr", "--set", "train.max_steps=8", "--set", "train.checkpoint_every=4",
+        "--set", "train.learning_rate=3.0e-5", "--set", "train.logging_steps=2", "--stage", "train",
+        "--set", "tracking.tensorboard=true"))
+    spec = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
+    spec["name"] = "quickstart-stopped"
+    spec["storage"]["root"] = str(root)
+    spec["train"].update(checkpoint_every=3, logging_steps=1)
+    spec_file = base / "stopped.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    proc = TrainProcess(spec_file, base / "work-stopped")
+    proc.wait_for(r"checkpoint committed", timeout=900)
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.wait(300) == 75, proc.output[-3000:]
+    return {"root": root, "first": first, "again": again, "second": second}
+
+
+def test_quickstart_runs_offline_from_a_fresh_store(watched):
+    """The README's main job: prepare the offline store, train, evaluate (the module's
+    quickstart store, trained once for this test and the run-watching tests)."""
+    root = watched["root"]
+    assert (root / "models" / "all-MiniLM-L6-v2" / "config.json").exists()
+    assert len((root / "datasets" / "quickstart" / "train.tsv").read_text().splitlines()) == 401
+
+    out = watched["first"]
+    metrics = json.loads((root / "runs" / "quickstart" / "eval" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 100
+    assert metrics["accuracy"] >= 0.9
+    assert "test:    accuracy" in out.stdout
+    # One progress line per logging step, with the fields users look for.
+    progress = [line for line in out.stdout.splitlines() if line.startswith("kubetune: step ")]
+    assert progress and all(k in progress[0] for k in ("loss", "lr", "samples/s", "eta"))
+
+    # Started again, a finished run reports that it is done instead of training again.
+    again = watched["again"]
+    assert again.returncode == 0
+    assert "already complete" in again.stdout
 
 
 def test_quickstart_prints_progress_lines_and_the_end_summary(watched):
