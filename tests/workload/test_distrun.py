@@ -85,4 +85,52 @@ def test_sigterm_to_torchrun_keeps_the_retry_code(tmp_path, worker_says, expecte
         time.sleep(0.1)
     assert ready.exists()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == expected
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == expected, stderr.decode()[-3000:]
+
+
+FLAG_THEN_CRASH_WORKER = """
+import os, pathlib, sys
+pathlib.Path(os.environ["KUBETUNE_RETRY_FLAG"]).touch()
+sys.exit(1)
+"""
+
+
+def test_a_committed_checkpoint_outranks_a_worker_crash(tmp_path):
+    """A worker that said it committed its checkpoint on SIGTERM and then failed: the pod still
+    exits with the retry code, so the Job resumes from LATEST instead of spending a retry."""
+    script = tmp_path / "worker.py"
+    script.write_text(FLAG_THEN_CRASH_WORKER)
+    result = subprocess.run(
+        [sys.executable, "-m", DISTRUN_MODULE, "--standalone", "--nproc-per-node=1", str(script)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == EXIT_RETRY_AFTER_CHECKPOINT, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("worker_committed", [True, False])
+def test_an_agent_error_keeps_the_retry_code_only_after_a_commit(monkeypatch, worker_committed):
+    """torchrun's agent can end in an error of its own while it stops the gang: with a committed
+    checkpoint the pod exits with the retry code; without one the error propagates."""
+    import os
+    from pathlib import Path
+
+    import torch.distributed.run as torchrun
+
+    from kubetune.contract.names import ENV_RETRY_FLAG
+    from kubetune.workload.entrypoints import distrun
+
+    monkeypatch.setenv(ENV_RETRY_FLAG, "restored-after-the-test")
+
+    def agent_fails(args):
+        if worker_committed:
+            Path(os.environ[ENV_RETRY_FLAG]).touch()
+        raise RuntimeError("rendezvous closed while stopping")
+
+    monkeypatch.setattr(torchrun, "run", agent_fails)
+    argv = ["--standalone", "--nproc-per-node=1", "worker.py"]
+    if worker_committed:
+        assert distrun.main(argv) == EXIT_RETRY_AFTER_CHECKPOINT
+    else:
+        with pytest.raises(RuntimeError, match="rendezvous closed"):
+            distrun.main(argv)

@@ -10,6 +10,8 @@ with:
   stopped by torchrun);
 * when torchrun itself was signalled (SIGTERM on preemption): EXIT_RETRY_AFTER_CHECKPOINT if a
   worker committed its checkpoint and said so through the ENV_RETRY_FLAG file, else 128 + signal;
+  the flag wins too when torchrun ends in a worker failure or an error of its own, since a
+  committed checkpoint is what the Job should resume from;
 * otherwise torchrun's own result.
 
 Multi-node runs use torchrun's elastic agent (c10d rendezvous, `--max-restarts`): when a worker
@@ -87,11 +89,22 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except ChildFailedError as exc:
         code = merge_exit_codes(failure.exitcode for failure in exc.failures.values())
+        if flag.exists():
+            code = EXIT_RETRY_AFTER_CHECKPOINT
         failed = ", ".join(f"rank {rank}: {f.exitcode}" for rank, f in sorted(exc.failures.items()))
         print(f"{DISTRUN_MODULE}: workers failed ({failed}); exit {code}", file=sys.stderr)
         return code
     except SignalException as exc:
         return EXIT_RETRY_AFTER_CHECKPOINT if flag.exists() else 128 + int(exc.sigval)
+    except Exception as exc:
+        # Whatever else the agent ended in while it stopped (CI once saw this path exit 1 after a
+        # SIGTERM; the cause did not reproduce in 300 tries), a checkpoint a worker committed on
+        # SIGTERM is what the Job must act on: resume from LATEST, without spending a retry.
+        if not flag.exists():
+            raise
+        print(f"{DISTRUN_MODULE}: torchrun stopped with {type(exc).__name__}: {exc}; "
+              f"a worker committed its checkpoint: exit {EXIT_RETRY_AFTER_CHECKPOINT}", file=sys.stderr)
+        return EXIT_RETRY_AFTER_CHECKPOINT
     return 0
 
 
