@@ -85,6 +85,7 @@ def test_bad_values_name_the_field(tmp_path, train, field):
     ("text-classification", {"nodes": 1, "gpus_per_node": 4}, {"fsdp": {"strategy": "hybrid_shard"}},
      "train.fsdp.strategy: hybrid_shard"),
     ("causal-lm", TWO_GPUS, {"fsdp": {}, "quantization": "4bit", "lora": {}}, "train.quantization: not combinable"),
+    ("causal-lm", TWO_GPUS, {"fsdp": {}, "lora": {"merge": True}}, "train.lora.merge: not combinable with train.fsdp"),
 ])
 def test_impossible_combinations_are_refused_at_validate(tmp_path, task, resources, train, expected):
     message = error_of(tmp_path, {**BASE, "task": task, "train": train, "resources": resources or {}})
@@ -94,6 +95,7 @@ def test_impossible_combinations_are_refused_at_validate(tmp_path, task, resourc
 def test_possible_combinations_validate():
     assert spec_with("causal-lm", quantization="4bit", lora={}).train.quantization == "4bit"
     assert spec_with(resources=TWO_GPUS, fsdp={}).train.fsdp.strategy == "full_shard"
+    assert spec_with("causal-lm", resources=TWO_GPUS, fsdp={}, lora={}).train.lora.merge is False
     assert spec_with(resources={"nodes": 2, "gpus_per_node": 1}, fsdp={"strategy": "hybrid_shard"}).train.fsdp
 
 

@@ -65,3 +65,6 @@ def check_structure(spec: Any) -> None:
                              "needs resources.nodes >= 2 (use full_shard on one node)")
         if t.quantization is not None:
             raise ValueError("train.quantization: not combinable with train.fsdp")
+        if t.lora is not None and t.lora.merge:
+            raise ValueError("train.lora.merge: not combinable with train.fsdp (a sharded model is not merged "
+                             "in place); the run saves the adapter, which predict and evaluate load with its base")

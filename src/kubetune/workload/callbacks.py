@@ -107,9 +107,10 @@ class CheckpointUploadCallback(TrainerCallback):
 
     Before the upload starts, the data position (the sampler's epoch and order digest, or the
     stream's position) is written into the folder, so the checkpoint says where in the data
-    the run stands. In a multi-process run every rank but 0 puts its own RNG state into the
-    store (so every rank resumes its own dropout stream), then rank 0 alone queues the
-    folder and, once it is whole, decides LATEST."""
+    the run stands. In a multi-process run, ranks on other nodes than rank 0 put the files they
+    wrote into the store (their RNG state, so every rank resumes its own dropout stream; their
+    FSDP shards), then rank 0 alone queues its folder, which holds its node's files, and, once
+    it is whole, decides LATEST."""
 
     def __init__(self, store: Store, layout: RunLayout, keep: int, uploader: Uploader | None = None,
                  position: Callable[[Any], dict[str, Any]] | None = None):
@@ -119,21 +120,34 @@ class CheckpointUploadCallback(TrainerCallback):
         self.uploader = uploader
         self.position = position
 
+    def _publish_rank_files(self, args, state, local: Path) -> list[str]:
+        """A rank on another node than rank 0 puts the files it wrote into the store (its RNG
+        state, its FSDP shards: `sharded_state.rank_files`); rank 0's node shares rank 0's
+        folder. Every rank then tells the others what it uploaded, which also waits until
+        every rank's files are written; rank 0 gets the names to list in the commit marker."""
+        import torch.distributed as dist
+
+        from kubetune.workload.sharded_state import rank_files, shares_rank0_disk
+
+        uploaded: list[str] = []
+        if not state.is_world_process_zero and not shares_rank0_disk(args.process_index, args.local_process_index):
+            folder = self.layout.checkpoint(state.global_step)
+            for name in rank_files(local, args.process_index):
+                retrying(lambda name=name: self.store.upload_file(local / name, f"{folder}/{name}"),
+                         f"upload of {name}", 900.0)
+                uploaded.append(name)
+        if not (dist.is_available() and dist.is_initialized()):
+            return uploaded
+        everyone: list[list[str] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, uploaded)
+        return sorted({name for names in everyone for name in names or []})
+
     def on_save(self, args, state, control, **kwargs):
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         world = max(int(getattr(args, "world_size", 1) or 1), 1)
         extra: list[str] = []
         if world > 1:
-            extra = [f"rng_state_{rank}.pth" for rank in range(1, world)]
-            if not state.is_world_process_zero:
-                name = f"rng_state_{args.process_index}.pth"
-                if (local / name).is_file():
-                    rel = f"{self.layout.checkpoint(state.global_step)}/{name}"
-                    retrying(lambda: self.store.upload_file(local / name, rel), f"upload of {name}", 900.0)
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist.barrier()
+            extra = self._publish_rank_files(args, state, local)
         if not state.is_world_process_zero or not local.is_dir():
             return
         record = {"global_step": state.global_step, "epoch": state.epoch, "world_size": world,

@@ -127,7 +127,12 @@ def finish(run: Run, trained: Trained) -> None:
     trainer, result = trained.trainer, trained.result
     drain(trainer)  # checkpoints and metrics queued for upload land before the model commits
     out = run.workdir / "model"
-    trainer.save_model(str(out))
+    if getattr(trainer, "is_fsdp_enabled", False):  # save_model writes no weights for sharded state
+        from kubetune.workload.sharded_state import save_consolidated
+
+        save_consolidated(trainer.accelerator.unwrap_model(trainer.model), out, run.is_main)
+    else:
+        trainer.save_model(str(out))
     if not run.is_main:
         return
     if run.spec.train.lora is not None:  # adapter (+ config), or merged model with adapter/ inside
