@@ -31,6 +31,7 @@ from helpers_resume import (SMALL_CPU_ENV, LineProcess, RestartableS3, restartab
                             write_spec, write_sst2_subset)
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.launch.local import local_gpu_count
 
 BUCKET = "gang-tests"
 MAX_STEPS = 20
@@ -187,3 +188,47 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def _fsdp_spec(tmp: Path, name: str, s3: RestartableS3, model: Path, data: dict[str, str]) -> Path:
+    path = write_spec(tmp / f"{name}.yaml", name, f"s3://{BUCKET}/store", s3.endpoint, model, data,
+                      max_steps=MAX_STEPS, checkpoint_every=EVERY, max_seq_length=32, precision="fp32", fsdp={})
+    text = path.read_text().replace("kubernetes:\n", "resources:\n  nodes: 1\n  gpus_per_node: 2\nkubernetes:\n", 1)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(local_gpu_count() < 2, reason="needs two CUDA GPUs (FSDP shards the model across GPUs)")
+def test_an_fsdp_run_resumes_from_its_sharded_checkpoint_to_the_same_losses(s3, sst2_s3, minilm_dir, cache, tmp_path):
+    """Issue 16, point 5: one pod with 2 GPUs under `train.fsdp`, preempted (SIGTERM) after a
+    checkpoint, resumes from the sharded checkpoint in the store to the uninterrupted run's
+    losses, and its final model/ is one consolidated folder that `from_pretrained` loads."""
+    from transformers import AutoModelForSequenceClassification
+
+    fs = s3fs_for(s3.endpoint)
+    store = f"{BUCKET}/store"
+    reference = Launcher(_fsdp_spec(tmp_path, "fsdp-reference", s3, minilm_dir, sst2_s3), cache, "--stage", "train")
+    assert reference.wait() == 0, reference.output[-4000:]
+
+    spec = _fsdp_spec(tmp_path, "fsdp-preempted", s3, minilm_dir, sst2_s3)
+    preempted = Launcher(spec, cache, "--stage", "train")
+    preempted.wait_for(r"checkpoint committed: .*step-")
+    preempted.proc.send_signal(signal.SIGTERM)
+    assert preempted.wait(300) == EXIT_RETRY_AFTER_CHECKPOINT, preempted.output[-4000:]
+    step = int(re.search(r"interrupted at step (\d+): checkpoint saved", preempted.output).group(1))
+    checkpoint = f"{store}/runs/fsdp-preempted/checkpoints/step-{step:06d}"
+    assert fs.exists(f"{checkpoint}/pytorch_model_fsdp_0/__1_0.distcp"), fs.find(checkpoint)  # rank 1's shard
+
+    resumed = Launcher(spec, cache, "--stage", "train")
+    assert resumed.wait() == 0, resumed.output[-4000:]
+    assert int(re.search(r"resuming from .*step-(\d+)", resumed.output).group(1)) == step
+    losses, expected = step_losses(fs, store, "fsdp-preempted"), step_losses(fs, store, "fsdp-reference")
+    assert sorted(losses) == sorted(expected) == list(range(1, MAX_STEPS + 1))
+    for later in (s for s in expected if s > step):
+        assert losses[later] == pytest.approx(expected[later], rel=1e-3, abs=1e-4), f"step {later}"
+
+    model_dir = tmp_path / "model"
+    fs.get(f"{store}/runs/fsdp-preempted/model/", str(model_dir), recursive=True)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    assert sum(p.numel() for p in model.parameters()) > 20_000_000  # all of MiniLM, not one shard

@@ -3,8 +3,8 @@ reaches the loss of fp32 training, and gradient checkpointing lowers peak GPU me
 the real train entrypoint in-process on the quickstart data with the pretrained MiniLM, so the
 memory is read with torch's own allocator statistics.
 
-Not yet here: an FSDP checkpoint that resumes to the same losses (kubetune's checkpoint protocol
-does not yet upload every rank's shard; see the README's speed section)."""
+The third GPU check, an FSDP run that resumes from its sharded checkpoint to the same losses,
+needs two GPUs and the launcher's local gang: tests/e2e/test_local_recovery.py."""
 
 from __future__ import annotations
 
