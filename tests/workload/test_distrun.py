@@ -9,7 +9,7 @@ import pytest
 
 from kubetune.contract.names import DISTRUN_MODULE
 from kubetune.workload.entrypoints.distrun import merge_exit_codes
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT, EXIT_STORE_UNAVAILABLE
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,8 @@ from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPO
         ([EXIT_RETRY_AFTER_CHECKPOINT, -15], EXIT_RETRY_AFTER_CHECKPOINT),
         ([EXIT_RETRY_AFTER_CHECKPOINT, EXIT_BAD_INPUT], EXIT_RETRY_AFTER_CHECKPOINT),
         ([-9], 1),
+        ([EXIT_STORE_UNAVAILABLE, -15], EXIT_STORE_UNAVAILABLE),  # the store stayed unreachable: retried
+        ([EXIT_STORE_UNAVAILABLE, EXIT_BAD_INPUT], 1),
     ],
 )
 def test_merge_exit_codes(codes, expected):
