@@ -268,6 +268,24 @@ class StorageSpec(Strict):
         return value
 
 
+# Parts of a spec that define what a run computes; storage, resources and image may change
+# between attempts of the same run (a retried pod on another node pool).
+RUN_DEFINING = ("task", "model", "data", "train")
+# train fields that say how a run is kept and supervised, not what it computes: an attempt may
+# change them (keep more checkpoints, wait longer for a lost peer) without becoming another run.
+OPERATIONAL_TRAIN_FIELDS = ("keep_checkpoints", "keep_checkpoints_after_success", "max_restarts",
+                            "collective_timeout_seconds")
+
+
+def run_defining(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a spec (as `JobSpec.model_dump(mode="json")` or a stored spec.yaml) that
+    define what its run computes: RUN_DEFINING, without the operational train fields."""
+    parts = {key: spec.get(key) for key in RUN_DEFINING}
+    if isinstance(parts["train"], dict):
+        parts["train"] = {k: v for k, v in parts["train"].items() if k not in OPERATIONAL_TRAIN_FIELDS}
+    return parts
+
+
 class JobSpec(Strict):
     """A fine-tuning job: what to train, on what, how, and where results go."""
 

@@ -16,10 +16,9 @@ import tempfile
 import datasets
 
 from kubetune.contract.layout import RunLayout, run_layout
-from kubetune.contract.spec import JobSpec, SpecError
+from kubetune.contract.spec import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.registry import Registry
 from kubetune.storage import COMMIT_MARKER, Store
-from kubetune.workload.lineage import RUN_DEFINING
 from kubetune.workload.model_source import local_model_dir
 from kubetune.workload.splits import load_test_split
 from kubetune.workload.tasks import Evaluation, Task, get_task
@@ -63,10 +62,10 @@ def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str
         return layout.eval_metrics, layout.eval_report
     import yaml
 
-    stored = yaml.safe_load(store.read_text(layout.spec)) or {}
-    current = spec.model_dump(mode="json")
-    changed = [k for k in RUN_DEFINING if k != "data" and stored.get(k) != current.get(k)]
-    stored_data, data = dict(stored.get("data") or {}), dict(current.get("data") or {})
+    stored = run_defining(yaml.safe_load(store.read_text(layout.spec)) or {})
+    current = run_defining(spec.model_dump(mode="json"))
+    changed = [k for k in RUN_DEFINING if k != "data" and stored[k] != current[k]]
+    stored_data, data = dict(stored["data"] or {}), dict(current["data"] or {})
     changed += [f"data.{k}" for k in sorted(set(stored_data) | set(data))
                 if k not in EVAL_FREE and stored_data.get(k) != data.get(k)]
     if changed:

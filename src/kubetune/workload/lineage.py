@@ -22,15 +22,12 @@ from typing import Any
 
 import fsspec
 
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec import JobSpec, run_defining
 from kubetune.storage import Store
 from kubetune.workload.data import SplitFiles, pin_split_files, rows_read, split_files
 
 # The spec's data fields that name files, in the order they are recorded.
 SPLIT_FIELDS = ("train", "validation", "test")
-# Parts of a spec that define what a run computes (as `training.RUN_DEFINING`, which this
-# mirrors without importing the training stack).
-RUN_DEFINING = ("task", "model", "data", "train")
 # Files of a model folder whose content is hashed (config and weights index); the rest are
 # recorded by name and size.
 MODEL_HASHED = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json", "adapter_config.json")
@@ -87,8 +84,7 @@ def data_fingerprint(records: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def spec_hash(spec: JobSpec) -> str:
-    data = spec.model_dump(mode="json")
-    return hashlib.sha256(json.dumps({k: data.get(k) for k in RUN_DEFINING}, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(run_defining(spec.model_dump(mode="json")), sort_keys=True).encode()).hexdigest()
 
 
 def model_record(store: Store, uri: str, revision: str | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import yaml
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.names import ENV_WORKDIR
-from kubetune.contract.spec import JobSpec, SpecError
+from kubetune.contract.spec import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.storage import Store
 from kubetune.workload.data import unpin_split_files
 from kubetune.workload.lineage import build_lineage, resolve_data
@@ -36,11 +36,6 @@ from kubetune.workload.tasks import get_task
 
 log = logging.getLogger("kubetune.train")
 
-# Parts of a spec that define what a run computes; storage, resources and image may change
-# between attempts of the same run (e.g. a retried pod on another node pool).
-RUN_DEFINING = ("task", "model", "data", "train")
-
-
 def workdir_for(job: str) -> Path:
     """Local scratch for Trainer output: ENV_WORKDIR (an emptyDir in a pod), else /tmp."""
     root = Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / "kubetune-work")
@@ -53,9 +48,9 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
     """A run folder belongs to one spec: refuse to mix a different configuration into it."""
     if not store.exists(layout.spec):
         return
-    stored = yaml.safe_load(store.read_text(layout.spec)) or {}
-    current = spec.model_dump(mode="json")
-    changed = [k for k in RUN_DEFINING if stored.get(k) != current.get(k)]
+    stored = run_defining(yaml.safe_load(store.read_text(layout.spec)) or {})
+    current = run_defining(spec.model_dump(mode="json"))
+    changed = [k for k in RUN_DEFINING if stored[k] != current[k]]
     if changed:
         raise SpecError(
             f"{store.url(layout.spec)}: run {spec.name!r} already exists with a different {', '.join(changed)}; "
