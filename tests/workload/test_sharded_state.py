@@ -107,19 +107,14 @@ dist.destroy_process_group()
 '''
 
 
-def test_rank_files_are_the_rank_s_own():
-    from pathlib import Path
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name in ("rng_state_1.pth", "rng_state_10.pth", "pytorch_model_fsdp_0/__1_0.distcp",
-                     "pytorch_model_fsdp_0/__10_0.distcp", "pytorch_model_fsdp_0/.metadata",
-                     "optimizer_0/__1_0.distcp", "pytorch_model_fsdp_0_rank1.bin", "trainer_state.json"):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text("x")
-        assert rank_files(folder, 1) == ["optimizer_0/__1_0.distcp", "pytorch_model_fsdp_0/__1_0.distcp",
-                                         "pytorch_model_fsdp_0_rank1.bin", "rng_state_1.pth"]
+def test_rank_files_are_the_rank_s_own(tmp_path):
+    for name in ("rng_state_1.pth", "rng_state_10.pth", "pytorch_model_fsdp_0/__1_0.distcp",
+                 "pytorch_model_fsdp_0/__10_0.distcp", "pytorch_model_fsdp_0/.metadata",
+                 "optimizer_0/__1_0.distcp", "pytorch_model_fsdp_0_rank1.bin", "trainer_state.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert rank_files(tmp_path, 1) == ["optimizer_0/__1_0.distcp", "pytorch_model_fsdp_0/__1_0.distcp",
+                                       "pytorch_model_fsdp_0_rank1.bin", "rng_state_1.pth"]
     assert shares_rank0_disk(3, 3) and not shares_rank0_disk(4, 0)
 
 
