@@ -155,4 +155,3 @@ def test_spec_and_storage_errors_are_user_errors():
     """Entrypoints and the CLI map `UserError` (and only it) to exit code 2."""
     assert issubclass(SpecError, UserError)
     assert issubclass(StorageError, UserError)
-

@@ -13,8 +13,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.sharded_state import rank_files, shares_rank0_disk

@@ -39,17 +39,12 @@ def shares_rank0_disk(process_index: int, local_process_index: int) -> bool:
     return process_index == local_process_index
 
 
-def consolidated_state_dict(model: Any) -> dict[str, Any]:
-    """The full weights of a (possibly sharded) model, on CPU, on rank 0; an empty dict on
-    the other ranks. Collective: every rank must call it."""
+def save_consolidated(model: Any, folder: Path, is_main: bool) -> None:
+    """Gather a sharded model's full weights (on CPU, on rank 0; the other ranks get none) and
+    save them on rank 0 as a normal HF folder (a PEFT model saves its adapter from the gathered
+    weights). Collective: every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def save_consolidated(model: Any, folder: Path, is_main: bool) -> None:
-    """Gather a sharded model and save it on rank 0 as a normal HF folder (a PEFT model saves
-    its adapter from the gathered weights). Collective: every rank must call it."""
-    state = consolidated_state_dict(model)
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main:
         model.save_pretrained(str(folder), state_dict=state)

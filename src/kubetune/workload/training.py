@@ -122,7 +122,7 @@ def finish(run: Run, trained: Trained) -> None:
     trainer, result = trained.trainer, trained.result
     drain(trainer)  # checkpoints and metrics queued for upload land before the model commits
     out = run.workdir / "model"
-    if getattr(trainer, "is_fsdp_enabled", False):  # save_model writes no weights for sharded state
+    if trainer.is_fsdp_enabled:  # save_model writes no weights for sharded state
         from kubetune.workload.sharded_state import save_consolidated
 
         save_consolidated(trainer.accelerator.unwrap_model(trainer.model), out, run.is_main)
