@@ -77,9 +77,9 @@ def bench_checkpoint_stall(endpoint: str, work: Path, steps: int) -> dict[str, f
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from kubetune.contract.layout import RunLayout
-    from kubetune.quickstart import copy_model
+    from kubetune.launch.quickstart import copy_model
     from kubetune.storage import Store
-    from kubetune.workload.checkpoint import Uploader, publish_checkpoint
+    from kubetune.workload.checkpointing.protocol import Uploader, publish_checkpoint
 
     model_dir = copy_model(work / "minilm")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -144,10 +144,10 @@ def bench_streaming(endpoint: str, work: Path, batches: int) -> dict[str, float]
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from kubetune.contract.spec import validate_spec
+    from kubetune.contract.spec.job import validate_spec
     from kubetune.storage import Store
-    from kubetune.workload.data import split_files
-    from kubetune.workload.streaming import StreamingTrainData, list_pieces, stream_loader
+    from kubetune.workload.data.tables import split_files
+    from kubetune.workload.data.streaming import StreamingTrainData, list_pieces, stream_loader
     from kubetune.workload.tasks import get_task
 
     store = Store(f"s3://{BUCKET}/stream", endpoint_url=endpoint)

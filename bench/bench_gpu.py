@@ -117,9 +117,9 @@ def _rate(clock, batch: int) -> float:
 def kubetune_trainer(case: ModelCase, store: Path, gc: bool, fsdp: bool, work: Path):
     """The real train path: spec -> setup -> build_trainer, saving and evaluation off."""
     from kubetune.contract.names import ENV_WORKDIR
-    from kubetune.contract.spec import load_spec
-    from kubetune.workload.trainer_setup import build_trainer
-    from kubetune.workload.training import setup
+    from kubetune.contract.spec.job import load_spec
+    from kubetune.workload.trainer.build import build_trainer
+    from kubetune.workload.stages.training import setup
 
     columns = {"text": "text"} if case.task == "text-classification" else {"prompt": "prompt", "response": "response"}
     train = {"max_steps": case.steps, "batch_size": case.batch, "max_seq_length": case.max_length,
@@ -184,7 +184,7 @@ def measure(case: ModelCase, variant: str, store: Path, gc: bool, params: int, m
     trainer.add_callback(clock)
     trainer.train()
     if variant.startswith("kubetune"):
-        from kubetune.workload.resume import drain
+        from kubetune.workload.checkpointing.resume import drain
 
         drain(trainer)
     samples = _rate(clock, case.batch) * (int(os.environ.get("WORLD_SIZE", "1")))

@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 
 def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> float:
-    from kubetune.contract.spec import load_spec
+    from kubetune.contract.spec.job import load_spec
     from kubetune.contract.names import ENV_WORKDIR
-    from kubetune.workload.training import setup
-    from kubetune.workload.trainer_setup import build_trainer
+    from kubetune.workload.stages.training import setup
+    from kubetune.workload.trainer.build import build_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kt-"))
     root = tmp / "store"
@@ -67,7 +67,7 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> floa
     clock = StepClock.make()
     trainer.add_callback(clock)
     trainer.train()
-    from kubetune.workload.resume import drain
+    from kubetune.workload.checkpointing.resume import drain
 
     drain(trainer)  # metrics uploads still queued would retry into the removed store for minutes
     shutil.rmtree(tmp, ignore_errors=True)
@@ -160,7 +160,7 @@ def main() -> None:
                         help="run the variants this many times, alternating, and report each one's median "
                              "(a 30-step run on 2 shared cores varies by up to 25%% from one run to the next)")
     args = parser.parse_args()
-    from kubetune.quickstart import copy_model
+    from kubetune.launch.quickstart import copy_model
 
     model_dir = copy_model(Path(tempfile.mkdtemp(prefix="bench-model-")) / "minilm")
     print(f"torch threads {torch.get_num_threads()} | {args.samples} samples | batch {args.batch_size} | {args.data}")

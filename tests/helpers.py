@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, env: dict | None = None, timeout: float = 1800):
     """Run `kubetune ...` as a real child process (as a user would)."""
     return subprocess.run(
-        [sys.executable, "-m", "kubetune.cli", *args],
+        [sys.executable, "-m", "kubetune.cli.main", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

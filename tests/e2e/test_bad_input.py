@@ -3,7 +3,6 @@ loaded, and nothing stored is written or changed."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -14,9 +13,7 @@ from kubetune.contract.exitcodes import EXIT_STORE_UNAVAILABLE
 
 from helpers import run_cli
 
-ROWS = "".join(f"{'good' if i % 2 else 'bad'} movie number {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(40))
-
-HEAD = "".join(ROWS.splitlines(keepends=True)[:10])
+from helpers_bad_input import _DELETE, HEAD, ROWS, base_job, mutate, tree_digest
 
 
 @pytest.fixture(scope="module")
@@ -41,38 +38,6 @@ def store(tmp_path_factory, minilm_dir) -> Path:
     return root
 
 
-def base_job(store: Path, name: str) -> dict:
-    return {
-        "name": name,
-        "model": {"source": "models/all-MiniLM-L6-v2"},
-        "data": {"train": "datasets/toy/train.tsv", "test": "datasets/toy/test.tsv"},
-        "train": {"epochs": 1, "batch_size": 8, "max_seq_length": 32},
-        "storage": {"root": str(store)},
-    }
-
-
-def tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def mutate(job: dict, path: str, value) -> dict:
-    node = job
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    if value is _DELETE:
-        node.pop(keys[-1], None)
-    else:
-        node[keys[-1]] = value
-    return job
-
-
-_DELETE = object()
 
 CASES = [
     # (id, field path, value, expected fragment of the one-line error)

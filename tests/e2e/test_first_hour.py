@@ -183,7 +183,7 @@ def test_an_interrupted_local_run_says_how_to_resume_and_keeps_its_checkpoint(qu
 
     from helpers import REPO
 
-    args = [sys.executable, "-m", "kubetune.cli", "run", "jobs/quickstart.yaml", "--local",
+    args = [sys.executable, "-m", "kubetune.cli.main", "run", "jobs/quickstart.yaml", "--local",
             "--set", f"storage.root={quickstart_root}", "--set", "name=qs-sigterm", *TINY,
             "--set", "train.max_steps=10", "--set", "train.checkpoint_every=null", "--set", "train.logging_steps=1"]
     # No checkpoint_every: evaluation and saving per epoch, the schedule whose epoch end, reached
@@ -234,7 +234,7 @@ def _predict(cwd: Path, run_args: list[str], *extra: str):
 
     args = [a if a != "jobs/quickstart.yaml" else str(REPO / a) for a in run_args]
     args = [a for a in args if a not in ("--stage", "train")]
-    return subprocess.run([sys.executable, "-m", "kubetune.cli", *args, "--stage", "predict",
+    return subprocess.run([sys.executable, "-m", "kubetune.cli.main", *args, "--stage", "predict",
                            "--input", "datasets/quickstart/test.tsv", *extra],
                           cwd=cwd, capture_output=True, text=True, timeout=900, env=dict(os.environ))
 
@@ -327,4 +327,4 @@ def test_overwrite_removes_kubetune_parts_and_keeps_the_users(tmp_path, clean_ru
     assert {name: (out / name).read_bytes() for name in users} == users
     record = json.loads((out / PREDICTIONS_OWNER_FILE).read_text())
     assert record == {"job": "qs-other", "parts": ["part-00000.jsonl"]}
-    # A user's file where a part would go is refused before the model loads: tests/workload/test_predict_owner.py.
+    # A user's file where a part would go is refused before the model loads: tests/workload/stages/test_prediction_owner.py.

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from helpers import run_cli
-from test_bad_input import ROWS, base_job, mutate, tree_digest
+from helpers_bad_input import ROWS, base_job, mutate, tree_digest
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -325,7 +325,7 @@ HOLD_LEASE = """
 import sys, time
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store
-from kubetune.workload.lease import RunLease
+from kubetune.workload.checkpointing.lease import RunLease
 RunLease(Store(sys.argv[1]), RunLayout(sys.argv[2]), 3, holder="holder-process").acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -359,7 +359,7 @@ def test_concurrent_run_of_one_job_is_refused_naming_the_holder(store, tmp_path)
 def test_evaluate_refuses_a_spec_the_run_was_not_trained_with(store, tmp_path):
     """`runs/finished/` was trained with another spec: evaluating it with this one would put
     scores of different settings into its eval/metrics.json."""
-    from kubetune.contract.spec import validate_spec
+    from kubetune.contract.spec.job import validate_spec
 
     trained_with = validate_spec(mutate(base_job(store, "finished"), "train.learning_rate", 1e-3))
     (store / "runs" / "finished" / "spec.yaml").write_text(trained_with.to_yaml())

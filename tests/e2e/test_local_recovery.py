@@ -40,13 +40,13 @@ STEP_LINE = re.compile(r"kubetune: step (\d+)/")
 
 
 class Launcher(LineProcess):
-    """`python -m kubetune.cli run SPEC --local` with its output collected line by line (with
+    """`python -m kubetune.cli.main run SPEC --local` with its output collected line by line (with
     the time each line arrived)."""
 
     def __init__(self, spec: Path, cache: Path, *extra: str) -> None:
         env = {**os.environ, **SMALL_CPU_ENV, "PYTHONUNBUFFERED": "1", kn.ENV_CACHE: str(cache),
                kn.ENV_PROGRESS_INTERVAL: "0"}  # every step line: the tests wait for given steps
-        super().__init__([sys.executable, "-m", "kubetune.cli", "run", str(spec), "--local", *extra], env)
+        super().__init__([sys.executable, "-m", "kubetune.cli.main", "run", str(spec), "--local", *extra], env)
 
     def index_of(self, line: str) -> int:
         return next(i for i, (_, text) in enumerate(self.lines) if text == line)

@@ -14,7 +14,7 @@ from helpers import REPO
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE
 from kubetune.contract.layout import RunLayout
-from kubetune.quickstart import make_reviews
+from kubetune.launch.quickstart import make_reviews
 from kubetune.registry import Registry
 from kubetune.storage import Store
 
@@ -90,10 +90,10 @@ def test_bad_retrain_input_is_one_line_and_current_stays(job, tmp_path, override
 def test_validate_data_checks_a_retrain_jobs_gate_labels(job):
     """`kubetune validate --data`'s check (in process here) refuses the same gate sets, with labels
     inferred from the train files' label column, and passes a gate with every label."""
-    from kubetune.contract.spec import load_spec
-    from kubetune.workload.data import unpin_split_files
+    from kubetune.contract.spec.job import load_spec
+    from kubetune.workload.data.tables import unpin_split_files
     from kubetune.workload.errors import DataError
-    from kubetune.workload.preflight import check_job
+    from kubetune.workload.stages.preflight import check_job
 
     spec_file, _ = job
     try:

@@ -11,9 +11,9 @@ import yaml
 
 from helpers import REPO
 from kubetune.contract import names as kn
-from kubetune.contract.spec import load_spec
+from kubetune.contract.spec.job import load_spec
 from kubetune.launch.render import render_objects
-from kubetune.quickstart import make_reviews
+from kubetune.launch.quickstart import make_reviews
 
 
 def test_cronjob_pods_name_their_run_after_their_job():

@@ -36,7 +36,7 @@ def one_error_line(result) -> str:
 
 def test_train_stage_refuses_before_the_model_loads(tmp_path):
     """One stage process (each costs seconds of imports); the same check refuses train.fsdp and
-    train.quantization in tests/workload/test_speed.py, in process."""
+    train.quantization in tests/workload/model/test_speed.py, in process."""
     line = one_error_line(run_entrypoint("train", job_file(tmp_path, attention="flash_attention_2")))
     assert "train.attention: " in line and "CUDA" in line, line
     assert "model.source" not in line and "nonexistent" not in line  # the model folder was never looked at

@@ -143,7 +143,7 @@ def test_wandb_without_a_key_is_one_line_before_training(local_store, tmp_path):
     spec_file = tmp_path / "nokey.yaml"
     spec_file.write_text(yaml.safe_dump(job))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    result = subprocess.run([sys.executable, "-m", "kubetune.cli", "run", str(spec_file), "--local"],
+    result = subprocess.run([sys.executable, "-m", "kubetune.cli.main", "run", str(spec_file), "--local"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2, (result.stdout[-2000:], result.stderr[-2000:])
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]

@@ -30,7 +30,7 @@ class RunLayout:
 
     @property
     def lease(self) -> str:
-        """The one writer's lease (holder, expiry): `kubetune.workload.lease`."""
+        """The one writer's lease (holder, expiry): `kubetune.workload.checkpointing.lease`."""
         return self._p("LEASE.json")
 
     @property

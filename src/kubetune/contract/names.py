@@ -3,7 +3,7 @@
 The launcher renders these into manifests (or local processes) and the pod reads them back, so
 a name defined twice is a name that can drift. Nothing outside `kubetune.contract` spells a
 `KUBETUNE_*` variable, an in-pod path, a label key or an entrypoint module as a literal; a test
-(`tests/contract/test_contract_names.py`) scans `src/` to keep it that way.
+(`tests/project/test_contract_names.py`) scans `src/` to keep it that way.
 
 Pure constants: no imports beyond the standard library, so both sides can load it for free.
 """

@@ -45,7 +45,7 @@ from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.local_gang import LocalProcess, run_processes
 
 __all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]

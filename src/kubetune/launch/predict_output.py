@@ -20,7 +20,7 @@ import fsspec
 
 from kubetune.contract.errors import SpecError
 from kubetune.contract.names import PREDICTIONS_OWNER_FILE
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 from kubetune.storage import Store
 
 OWNER_FILE = PREDICTIONS_OWNER_FILE

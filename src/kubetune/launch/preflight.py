@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 
 
 def check_data(spec: JobSpec, timeout: float = 1800) -> tuple[int, str]:

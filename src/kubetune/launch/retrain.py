@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.local import plan_stage, run_processes
 
 # Any valid schedule: only the rendered jobTemplate is used.

@@ -16,7 +16,7 @@ import jsonschema
 from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
-from kubetune.contract.spec import SpecError
+from kubetune.contract.spec.job import SpecError
 
 # The oldest version we render for: podFailurePolicy, podReplacementPolicy and the pods'
 # completion-index label (names.COMPLETION_INDEX_KEY) are beta and on by default from 1.29.

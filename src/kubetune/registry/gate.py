@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from kubetune.contract.errors import UserError
-from kubetune.contract.spec_retrain import PromotionSpec
+from kubetune.contract.spec.retrain import PromotionSpec
 
 
 class GateError(UserError):

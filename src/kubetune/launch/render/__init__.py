@@ -57,7 +57,7 @@ import yaml
 
 from kubetune.contract import names as kn
 from kubetune.contract.model_ref import check_model_ref
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
 from kubetune.launch.render.network import headless_service, network_policy

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.spec import JobSpec, SpecError
+from kubetune.contract.spec.job import JobSpec, SpecError
 from kubetune.launch.render.naming import Names
 from kubetune.launch.render.pod import (
     common_labels,

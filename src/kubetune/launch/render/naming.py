@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kubetune.contract.spec import JobSpec, SpecError
+from kubetune.contract.spec.job import JobSpec, SpecError
 
 # Pod names (`<job>-<index>-xxxxx`) and hostnames must stay DNS labels: 63 characters.
 MAX_LABEL = 63

@@ -12,7 +12,7 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.profiles import default_cpu, default_memory
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.naming import Names
 
 # The user the images run as (docker/Dockerfile); high, so it matches no host user.

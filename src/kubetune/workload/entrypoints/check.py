@@ -10,9 +10,9 @@ import logging
 import sys
 
 from kubetune.contract.names import CHECK_MODULE
-from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.preflight import check_job
+from kubetune.workload.stages.preflight import check_job
 
 
 @entrypoint

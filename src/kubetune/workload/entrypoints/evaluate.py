@@ -10,9 +10,9 @@ import logging
 import sys
 
 from kubetune.contract.names import EVALUATE_MODULE
-from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.evaluation import run_evaluation
+from kubetune.workload.stages.evaluation import run_evaluation
 
 
 @entrypoint

@@ -1,7 +1,7 @@
 """Batch prediction: predict every row of --input with the run's committed model into --output.
 
 `python -m <names.PREDICT_MODULE> --spec FILE --input URI --output URI [--format jsonl|parquet]`.
-Ranks split the input (see `kubetune.workload.prediction`). Exit codes: 0 done, 2 a user error.
+Ranks split the input (see `kubetune.workload.stages.prediction`). Exit codes: 0 done, 2 a user error.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import logging
 import sys
 
 from kubetune.contract.names import PREDICT_MODULE
-from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.prediction import run_prediction
+from kubetune.workload.stages.prediction import run_prediction
 
 
 @entrypoint

@@ -12,9 +12,9 @@ import logging
 import sys
 
 from kubetune.contract.names import PROMOTE_MODULE
-from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.retraining import promote_run
+from kubetune.workload.stages.retraining import promote_run
 
 
 @entrypoint

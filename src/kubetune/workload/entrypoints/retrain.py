@@ -16,9 +16,9 @@ import os
 import sys
 
 from kubetune.contract.names import ENV_RUN, RETRAIN_MODULE
-from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.retraining import default_run_name, run_retrain
+from kubetune.workload.stages.retraining import default_run_name, run_retrain
 
 
 @entrypoint

@@ -10,9 +10,9 @@ import logging
 import sys
 
 from kubetune.contract.names import TRAIN_MODULE
-from kubetune.workload.arguments import load_spec_from, spec_parser
+from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
 from kubetune.workload.errors import entrypoint
-from kubetune.workload.training import run_training
+from kubetune.workload.stages.training import run_training
 
 
 @entrypoint

@@ -3,7 +3,7 @@ is instantiated from a dotted path in user YAML."""
 
 from __future__ import annotations
 
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 from kubetune.workload.tasks.base import Evaluation, Prepared, Task
 
 
@@ -26,7 +26,7 @@ def _registry() -> dict[str, type[Task]]:
 def get_task(spec: JobSpec) -> Task:
     registry = _registry()
     if spec.task not in registry:
-        from kubetune.contract.spec import SpecError
+        from kubetune.contract.spec.job import SpecError
 
         raise SpecError(f"task: {spec.task!r} is not available in this build (available: {', '.join(registry)})")
     return registry[spec.task](spec)

@@ -12,13 +12,13 @@ from typing import Any, TYPE_CHECKING
 
 import datasets
 
-from kubetune.contract.spec import JobSpec
+from kubetune.contract.spec.job import JobSpec
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
-    from kubetune.workload.data import Splits
+    from kubetune.workload.data.tables import Splits
 
 
 @dataclass
@@ -67,13 +67,13 @@ class Task(abc.ABC):
 
     def columns(self) -> dict[str, str | None]:
         """Role -> column for the roles this task reads (None: role not used)."""
-        from kubetune.contract.spec import TASK_COLUMNS
+        from kubetune.contract.spec.job import TASK_COLUMNS
 
         return {role: self.spec.column(role) for role in TASK_COLUMNS[self.spec.task]}
 
     def check_spec(self) -> None:
         """Task-level spec checks that need the task's own knowledge (metric names)."""
-        from kubetune.contract.spec import SpecError
+        from kubetune.contract.spec.job import SpecError
 
         train = self.spec.train
         for where, metric in (("train.metric", train.metric),
@@ -151,7 +151,7 @@ class Task(abc.ABC):
         """Predictions with scores for `rows`, one dict per row in order. The default runs the
         model forward over `prepare_inputs` and hands the logits to `format_predictions`;
         generative tasks override this to generate text."""
-        from kubetune.workload.inference import forward_batches
+        from kubetune.workload.model.inference import forward_batches
 
         features = self.prepare_inputs(rows, tokenizer, labels)
         outputs = forward_batches(model, features, self.collator(tokenizer), batch_size)

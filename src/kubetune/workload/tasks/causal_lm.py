@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
-    from kubetune.workload.data import Splits
+    from kubetune.workload.data.tables import Splits
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant")
@@ -80,7 +80,7 @@ class CausalLM(Task):
 
     def check_spec(self) -> None:
         super().check_spec()
-        from kubetune.contract.spec import SpecError
+        from kubetune.contract.spec.job import SpecError
 
         if self.spec.train.freeze.encoder:
             raise SpecError(
@@ -269,7 +269,7 @@ class CausalLM(Task):
         """The assistant's reply per row; `score` is the mean log-probability per generated token."""
         from transformers import DataCollatorWithPadding
 
-        from kubetune.workload.inference import generate_batches
+        from kubetune.workload.model.inference import generate_batches
 
         features = self.prepare_inputs(rows, tokenizer, labels)
         tokenizer.padding_side = "left"  # generation continues from the prompt's last token

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
-    from kubetune.workload.data import Splits
+    from kubetune.workload.data.tables import Splits
 
 
 def _label_names(values: list[Any]) -> list[str]:
@@ -108,7 +108,7 @@ class TextClassification(Task):
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorWithPadding
 
-        from kubetune.workload.devices import pad_multiple
+        from kubetune.workload.model.devices import pad_multiple
 
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())  # 8 on GPUs only
 

@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
-    from kubetune.contract.spec import JobSpec
-    from kubetune.workload.data import Splits
+    from kubetune.contract.spec.job import JobSpec
+    from kubetune.workload.data.tables import Splits
 
 EXTRA_COLUMNS = ("example_id", "offset_mapping")
 

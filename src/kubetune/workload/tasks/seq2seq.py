@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedModel, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
-    from kubetune.contract.spec import JobSpec
-    from kubetune.workload.data import Splits
+    from kubetune.contract.spec.job import JobSpec
+    from kubetune.workload.data.tables import Splits
 
 METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "loss")
 EXAMPLES_IN_REPORT = 5
@@ -171,7 +171,7 @@ class Seq2Seq(Task):
         """Generated text per row; `score` is the mean log-probability per generated token."""
         from transformers import DataCollatorWithPadding
 
-        from kubetune.workload.inference import generate_batches
+        from kubetune.workload.model.inference import generate_batches
 
         features = self.prepare_inputs(rows, tokenizer, labels)
         gen = self.spec.generation

@@ -1,0 +1,225 @@
+"""`kubetune submit / status / logs / cancel / list`: the cluster verbs of the command line.
+
+Kept apart from `cli.py` so the cluster code (and the `kubernetes` client) loads only when a
+cluster verb runs. The cluster code returns data and iterators of notes; this module prints
+them. API failures print one line on stderr and exit 1; a bad spec exits 2 (the SpecError
+reaches `cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Generator, Iterator
+
+from kubetune.contract import names as kn
+
+EXIT_CLUSTER_ERROR = 1
+# What `--stage` means, shared by render, run and submit.
+STAGE_HELP = "which Jobs: train, evaluate (after training completed)"
+
+
+def _cluster_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster")
+    group.add_argument("-n", "--namespace", help="namespace (default: the spec's kubernetes.namespace, else the kubeconfig context's)")
+    group.add_argument("--context", help="kubeconfig context (default: the current context)")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in a pod: its service account)")
+
+
+def _connect(args: argparse.Namespace, namespace: str | None = None) -> Any:
+    from kubetune.launch.cluster import connect
+
+    return connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace or namespace)
+
+
+def _one_line_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapper(args: argparse.Namespace) -> int:
+        from kubetune.launch.cluster import ClusterError
+
+        try:
+            return func(args)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CLUSTER_ERROR
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def say(notes: Generator[Any, None, Any] | Iterator[Any]) -> int:
+    """Print what the cluster code reports, as it comes (log lines on stdout, notes about
+    waiting and failures on stderr); the exit code is the iterator's return value (0 if none)."""
+    while True:
+        try:
+            note = next(notes)
+        except StopIteration as stop:
+            return stop.value or 0
+        print(note.text, file=sys.stderr if note.err else sys.stdout, flush=True)
+
+
+def submit(cluster: Any, job: str, stages: list[list[dict[str, Any]]], source: str = "<job.yaml>", **options: Any) -> int:
+    """Plan the submission, show the plan when it is a dry run, then apply it."""
+    from kubetune.launch.cluster.submit import apply, plan_submit
+
+    plan = plan_submit(cluster, job, stages, source=source, **options)
+    if plan.dry_run:
+        print(f"plan for {job} in namespace {plan.namespace} (server dry run):")
+        print("\n".join(f"  {line}" for line in plan.lines()), flush=True)
+    try:
+        return say(apply(cluster, plan))
+    except KeyboardInterrupt:
+        print(f"stopped following {job}; it keeps running on the cluster "
+              f"(`kubetune status {job}`, `kubetune cancel {job}`)", file=sys.stderr)
+        raise
+
+
+@_one_line_errors
+def cmd_submit(args: argparse.Namespace) -> int:
+    from kubetune.contract.spec.job import load_spec
+    from kubetune.launch.render import render_objects
+
+    spec = load_spec(args.job, args.overrides)
+    if args.model is not None and args.stage != kn.STAGE_EVALUATE:
+        print(f"error: --model belongs to --stage {kn.STAGE_EVALUATE} (training makes its own model)", file=sys.stderr)
+        return 2
+    if args.schedule:
+        if args.wait:
+            print("error: --wait follows one run; a --schedule submits a CronJob", file=sys.stderr)
+            return 2
+        stages = [render_objects(spec, stage=kn.STAGE_TRAIN, schedule=args.schedule)]
+    elif args.stage == kn.STAGE_ALL:
+        stages = [render_objects(spec, stage=kn.STAGE_TRAIN), render_objects(spec, stage=kn.STAGE_EVALUATE)]
+    else:
+        stages = [render_objects(spec, stage=args.stage, model=args.model)]
+    cluster = _connect(args, spec.kubernetes.namespace)
+    # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
+    reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == kn.STAGE_EVALUATE else ()
+    return submit(cluster, spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait,
+                  reuse=reuse, source=args.job)
+
+
+@_one_line_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    from kubetune.launch.cluster.state import job_status
+
+    from kubetune.cli.runs import progress_lines, status_target
+
+    name, store, namespace = status_target(args.name, args.store, args.endpoint_url)  # NAME or JOB.yaml
+    print(format_status(job_status(_connect(args, namespace), name)))
+    for line in progress_lines(name, store):  # from metrics/train.jsonl
+        print(line)
+    return 0
+
+
+@_one_line_errors
+def cmd_logs(args: argparse.Namespace) -> int:
+    from kubetune.launch.cluster.logs import logs
+
+    return say(logs(_connect(args), args.name, follow_=args.follow, rank=args.rank))
+
+
+@_one_line_errors
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from kubetune.launch.cluster.submit import cancel
+
+    cluster = _connect(args)
+    say(cancel(cluster, args.name, wait=args.wait))
+    print(f"cancelled {args.name} in namespace {cluster.namespace}")
+    return 0
+
+
+@_one_line_errors
+def cmd_list(args: argparse.Namespace) -> int:
+    from kubetune.launch.cluster.state import duration, list_jobs
+
+    cluster = _connect(args)
+    rows = list_jobs(cluster)
+    if not rows:
+        print(f"no kubetune jobs in namespace {cluster.namespace}")
+        return 0
+    lines = [["NAME", "TRAIN", "EVALUATE", "SCHEDULE", "AGE"]]
+    lines += [[r.name, r.train, r.evaluate, r.schedule, duration(r.created)] for r in rows]
+    print(table(lines))
+    return 0
+
+
+def table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, as kubectl prints them."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def format_status(status: Any) -> str:
+    """`kubetune status`: the Jobs' phases, then each Job's pods per completion index."""
+    from kubetune.launch.cluster.state import duration
+
+    lines = [f"job {status.job} in namespace {status.namespace}"]
+    if status.jobs:
+        rows = [["STAGE", "JOB", "PHASE", "COMPLETIONS", "ELAPSED", "REASON"]]
+        for s in status.jobs:
+            rows.append([s.stage, s.name, s.phase, f"{s.succeeded}/{s.completions}", duration(s.started, s.finished),
+                         s.reason or "-"])
+        lines += ["", table(rows)]
+    for s in status.jobs:
+        pods = status.pods.get(s.name) or []
+        lines += ["", f"{s.stage} pods ({s.name}):"]
+        if not pods:
+            lines.append("  (no pods yet)" if not s.done else "  (no pods left)")
+            continue
+        rows = [["INDEX", "POD", "PHASE", "PODS", "RESTARTS", "ELAPSED", "LAST LINE"]]
+        for p in pods:
+            rows.append([str(p.index), p.pod, p.phase, str(p.attempts), str(p.restarts), duration(p.started, p.finished),
+                         p.last_line or "-"])
+        lines.append(table(rows))
+    if status.other:
+        lines += ["", "other objects: " + ", ".join(status.other)]
+    return "\n".join(lines)
+
+
+def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the cluster verbs to `kubetune`'s subcommands."""
+    p = sub.add_parser(
+        "submit",
+        help="create a job's objects on a cluster (--wait: follow training, then evaluation)",
+        description="Render the job and create its objects. Training starts at once; with --wait, "
+        "kubetune follows the train Job, then submits and follows evaluation, and exits 0 only when "
+        "both succeeded. Without --wait, start evaluation later with --stage evaluate.",
+    )
+    add_spec_args(p)
+    p.add_argument("--stage", choices=kn.SUBMIT_STAGES, default=kn.STAGE_ALL,
+                   help=f"{STAGE_HELP}; all (default): train, and with --wait evaluate once training succeeded")
+    p.add_argument("--wait", action="store_true", help="follow the Jobs to their end, streaming their logs")
+    p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, then send it with the server-side dry-run flag; create nothing")
+    p.add_argument("--schedule", metavar="CRON", help='submit scheduled retraining: a CronJob, e.g. "0 3 * * 0"')
+    p.add_argument("--model", default=None, metavar="REF",
+                   help="--stage evaluate: whose model: current, a registry version vNNNN, or a run name")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's phase, pods per completion index, restarts, elapsed time, last log line")
+    p.add_argument("name", help="job name (the spec's `name`), or a JOB.yaml: its name, namespace and store")
+    p.add_argument("--store", default=None, metavar="URI",
+                   help="show training progress read from the run's metrics/train.jsonl in this store "
+                   "(default with a JOB.yaml: its storage.root)")
+    p.add_argument("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for --store")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="the logs of every rank of a job, each line prefixed [rank N]")
+    p.add_argument("name", help="job name (the spec's `name`)")
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the job's Jobs end")
+    p.add_argument("--rank", type=int, metavar="N", help="only completion index (node rank) N")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", help="delete everything a job created (Jobs, pods, Service, ConfigMap, ...)")
+    p.add_argument("name", help="job name (the spec's `name`)")
+    p.add_argument("--wait", action="store_true", help="wait until the objects and their pods are gone")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("list", help="the kubetune jobs in a namespace")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_list)

@@ -1,0 +1,130 @@
+"""`kubetune retrain` and `kubetune models ...`: the model registry from the command line.
+
+`list`, `show` and `rollback` are store operations (`kubetune.registry`, no torch). `promote`
+must score the run and the current version on the gate data, which needs the model stack:
+it runs the promote entrypoint (names.PROMOTE_MODULE) as a local child process, as `kubetune
+run --local` runs pods, rather than trusting numbers a run wrote about itself; the same
+entrypoint is the gating step after a multi-node scheduled run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Callable
+
+from kubetune.contract import names as kn
+from kubetune.contract.errors import UserError
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.spec.job import JobSpec, load_spec
+
+# Gate metrics shown by `models list`, when a version has them.
+LIST_METRICS = ("accuracy", "f1_macro", "f1", "exact_match", "rougeL", "perplexity")
+
+
+def _registry(spec: JobSpec) -> Any:
+    from kubetune.registry import Registry
+    from kubetune.storage import Store
+
+    store = Store.from_spec(spec.storage)
+    store.check_reachable()
+    return Registry(store, spec.name)
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from kubetune.launch.retrain import retrain_local
+
+    spec = load_spec(args.job, args.overrides)
+    if not args.local:
+        print("error: kubetune retrain needs --local (one run on this machine); on a cluster, "
+              "`kubetune render JOB --schedule CRON | kubectl apply -f -` runs it on a schedule", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    code, run = retrain_local(spec)
+    print(f"run:     {run}")
+    return code
+
+
+def _data_size(record: dict[str, Any]) -> int | None:
+    lineage = record.get("lineage") or {}
+    sizes = [f.get("size") or 0 for field, files in (lineage.get("data") or {}).items()
+             if field in ("data.train", "data.validation") for f in files]
+    return sum(sizes) if sizes else None
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job, args.overrides)
+    registry = _registry(spec)
+    current = registry.current()
+    versions = registry.versions()
+    if not versions:
+        print(f"no versions in {registry.store.url(registry.layout.base)}")
+        return 0
+    for record in versions:
+        scores = (record.get("decision") or {}).get("candidate") or {}
+        shown = ", ".join(f"{m} {scores[m]:.4f}" for m in LIST_METRICS if isinstance(scores.get(m), (int, float)))
+        mark = "*" if current and current["version"] == record["version"] else " "
+        size = _data_size(record)
+        print(f"{mark} {record['version']}  {record['created']}  run {record['run']}  {shown or '-'}  "
+              f"data {size if size is not None else '?'} bytes")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job, args.overrides)
+    registry = _registry(spec)
+    name = args.version
+    if name is None:
+        current = registry.current()
+        if current is None:
+            raise UserError(f"{registry.store.url(registry.layout.base)}: no current version yet")
+        name = current["version"]
+    print(json.dumps(registry.version(name), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job, args.overrides)
+    moved = _registry(spec).rollback(args.to)
+    print(f"current: {moved['version']} (was {moved['previous']}; run {moved['run']})")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job, args.overrides)
+    _registry(spec)  # an unreachable store fails here, before the model stack starts
+    with tempfile.TemporaryDirectory(prefix="kubetune-promote-") as tmp:
+        spec_file = os.path.join(tmp, kn.SPEC_KEY)
+        with open(spec_file, "w") as handle:
+            handle.write(spec.to_yaml())
+        argv = [sys.executable, "-m", kn.PROMOTE_MODULE, "--spec", spec_file, "--run", args.run]
+        return subprocess.call(argv + (["--force"] if args.force else []))
+
+
+def add_models_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("retrain", help="one scheduled retrain run now: train if the data changed, promote if better")
+    add_spec_args(p)
+    p.add_argument("--local", action="store_true", help="run on this machine with a local or S3 store")
+    p.set_defaults(func=cmd_retrain)
+
+    models = sub.add_parser("models", help="the job's model registry: list, show, promote, rollback")
+    verbs = models.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("list", help="versions with date, run, gate metrics, data size; * marks CURRENT")
+    add_spec_args(p)
+    p.set_defaults(func=cmd_models_list)
+    p = verbs.add_parser("show", help="one version (default: the current one): gate metrics, decision, lineage")
+    add_spec_args(p)
+    p.add_argument("version", nargs="?", default=None, help="vNNNN (default: current)")
+    p.set_defaults(func=cmd_models_show)
+    p = verbs.add_parser("promote", help="score a finished run against CURRENT on the gate data; promote if better")
+    add_spec_args(p)
+    p.add_argument("run", help="run folder name (runs/RUN/)")
+    p.add_argument("--force", action="store_true", help="promote even if the gate says no (recorded as forced)")
+    p.set_defaults(func=cmd_models_promote)
+    p = verbs.add_parser("rollback", help="point CURRENT back at the previous version (or --to VERSION)")
+    add_spec_args(p)
+    p.add_argument("--to", default=None, metavar="VERSION", help="vNNNN to make current")
+    p.set_defaults(func=cmd_models_rollback)

@@ -1,0 +1,1 @@
+"""The job spec: its pydantic models (`job`, with the `resources:`/`kubernetes:` sections in `kubernetes`, `tracking:` in `tracking`, `retrain:`/`promotion:` in `retrain`, the speed settings of `train:` in `speed`), loading YAML with `--set` overrides and one-line errors (`loading`), and the value checks types cannot express (`checks`)."""

@@ -1,0 +1,261 @@
+"""The cluster sections of a job spec: `resources:` (what a pod asks for) and `kubernetes:`
+(how the job's pods run), and the Kubernetes name and quantity rules they check.
+
+Split from `kubetune.contract.spec.job` (which re-exports these models) so each module stays small;
+a local run ignores both sections. pydantic only: the launcher imports it on a laptop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV
+from kubetune.contract.profiles import PROFILES
+from kubetune.contract.spec.checks import check_annotations, check_tolerations
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variable names whose value is a credential: `*_TOKEN`, `*_KEY`, `*PASSWORD*`, `*SECRET*` (and
+# AWS's access key id and `*CREDENTIAL*`). In `kubernetes.env` such a name must not carry a
+# literal value: the spec is stored with the run, embedded in a ConfigMap and logged.
+SECRET_ENV_NAME = re.compile(r"(^|_)(TOKEN|KEY|KEY_ID)$|PASSWORD|SECRET|CREDENTIAL", re.IGNORECASE)
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+class Strict(BaseModel):
+    """The base of every spec section: an unknown field is an error that names it, never a
+    silently ignored setting, and assignments are validated too. Numbers are strict: `true` is
+    not a batch size of 1, `"3"` is not 3 (pydantic's strict mode; floats still take ints), and
+    `.inf`/`.nan` are refused everywhere (a non-finite learning rate trains NaNs)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+class ResourcesSpec(Strict):
+    """Compute per job. Used by the Kubernetes renderer; a local run ignores what it cannot use."""
+
+    profile: str | None = Field(default=None, description="named preset, e.g. cpu, gpu-1, gpu-8, gpu-8x4")
+    nodes: int = Field(default=1, gt=0)
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
+    memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        """A profile fills every field the spec leaves out; fields the spec sets win."""
+        if isinstance(data, dict) and isinstance(data.get("profile"), str) and data["profile"] in PROFILES:
+            data = {**PROFILES[data["profile"]], **{k: v for k, v in data.items() if v is not None}}
+        return data
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str | None) -> str | None:
+        if name is not None and name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+        return name
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        return _check_quantity(value)
+
+
+def _check_quantity(value: Any) -> Any:
+    """Kubernetes resource quantities: numbers (YAML may give ints) become strings."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a Kubernetes quantity such as 4, 500m or 16Gi (got {value!r})")
+    if isinstance(value, (int, float)):
+        value = str(value)
+    if isinstance(value, str) and not QUANTITY.match(value):
+        raise ValueError(f"must be a Kubernetes quantity such as 4, 500m or 16Gi (got {value!r})")
+    return value
+
+
+class EgressRule(Strict):
+    """One allowed egress destination when `kubernetes.egress` restricts traffic."""
+
+    cidr: str = Field(description="IPv4/IPv6 block, e.g. 10.0.0.0/8 or 203.0.113.7/32")
+    ports: list[int] = Field(default_factory=list, description="TCP ports; empty: every port")
+
+    @field_validator("cidr")
+    @classmethod
+    def _is_cidr(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ValueError(f"must be a CIDR block such as 10.0.0.0/8 (got {value!r})") from None
+
+    @field_validator("ports")
+    @classmethod
+    def _port_range(cls, ports: list[int]) -> list[int]:
+        for port in ports:
+            if not 0 < port < 65536:
+                raise ValueError(f"port {port} is outside 1-65535")
+        return ports
+
+
+class SecretKeyRef(Strict):
+    """One key of a Kubernetes Secret, rendered as `valueFrom.secretKeyRef`: the spec names the
+    Secret, never holds its value."""
+
+    secret: str = Field(description="name of a Secret in the job's namespace")
+    key: str = Field(description="the key inside that Secret")
+    optional: bool = Field(
+        default=False,
+        description="true: the pod starts without the variable when the Secret or key is missing "
+        "(e.g. HF_TOKEN for a model that is public today); false: it waits for the Secret",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _check_dns_subdomain(value) or value
+
+    @field_validator("key")
+    @classmethod
+    def _key_name(cls, value: str) -> str:
+        if not re.match(r"^[-._A-Za-z0-9]+$", value) or len(value) > 253:
+            raise ValueError(f"must be a Secret key: letters, digits, '-', '_' and '.' (got {value!r})")
+        return value
+
+
+def _check_env_name(name: str) -> None:
+    """A variable the user may set: a valid name, and none the rendered pod sets itself."""
+    if not ENV_NAME.match(name):
+        raise ValueError(f"{name!r} is not an environment variable name (letters, digits, '_')")
+    if name.upper().startswith(ENV_PREFIX) or name in RENDERED_ENV:
+        raise ValueError(f"{name}: set by kubetune itself in every pod; choose another name")
+
+
+def _check_dns_subdomain(value: str | None) -> str | None:
+    if value is not None and (len(value) > 253 or not DNS_SUBDOMAIN.match(value)):
+        raise ValueError(f"must be a DNS-1123 name: lowercase letters, digits, '-' and '.' (got {value!r})")
+    return value
+
+
+class KubernetesSpec(Strict):
+    """How the job's pods run on a cluster. A local run ignores this section."""
+
+    namespace: str | None = Field(default=None, description="unset: the namespace kubectl/kubeconfig uses")
+    queue: str | None = Field(default=None, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name)")
+    service_account: str | None = Field(default=None, description="pods get no API token either way")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "Always"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Kubernetes tolerations, as in a pod spec")
+    affinity: dict[str, Any] | None = Field(default=None, description="Kubernetes affinity, as in a pod spec")
+    priority_class: str | None = None
+    storage_secret: str | None = Field(
+        default="kubetune-storage",
+        description="Secret with S3 credentials; null when pods get them otherwise (IRSA, workload identity)",
+    )
+    storage_credentials: Literal["file", "env"] = Field(
+        default="file",
+        description="file: the Secret's key `credentials` is an AWS credentials file (AWS_SHARED_CREDENTIALS_FILE); "
+        "env: the Secret's keys (AWS_ACCESS_KEY_ID, ...) become environment variables",
+    )
+    cache_pvc: str | None = Field(default=None, description="PersistentVolumeClaim for the model/dataset cache")
+    cache_size: str = Field(default="50Gi", description="size of the cache emptyDir when no cache_pvc is set")
+    scratch_size: str = Field(default="20Gi", description="size of the /tmp emptyDir (local checkpoints before upload)")
+    shm_size: str | None = Field(default=None, description="/dev/shm size; default 1Gi, or 8Gi per GPU")
+    active_deadline_seconds: int = Field(default=86400, gt=0, description="wall-clock limit of a Job")
+    backoff_limit: int = Field(default=3, ge=0, description="failed attempts of the whole gang of pods before the Job fails")
+    ttl_seconds_after_finished: int | None = Field(default=604800, ge=0, description="delete finished Jobs after this")
+    termination_grace_period_seconds: int = Field(default=300, gt=0, description="time to save a checkpoint on SIGTERM")
+    rendezvous_port: int = Field(default=29500, gt=1023, lt=65536, description="torchrun master port (multi-node)")
+    network_policy: bool = Field(default=True, description="render a NetworkPolicy for the job's pods")
+    egress: list[EgressRule] | None = Field(
+        default=None,
+        description="unset: all egress allowed; a list: only these destinations, DNS and the job's own pods",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="plain environment variables for every container (non-secret settings); "
+        "a secret-looking name (*_TOKEN, *_KEY, *PASSWORD*, *SECRET*) is refused: use secret_env",
+    )
+    secret_env: dict[str, SecretKeyRef] = Field(
+        default_factory=dict,
+        description="environment variables read from Secret keys, e.g. HF_TOKEN: {secret: hf, key: token}; "
+        "rendered as valueFrom.secretKeyRef; `run --local` takes them from your own environment",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="extra labels on every object and pod")
+    annotations: dict[str, str] = Field(default_factory=dict, description="extra annotations on every pod")
+
+    @field_validator("namespace", "queue")
+    @classmethod
+    def _dns_label(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 63 or not DNS_LABEL.match(value)):
+            raise ValueError(f"must be a DNS-1123 label: lowercase letters, digits and '-' (got {value!r})")
+        return value
+
+    @field_validator("service_account", "priority_class", "cache_pvc", "storage_secret")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        return _check_dns_subdomain(value)
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _dns_names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_dns_subdomain(value)
+        return values
+
+    _annotations = field_validator("annotations")(lambda cls, v: check_annotations(v))
+    _tolerations = field_validator("tolerations")(lambda cls, v: check_tolerations(v))
+
+    @field_validator("labels")
+    @classmethod
+    def _label_values(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not LABEL_KEY.match(key) or len(key.rsplit("/", 1)[-1]) > 63:
+                raise ValueError(f"{key!r} is not a valid label key")
+            if len(value) > 63 or not LABEL_VALUE.match(value):
+                raise ValueError(f"{key}: {value!r} is not a valid label value (63 characters: letters, digits, '-_.')")
+        return labels
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _plain_env(cls, env: Any) -> Any:
+        """Names checked, values made strings (YAML gives `1` and `true` their own types), and
+        a literal value for a credential-looking name refused before anything stores it."""
+        if not isinstance(env, dict):
+            return env
+        out: dict[str, Any] = {}
+        for name, value in env.items():
+            _check_env_name(str(name))
+            if SECRET_ENV_NAME.search(str(name)):
+                raise ValueError(
+                    f"{name}: looks like a secret, so its value must not be written in the spec; "
+                    f"use kubernetes.secret_env: {{{name}: {{secret: NAME, key: KEY}}}}"
+                )
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            out[str(name)] = str(value) if isinstance(value, (int, float)) else value
+        return out
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_names(cls, refs: dict[str, SecretKeyRef]) -> dict[str, SecretKeyRef]:
+        for name in refs:
+            _check_env_name(name)
+        return refs
+
+    @model_validator(mode="after")
+    def _env_once(self) -> KubernetesSpec:
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"env and secret_env both set {', '.join(both)}")
+        return self
+
+    @field_validator("cache_size", "scratch_size", "shm_size", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        return _check_quantity(value)

@@ -1,0 +1,106 @@
+"""Turn `model.source` into something `from_pretrained` can load.
+
+A source is, in this order: a URI with a scheme (s3://…, file://…); an explicit local folder
+(`/…`, `./…`); a path under `storage.root` (`models/all-MiniLM-L6-v2`); and, when no such
+folder exists in the store, a Hugging Face Hub id (`bert-base-uncased`). Folders in an object
+store are downloaded once into a local cache, then loaded through the normal
+`from_pretrained` path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import fsspec
+
+from kubetune.contract.names import ENV_CACHE
+from kubetune.storage import Store, has_scheme, is_explicit_local
+from kubetune.workload.model.downloads import download_once
+from kubetune.workload.errors import ModelSourceError
+
+HF_CONFIG = "config.json"
+
+
+def cache_root() -> Path:
+    """Where downloaded model folders (and tokenized data) live: ENV_CACHE (a PVC in a
+    cluster), else /tmp."""
+    return Path(os.environ.get(ENV_CACHE) or Path(tempfile.gettempdir()) / "kubetune-cache")
+
+
+def check_model_source(store: Store, source: str, field: str = "model.source") -> str:
+    """Validate cheaply, before anything is loaded. Returns the resolved URI, or the hub id."""
+    if has_scheme(source) or is_explicit_local(source):
+        url = store.resolve(source)
+        _require_hf_folder(store, url, field)
+        return url
+    url = store.resolve(source)
+    if _store_dir_exists(store, url):
+        _require_hf_folder(store, url, field)
+        return url
+    top = source.split("/", 1)[0]
+    if "/" in source and _store_dir_exists(store, store.resolve(top)):
+        # `models/does-not-exist` with a `models/` folder in the store is a mistyped store path,
+        # not the Hub organisation "models": trying the Hub would take a minute and fail late.
+        raise ModelSourceError(f"{field}: {url}: folder not found in the store ({top}/ has no such model)")
+    if not _looks_like_hub_id(source):
+        raise ModelSourceError(
+            f"{field}: {url}: folder not found in the store, and {source!r} is not a Hugging Face Hub id (org/name)"
+        )
+    return source  # a Hub id: from_pretrained fetches (or reads the HF cache)
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    """`name` or `org/name` by the Hub's own rules (huggingface_hub.utils.validate_repo_id)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
+
+
+def local_model_dir(store: Store, resolved: str, version: str = "") -> str:
+    """A local folder (or hub id) for from_pretrained; object-store folders are downloaded once
+    into the cache, keyed by their URI and `version` (e.g. the commit marker's content, so a
+    retrained run is fetched again)."""
+    if not has_scheme(resolved) and not Path(resolved).is_absolute():
+        return resolved  # hub id
+    if resolved.startswith("file://"):
+        return resolved[len("file://") :]
+    if not has_scheme(resolved):
+        return resolved
+    key = hashlib.sha256(f"{resolved}\n{version}".encode()).hexdigest()[:16]
+    fs, path = fsspec.core.url_to_fs(resolved, **store.options_for(resolved))
+
+    def fill(folder: Path) -> None:
+        for remote in fs.find(path):
+            rel = os.path.relpath(remote, path)
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(folder / rel))
+
+    return str(download_once(cache_root() / "models" / key, fill))
+
+
+def _store_dir_exists(store: Store, url: str) -> bool:
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
+        return fs.isdir(path)
+    except Exception:
+        return False
+
+
+def _require_hf_folder(store: Store, url: str, field: str) -> None:
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **store.options_for(url))
+        exists = fs.isdir(path)
+        has_config = exists and fs.exists(f"{path.rstrip('/')}/{HF_CONFIG}")
+    except Exception as exc:
+        raise ModelSourceError(f"{field}: cannot read {url}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    if not exists:
+        raise ModelSourceError(f"{field}: {url}: folder not found")
+    if not has_config:
+        raise ModelSourceError(f"{field}: {url}: no {HF_CONFIG}; not a Hugging Face model folder")

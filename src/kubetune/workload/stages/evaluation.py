@@ -1,0 +1,105 @@
+"""The evaluate stage: score the run's committed model on the test split.
+
+Loads the committed model of the run from storage, scores the test split (data.test, else
+data.validation) and writes `eval/metrics.json` and `eval/report.txt`. Batch prediction loads
+the model the same way (`load_trained`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import tempfile
+
+import datasets
+
+from kubetune.contract.layout import RunLayout, run_layout
+from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
+from kubetune.registry import Registry
+from kubetune.storage import COMMIT_MARKER, Store
+from kubetune.workload.model.source import local_model_dir
+from kubetune.workload.data.splits import load_test_split
+from kubetune.workload.tasks import Evaluation, Task, get_task
+from kubetune.workload.tracking.mlflow_run import log_test_metrics
+
+
+def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None]:
+    """Local folder of the run's committed model, and its label map (if the task has one)."""
+    if not store.is_committed(layout.model):
+        raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
+    marker = store.read_text(f"{layout.model}/{COMMIT_MARKER}")
+    folder = local_model_dir(store, store.url(layout.model), version=marker)
+    labels_file = os.path.join(folder, "labels.json")
+    labels = json.load(open(labels_file)) if os.path.exists(labels_file) else None
+    return folder, labels
+
+
+def score_model(spec: JobSpec, task: Task, folder: str, labels: list[str] | None, data: datasets.Dataset) -> Evaluation:
+    """Score one model folder on one checked split (the evaluate stage, the retrain gate)."""
+    from kubetune.workload.model.predictor import load_for_inference, make_predictor  # torch: after the checks
+
+    model, tokenizer = load_for_inference(task, folder)
+    features = task.prepare_test(data, tokenizer, labels)
+    with tempfile.TemporaryDirectory(prefix="kubetune-eval-") as tmp:
+        trainer = make_predictor(spec, task, model, tokenizer, tmp)
+        output = trainer.predict(features, metric_key_prefix="test")
+    return task.score(output, data, features, labels)
+
+
+# What an evaluation may change in a finished run's spec: the test split and its limit. Any other
+# run-defining difference means the scores would not describe this run's model.
+EVAL_FREE = ("test", "max_test_samples")
+
+
+def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str]:
+    """Where this evaluation's metrics and report go: `eval/metrics.json` for the run's own
+    test data, `eval/<name>/metrics.json` for other test data (<name> from its file name), so
+    scoring other data never overwrites the run's own scores. Refuses (SpecError) a spec whose
+    run-defining parts differ from the stored run's."""
+    if not store.exists(layout.spec):
+        return layout.eval_metrics, layout.eval_report
+    import yaml
+
+    stored = run_defining(yaml.safe_load(store.read_text(layout.spec)) or {})
+    current = run_defining(spec.model_dump(mode="json"))
+    changed = [k for k in RUN_DEFINING if k != "data" and stored[k] != current[k]]
+    stored_data, data = dict(stored["data"] or {}), dict(current["data"] or {})
+    changed += [f"data.{k}" for k in sorted(set(stored_data) | set(data))
+                if k not in EVAL_FREE and stored_data.get(k) != data.get(k)]
+    if changed:
+        raise SpecError(f"{store.url(layout.spec)}: run {spec.name!r} was trained with a different "
+                        f"{', '.join(changed)}; evaluate it with the spec it was trained with")
+    if stored_data.get("test") == data.get("test"):
+        return layout.eval_metrics, layout.eval_report
+    stem = posixpath.basename(str(data.get("test") or "validation").rstrip("/")).split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "test"
+    folder = posixpath.dirname(layout.eval_metrics)
+    return posixpath.join(folder, name, "metrics.json"), posixpath.join(folder, name, "report.txt")
+
+
+def run_evaluation(spec: JobSpec, model: str | None = None) -> int:
+    """Score the test split; rank 0 writes the metrics and the report. Returns 0."""
+    store = Store.from_spec(spec.storage)
+    store.check_reachable(spec.storage.startup_timeout_seconds)
+    layout = run_layout(spec.name)
+    metrics_path, report_path = eval_paths(store, layout, spec) if not model else (layout.eval_metrics,
+                                                                                    layout.eval_report)
+    task = get_task(spec)
+    test, field = load_test_split(spec, store, task.columns())
+    # `--model current|vNNNN|RUN`: score that model; the metrics land in this run and say whose.
+    source, version = Registry(store, spec.name).resolve(model) if model else (layout, None)
+    folder, labels = load_trained(store, source)
+    evaluation = score_model(spec, task, folder, labels, test)
+    if int(os.environ.get("RANK", "0")) == 0:
+        metrics = {**evaluation.metrics, "split": field, "data": store.resolve(getattr(spec.data, field.split(".")[1]))}
+        if model:
+            metrics.update({"model_run": source.job, "model_version": version})
+        store.write_json(metrics_path, metrics)
+        store.write_text(report_path, evaluation.report)
+        print(evaluation.report, flush=True)
+        print(f"kubetune: test metrics: {store.url(metrics_path)}", flush=True)
+        if not model:  # this run's own model: its metrics join its tracker run
+            log_test_metrics(spec, store, layout, evaluation.metrics)
+    return 0

@@ -1,0 +1,234 @@
+"""One training run: `setup` (check everything cheap) → `train` → `finish` (commit the model).
+
+Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank
+and world size come from the environment. Everything checkable is checked before the model
+is loaded: a bad spec, an unreachable store, a missing model folder or bad data end as one
+`UserError` (exit code 2 at the entrypoint), with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
+from kubetune.contract.names import ENV_WORKDIR
+from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
+from kubetune.storage import Store
+from kubetune.workload.data.tables import unpin_split_files
+from kubetune.workload.data.lineage import build_lineage, resolve_data
+from kubetune.workload.checkpointing.lease import RunLease
+from kubetune.workload.model.source import check_model_source
+from kubetune.workload.stages.run import Run, Trained
+from kubetune.workload.model.speed import check_speed_support
+from kubetune.workload.tracking.status import now_iso, status_callback, write_curves, write_status
+from kubetune.workload.tracking.trackers import check_trackers, tracking_callbacks
+from kubetune.workload.tracking.mlflow_run import tag_model
+from kubetune.workload.data.splits import load_splits
+from kubetune.workload.tasks import get_task
+
+log = logging.getLogger("kubetune.train")
+
+def workdir_for(job: str) -> Path:
+    """Local scratch for Trainer output: ENV_WORKDIR (an emptyDir in a pod), else /tmp."""
+    root = Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / "kubetune-work")
+    path = root / job
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
+    """A run folder belongs to one spec: refuse to mix a different configuration into it."""
+    if not store.exists(layout.spec):
+        return
+    stored = run_defining(yaml.safe_load(store.read_text(layout.spec)) or {})
+    current = run_defining(spec.model_dump(mode="json"))
+    changed = [k for k in RUN_DEFINING if stored[k] != current[k]]
+    if changed:
+        raise SpecError(
+            f"{store.url(layout.spec)}: run {spec.name!r} already exists with a different {', '.join(changed)}; "
+            "choose a new name (--set name=...) or remove the old run"
+        )
+
+
+def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
+    """Validate everything cheap; returns None when the run already finished. The splits'
+    files are resolved (and pinned) once, here, for the lineage; `parent` is the registry
+    version a warm start began from."""
+    check_speed_support(spec)  # flash attention, FSDP, 4-bit on a machine without them: before anything
+    store = Store.from_spec(spec.storage)
+    store.check_reachable(spec.storage.startup_timeout_seconds)
+    layout = run_layout(spec.name)
+    check_same_run(store, layout, spec)
+    if store.is_committed(layout.model):
+        print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
+        return None
+    model_uri = check_model_source(store, spec.model.source)
+    tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
+    task = get_task(spec)
+    task.check_spec()
+    resolved = resolve_data(spec, store)
+    splits = load_splits(spec, store, task.columns())  # streamed train: only its head
+    task.check_data(splits)
+    return Run(
+        spec=spec,
+        store=store,
+        layout=layout,
+        task=task,
+        splits=splits,
+        model_uri=model_uri,
+        tokenizer_uri=tokenizer_uri,
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        workdir=workdir_for(layout.job),
+        resolved=resolved,
+        parent=parent,
+    )
+
+
+def train(run: Run) -> Trained:
+    """Build the Trainer, resume from the newest committed checkpoint if any, train."""
+    from kubetune.workload.checkpointing.preemption import PREEMPTION
+    from kubetune.workload.checkpointing.resume import restore_best, restore_position
+    from kubetune.workload.trainer.build import build_trainer, resume_point
+
+    PREEMPTION.install()  # SIGTERM: checkpoint at the end of the step, then exit 75
+    check_trackers(run)  # before the model loads
+    trainer, prepared = build_trainer(run)
+    if run.is_main:  # after the model loaded: a model that fails to load leaves no run folder
+        run.store.write_text(run.layout.spec, run.spec.to_yaml())
+        trainer.add_callback(status_callback(run.store, run.layout))  # status.json: running
+    for callback in tracking_callbacks(run):  # tracking: MLflow, TensorBoard
+        trainer.add_callback(callback)
+    resume = resume_point(run)
+    restore_position(trainer, resume)  # the sampler's epoch / the stream's position
+    restore_best(run, resume)  # the best checkpoint, which the final model must be
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return Trained(trainer=trainer, prepared=prepared, result=result, preempted=PREEMPTION.requested)
+
+
+def finish(run: Run, trained: Trained) -> None:
+    """Save the best model with its tokenizer, label map and spec; commit it last."""
+    from kubetune.workload.model.lora import save_lora
+    from kubetune.workload.checkpointing.resume import drain
+
+    trainer, result = trained.trainer, trained.result
+    drain(trainer)  # checkpoints and metrics queued for upload land before the model commits
+    out = run.workdir / "model"
+    if trainer.is_fsdp_enabled:  # save_model writes no weights for sharded state
+        from kubetune.workload.checkpointing.sharded_state import save_consolidated
+
+        save_consolidated(trainer.accelerator.unwrap_model(trainer.model), out, run.is_main)
+    else:
+        trainer.save_model(str(out))
+    if not run.is_main:
+        return
+    if run.spec.train.lora is not None:  # adapter (+ config), or merged model with adapter/ inside
+        save_lora(trainer.model, out, run.spec)
+    trainer.processing_class.save_pretrained(str(out))
+    (out / "spec.yaml").write_text(run.spec.to_yaml())
+    if trained.prepared.labels is not None:
+        (out / "labels.json").write_text(json.dumps(trained.prepared.labels, indent=2) + "\n")
+    lineage = run_lineage(run)
+    (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
+    run.store.write_json(run.layout.lineage, lineage)
+    files = run.store.upload_dir(out, run.layout.model)
+    summary = {**run_summary(trainer, result), "speed_settings": getattr(trainer, "speed_settings", None)}
+    run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
+    run.store.commit(run.layout.model, files, global_step=result.global_step)
+    print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
+    tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag
+    clear_checkpoints(run)
+
+
+def run_summary(trainer: Any, result: Any) -> dict:
+    """`metrics/summary.json`: the step, which metric chose the best checkpoint and its value,
+    that checkpoint by its folder name in the store (`step-000023`), and the Trainer's final
+    metrics (`train_loss` once: the Trainer's `training_loss` is the same number)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    best = trainer.state.best_model_checkpoint
+    name = Path(best).name if best else ""
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    step = int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+    metric = trainer.args.metric_for_best_model
+    return {
+        "global_step": result.global_step,
+        "best_metric_name": (metric if metric.startswith("eval_") else f"eval_{metric}") if metric else None,
+        "best_metric": trainer.state.best_metric,
+        "best_step": step,
+        "best_checkpoint": checkpoint_name(step) if step is not None else None,
+        **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+    }
+
+
+def clear_checkpoints(run: Run) -> None:
+    """After the model is committed: the store keeps `train.keep_checkpoints_after_success`
+    checkpoints, and the local scratch copies the Trainer wrote go (they only serve a resume)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from kubetune.workload.checkpointing.protocol import clear_after_success
+
+    clear_after_success(run.store, run.layout, run.spec.train.keep_checkpoints_after_success)
+    for folder in run.workdir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_lineage(run: Run) -> dict:
+    """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources."""
+    rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
+    if run.splits.test is not None:
+        rows["test"] = len(run.splits.test)
+    return build_lineage(run.spec, run.store, run.resolved, run.model_uri, run.tokenizer_uri, rows, run.parent)
+
+
+def run_training(spec: JobSpec, parent: str | None = None) -> int:
+    """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
+    after SIGTERM with the checkpoint committed."""
+    try:
+        return _run_training(spec, parent)
+    finally:
+        unpin_split_files()
+
+
+def _run_training(spec: JobSpec, parent: str | None) -> int:
+    run = setup(spec, parent)
+    if run is None:
+        return 0
+    lease = RunLease(run.store, run.layout, spec.storage.lease_seconds).acquire() if run.is_main else None
+    try:
+        # Another writer may have finished (or started a different run) while we waited.
+        check_same_run(run.store, run.layout, spec)
+        if run.store.is_committed(run.layout.model):
+            print(f"kubetune: run {spec.name} is already complete: {run.store.url(run.layout.model)}", flush=True)
+            return 0
+        return _train_and_finish(run)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train_and_finish(run: Run) -> int:
+    trained = train(run)
+    if trained.preempted:
+        from kubetune.workload.checkpointing.resume import leave_after_preemption
+
+        code = leave_after_preemption(run, trained)
+        if run.is_main:
+            state = trained.trainer.state
+            write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
+        return code
+    finish(run, trained)
+    if run.is_main:
+        state = trained.trainer.state
+        write_status(run.store, run.layout, "complete", step=state.global_step, max_steps=state.max_steps,
+                     best_metric=state.best_metric, ended=now_iso())
+        write_curves(run.store, run.layout, run.workdir)
+    return 0

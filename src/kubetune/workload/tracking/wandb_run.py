@@ -1,0 +1,71 @@
+"""Weights & Biases, from the spec's `tracking.wandb`: one W&B run per kubetune run, across resumes.
+
+The Hugging Face Trainer's `WandbCallback` logs every logging step and evaluation. kubetune
+calls `wandb.init` itself first, with the run id stored with the first checkpoint (a resumed
+pod passes the same id with `resume="allow"`, so W&B continues that run) and the spec's fields
+as config, screened for secrets; the callback then logs into that run. The callback also adds
+the `TrainingArguments` to the config (its `to_dict` masks the `*_token` fields; kubetune puts
+no credential into them). The API key is only ever the environment's WANDB_API_KEY (a Secret
+by reference on a cluster); without one, and without WANDB_MODE=offline, the run stops before
+the model loads with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from kubetune.contract import names as kn
+from kubetune.contract.errors import UserError
+from kubetune.workload.stages.run import Run
+from kubetune.workload.tracking.run_ids import remember_run_id, spec_params, stored_run_ids
+
+# WANDB_MODE values that need no API key: files written locally, or nothing at all.
+KEYLESS_MODES = ("offline", "disabled", "dryrun")
+
+
+def check_wandb() -> None:
+    """Before the model loads: the library is installed, and a key is there unless the user
+    chose a mode that needs none."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise UserError("tracking.wandb: needs the wandb package: pip install 'kubetune[tracking]'") from None
+    mode = os.environ.get(kn.ENV_WANDB_MODE, "").strip().lower()
+    if mode not in KEYLESS_MODES and not os.environ.get(kn.ENV_WANDB_API_KEY):
+        raise UserError(f"tracking.wandb: {kn.ENV_WANDB_API_KEY} is not set: map it from a Secret "
+                        f"(kubernetes.secret_env: {{{kn.ENV_WANDB_API_KEY}: {{secret: NAME, key: KEY}}}}), "
+                        f"export it for --local, or set {kn.ENV_WANDB_MODE}=offline")
+
+
+def wandb_callbacks(run: Run) -> list[Any]:
+    """Open (or resume) the W&B run and return the Trainer callbacks that log into it."""
+    import wandb
+    from transformers import TrainerCallback
+    from transformers.integrations import WandbCallback
+
+    config = run.spec.tracking.wandb
+    os.environ.setdefault(kn.ENV_WANDB_PROJECT, config.project)  # what WandbCallback reads
+    if config.entity:
+        os.environ.setdefault(kn.ENV_WANDB_ENTITY, config.entity)
+    folder = os.environ.setdefault(kn.ENV_WANDB_DIR, str(run.workdir))  # a pod: the rendered cache folder
+    os.makedirs(folder, exist_ok=True)
+    stored = stored_run_ids(run.store, run.layout).get("wandb")
+    run_id = stored or uuid.uuid4().hex[:12]  # wandb's own id generator is not public API
+    wandb.init(project=config.project, entity=config.entity, id=run_id, resume="allow", name=run.spec.name,
+               dir=folder, config=spec_params(run.spec))
+    print(f"kubetune: wandb: {'continuing' if stored else 'started'} run {run_id} in project {config.project!r}",
+          flush=True)
+    store, layout = run.store, run.layout
+
+    class WandbRunKeeper(TrainerCallback):
+        """Stores the run id with the first checkpoint; finishes the W&B run when training ends."""
+
+        def on_save(self, args, state, control, **kwargs):
+            remember_run_id(store, layout, "wandb", run_id)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            wandb.finish()
+
+    return [WandbCallback(), WandbRunKeeper()]

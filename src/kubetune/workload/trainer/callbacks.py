@@ -1,0 +1,164 @@
+"""Trainer callbacks: visible progress, metrics in storage, checkpoints to object storage.
+
+Only the main process (rank 0) writes to the store; every rank trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+from kubetune.contract.layout import RunLayout
+from kubetune.contract.progress import format_progress
+from kubetune.storage import Store
+from kubetune.workload.checkpointing.protocol import DATA_POSITION, Uploader, publish_checkpoint, retrying
+
+log = logging.getLogger("kubetune.train")
+
+
+class ProgressCallback(TrainerCallback):
+    """One line per logging step (step, epoch, loss, lr, samples/s, ETA), and the same fields as
+    one JSON line in `metrics/train.jsonl`, uploaded after each log so progress is visible in
+    the store while the job runs."""
+
+    def __init__(self, store: Store, layout: RunLayout, local_file: Path, samples_per_step: int,
+                 uploader: Uploader | None = None):
+        self.store = store
+        self.layout = layout
+        self.local_file = local_file
+        self.samples_per_step = samples_per_step
+        self.uploader = uploader
+        self.pace = Pace()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.pace.begin(time.monotonic(), state.global_step)
+        if state.is_world_process_zero:
+            self._continue_log(state.global_step)
+
+    def _continue_log(self, step: int) -> None:
+        """A fresh start begins an empty log; a resumed run continues the store's log up to
+        the resume step (a new pod has no local copy, and the steps after the checkpoint
+        are trained again)."""
+        lines: list[str] = []
+        if step > 0 and self.store.exists(self.layout.train_metrics):
+            for line in self.store.read_text(self.layout.train_metrics).splitlines():
+                if line.strip() and json.loads(line).get("step", 0) <= step:
+                    lines.append(line)
+        self.local_file.parent.mkdir(parents=True, exist_ok=True)
+        self.local_file.write_text("".join(line + "\n" for line in lines))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        seconds_per_step = self.pace.seconds_per_step(time.monotonic(), state.global_step)
+        rate = self.samples_per_step / seconds_per_step if seconds_per_step else None
+        record: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for key, value in logs.items():
+            if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                record[key] = value
+        if rate:
+            record["samples_per_second"] = round(rate, 2)
+            remaining = max(state.max_steps - state.global_step, 0)
+            record["eta_seconds"] = round(remaining * self.samples_per_step / rate, 1)
+        with self.local_file.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.uploader is not None:
+            self.uploader.submit_file(self.local_file, self.layout.train_metrics)
+        else:
+            self.store.upload_file(self.local_file, self.layout.train_metrics)
+        print(format_progress(record, state.max_steps), flush=True, file=sys.stdout)
+
+
+class Pace:
+    """Seconds per step for the ETA and samples/s: the average over every step since the first
+    logged one (the first line: since training began).
+
+    Why not the last interval: an interval that holds an evaluation or a checkpoint upload is
+    many times slower than one that does not, so the ETA jumped by multiples from line to line
+    (0:04:23, 0:26:49, 1:00:44). The running average includes those pauses at their real share
+    and moves smoothly; the first step (warm-up, first batch) counts only on the first line."""
+
+    def __init__(self) -> None:
+        self._begin: tuple[float, int] | None = None
+        self._first: tuple[float, int] | None = None
+
+    def begin(self, now: float, step: int) -> None:
+        self._begin, self._first = (now, step), None
+
+    def seconds_per_step(self, now: float, step: int) -> float | None:
+        if self._first is None:
+            start = self._begin or (now, step)
+            self._first = (now, step)
+        else:
+            start = self._first
+        steps = step - start[1]
+        return (now - start[0]) / steps if steps > 0 and now > start[0] else None
+
+
+class CheckpointUploadCallback(TrainerCallback):
+    """After the Trainer writes `checkpoint-N` locally, publish it to the store in the
+    background: files, then the commit marker, then LATEST (see `checkpoint.Uploader`).
+
+    Before the upload starts, the data position (the sampler's epoch and order digest, or the
+    stream's position) is written into the folder, so the checkpoint says where in the data
+    the run stands. In a multi-process run, ranks on other nodes than rank 0 put the files they
+    wrote into the store (their RNG state, so every rank resumes its own dropout stream; their
+    FSDP shards), then rank 0 alone queues its folder, which holds its node's files, and, once
+    it is whole, decides LATEST."""
+
+    def __init__(self, store: Store, layout: RunLayout, keep: int, uploader: Uploader | None = None,
+                 position: Callable[[Any], dict[str, Any]] | None = None):
+        self.store = store
+        self.layout = layout
+        self.keep = keep
+        self.uploader = uploader
+        self.position = position
+
+    def _publish_rank_files(self, args, state, local: Path) -> list[str]:
+        """A rank on another node than rank 0 puts the files it wrote into the store (its RNG
+        state, its FSDP shards: `sharded_state.rank_files`); rank 0's node shares rank 0's
+        folder. Every rank then tells the others what it uploaded, which also waits until
+        every rank's files are written; rank 0 gets the names to list in the commit marker."""
+        import torch.distributed as dist
+
+        from kubetune.workload.checkpointing.sharded_state import rank_files, shares_rank0_disk
+
+        uploaded: list[str] = []
+        if not state.is_world_process_zero and not shares_rank0_disk(args.process_index, args.local_process_index):
+            folder = self.layout.checkpoint(state.global_step)
+            for name in rank_files(local, args.process_index):
+                retrying(lambda name=name: self.store.upload_file(local / name, f"{folder}/{name}"),
+                         f"upload of {name}", 900.0)
+                uploaded.append(name)
+        if not (dist.is_available() and dist.is_initialized()):
+            return uploaded
+        everyone: list[list[str] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, uploaded)
+        return sorted({name for names in everyone for name in names or []})
+
+    def on_save(self, args, state, control, **kwargs):
+        local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        world = max(int(getattr(args, "world_size", 1) or 1), 1)
+        extra: list[str] = []
+        if world > 1:
+            extra = self._publish_rank_files(args, state, local)
+        if not state.is_world_process_zero or not local.is_dir():
+            return
+        record = {"global_step": state.global_step, "epoch": state.epoch, "world_size": world,
+                  "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                  "per_device_train_batch_size": args.per_device_train_batch_size}
+        if self.position is not None:
+            record.update(self.position(state))
+        (local / DATA_POSITION).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        if self.uploader is not None:
+            self.uploader.submit_checkpoint(local, state.global_step, extra_files=extra,
+                                            best=state.best_global_step)
+        else:
+            rel = publish_checkpoint(self.store, self.layout, local, state.global_step, self.keep, extra)
+            print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)

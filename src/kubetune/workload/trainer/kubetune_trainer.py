@@ -1,0 +1,122 @@
+"""The one place kubetune changes the Hugging Face Trainer's behaviour: `KubetuneTrainer`.
+
+Two methods are overridden, both for exact resume (README.md, "Preemption and exact resume"):
+
+* `_get_train_sampler`: with `train.group_by_length`, the length-grouped order comes from a
+  private (seed, epoch) generator (`sampler.SamplerHolder`) instead of torch's global one;
+* `get_train_dataloader`: a streamed training split (`streaming`) comes as ready batches of
+  this rank's share, through a loader the Trainer treats as endless.
+
+Three more keep the loss curve of a resumed run identical to an uninterrupted one's:
+
+* `_save_checkpoint` also writes the loss summed since the last log, and that log's step
+  (`LOSS_WINDOW`), into each checkpoint;
+* `train` reads them back when resuming, and `_maybe_log_save_evaluate` restores them before
+  the first step after the resume is logged. Without this the Trainer restarts its logging
+  window at the resume step: with `logging_steps: 20` and a resume from step 10, the step-20
+  loss averaged steps 11-20 only.
+
+All are private-ish Trainer API, checked against transformers 5.24.0 (signatures
+`_get_train_sampler(self, train_dataset=None)`, `get_train_dataloader(self)`,
+`_save_checkpoint(self, model, trial)`, `_maybe_log_save_evaluate(self, tr_loss, ...)`, and
+the attributes `_tr_loss`, `_total_loss_scalar`, `_globalstep_last_logged` that
+`_inner_training_loop` sets). If an upgrade changes them, the exact-resume tests
+(tests/workload/checkpointing/test_resume.py, tests/workload/checkpointing/test_resume_best.py) fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import DataLoader, Dataset, Sampler
+from transformers import Seq2SeqTrainer, Trainer
+from transformers.trainer_pt_utils import nested_gather
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from kubetune.workload.checkpointing.protocol import Uploader
+from kubetune.workload.checkpointing.sampler import SamplerHolder
+from kubetune.workload.data.streaming import StreamingTrainData, UnsizedLoader, stream_loader
+
+if TYPE_CHECKING:
+    from kubetune.workload.tasks import Task
+
+# Written into every checkpoint folder: the training loss summed since the last log, and the
+# step of that log, so a resumed run's first logged loss covers the same steps.
+LOSS_WINDOW = "kubetune_loss_window.json"
+
+
+@dataclass
+class ResumeState:
+    """What the trainer and the resume hooks (`resume`) share: the uploader (rank 0), and the
+    source of the training order (a sampler holder, or a stream, or neither)."""
+
+    uploader: Uploader | None
+    sampler: SamplerHolder | None
+    stream: StreamingTrainData | None = None
+
+
+class KubetuneTrainer(Trainer):
+    """A Trainer whose training order survives a resume. `resume_state` is set by
+    `resume.attach`; without a sampler holder or a stream it behaves like the plain Trainer."""
+
+    resume_state: ResumeState | None = None
+    _loss_window: dict[str, Any] | None = None
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        holder = self.resume_state.sampler if self.resume_state is not None else None
+        if holder is None:
+            return super()._get_train_sampler(train_dataset)
+        # The Trainer passes the dataset with unused columns (our `length`) removed; the
+        # original, same rows in the same order, still has them.
+        dataset = self.train_dataset
+        if train_dataset is not None and len(train_dataset) != len(dataset):
+            dataset = train_dataset
+        return holder.make(dataset)
+
+    def get_train_dataloader(self) -> DataLoader | UnsizedLoader:
+        stream = self.resume_state.stream if self.resume_state is not None else None
+        if stream is None:
+            return super().get_train_dataloader()
+        collate = self._get_collator_with_removed_columns(self.data_collator, description="training")
+        return stream_loader(stream, collate, self.args.dataloader_pin_memory)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        self._loss_window = None
+        if isinstance(resume_from_checkpoint, str):
+            path = os.path.join(resume_from_checkpoint, LOSS_WINDOW)
+            if os.path.isfile(path):
+                with open(path) as handle:
+                    self._loss_window = json.load(handle)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if getattr(self, "_tr_loss", None) is None:
+            return
+        # Every rank takes part in the gather (as at a logging step); rank 0 writes the mean,
+        # which each rank restores, so the next log's gathered mean is the same.
+        loss_sum = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            window = {"loss_sum": loss_sum, "last_logged_step": self._globalstep_last_logged}
+            with open(os.path.join(folder, LOSS_WINDOW), "w") as handle:
+                json.dump(window, handle)
+
+    def _maybe_log_save_evaluate(self, tr_loss: Any, *args: Any, **kwargs: Any) -> None:
+        window, self._loss_window = self._loss_window, None
+        if window is not None:  # the first step after a resume: continue the checkpoint's window
+            tr_loss += window["loss_sum"]  # in place: `tr_loss` is the Trainer's `_tr_loss`
+            self._total_loss_scalar -= window["loss_sum"]  # train_loss: this call's steps only, as before
+            self._globalstep_last_logged = int(window["last_logged_step"])
+        return super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+
+
+class KubetuneSeq2SeqTrainer(KubetuneTrainer, Seq2SeqTrainer):
+    """`KubetuneTrainer` for generative tasks: validation generates text (BLEU, ROUGE)."""
+
+
+def trainer_class(task: Task) -> type[KubetuneTrainer]:
+    return KubetuneSeq2SeqTrainer if task.generative else KubetuneTrainer

@@ -1,0 +1,44 @@
+"""The ETA of the progress lines: a running average that does not jump by multiples."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetune.workload.trainer.callbacks import Pace
+
+
+def etas(pace: Pace, times: list[float], steps: list[int], max_steps: int) -> list[float]:
+    out = []
+    for now, step in zip(times, steps):
+        per_step = pace.seconds_per_step(now, step)
+        out.append((max_steps - step) * per_step)
+    return out
+
+
+def test_an_evaluation_pause_moves_the_eta_by_its_share_not_by_a_multiple():
+    pace = Pace()
+    pace.begin(0.0, 0)
+    steps = [1, 10, 20, 30, 40, 50, 60, 70]
+    # 1 s/step, except that the interval 50 -> 60 holds a 60 s evaluation (7x a normal interval).
+    times = [3.0, 12.0, 22.0, 32.0, 42.0, 52.0, 122.0, 132.0]
+    eta = etas(pace, times, steps, 200)
+    for before, after in zip(eta[1:], eta[2:]):
+        assert after / before < 2.0 and before / after < 2.0, eta
+    # The last interval alone (the old estimate) would have jumped 7x at step 60.
+    assert (200 - 60) * 7.0 / ((200 - 50) * 1.0) > 5
+    # The average since step 1 includes the pause at its real share.
+    assert eta[-1] == pytest.approx((200 - 70) * (132.0 - 3.0) / 69)
+
+
+def test_the_first_line_is_timed_from_the_start_of_training():
+    pace = Pace()
+    pace.begin(100.0, 0)
+    assert pace.seconds_per_step(104.0, 1) == pytest.approx(4.0)
+    assert pace.seconds_per_step(109.0, 6) == pytest.approx(1.0)  # since step 1, warm-up left out
+
+
+def test_a_resumed_run_is_timed_from_its_resume_step():
+    pace = Pace()
+    pace.begin(0.0, 40)
+    assert pace.seconds_per_step(2.0, 41) == pytest.approx(2.0)
+    assert pace.seconds_per_step(5.0, 44) == pytest.approx(1.0)
