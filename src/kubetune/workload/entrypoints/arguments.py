@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 
+from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec, load_spec
+from kubetune.workload.stages.run import PodEnv
 
 
 def spec_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -17,3 +24,32 @@ def spec_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 def load_spec_from(args: argparse.Namespace) -> JobSpec:
     return load_spec(args.spec, args.overrides)
+
+
+def pod_env(environ: Mapping[str, str] | None = None) -> PodEnv:
+    """The pod's environment, read here once (the entrypoints' only reader of variables):
+    torchrun's rank variables and kubetune's own (`contract.names`)."""
+    env = os.environ if environ is None else environ
+
+    def number(name: str, default: int | None) -> int | None:
+        value = env.get(name, "")
+        return int(value) if value.strip() else default
+
+    temp = Path(tempfile.gettempdir())
+    return PodEnv(
+        rank=number("RANK", 0),
+        world_size=number("WORLD_SIZE", 1),
+        local_rank=number("LOCAL_RANK", 0),
+        local_world_size=number("LOCAL_WORLD_SIZE", 1),
+        restart_count=number("TORCHELASTIC_RESTART_COUNT", None),
+        workdir_root=Path(env.get(kn.ENV_WORKDIR) or temp / "kubetune-work"),
+        cache_root=Path(env.get(kn.ENV_CACHE) or temp / "kubetune-cache"),
+        run_folder=env.get(kn.ENV_RUN) or None,
+        spec_file=env.get(kn.ENV_SPEC_FILE) or None,
+        spec_mount=env.get(kn.ENV_SPEC) or None,
+        die_with_parent=number(kn.ENV_DIE_WITH_PARENT, None),
+        retry_flag=Path(env[kn.ENV_RETRY_FLAG]) if env.get(kn.ENV_RETRY_FLAG) else None,
+        pod_name=env.get(kn.ENV_POD_NAME) or socket.gethostname(),
+        node_rank=number(kn.ENV_NODE_RANK, 0),
+        num_nodes=number(kn.ENV_NUM_NODES, 1),
+    )

@@ -22,6 +22,33 @@ if TYPE_CHECKING:  # the Trainer stack is loaded only once training starts
     from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer
 
 
+@dataclass(frozen=True)
+class PodEnv:
+    """What the pod's environment says, read once by the entrypoint (`entrypoints.arguments.
+    pod_env`) and passed down, so no module deep inside reads a variable on its own. Rank and
+    sizes are torchrun's (1 process: rank 0 of 1); the folders default under the temp dir."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    restart_count: int | None = None  # torchrun's TORCHELASTIC_RESTART_COUNT (None: not under torchrun)
+    workdir_root: Path = Path("/tmp/kubetune-work")  # names.ENV_WORKDIR: the Trainer's local scratch
+    cache_root: Path = Path("/tmp/kubetune-cache")  # names.ENV_CACHE: downloaded models and data
+    run_folder: str | None = None  # names.ENV_RUN: the run folder when it is not the job's name
+    spec_file: str | None = None  # names.ENV_SPEC_FILE: the user's spec file, for error lines
+    spec_mount: str | None = None  # names.ENV_SPEC: the pod's mounted copy of the spec
+    die_with_parent: int | None = None  # names.ENV_DIE_WITH_PARENT: a local run's parent pid
+    retry_flag: Path | None = None  # names.ENV_RETRY_FLAG: distrun's "a checkpoint was committed" flag
+    pod_name: str = ""  # names.ENV_POD_NAME, else the host name: who holds the lease
+    node_rank: int = 0  # names.ENV_NODE_RANK / ENV_NUM_NODES: a prediction shard's place
+    num_nodes: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
 @dataclass
 class Run:
     """Everything validated and ready; the model is not loaded yet."""
@@ -36,6 +63,7 @@ class Run:
     rank: int
     world_size: int
     workdir: Path
+    env: PodEnv
     # The files each split resolved to at setup (pinned for the run; `lineage`), and the
     # registry version a warm start began from.
     resolved: dict[str, SplitFiles] = field(default_factory=dict)

@@ -27,6 +27,7 @@ from kubetune.workload.data.lineage import build_lineage, resolve_data
 from kubetune.workload.checkpointing.lease import RunLease
 from kubetune.workload.model.source import check_model_source
 from kubetune.workload.stages.run import Run, Trained
+from kubetune.workload.entrypoints.arguments import pod_env
 from kubetune.workload.model.speed import check_speed_support
 from kubetune.workload.tracking.status import now_iso, status_callback, write_curves, write_status
 from kubetune.workload.tracking.trackers import check_trackers, tracking_callbacks
@@ -88,6 +89,7 @@ def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
         rank=int(os.environ.get("RANK", "0")),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         workdir=workdir_for(layout.job),
+        env=pod_env(),  # issue 21: moves to the entrypoints, which pass it to setup
         resolved=resolved,
         parent=parent,
     )
