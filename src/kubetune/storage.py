@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import uuid
 import posixpath
 import random
 import sys
@@ -220,14 +221,37 @@ class Store:
         object stores replace objects atomically; local files go through a rename."""
         target = self.path(rel)
         if self.protocol == "file":
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.tmp-{os.getpid()}"
-            with open(tmp, "w") as handle:
-                handle.write(text)
-            os.replace(tmp, target)
+            os.replace(_local_temp_copy(target, text), target)
         else:
             with self.fs.open(target, "w") as handle:
                 handle.write(text)
+
+    def create_exclusive(self, rel: str, text: str) -> bool:
+        """Write `rel` only if it does not exist yet; False when another writer was first. The
+        store's own atomic operation decides: `os.link` locally, S3's `If-None-Match: *`
+        (`mode="create"`); a store without one (memory://) checks, then writes."""
+        target = self.path(rel)
+        if self.protocol == "file":
+            tmp = _local_temp_copy(target, text)
+            try:
+                os.link(tmp, target)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        if self.protocol in ("s3", "s3a"):
+            try:
+                self.fs.pipe_file(target, text.encode(), mode="create")
+                return True
+            except Exception as exc:  # s3fs maps HTTP 412 to an OSError subclass, version-dependent
+                if _is_precondition_failed(exc):
+                    return False
+                raise
+        if self.fs.exists(target):
+            return False
+        self.write_text(rel, text)
+        return True
 
     def write_json(self, rel: str, data: Any) -> None:
         self.write_text(rel, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -299,3 +323,19 @@ def _check_local_root(root: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _local_temp_copy(target: str, text: str) -> str:
+    """`text` in a file beside `target`, under a name no other writer (process or thread)
+    uses, ready to be renamed or linked into place."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    return tmp
+
+
+def _is_precondition_failed(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return isinstance(exc, FileExistsError) or "PreconditionFailed" in text or "412" in text
+

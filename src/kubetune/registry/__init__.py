@@ -27,7 +27,6 @@ Written by hand because fsspec has no portable compare-and-swap; these two calls
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import time
 import uuid
@@ -58,39 +57,9 @@ def now() -> str:
 
 
 def create_exclusive(store: Store, rel: str, data: Any) -> bool:
-    """Write `rel` only if it does not exist yet; False when another writer was first."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    target = store.path(rel)
-    if store.protocol == "file":
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "w") as handle:
-            handle.write(text)
-        try:
-            os.link(tmp, target)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-    if store.protocol in ("s3", "s3a"):
-        try:
-            store.fs.pipe_file(target, text.encode(), mode="create")
-            return True
-        except Exception as exc:  # s3fs maps HTTP 412 to an OSError subclass, version-dependent
-            if _is_precondition_failed(exc):
-                return False
-            raise
-    # Other stores (memory://, tests): no conditional write; check, then write.
-    if store.fs.exists(target):
-        return False
-    store.write_text(rel, text)
-    return True
-
-
-def _is_precondition_failed(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}"
-    return isinstance(exc, FileExistsError) or "PreconditionFailed" in text or "412" in text
+    """Write `data` as JSON to `rel` only if it does not exist yet; False when another writer
+    was first (`Store.create_exclusive`)."""
+    return store.create_exclusive(rel, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 class Registry:

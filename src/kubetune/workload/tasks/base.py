@@ -12,6 +12,7 @@ from typing import Any, TYPE_CHECKING
 
 import datasets
 
+from kubetune.workload.errors import DataError
 from kubetune.contract.spec.job import JobSpec
 
 if TYPE_CHECKING:
@@ -93,6 +94,19 @@ class Task(abc.ABC):
     def check_data(self, splits: Splits) -> None:
         """Task-specific checks of the raw splits (labels etc.); raise DataError."""
 
+    def unknown_label(self, where: str, kind: str, value: str, labels: list[str]) -> DataError:
+        """The one line for a label (or tag) the training split does not have, with the hint
+        that applies when the labels were inferred from it rather than listed in the spec."""
+        hint = f" (set data.labels to list every {kind})" if not self.spec.data.labels else ""
+        return DataError(f"{where}: {kind} {value!r} is not among the training {kind}s {labels}{hint}")
+
+    @staticmethod
+    def named_splits(splits: Splits) -> list[tuple[datasets.Dataset, str]]:
+        """Each split that is present with the spec field that names it in an error line, so
+        every task checks train, validation and test alike."""
+        named = [(splits.train, "data.train"), (splits.validation, "data.validation"), (splits.test, "data.test")]
+        return [(ds, name) for ds, name in named if ds is not None]
+
     @abc.abstractmethod
     def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
         """Implemented by each task."""
@@ -156,3 +170,48 @@ class Task(abc.ABC):
         features = self.prepare_inputs(rows, tokenizer, labels)
         outputs = forward_batches(model, features, self.collator(tokenizer), batch_size)
         return self.format_predictions(outputs, rows, features, labels)
+
+
+class LabelledTask(Task):
+    """A task whose rows carry labels from a closed set learnt from the training split (text
+    and token classification): one label map, every split checked against it, the same
+    preparation of train, validation and test."""
+
+    missing_labels = "model: the trained model carries no label map"
+
+    @abc.abstractmethod
+    def label_map(self, train: datasets.Dataset) -> list[str]:
+        """The labels, in id order: `data.labels` or those the training split holds."""
+
+    @abc.abstractmethod
+    def check_labels(self, ds: datasets.Dataset, labels: list[str], field: str) -> None:
+        """Raise DataError (naming `field`) for a row whose labels are not in `labels`."""
+
+    @abc.abstractmethod
+    def encode(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> datasets.Dataset:
+        """Token ids and label ids of every row."""
+
+    def use_labels(self, labels: list[str]) -> None:
+        """Called with the label map before encoding; a task that scores with it keeps it."""
+
+    def check_data(self, splits: Splits) -> None:
+        labels = self.label_map(splits.train)
+        for ds, name in self.named_splits(splits):
+            self.check_labels(ds, labels, name)
+
+    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
+        labels = self.label_map(splits.train)
+        self.use_labels(labels)
+        return Prepared(
+            train=self.encode(splits.train, tokenizer, labels),
+            validation=self.encode(splits.validation, tokenizer, labels),
+            labels=labels,
+        )
+
+    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
+        if not labels:
+            raise DataError(self.missing_labels)
+        self.use_labels(labels)
+        self.check_labels(test, labels, "data.test" if self.spec.data.test else "data.validation")
+        return self.encode(test, tokenizer, labels)
+

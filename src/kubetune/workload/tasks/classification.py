@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 
 from kubetune.workload.errors import DataError
-from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+from kubetune.workload.tasks.base import Evaluation, LabelledTask, Prepared
 
 # Metric name prefix of one class's F1 on the test/gate split: f1_class_<label>.
 PER_CLASS_F1 = "f1_class_"
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
-    from kubetune.workload.data.tables import Splits
 
 
 def _label_names(values: list[Any]) -> list[str]:
@@ -33,7 +32,7 @@ def _label_names(values: list[Any]) -> list[str]:
     return sorted(names)
 
 
-class TextClassification(Task):
+class TextClassification(LabelledTask):
     name = "text-classification"
     default_metric = "accuracy"
     greater_is_better = True
@@ -62,17 +61,7 @@ class TextClassification(Task):
             raise DataError(f"{field}: column {column!r} has empty labels")
         unknown = sorted(seen - set(labels))
         if unknown:
-            raise DataError(
-                f"{field}: label {unknown[0]!r} is not among the training labels {labels}"
-                + (" (set data.labels to list every label)" if not self.spec.data.labels else "")
-            )
-
-    def check_data(self, splits: Splits) -> None:
-        labels = self.label_map(splits.train)
-        self.check_labels(splits.train, labels, "data.train")
-        self.check_labels(splits.validation, labels, "data.validation")
-        if splits.test is not None:
-            self.check_labels(splits.test, labels, "data.test")
+            raise self.unknown_label(field, "label", unknown[0], labels)
 
     def _tokenize(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str], with_labels: bool = True) -> datasets.Dataset:
         text, pair, label = self.spec.column("text"), self.spec.column("text_pair"), self.spec.column("label")
@@ -91,19 +80,8 @@ class TextClassification(Task):
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
-    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-        labels = self.label_map(splits.train)
-        return Prepared(
-            train=self._tokenize(splits.train, tokenizer, labels),
-            validation=self._tokenize(splits.validation, tokenizer, labels),
-            labels=labels,
-        )
-
-    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
-        if not labels:
-            raise DataError("model: the trained model carries no label map")
-        self.check_labels(test, labels, "data.test" if self.spec.data.test else "data.validation")
-        return self._tokenize(test, tokenizer, labels)
+    def encode(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> datasets.Dataset:
+        return self._tokenize(ds, tokenizer, labels)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorWithPadding

@@ -143,10 +143,8 @@ class QuestionAnswering(Task):
                     )
 
     def check_data(self, splits: Splits) -> None:
-        self.check_split(splits.train, "data.train", need_answers=True)
-        self.check_split(splits.validation, "data.validation", need_answers=True)
-        if splits.test is not None:
-            self.check_split(splits.test, "data.test", need_answers=False)
+        for ds, field in self.named_splits(splits):
+            self.check_split(ds, field, need_answers=field != "data.test")  # test rows may lack answers
 
     def _features(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase) -> datasets.Dataset:
         """Windows of question + context with start/end positions, example ids and offsets

@@ -78,9 +78,8 @@ class Seq2Seq(Task):
 
     # -- data ------------------------------------------------------------------------------------
     def check_data(self, splits: Splits) -> None:
-        for ds, field in ((splits.train, "data.train"), (splits.validation, "data.validation"), (splits.test, "data.test")):
-            if ds is not None:
-                self._check_text_columns(ds, field, ("source", "target"))
+        for ds, field in self.named_splits(splits):
+            self._check_text_columns(ds, field, ("source", "target"))
 
     def _check_text_columns(self, ds: datasets.Dataset, field: str, roles: tuple[str, ...]) -> None:
         for role in roles:

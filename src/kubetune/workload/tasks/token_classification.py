@@ -25,14 +25,13 @@ import datasets
 import numpy as np
 
 from kubetune.workload.errors import DataError
-from kubetune.workload.tasks.base import Evaluation, Prepared, Task
+from kubetune.workload.tasks.base import Evaluation, LabelledTask, Prepared
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase
     from transformers.trainer_utils import PredictionOutput
 
     from kubetune.contract.spec.job import JobSpec
-    from kubetune.workload.data.tables import Splits
 
 IGNORE = -100
 
@@ -95,7 +94,9 @@ def seqeval_metrics(y_true: list[list[str]], y_pred: list[list[str]]) -> dict[st
     }
 
 
-class TokenClassification(Task):
+class TokenClassification(LabelledTask):
+    missing_labels = "model: the trained model carries no tag list (labels.json)"
+
     name = "token-classification"
     default_metric = "f1"
     greater_is_better = True
@@ -125,7 +126,7 @@ class TokenClassification(Task):
             return [labels[int(t)] if 0 <= int(t) < len(labels) else f"<id {t}>" for t in tags]
         return [str(t) for t in tags]
 
-    def check_split(self, ds: datasets.Dataset, labels: list[str], field: str) -> None:
+    def check_labels(self, ds: datasets.Dataset, labels: list[str], field: str) -> None:
         words, tags = self.spec.column("tokens"), self.spec.column("tags")
         known = set(labels)
         for i, (row_words, row_tags) in enumerate(zip(ds[words], ds[tags])):
@@ -135,17 +136,7 @@ class TokenClassification(Task):
                 raise DataError(f"{field}: row {i}: {len(row_words)} words but {len(row_tags)} tags")
             unknown = [t for t in self._names(row_tags, labels) if t not in known]
             if unknown:
-                raise DataError(
-                    f"{field}: row {i}: tag {unknown[0]!r} is not among the training tags {labels}"
-                    + (" (set data.labels to list every tag)" if not self.spec.data.labels else "")
-                )
-
-    def check_data(self, splits: Splits) -> None:
-        labels = self.label_map(splits.train)
-        self.check_split(splits.train, labels, "data.train")
-        self.check_split(splits.validation, labels, "data.validation")
-        if splits.test is not None:
-            self.check_split(splits.test, labels, "data.test")
+                raise self.unknown_label(f"{field}: row {i}", "tag", unknown[0], labels)
 
     def _tokenize(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> datasets.Dataset:
         if not getattr(tokenizer, "is_fast", False):
@@ -166,21 +157,11 @@ class TokenClassification(Task):
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
-    def prepare(self, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Prepared:
-        labels = self.label_map(splits.train)
-        self._labels = labels
-        return Prepared(
-            train=self._tokenize(splits.train, tokenizer, labels),
-            validation=self._tokenize(splits.validation, tokenizer, labels),
-            labels=labels,
-        )
+    def use_labels(self, labels: list[str]) -> None:
+        self._labels = labels  # the validation metrics name tags by id
 
-    def prepare_test(self, test: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str] | None) -> datasets.Dataset:
-        if not labels:
-            raise DataError("model: the trained model carries no tag list (labels.json)")
-        self._labels = labels
-        self.check_split(test, labels, "data.test" if self.spec.data.test else "data.validation")
-        return self._tokenize(test, tokenizer, labels)
+    def encode(self, ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, labels: list[str]) -> datasets.Dataset:
+        return self._tokenize(ds, tokenizer, labels)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
         from transformers import DataCollatorForTokenClassification
