@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.local_gang import LocalProcess, run_processes
 
 __all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]
+
+# Objects of one stage, the stage, a temporary folder -> the processes that run its pods.
+Planner = Callable[[list[dict[str, Any]], str, Path], list[LocalProcess]]
 
 # The rendered stage(s) each `--stage` runs, in order.
 STAGES = {
@@ -63,19 +67,26 @@ KEEP_LOCAL = {kn.ENV_HOME, kn.ENV_HF_HOME, "XDG_CACHE_HOME", "TRITON_CACHE_DIR"}
 
 
 def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None,
-              model: str | None = None) -> int:
+              model: str | None = None, plan: Planner | None = None,
+              cleanup: Callable[[list[LocalProcess]], None] | None = None) -> int:
     """Render and run the stages in order; stop at the first failure and return its exit code
     (2 for bad input, as the entrypoints return). `predict` URIs are taken as from
     `local_predict_args`; `model` is the evaluate stage's `--model` reference, rendered into its
-    command as for a cluster. Prints nothing but failures: the CLI reports the result."""
+    command as for a cluster. `plan` turns a stage's objects into processes (`plan_stage`:
+    this machine's Python; `launch.container`: the image), `cleanup` runs after each stage.
+    Prints nothing but failures: the CLI reports the result."""
     from kubetune.launch.render import render_objects
 
     for step in STAGES[stage]:
         objs = render_objects(spec, stage=step, predict=predict if step == kn.STAGE_PREDICT else None,
                               model=model if step == kn.STAGE_EVALUATE else None)
         with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
-            procs = plan_stage(objs, step, Path(tmp))
-            code = run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)
+            procs = (plan or plan_stage)(objs, step, Path(tmp))
+            try:
+                code = run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)
+            finally:
+                if cleanup is not None:
+                    cleanup(procs)
         if code == EXIT_RETRY_AFTER_CHECKPOINT:
             print(f"kubetune: {step} interrupted; its checkpoint is saved: run the same command again to resume",
                   file=sys.stderr)
