@@ -1,4 +1,4 @@
-"""Where each artefact of a run lives under `storage.root` (README.md, "What a run leaves in storage").
+"""Where each artefact of a run lives under `storage.root` (docs/storage-layout.md).
 
 Shared by the launcher (which reports a run's results) and the workload (which writes them),
 so the two can never disagree on a path.
@@ -95,8 +95,8 @@ class RunLayout:
 
 @dataclass(frozen=True)
 class RegistryLayout:
-    """A job's model registry, next to its runs: `registry/<job>/` (README.md, "Retrain from
-    object-store data"). Versions point at run folders; CURRENT names the one in use."""
+    """A job's model registry, next to its runs: `registry/<job>/` (docs/retraining.md,
+    "What is stored"). Versions point at run folders; CURRENT names the one in use."""
 
     job: str
 

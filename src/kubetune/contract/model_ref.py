@@ -1,4 +1,4 @@
-"""What `--model REF` may say (README.md, "Retrain from object-store data"): `current` (the
+"""What `--model REF` may say (docs/retraining.md#using-a-registered-model---model): `current` (the
 registry's CURRENT version), a version `vNNNN`, or a run's folder name under `runs/`.
 
 Shared by the launcher, which checks a reference before it renders an evaluate or predict Job

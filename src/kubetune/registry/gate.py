@@ -1,5 +1,5 @@
 """The promotion gate: given a candidate's and the current model's scores on the same gate data,
-promote or not, and say why (README.md, "Retrain from object-store data").
+promote or not, and say why (docs/retraining.md).
 
 Pure (numbers in, a decision out), so the retrain entrypoint and `kubetune models promote`
 decide identically, and the tests can state the rule directly.

@@ -86,8 +86,8 @@ class ModelSpec(Strict):
     """Where the pretrained weights come from: a store path, an object-store URI, a local
     folder (`/…`, `./…`) or, when none of those exists, a Hugging Face Hub id."""
 
-    source: str = Field(min_length=1)
-    revision: str | None = None
+    source: str = Field(min_length=1, description="a path under storage.root, an s3:// URI, a local folder or a Hub id")
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit of model.source and the tokenizer")
     tokenizer: str | None = Field(default=None, description="defaults to model.source")
 
     _uris = field_validator("source", "tokenizer")(lambda cls, v: check_uri(v))
@@ -106,17 +106,17 @@ class QuestionAnsweringSpec(Strict):
 class DataSpec(Strict):
     """Dataset files and how their columns map to the task's roles."""
 
-    train: str = Field(min_length=1)
-    validation: str | None = None
-    test: str | None = None
+    train: str = Field(min_length=1, description="a file, glob or prefix (resolved as a run starts); relative: under storage.root")
+    validation: str | None = Field(default=None, description="picks the best model; unset: data.validation_split of train held out")
+    test: str | None = Field(default=None, description="what evaluate scores (unset: data.validation); the retrain gate's default")
     format: DataFormat | None = Field(default=None, description="inferred from the file extension when unset")
     columns: dict[str, str] = Field(default_factory=dict, description="task role -> column name")
     labels: list[str] | None = Field(default=None, description="label names in id order; inferred from train when unset")
-    validation_split: float = Field(default=0.1, gt=0, lt=1)
-    split_seed: int = 42
-    max_train_samples: int | None = Field(default=None, gt=0)
-    max_eval_samples: int | None = Field(default=None, gt=0)
-    max_test_samples: int | None = Field(default=None, gt=0)
+    validation_split: float = Field(default=0.1, gt=0, lt=1, description="share of train held out when data.validation is unset")
+    split_seed: int = Field(default=42, description="seed of that held-out split")
+    max_train_samples: int | None = Field(default=None, gt=0, description="the first N rows only (after the split; not streamed)")
+    max_eval_samples: int | None = Field(default=None, gt=0, description="validate on the first N rows only")
+    max_test_samples: int | None = Field(default=None, gt=0, description="score the first N test rows only")
     strip_html: bool = Field(default=False, description="replace <br /> and other tags in text columns with spaces")
     streaming: bool | None = Field(
         default=None,
@@ -147,13 +147,13 @@ class DataSpec(Strict):
 class EarlyStoppingSpec(Strict):
     metric: str = Field(min_length=1, description="validation metric to watch, e.g. accuracy or loss")
     patience: int = Field(default=3, gt=0, description="evaluations without improvement before stopping")
-    threshold: float = Field(default=0.0, ge=0)
+    threshold: float = Field(default=0.0, ge=0, description="the smallest change that counts as an improvement")
 
 
 class FreezeSpec(Strict):
     """Which pretrained weights stay fixed. `encoder: true` trains the task head only."""
 
-    embeddings: bool = False
+    embeddings: bool = Field(default=False, description="freeze the embedding layer")
     lower_layers: int = Field(default=0, ge=0, description="freeze the N lowest encoder layers")
     encoder: bool = Field(
         default=False, description="freeze everything but the task head (seq2seq: the encoder; decoder trains)"
@@ -161,47 +161,48 @@ class FreezeSpec(Strict):
 
 
 class LoraSpec(Strict):
-    r: int = Field(default=8, gt=0)
-    alpha: int = Field(default=16, gt=0)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
+    r: int = Field(default=8, gt=0, description="rank of the adapter matrices")
+    alpha: int = Field(default=16, gt=0, description="scaling: the adapter's update is multiplied by alpha / r")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout on the adapter's input")
     target_modules: list[str] | None = Field(default=None, description="defaults to the attention projections")
     merge: bool = Field(default=False, description="also save the adapter merged into a full model")
 
 
 class TrainSpec(Strict):
-    epochs: float = Field(default=3.0, gt=0)
+    epochs: float = Field(default=3.0, gt=0, description="passes over the training data; may be fractional")
     max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
-    learning_rate: float = Field(default=5e-5, gt=0)
+    learning_rate: float = Field(default=5e-5, gt=0, description="peak learning rate, reached after the warmup")
     batch_size: int = Field(default=32, gt=0, description="per device")
-    eval_batch_size: int | None = Field(default=None, gt=0)
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
+    eval_batch_size: int | None = Field(default=None, gt=0, description="per device, to evaluate and predict; default 2 x batch_size")
+    gradient_accumulation_steps: int = Field(default=1, gt=0, description="batches per optimizer step")
+    weight_decay: float = Field(default=0.01, ge=0, description="the optimizer's weight decay")
     warmup: float = Field(default=0.0, ge=0, description="fraction of all steps if < 1, else a number of steps")
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "cosine_with_restarts"] = "linear"
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "cosine_with_restarts"] = Field(
+        default="linear", description="the learning-rate schedule (the Trainer's lr_scheduler_type)")
+    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="adamw: torch's fused AdamW; sgd: plain SGD")
     dropout: float | None = Field(default=None, ge=0, lt=1, description="overrides the model's dropout")
-    max_seq_length: int = Field(default=128, gt=0)
+    max_seq_length: int = Field(default=128, gt=0, description="tokens per input; longer ones are cut (question-answering: windowed)")
     max_target_length: int | None = Field(default=None, gt=0, description="seq2seq: target tokens; default max_seq_length")
     packing: bool = Field(
         default=False, description="causal-lm: pack short training samples into full max_seq_length sequences"
     )
-    seed: int = 42
+    seed: int = Field(default=42, description="seed of the weight initialisation and the data order")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, else fp32"
     )
     group_by_length: bool = Field(default=True, description="batch similar lengths together: far less padding")
     metric: str | None = Field(default=None, description="validation metric that picks the best model; task default")
-    early_stopping: EarlyStoppingSpec | None = None
-    freeze: FreezeSpec = Field(default_factory=FreezeSpec)
-    lora: LoraSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = Field(default=None, description="stop when a validation metric stops improving")
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="which pretrained weights stay fixed")
+    lora: LoraSpec | None = Field(default=None, description="train LoRA adapters; the pretrained weights stay fixed")
     checkpoint_every: int | None = Field(default=None, gt=0, description="steps; each epoch when unset")
-    keep_checkpoints: int = Field(default=2, gt=0)
+    keep_checkpoints: int = Field(default=2, gt=0, description="committed checkpoints kept while training: the newest, and the best")
     keep_checkpoints_after_success: int = Field(
         default=0, ge=0,
         description="checkpoints kept once the model is committed (newest first, with the best); 0: none, "
                     "since a finished run resumes nothing and each checkpoint holds the optimizer state",
     )
-    logging_steps: int = Field(default=10, gt=0)
+    logging_steps: int = Field(default=10, gt=0, description="steps between logged losses (train.jsonl, progress, trackers)")
     dataloader_workers: int | None = Field(
         default=0, ge=0, description="data loader worker processes per rank; null: sized from the pod's CPUs (0 without a GPU)"
     )
@@ -237,7 +238,7 @@ class TrainSpec(Strict):
 class GenerationSpec(Strict):
     """How seq2seq and causal-lm models generate text at evaluation and prediction."""
 
-    max_new_tokens: int = Field(default=64, gt=0)
+    max_new_tokens: int = Field(default=64, gt=0, description="the most tokens generated per sample")
     num_beams: int = Field(default=1, gt=0, description="1: greedy decoding")
 
 
@@ -246,7 +247,7 @@ class StorageSpec(Strict):
 
     root: str = Field(default=".kubetune", min_length=1, description="local folder or s3://bucket/prefix")
     endpoint_url: str | None = Field(default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...)")
-    region: str | None = None
+    region: str | None = Field(default=None, description="the S3 region, for stores that need one")
     startup_timeout_seconds: float = Field(
         default=300, ge=0,
         description="how long a pod retries an unreachable store (refused, timeouts, 5xx, throttling) "
@@ -290,19 +291,19 @@ class JobSpec(Strict):
     """A fine-tuning job: what to train, on what, how, and where results go."""
 
     name: str = Field(description="DNS-1123 label: lowercase letters, digits and '-'")
-    task: Task = "text-classification"
-    model: ModelSpec
-    data: DataSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    storage: StorageSpec = Field(default_factory=StorageSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
-    tracking: TrackingSpec | None = None
-    # Optional sections, left out of the resolved YAML when unset (README, "Retrain from object-store data").
-    retrain: RetrainSpec | None = None
-    promotion: PromotionSpec | None = None
-    image: str = Field(default="ghcr.io/kubetune/kubetune:0.1.0", min_length=1)
+    task: Task = Field(default="text-classification", description="what the model learns: its head, column roles and metrics")
+    model: ModelSpec = Field(description="the pretrained model to start from")
+    data: DataSpec = Field(description="the dataset files and their columns")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="hyperparameters, what trains, checkpoints, speed, recovery")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="text generation (seq2seq, causal-lm)")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="where data, models and runs live")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="nodes, GPUs, CPU and memory per pod, or a profile")
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec, description="how the pods run on a cluster")
+    tracking: TrackingSpec | None = Field(default=None, description="experiment trackers: TensorBoard, MLflow, W&B")
+    # Optional sections, left out of the resolved YAML when unset (docs/retraining.md).
+    retrain: RetrainSpec | None = Field(default=None, description="scheduled retraining: skip unchanged data, warm start")
+    promotion: PromotionSpec | None = Field(default=None, description="the gate a retrained model passes to become current")
+    image: str = Field(default="ghcr.io/kubetune/kubetune:0.1.0", min_length=1, description="the image every pod runs")
 
     _image = field_validator("image")(lambda cls, v: check_image(v))
 

@@ -42,8 +42,8 @@ class ResourcesSpec(Strict):
     """Compute per job. Used by the Kubernetes renderer; a local run ignores what it cannot use."""
 
     profile: str | None = Field(default=None, description="named preset, e.g. cpu, gpu-1, gpu-8, gpu-8x4")
-    nodes: int = Field(default=1, gt=0)
-    gpus_per_node: int = Field(default=0, ge=0)
+    nodes: int = Field(default=1, gt=0, description="pods, one per node; more than 1: an Indexed Job whose pods meet in a rendezvous")
+    gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod (nvidia.com/gpu); 0: CPU only")
     cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
     memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
 
@@ -147,12 +147,14 @@ class KubernetesSpec(Strict):
     namespace: str | None = Field(default=None, description="unset: the namespace kubectl/kubeconfig uses")
     queue: str | None = Field(default=None, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name)")
     service_account: str | None = Field(default=None, description="pods get no API token either way")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "Always"
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="Always", description="the containers' imagePullPolicy"
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets for pulling the image from a private registry")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="node labels the pods must run on (nodeSelector)")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Kubernetes tolerations, as in a pod spec")
     affinity: dict[str, Any] | None = Field(default=None, description="Kubernetes affinity, as in a pod spec")
-    priority_class: str | None = None
+    priority_class: str | None = Field(default=None, description="the pods' PriorityClass (priorityClassName)")
     storage_secret: str | None = Field(
         default="kubetune-storage",
         description="Secret with S3 credentials; null when pods get them otherwise (IRSA, workload identity)",

@@ -16,7 +16,7 @@ so no GPU sits idle while training runs.
   `Complete` condition (stops on `Failed`), then applies `stage="evaluate"`.
 * kubectl users: `kubetune render JOB --stage train | kubectl apply -f -`;
   `kubectl wait --for=condition=complete --timeout=24h job/<name>-train`;
-  `kubetune render JOB --stage evaluate | kubectl apply -f -` (see README.md, "Run on a cluster: kubectl").
+  `kubetune render JOB --stage evaluate | kubectl apply -f -` (see docs/cluster.md, "How evaluation follows training").
 * `kubetune run --local` (launch/local) runs the train stage's pods, then the evaluate stage's.
 * `--schedule CRON` renders the training as a CronJob (concurrencyPolicy Forbid) instead of a
   Job. Each scheduled run trains into `runs/<its Job's name>/` (the run-name variable,
@@ -36,7 +36,7 @@ Commands: one process per pod runs `python -m <the stage's entrypoint module> --
 (names.STAGE_MODULES); several processes per pod or several pods run names.DISTRUN_MODULE
 (torchrun with the workers' exit codes kept); several pods meet in a c10d rendezvous at
 `<name>-train-0.<name>-workers:<rendezvous_port>` with `--max-restarts=<train.max_restarts>`, so a
-failed rank restarts the whole gang from LATEST (README, "Recovery of multi-node runs").
+failed rank restarts the whole gang from LATEST (docs/recovery.md, "Recovery of multi-node runs").
 
 Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
 (preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit

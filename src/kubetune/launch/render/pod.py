@@ -76,7 +76,7 @@ def train_command(
     entry = _entry(kn.TRAIN_MODULE)
     if nodes == 1:
         return _standalone(gpus, entry)
-    # Whole-gang recovery (README, "Recovery of multi-node runs"): torchrun's elastic agents meet
+    # Whole-gang recovery (docs/recovery.md, "Recovery of multi-node runs"): torchrun's elastic agents meet
     # in a c10d rendezvous whose store rank 0's pod hosts (the agent whose address is the
     # endpoint hosts it); when a worker fails, or a replaced pod's agent joins, every agent
     # stops its workers and the gang restarts from LATEST, up to `train.max_restarts` times.

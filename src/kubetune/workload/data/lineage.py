@@ -1,4 +1,4 @@
-"""What made a model: `runs/<run>/lineage.json` (README.md, "Retrain from object-store data").
+"""What made a model: `runs/<run>/lineage.json` (docs/retraining.md#what-is-stored).
 
 Every training run writes it, and the model folder carries a copy, so a promoted model can
 always say which data objects (URI, size, ETag or version id, or for a local file its mtime

@@ -1,6 +1,5 @@
 """Scheduled retraining: train a candidate if the data changed, score it against the current
-version on the gate data, promote it only if it is better (README.md, "Retrain from
-object-store data").
+version on the gate data, promote it only if it is better (docs/retraining.md).
 
 `python -m <names.RETRAIN_MODULE> --spec FILE`: what the CronJob pod runs and what `kubetune
 retrain --local` runs. Python stays PID 1 with the training SIGTERM handler, so a preempted

@@ -1,6 +1,5 @@
 """A retrain run: resolve the data, train a candidate if anything is new, score it and the
-current version on the same gate data, promote it only if it is better (README.md, "Retrain
-from object-store data").
+current version on the same gate data, promote it only if it is better (docs/retraining.md).
 
 What the CronJob pod runs and what `kubetune retrain --local` runs, through the same
 entrypoint. Order matters for safety: every check that can fail cheaply (store, spec, gate

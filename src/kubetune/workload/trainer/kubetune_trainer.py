@@ -1,6 +1,6 @@
 """The one place kubetune changes the Hugging Face Trainer's behaviour: `KubetuneTrainer`.
 
-Two methods are overridden, both for exact resume (README.md, "Preemption and exact resume"):
+Two methods are overridden, both for exact resume (docs/recovery.md#exact-resume):
 
 * `_get_train_sampler`: with `train.group_by_length`, the length-grouped order comes from a
   private (seed, epoch) generator (`sampler.SamplerHolder`) instead of torch's global one;
