@@ -67,7 +67,7 @@ def test_runs_as_the_unprivileged_user_the_pods_expect(dockerfile):
     users = [args for word, args in instructions(dockerfile) if word == "USER"]
     assert users == [f"{RUN_AS_USER}:{RUN_AS_USER}"]
     runs = " ".join(args for word, args in instructions(dockerfile) if word == "RUN")
-    assert f"--uid {RUN_AS_USER}" in runs
+    assert f"kubetune:x:{RUN_AS_USER}:{RUN_AS_USER}:" in runs  # the passwd entry, on any base
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

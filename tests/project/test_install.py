@@ -1,7 +1,8 @@
 """The README's install resolves at once: pip never fetches a second version of any package.
 
 Why: with open ranges, pip backtracked through 299 botocore releases (3.9 GB) before it found a
-set that s3fs's aiobotocore and moto's boto3 both accept. pyproject.toml pins that set; this test
+set that s3fs's aiobotocore and moto's boto3 both accept. pyproject.toml pins that set and
+constraints.txt (the lock the README's commands pass to pip) holds every version; this test
 runs pip's real resolver (dry run, nothing installed) into a fresh, empty venv and reads pip's log:
 a package fetched in two versions is a backtrack.
 """
@@ -53,7 +54,7 @@ def test_fetched_versions_sees_a_backtrack():
 
 @pytest.mark.slow
 # The README's first command (train,quickstart) and the test install (dev), each after
-# `pip install torch==2.13.0` (given here in the same resolve).
+# `pip install -c constraints.txt torch==2.13.0` (given here in the same resolve), held to the lock.
 @pytest.mark.parametrize("extras", ["train,quickstart", "dev"])
 def test_readme_install_resolves_without_backtracking(tmp_path, extras):
     env_dir = tmp_path / "venv"
@@ -62,7 +63,7 @@ def test_readme_install_resolves_without_backtracking(tmp_path, extras):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"),
          "install", "--dry-run", "--ignore-installed", "--report", str(report),
-         "torch==2.13.0", "-e", f"{REPO}[{extras}]"],
+         "-c", str(REPO / "constraints.txt"), "torch==2.13.0", "-e", f"{REPO}[{extras}]"],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
