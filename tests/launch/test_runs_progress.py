@@ -82,7 +82,7 @@ def test_runs_lists_a_live_run_as_running_and_a_silent_one_as_stopped(store, tmp
     assert status["metric"] == "accuracy" and status["state"] == "running"
     # The same store seen an hour later: no write since, no checkpoint -> failed.
     written = runs._modified(s, RunLayout(RUN).train_metrics)
-    later = runs.run_summary(s, RUN, now=written + 3600)
+    later = runs.describe_run(s, RUN, now=written + 3600)
     assert later["state"] == "failed"
 
 

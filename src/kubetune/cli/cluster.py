@@ -1,7 +1,7 @@
 """`kubetune submit / status / logs / cancel / list`: the cluster verbs of the command line.
 
-Kept apart from `cli.py` so the cluster code (and the `kubernetes` client) loads only when a
-cluster verb runs. The cluster code returns data and iterators of notes; this module prints
+Kept apart from the local verbs so the cluster code (and the `kubernetes` client) loads only when
+a cluster verb runs. The cluster code returns data and iterators of notes; this module prints
 them. API failures print one line on stderr and exit 1; a bad spec exits 2 (the SpecError
 reaches `cli.main`).
 """
@@ -12,14 +12,18 @@ import argparse
 import sys
 from typing import Any, Callable, Generator, Iterator
 
+from kubetune.cli.arguments import STAGE_HELP, add_model_arg, add_spec_args
+from kubetune.cli.formatting import elapsed, number, table
 from kubetune.contract import names as kn
+from kubetune.contract.errors import UserError
+from kubetune.contract.model_ref import check_model_stage
+from kubetune.contract.progress import progress_parts
 
 EXIT_CLUSTER_ERROR = 1
-# What `--stage` means, shared by render, run and submit.
-STAGE_HELP = "which Jobs: train, evaluate (after training completed)"
 
 
-def _cluster_args(parser: argparse.ArgumentParser) -> None:
+def add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    """Which cluster and namespace: the cluster verbs' own arguments."""
     group = parser.add_argument_group("cluster")
     group.add_argument("-n", "--namespace", help="namespace (default: the spec's kubernetes.namespace, else the kubeconfig context's)")
     group.add_argument("--context", help="kubeconfig context (default: the current context)")
@@ -47,7 +51,7 @@ def _one_line_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[arg
     return wrapper
 
 
-def say(notes: Generator[Any, None, Any] | Iterator[Any]) -> int:
+def print_notes(notes: Generator[Any, None, Any] | Iterator[Any]) -> int:
     """Print what the cluster code reports, as it comes (log lines on stdout, notes about
     waiting and failures on stderr); the exit code is the iterator's return value (0 if none)."""
     while True:
@@ -67,7 +71,7 @@ def submit(cluster: Any, job: str, stages: list[list[dict[str, Any]]], source: s
         print(f"plan for {job} in namespace {plan.namespace} (server dry run):")
         print("\n".join(f"  {line}" for line in plan.lines()), flush=True)
     try:
-        return say(apply(cluster, plan))
+        return print_notes(apply(cluster, plan))
     except KeyboardInterrupt:
         print(f"stopped following {job}; it keeps running on the cluster "
               f"(`kubetune status {job}`, `kubetune cancel {job}`)", file=sys.stderr)
@@ -80,13 +84,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from kubetune.launch.render import render_objects
 
     spec = load_spec(args.job, args.overrides)
-    if args.model is not None and args.stage != kn.STAGE_EVALUATE:
-        print(f"error: --model belongs to --stage {kn.STAGE_EVALUATE} (training makes its own model)", file=sys.stderr)
-        return 2
+    check_model_stage(args.stage, args.model)
     if args.schedule:
         if args.wait:
-            print("error: --wait follows one run; a --schedule submits a CronJob", file=sys.stderr)
-            return 2
+            raise UserError("--wait follows one run; a --schedule submits a CronJob")
         stages = [render_objects(spec, stage=kn.STAGE_TRAIN, schedule=args.schedule)]
     elif args.stage == kn.STAGE_ALL:
         stages = [render_objects(spec, stage=kn.STAGE_TRAIN), render_objects(spec, stage=kn.STAGE_EVALUATE)]
@@ -103,8 +104,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.state import job_status
 
-    from kubetune.cli.runs import progress_lines, status_target
-
     name, store, namespace = status_target(args.name, args.store, args.endpoint_url)  # NAME or JOB.yaml
     print(format_status(job_status(_connect(args, namespace), name)))
     for line in progress_lines(name, store):  # from metrics/train.jsonl
@@ -116,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.logs import logs
 
-    return say(logs(_connect(args), args.name, follow_=args.follow, rank=args.rank))
+    return print_notes(logs(_connect(args), args.name, follow_=args.follow, rank=args.rank))
 
 
 @_one_line_errors
@@ -124,7 +123,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.submit import cancel
 
     cluster = _connect(args)
-    say(cancel(cluster, args.name, wait=args.wait))
+    print_notes(cancel(cluster, args.name, wait=args.wait))
     print(f"cancelled {args.name} in namespace {cluster.namespace}")
     return 0
 
@@ -142,12 +141,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines += [[r.name, r.train, r.evaluate, r.schedule, duration(r.created)] for r in rows]
     print(table(lines))
     return 0
-
-
-def table(rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell, as kubectl prints them."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def format_status(status: Any) -> str:
@@ -177,9 +170,51 @@ def format_status(status: Any) -> str:
     return "\n".join(lines)
 
 
-def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def format_progress(p: dict[str, Any]) -> str:
+    """One line: step/total (percent), epoch, loss, samples/s, ETA, and when it was written."""
+    parts = [f"step {p['step']}/{number(p['max_steps'])}" + (f" ({p['percent']:.0f}%)" if p["percent"] is not None else "")]
+    parts += progress_parts(p)
+    if p["eta_seconds"] is not None:
+        parts.append(f"eta {elapsed(p['eta_seconds'])}")
+    if p["updated"]:
+        parts.append(f"logged {p['updated'].replace('+00:00', 'Z')}")
+    return " | ".join(parts)
+
+
+def is_spec_file(name: str) -> bool:
+    """`kubetune status JOB.yaml`: an argument naming a YAML file is a job spec, not a job name
+    (a job name is a DNS-1123 label, which never ends in `.yaml`)."""
+    return name.endswith((".yaml", ".yml"))
+
+
+def status_target(name: str, store_uri: str | None, endpoint_url: str | None) -> tuple[str, Any, str | None]:
+    """What `kubetune status NAME|JOB.yaml` reads: the job name, the store whose
+    `metrics/train.jsonl` holds its progress (--store, else a spec's `storage:` section, else
+    none), and a spec's namespace. A spec file is read like `run` reads it, so a missing or bad
+    file is one `error:` line; --store, when given, wins over the spec's storage root."""
+    from kubetune.contract.spec.job import load_spec
+    from kubetune.storage import Store
+
+    if not is_spec_file(name):
+        return name, Store(store_uri, endpoint_url) if store_uri else None, None
+    spec = load_spec(name)
+    store = Store(store_uri, endpoint_url) if store_uri else Store.from_spec(spec.storage)
+    return spec.name, store, spec.kubernetes.namespace
+
+
+def progress_lines(name: str, store: Any) -> list[str]:
+    """`kubetune status`'s progress line, read from the run's metrics/train.jsonl, or why none."""
+    from kubetune.launch.runs import progress
+
+    if store is None:
+        return []
+    p = progress(store, name)
+    return [f"progress: {format_progress(p)}" if p else f"progress: nothing logged yet in {store.url('runs', name)}"]
+
+
+def register(subparsers: Any) -> None:
     """Add the cluster verbs to `kubetune`'s subcommands."""
-    p = sub.add_parser(
+    p = subparsers.add_parser(
         "submit",
         help="create a job's objects on a cluster (--wait: follow training, then evaluation)",
         description="Render the job and create its objects. Training starts at once; with --wait, "
@@ -193,33 +228,32 @@ def add_cluster_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentPar
     p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
     p.add_argument("--dry-run", action="store_true", help="print the plan, then send it with the server-side dry-run flag; create nothing")
     p.add_argument("--schedule", metavar="CRON", help='submit scheduled retraining: a CronJob, e.g. "0 3 * * 0"')
-    p.add_argument("--model", default=None, metavar="REF",
-                   help="--stage evaluate: whose model: current, a registry version vNNNN, or a run name")
-    _cluster_args(p)
+    add_model_arg(p, with_predict=False)
+    add_cluster_args(p)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="a job's phase, pods per completion index, restarts, elapsed time, last log line")
+    p = subparsers.add_parser("status", help="a job's phase, pods per completion index, restarts, elapsed time, last log line")
     p.add_argument("name", help="job name (the spec's `name`), or a JOB.yaml: its name, namespace and store")
     p.add_argument("--store", default=None, metavar="URI",
                    help="show training progress read from the run's metrics/train.jsonl in this store "
                    "(default with a JOB.yaml: its storage.root)")
     p.add_argument("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for --store")
-    _cluster_args(p)
+    add_cluster_args(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("logs", help="the logs of every rank of a job, each line prefixed [rank N]")
+    p = subparsers.add_parser("logs", help="the logs of every rank of a job, each line prefixed [rank N]")
     p.add_argument("name", help="job name (the spec's `name`)")
     p.add_argument("-f", "--follow", action="store_true", help="stream until the job's Jobs end")
     p.add_argument("--rank", type=int, metavar="N", help="only completion index (node rank) N")
-    _cluster_args(p)
+    add_cluster_args(p)
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("cancel", help="delete everything a job created (Jobs, pods, Service, ConfigMap, ...)")
+    p = subparsers.add_parser("cancel", help="delete everything a job created (Jobs, pods, Service, ConfigMap, ...)")
     p.add_argument("name", help="job name (the spec's `name`)")
     p.add_argument("--wait", action="store_true", help="wait until the objects and their pods are gone")
-    _cluster_args(p)
+    add_cluster_args(p)
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("list", help="the kubetune jobs in a namespace")
-    _cluster_args(p)
+    p = subparsers.add_parser("list", help="the kubetune jobs in a namespace")
+    add_cluster_args(p)
     p.set_defaults(func=cmd_list)

@@ -1,4 +1,11 @@
-"""`kubetune`: the launcher's command line.
+"""`kubetune`: the launcher's command line. This module is the parser that registers each verb
+family, `--version`, and the mapping from errors to exit codes.
+
+Each family is one module with the same shape, `register(subparsers)` adding its verbs with
+their `cmd_*` functions: `run` (validate, render, run), `quickstart` (prepare-quickstart),
+`cluster` (submit, status, logs, cancel, list), `runs` (runs, show), `plot`, `retrain`,
+`models` (models list/show/promote/rollback). The arguments several families take are in
+`cli.arguments`; tables and numbers are printed by `cli.formatting`.
 
 Never imports torch or `kubetune.workload`: it must install and start fast on a laptop. Local
 runs start the workload entrypoints as child processes, exactly as a pod would.
@@ -7,191 +14,17 @@ runs start the workload entrypoints as child processes, exactly as a pod would.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from typing import Callable
 
-from kubetune.cli.cluster import STAGE_HELP, add_cluster_commands
-from kubetune.cli.runs import add_runs_commands
-from kubetune.cli.models import add_models_commands
-from kubetune.contract import names as kn
+from kubetune.cli import cluster, models, plot, quickstart, retrain, run, runs
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
-from kubetune.contract.spec.job import JobSpec, SpecError, load_spec
 
 # A user's mistake (bad spec, bad arguments) exits as the entrypoints' bad input does.
 EXIT_USER_ERROR = EXIT_BAD_INPUT
-# Metrics shown on the `test:` line after a local run, in this order when present.
-HEADLINE_METRICS = ["accuracy", "f1_macro", "f1", "exact_match", "bleu", "rougeL", "perplexity", "loss", "num_samples"]
-
-
-def _add_spec_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job", help="job spec YAML file, e.g. jobs/quickstart.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a spec field (repeatable), e.g. --set train.epochs=1",
-    )
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    spec = load_spec(args.job, args.overrides)
-    print(spec.to_yaml(), end="")
-    if not args.data:
-        print(f"ok: {args.job}: the spec is valid (add --data to check the data files and the model source)",
-              file=sys.stderr)
-        return 0
-    from kubetune.launch.preflight import check_data
-
-    code, line = check_data(spec)
-    print(line if code == 0 else f"error: {line}", file=sys.stderr)
-    return code
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    from kubetune.launch.render import names, render_objects, to_yaml_stream
-    from kubetune.storage import has_scheme
-
-    spec = load_spec(args.job, args.overrides)
-    objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule,
-                          predict=_predict_args(args), model=evaluate_model(args))
-    print(to_yaml_stream(objs), end="")
-    if not has_scheme(spec.storage.root):
-        print(
-            f"kubetune: warning: storage.root {spec.storage.root!r} is a folder inside the pod and vanishes with it; "
-            "use --set storage.root=s3://bucket/prefix",
-            file=sys.stderr,
-        )
-    if args.stage == kn.STAGE_ALL and args.schedule is None:
-        n = names(spec)
-        print(
-            f"kubetune: {n.evaluate} is parked (suspend: true) until training completes: "
-            f"kubectl wait --for=condition=complete --timeout=-1s job/{n.train} && "
-            f"kubetune render {args.job} --stage evaluate | kubectl apply -f -",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from kubetune.launch.local import local_predict_args, run_local
-    from kubetune.launch.predict_output import check_output, mark_output
-    from kubetune.storage import Store
-
-    spec = load_spec(args.job, args.overrides)
-    if not args.local:
-        print(_run_without_local(spec, args), file=sys.stderr)
-        return EXIT_USER_ERROR
-    predict = local_predict_args(_local_output(_predict_args(args), args.output_in_store))
-    if predict:
-        check_output(spec, predict["output"], args.overwrite, shown=args.output)
-    started = time.monotonic()
-    code = run_local(spec, stage=args.stage, predict=predict, model=evaluate_model(args))
-    if code != 0:
-        return code
-    if args.stage == kn.STAGE_PREDICT and predict:
-        mark_output(spec, predict["output"])
-        print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
-    else:
-        print_summary(spec, time.monotonic() - started)
-    return 0
-
-
-def _local_output(predict: dict[str, str] | None, in_store: bool) -> dict[str, str] | None:
-    """`run --local --output x/`: a relative path is relative to the current folder, as for any
-    command line tool; a URI, or `--output-in-store`, writes under storage.root instead."""
-    from kubetune.storage import has_scheme, is_explicit_local
-
-    if not predict or in_store or has_scheme(predict["output"]) or is_explicit_local(predict["output"]):
-        return predict
-    return {**predict, "output": f"./{predict['output']}"}
-
-
-def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
-    """What `run` without `--local` would mean, and the commands that do it: not a crash, a
-    pointer (the spec is valid; only where to run it is missing)."""
-    from kubetune.launch.render import names
-
-    n = names(spec)
-    return (
-        f"kubetune run: say where: `kubetune run {args.job} --local` runs it on this machine; "
-        f"on a cluster, `kubetune submit {args.job}` creates Job {n.train} "
-        f"({spec.resources.nodes} node(s)), then {n.evaluate} "
-        f"(`kubetune render {args.job}` prints those objects without submitting)"
-    )
-
-
-def print_summary(spec: JobSpec, wall_seconds: float | None = None) -> None:
-    """Where a local run put its run folder and model, its best validation metric and step,
-    its headline test metrics and the wall time of this command."""
-    from kubetune.contract.layout import RunLayout
-    from kubetune.launch.runs import run_summary
-    from kubetune.storage import Store
-
-    store = Store.from_spec(spec.storage)
-    layout = RunLayout(spec.name)
-    row = run_summary(store, spec.name)
-    print(f"run:     {store.url(layout.base)} ({row['state']}, step {row['step']}/{row['max_steps']})")
-    print(f"model:   {store.url(layout.model)}")
-    if row["best"]:
-        best = row["best"]
-        print(f"best:    {best['metric']} {best['value']:.4f} at step {best['step']} (validation)")
-    if wall_seconds is not None:
-        print(f"wall:    {wall_seconds:.1f} s")
-    if store.exists(layout.eval_metrics):
-        metrics = store.read_json(layout.eval_metrics)
-        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        parts = [f"{k} {shown[k]:.4f}" if isinstance(shown[k], float) else f"{k} {shown[k]}"
-                 for k in HEADLINE_METRICS if k in shown]
-        print(f"test:    {', '.join(parts) if parts else json.dumps(shown)}")
-        print(f"metrics: {store.url(layout.eval_metrics)}")
-
-
-def _add_predict_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", default=None, metavar="URI",
-                        help="--stage predict: rows to predict (file, folder or glob; relative: under storage.root)")
-    parser.add_argument("--output", default=None, metavar="URI",
-                        help="--stage predict: a .jsonl/.parquet file, or a folder of part-NNNNN files (one per rank)")
-    parser.add_argument("--format", default=None, choices=["jsonl", "parquet"],
-                        help="--stage predict: format of the parts in an output folder (default jsonl)")
-    add_model_arg(parser)
-
-
-def add_model_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, metavar="REF",
-                        help="--stage evaluate/predict: whose model: current, a registry version vNNNN, or a run name "
-                             "(default: this run's)")
-
-
-def evaluate_model(args: argparse.Namespace) -> str | None:
-    """`--model` for the evaluate stage (predict carries it in `_predict_args`); refused with
-    any stage that trains, which makes its own model."""
-    if args.model is not None and args.stage not in (kn.STAGE_EVALUATE, kn.STAGE_PREDICT):
-        raise SpecError(f"--model belongs to --stage {kn.STAGE_EVALUATE} or {kn.STAGE_PREDICT}, not {args.stage}")
-    return args.model if args.stage == kn.STAGE_EVALUATE else None
-
-
-def _predict_args(args: argparse.Namespace) -> dict[str, str] | None:
-    """--input/--output/--format for the predict stage; both URIs are required with it."""
-    if args.stage != kn.STAGE_PREDICT:
-        if args.input or args.output:
-            raise SpecError("--input/--output belong to --stage predict")
-        return None
-    if not args.input or not args.output:
-        raise SpecError("--stage predict needs --input URI and --output URI")
-    return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {}),
-            **({"model": args.model} if args.model is not None else {})}
-
-
-def cmd_prepare_quickstart(args: argparse.Namespace) -> int:
-    from kubetune.launch.quickstart import prepare
-
-    prepare(args.root)
-    return 0
+# The verb families, in the order `kubetune --help` lists their verbs.
+FAMILIES = (run, quickstart, cluster, runs, plot, retrain, models)
 
 
 def _version() -> str:
@@ -210,50 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune pretrained Hugging Face models as batch jobs on Kubernetes, or locally.",
     )
     parser.add_argument("--version", action="version", version=f"kubetune {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("validate", help="check a job spec and print it resolved (all defaults filled in)")
-    _add_spec_args(p)
-    p.add_argument("--data", action="store_true",
-                   help="also check every data file (exists, mapped columns, labels) and that the model "
-                        "source has a config and a tokenizer (no weights are loaded); needs the train extra")
-    p.set_defaults(func=cmd_validate)
-
-    p = sub.add_parser("render", help="print the Kubernetes objects of a job (for kubectl apply -f -)")
-    _add_spec_args(p)
-    p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
-                   help=f"{STAGE_HELP}; all (default): training, and evaluation parked until training "
-                        "completes; predict: batch prediction with the trained model (--input, --output)")
-    _add_predict_args(p)
-    p.add_argument("--k8s-version", default=None, metavar="X.Y",
-                   help="Kubernetes version to validate against (default: the oldest supported, 1.29)")
-    p.add_argument("--schedule", default=None, metavar="CRON",
-                   help='retrain on a schedule: a CronJob, e.g. "0 3 * * 0" (UTC)')
-    p.set_defaults(func=cmd_render)
-
-    p = sub.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
-    _add_spec_args(p)
-    p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
-    p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
-                   help=f"{STAGE_HELP}; all (default): train, then evaluate; "
-                        "predict: batch prediction with the trained model (--input, --output)")
-    _add_predict_args(p)
-    p.add_argument("--output-in-store", action="store_true",
-                   help="--stage predict: a relative --output is under storage.root (default: the current folder)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="--stage predict: replace an output folder that holds another job's predictions")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
-        "prepare-quickstart",
-        help="put the offline MiniLM model and a small labelled dataset into a local store",
-    )
-    p.add_argument("--root", default=".kubetune", help="storage root to fill (default: .kubetune)")
-    p.set_defaults(func=cmd_prepare_quickstart)
-
-    add_cluster_commands(sub, _add_spec_args)
-    add_runs_commands(sub)
-    add_models_commands(sub, _add_spec_args)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for family in FAMILIES:
+        family.register(subparsers)
     return parser
 
 

@@ -1,25 +1,22 @@
-"""`kubetune retrain` and `kubetune models ...`: the model registry from the command line.
+"""`kubetune models list / show / promote / rollback`: a job's model registry from the command line.
 
 `list`, `show` and `rollback` are store operations (`kubetune.registry`, no torch). `promote`
 must score the run and the current version on the gate data, which needs the model stack:
-it runs the promote entrypoint (names.PROMOTE_MODULE) as a local child process, as `kubetune
-run --local` runs pods, rather than trusting numbers a run wrote about itself; the same
-entrypoint is the gating step after a multi-node scheduled run.
+it runs the promote entrypoint (names.PROMOTE_MODULE) as a local child process
+(`launch.entrypoint_process`, as `validate --data` runs the check entrypoint), rather than
+trusting numbers a run wrote about itself; the same entrypoint is the gating step after a
+multi-node scheduled run. Its error lines name the user's spec file, as the launcher's own do.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import tempfile
-from typing import Any, Callable
+from typing import Any
 
+from kubetune.cli.arguments import add_spec_args
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.spec.job import JobSpec, load_spec
 
 # Gate metrics shown by `models list`, when a version has them.
@@ -33,19 +30,6 @@ def _registry(spec: JobSpec) -> Any:
     store = Store.from_spec(spec.storage)
     store.check_reachable()
     return Registry(store, spec.name)
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    from kubetune.launch.retrain import retrain_local
-
-    spec = load_spec(args.job, args.overrides)
-    if not args.local:
-        print("error: kubetune retrain needs --local (one run on this machine); on a cluster, "
-              "`kubetune render JOB --schedule CRON | kubectl apply -f -` runs it on a schedule", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    code, run = retrain_local(spec)
-    print(f"run:     {run}")
-    return code
 
 
 def _data_size(record: dict[str, Any]) -> int | None:
@@ -94,23 +78,16 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
+    from kubetune.launch.entrypoint_process import run_entrypoint
+
     spec = load_spec(args.job, args.overrides)
     _registry(spec)  # an unreachable store fails here, before the model stack starts
-    with tempfile.TemporaryDirectory(prefix="kubetune-promote-") as tmp:
-        spec_file = os.path.join(tmp, kn.SPEC_KEY)
-        with open(spec_file, "w") as handle:
-            handle.write(spec.to_yaml())
-        argv = [sys.executable, "-m", kn.PROMOTE_MODULE, "--spec", spec_file, "--run", args.run]
-        return subprocess.call(argv + (["--force"] if args.force else []))
+    return run_entrypoint(kn.PROMOTE_MODULE, spec, ["--run", args.run, *(["--force"] if args.force else [])]).returncode
 
 
-def add_models_commands(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("retrain", help="one scheduled retrain run now: train if the data changed, promote if better")
-    add_spec_args(p)
-    p.add_argument("--local", action="store_true", help="run on this machine with a local or S3 store")
-    p.set_defaults(func=cmd_retrain)
-
-    models = sub.add_parser("models", help="the job's model registry: list, show, promote, rollback")
+def register(subparsers: Any) -> None:
+    """Add `models` and its verbs to `kubetune`'s subcommands."""
+    models = subparsers.add_parser("models", help="the job's model registry: list, show, promote, rollback")
     verbs = models.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("list", help="versions with date, run, gate metrics, data size; * marks CURRENT")
     add_spec_args(p)

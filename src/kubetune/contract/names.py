@@ -62,8 +62,9 @@ ENV_WORKDIR = "KUBETUNE_WORKDIR"
 # Set by distrun for its workers: a worker that saved a checkpoint on SIGTERM touches this
 # file, so torchrun's own exit code (which hides the workers') can still report it.
 ENV_RETRY_FLAG = "KUBETUNE_RETRY_FLAG"
-# Set by `kubetune run --local` for its pods' processes: each entrypoint asks the kernel to kill
-# it when its parent dies (PR_SET_PDEATHSIG), so a SIGKILLed launcher leaves no trainer behind.
+# Set by the launcher for every entrypoint it starts on this machine (`run --local`'s pods,
+# `validate --data`, `models promote`): each entrypoint asks the kernel to kill it when its parent
+# dies (PR_SET_PDEATHSIG), so a SIGKILLed launcher leaves no trainer behind.
 ENV_DIE_WITH_PARENT = "KUBETUNE_DIE_WITH_PARENT"
 # The user's spec file as given on the launcher's command line (`jobs/x.yaml`), so the pod's
 # one-line errors name it as the launcher's do: in the pod the spec is at SPEC_PATH. A name,

@@ -26,8 +26,9 @@ from kubetune.storage import Store
 RUNS_DIR = "runs"
 ACTIVE_SECONDS = 600.0
 COMPLETE, RUNNING, RESUMABLE, FAILED = "complete", "running", "preempted-and-resumable", "failed"
-# Test metrics shown as a run's headline, the first present in this order.
-HEADLINE_METRICS = ["accuracy", "f1_macro", "f1", "exact_match", "bleu", "rougeL", "perplexity", "loss"]
+# A run's headline test metrics, in this order: the `test` column of `kubetune runs` shows the
+# first present, the end of `kubetune run --local` every one present.
+HEADLINE_METRICS = ("accuracy", "f1_macro", "f1", "exact_match", "bleu", "rougeL", "perplexity", "loss")
 
 
 def _read_json(store: Store, rel: str) -> Any:
@@ -90,12 +91,15 @@ def best_validation(records: list[dict[str, Any]], metric: str | None, greater: 
     return {"metric": key.removeprefix("eval_"), "value": best[key], "step": best["step"]}
 
 
-def test_headline(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+def headline_metrics(metrics: dict[str, Any] | None) -> dict[str, int | float]:
+    """The headline metrics present among a run's test metrics, in HEADLINE_METRICS order."""
+    return {name: metrics[name] for name in HEADLINE_METRICS if metrics and isinstance(metrics.get(name), (int, float))}
+
+
+def headline_metric(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     """{metric, value} of the first headline metric present in the test metrics."""
-    for name in HEADLINE_METRICS:
-        if metrics and isinstance(metrics.get(name), (int, float)):
-            return {"metric": name, "value": metrics[name]}
-    return None
+    first = next(iter(headline_metrics(metrics).items()), None)
+    return {"metric": first[0], "value": first[1]} if first else None
 
 
 def latest_checkpoint(store: Store, layout: RunLayout) -> int | None:
@@ -117,7 +121,7 @@ def run_state(committed: bool, status: dict[str, Any], last_write: float | None,
     return RESUMABLE if resumable else FAILED
 
 
-def run_summary(store: Store, name: str, now: float | None = None) -> dict[str, Any]:
+def describe_run(store: Store, name: str, now: float | None = None) -> dict[str, Any]:
     """One row of `kubetune runs`: what, where it stands, how well, when.
 
     Why long: one read of each file of the run, then one dict of what the table shows;
@@ -148,7 +152,7 @@ def run_summary(store: Store, name: str, now: float | None = None) -> dict[str, 
         "max_steps": max_steps,
         "epoch": last.get("epoch"),
         "best": best_validation(records, status.get("metric"), status.get("greater_is_better")),
-        "test": test_headline(_read_json(store, layout.eval_metrics)),
+        "test": headline_metric(_read_json(store, layout.eval_metrics)),
         "started": _iso(started),
         "duration_seconds": round(ended - started, 1) if started and ended else None,
         "latest_checkpoint": latest,
@@ -174,7 +178,7 @@ def _iso(seconds: float | None) -> str | None:
 
 def list_runs(store: Store) -> list[dict[str, Any]]:
     """Every run folder under `runs/` in the store, newest first."""
-    rows = [run_summary(store, name) for name in store.list_dirs(RUNS_DIR)]
+    rows = [describe_run(store, name) for name in store.list_dirs(RUNS_DIR)]
     return sorted(rows, key=lambda r: (r["started"] or "", r["name"]), reverse=True)
 
 
@@ -193,7 +197,7 @@ def show_run(store: Store, name: str) -> dict[str, Any]:
     report = store.read_text(layout.eval_report) if store.exists(layout.eval_report) else None
     lineage_rel = posixpath.join(layout.base, "lineage.json")
     return {
-        **run_summary(store, name),
+        **describe_run(store, name),
         "spec": {k: spec.get(k) for k in ("task", "model", "data", "train") if k in spec},
         "summary": _read_json(store, layout.summary),
         "test_metrics": _read_json(store, layout.eval_metrics),

@@ -56,7 +56,7 @@ from typing import Any
 import yaml
 
 from kubetune.contract import names as kn
-from kubetune.contract.model_ref import check_model_ref
+from kubetune.contract.model_ref import check_model_ref, check_model_stage
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
@@ -87,14 +87,16 @@ def render_objects(
     (default: the oldest supported, so the objects apply on every supported cluster).
 
     With `schedule`, the train Job becomes a CronJob (stage must be train or all). `model` (a
-    `--model` reference: current, vNNNN or a run) is whose model the evaluate Job scores; the
-    predict Job's comes in `predict["model"]`. Either is checked before anything is built."""
+    `--model` reference: current, vNNNN or a run) is whose model the evaluate or predict Job
+    uses (the predict Job's may also come in `predict["model"]`); a stage that trains refuses
+    it (`check_model_stage`). Either is checked before anything is built."""
     from kubetune.launch.validate import supported_versions, validate_objects
 
     if stage not in kn.RENDER_STAGES:
         raise RenderError(f"--stage {stage}: must be one of {', '.join(kn.RENDER_STAGES)}")
-    if model is not None and stage != kn.STAGE_EVALUATE:
-        raise RenderError(f"--model belongs to --stage {kn.STAGE_EVALUATE} or {kn.STAGE_PREDICT}, not {stage}")
+    check_model_stage(stage, model)
+    if model is not None and stage == kn.STAGE_PREDICT:  # the predict Job's model, as `predict["model"]`
+        predict = {**(predict or {}), "model": (predict or {}).get("model") or model}
     for ref in (model, (predict or {}).get("model")):
         if ref is not None:
             check_model_ref(ref)

@@ -26,8 +26,11 @@ def spec_text(spec: JobSpec) -> str:
     return spec.to_yaml()
 
 
-def spec_hash(spec: JobSpec) -> str:
-    """Annotated on every pod, so a changed spec is visible on the cluster."""
+def resolved_spec_hash(spec: JobSpec) -> str:
+    """The SHA-256 of the resolved spec the ConfigMap carries (`spec_text`), annotated on every
+    pod (names.SPEC_HASH_ANNOTATION), so a changed spec is visible on the cluster. Not the
+    workload's lineage hash of a run's spec, which leaves out the fields that do not change
+    what a run computes."""
     return hashlib.sha256(spec_text(spec).encode()).hexdigest()
 
 
@@ -280,7 +283,7 @@ def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dic
     pod["containers"] = [container]
     pod["volumes"] = volumes
     labels = {**common_labels(spec, stage), kn.STAGE_LABEL: stage}
-    annotations = {**k.annotations, kn.SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    annotations = {**k.annotations, kn.SPEC_HASH_ANNOTATION: resolved_spec_hash(spec)}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}
 
 

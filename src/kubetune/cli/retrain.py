@@ -1,0 +1,33 @@
+"""`kubetune retrain JOB --local`: one scheduled retrain run now, on this machine: train if the data
+changed, promote if better (`kubetune.launch.retrain` runs the CronJob's pod locally)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kubetune.cli.arguments import add_spec_args
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.spec.job import load_spec
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from kubetune.launch.retrain import retrain_local
+
+    spec = load_spec(args.job, args.overrides)
+    if not args.local:
+        print("error: kubetune retrain needs --local (one run on this machine); on a cluster, "
+              "`kubetune render JOB --schedule CRON | kubectl apply -f -` runs it on a schedule", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    code, run = retrain_local(spec)
+    print(f"run:     {run}")
+    return code
+
+
+def register(subparsers: Any) -> None:
+    """Add retrain to `kubetune`'s subcommands."""
+    p = subparsers.add_parser("retrain", help="one scheduled retrain run now: train if the data changed, promote if better")
+    add_spec_args(p)
+    p.add_argument("--local", action="store_true", help="run on this machine with a local or S3 store")
+    p.set_defaults(func=cmd_retrain)

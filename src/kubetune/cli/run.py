@@ -1,0 +1,188 @@
+"""`kubetune validate / render / run`: a job spec checked, rendered into Kubernetes objects, or run
+on this machine (`run --local`: the rendered pods as child processes, exactly as a pod would run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from kubetune.cli.arguments import STAGE_HELP, add_predict_args, add_spec_args
+from kubetune.contract import names as kn
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT
+from kubetune.contract.model_ref import check_model_stage
+from kubetune.contract.spec.job import JobSpec, SpecError, load_spec
+
+# After the headline metrics, the summary's `test:` line shows how many samples they were scored on.
+SAMPLES_METRIC = "num_samples"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job, args.overrides)
+    print(spec.to_yaml(), end="")
+    if not args.data:
+        print(f"ok: {args.job}: the spec is valid (add --data to check the data files and the model source)",
+              file=sys.stderr)
+        return 0
+    from kubetune.launch.preflight import check_data
+
+    code, line = check_data(spec)
+    print(line if code == 0 else f"error: {line}", file=sys.stderr)
+    return code
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from kubetune.launch.render import names, render_objects, to_yaml_stream
+    from kubetune.storage import has_scheme
+
+    spec = load_spec(args.job, args.overrides)
+    objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule,
+                          predict=predict_args(args), model=evaluate_model(args))
+    print(to_yaml_stream(objs), end="")
+    if not has_scheme(spec.storage.root):
+        print(
+            f"kubetune: warning: storage.root {spec.storage.root!r} is a folder inside the pod and vanishes with it; "
+            "use --set storage.root=s3://bucket/prefix",
+            file=sys.stderr,
+        )
+    if args.stage == kn.STAGE_ALL and args.schedule is None:
+        n = names(spec)
+        print(
+            f"kubetune: {n.evaluate} is parked (suspend: true) until training completes: "
+            f"kubectl wait --for=condition=complete --timeout=-1s job/{n.train} && "
+            f"kubetune render {args.job} --stage evaluate | kubectl apply -f -",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kubetune.launch.local import local_predict_args, run_local
+    from kubetune.launch.predict_output import check_output, mark_output
+    from kubetune.storage import Store
+
+    spec = load_spec(args.job, args.overrides)
+    if not args.local:
+        print(_run_without_local(spec, args), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    predict = local_predict_args(_local_output(predict_args(args), args.output_in_store))
+    if predict:
+        check_output(spec, predict["output"], args.overwrite, shown=args.output)
+    started = time.monotonic()
+    code = run_local(spec, stage=args.stage, predict=predict, model=evaluate_model(args))
+    if code != 0:
+        return code
+    if args.stage == kn.STAGE_PREDICT and predict:
+        mark_output(spec, predict["output"])
+        print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
+    else:
+        print_summary(spec, time.monotonic() - started)
+    return 0
+
+
+def _local_output(predict: dict[str, str] | None, in_store: bool) -> dict[str, str] | None:
+    """`run --local --output x/`: a relative path is relative to the current folder, as for any
+    command line tool; a URI, or `--output-in-store`, writes under storage.root instead."""
+    from kubetune.storage import has_scheme, is_explicit_local
+
+    if not predict or in_store or has_scheme(predict["output"]) or is_explicit_local(predict["output"]):
+        return predict
+    return {**predict, "output": f"./{predict['output']}"}
+
+
+def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
+    """What `run` without `--local` would mean, and the commands that do it: not a crash, a
+    pointer (the spec is valid; only where to run it is missing)."""
+    from kubetune.launch.render import names
+
+    n = names(spec)
+    return (
+        f"kubetune run: say where: `kubetune run {args.job} --local` runs it on this machine; "
+        f"on a cluster, `kubetune submit {args.job}` creates Job {n.train} "
+        f"({spec.resources.nodes} node(s)), then {n.evaluate} "
+        f"(`kubetune render {args.job}` prints those objects without submitting)"
+    )
+
+
+def print_summary(spec: JobSpec, wall_seconds: float | None = None) -> None:
+    """Where a local run put its run folder and model, its best validation metric and step,
+    its headline test metrics and the wall time of this command."""
+    from kubetune.contract.layout import RunLayout
+    from kubetune.launch.runs import describe_run, headline_metrics
+    from kubetune.storage import Store
+
+    store = Store.from_spec(spec.storage)
+    layout = RunLayout(spec.name)
+    row = describe_run(store, spec.name)
+    print(f"run:     {store.url(layout.base)} ({row['state']}, step {row['step']}/{row['max_steps']})")
+    print(f"model:   {store.url(layout.model)}")
+    if row["best"]:
+        best = row["best"]
+        print(f"best:    {best['metric']} {best['value']:.4f} at step {best['step']} (validation)")
+    if wall_seconds is not None:
+        print(f"wall:    {wall_seconds:.1f} s")
+    if store.exists(layout.eval_metrics):
+        metrics = store.read_json(layout.eval_metrics)
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        shown = headline_metrics(numbers)
+        if SAMPLES_METRIC in numbers:
+            shown[SAMPLES_METRIC] = numbers[SAMPLES_METRIC]
+        parts = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()]
+        print(f"test:    {', '.join(parts) if parts else json.dumps(numbers)}")
+        print(f"metrics: {store.url(layout.eval_metrics)}")
+
+
+def evaluate_model(args: argparse.Namespace) -> str | None:
+    """`--model` for the evaluate stage (predict carries it in `predict_args`); refused with
+    any stage that trains, which makes its own model."""
+    check_model_stage(args.stage, args.model)
+    return args.model if args.stage == kn.STAGE_EVALUATE else None
+
+
+def predict_args(args: argparse.Namespace) -> dict[str, str] | None:
+    """--input/--output/--format for the predict stage; both URIs are required with it."""
+    if args.stage != kn.STAGE_PREDICT:
+        if args.input or args.output:
+            raise SpecError("--input/--output belong to --stage predict")
+        return None
+    if not args.input or not args.output:
+        raise SpecError("--stage predict needs --input URI and --output URI")
+    return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {}),
+            **({"model": args.model} if args.model is not None else {})}
+
+
+def register(subparsers: Any) -> None:
+    """Add validate, render and run to `kubetune`'s subcommands."""
+    p = subparsers.add_parser("validate", help="check a job spec and print it resolved (all defaults filled in)")
+    add_spec_args(p)
+    p.add_argument("--data", action="store_true",
+                   help="also check every data file (exists, mapped columns, labels) and that the model "
+                        "source has a config and a tokenizer (no weights are loaded); needs the train extra")
+    p.set_defaults(func=cmd_validate)
+
+    p = subparsers.add_parser("render", help="print the Kubernetes objects of a job (for kubectl apply -f -)")
+    add_spec_args(p)
+    p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
+                   help=f"{STAGE_HELP}; all (default): training, and evaluation parked until training "
+                        "completes; predict: batch prediction with the trained model (--input, --output)")
+    add_predict_args(p)
+    p.add_argument("--k8s-version", default=None, metavar="X.Y",
+                   help="Kubernetes version to validate against (default: the oldest supported, 1.29)")
+    p.add_argument("--schedule", default=None, metavar="CRON",
+                   help='retrain on a schedule: a CronJob, e.g. "0 3 * * 0" (UTC)')
+    p.set_defaults(func=cmd_render)
+
+    p = subparsers.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
+    add_spec_args(p)
+    p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
+    p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
+                   help=f"{STAGE_HELP}; all (default): train, then evaluate; "
+                        "predict: batch prediction with the trained model (--input, --output)")
+    add_predict_args(p)
+    p.add_argument("--output-in-store", action="store_true",
+                   help="--stage predict: a relative --output is under storage.root (default: the current folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--stage predict: replace an output folder that holds another job's predictions")
+    p.set_defaults(func=cmd_run)
