@@ -64,14 +64,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kubetune.storage import Store
 
     spec = load_spec(args.job, args.overrides)
+    if (args.container or args.image) and not args.local:
+        raise SpecError(f"--{'container' if args.container else 'image'} runs the pods on this machine: "
+                        f"add --local (kubetune run {args.job} --local --container)")
+    if args.image and not args.container:
+        raise SpecError("--image names the image of --container: add --container")
     if not args.local:
         print(_run_without_local(spec, args), file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.container:
+        from kubetune.launch.container import find_engine
+
+        find_engine()  # no engine: one line and exit 2, before anything runs
     predict = local_predict_args(_local_output(predict_args(args), args.output_in_store))
     if predict:
         check_output(spec, predict["output"], args.overwrite, shown=args.output)
     started = time.monotonic()
-    code = run_local(spec, stage=args.stage, predict=predict, model=evaluate_model(args))
+    if args.container:
+        from kubetune.launch.container import run_in_containers
+
+        code = run_in_containers(spec, args.image, stage=args.stage, predict=predict, model=evaluate_model(args))
+    else:
+        code = run_local(spec, stage=args.stage, predict=predict, model=evaluate_model(args))
     if code != 0:
         return code
     if args.stage == kn.STAGE_PREDICT and predict:
@@ -177,6 +191,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
     add_spec_args(p)
     p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
+    p.add_argument("--container", action="store_true",
+                   help="with --local: run each pod in the image with podman or docker (docs/container.md)")
+    p.add_argument("--image", default=None, metavar="IMAGE",
+                   help="with --container: the image to run (default: the rendered one)")
     p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
                    help=f"{STAGE_HELP}; all (default): train, then evaluate; "
                         "predict: batch prediction with the trained model (--input, --output)")
