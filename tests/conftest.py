@@ -121,7 +121,7 @@ LONGEST_MODULES = (
     "workload/data/test_token_cache.py",
     "launch/test_cluster.py",
     "workload/checkpointing/test_lease_training.py",
-    "launch/test_local_executor.py",
+    "launch/local/test_pods_executor.py",
 )
 
 

@@ -31,7 +31,7 @@ from helpers_resume import (SMALL_CPU_ENV, LineProcess, RestartableS3, restartab
                             write_spec, write_sst2_subset)
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.launch.local import local_gpu_count
+from kubetune.launch.local.pods import local_gpu_count
 
 BUCKET = "gang-tests"
 MAX_STEPS = 20

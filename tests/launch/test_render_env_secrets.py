@@ -18,7 +18,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.errors import SpecError
 from kubetune.contract.spec.job import validate_spec
 from kubetune.launch.cluster import connect
-from kubetune.launch.local import plan_stage
+from kubetune.launch.local.pods import plan_stage
 from kubetune.launch.render import render_objects, to_yaml_stream
 from kubetune.launch.validate import latest_version, validate_objects
 

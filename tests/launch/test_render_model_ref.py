@@ -18,7 +18,7 @@ from kubetune.cli.main import main
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.spec.job import validate_spec
-from kubetune.launch.local import plan_stage
+from kubetune.launch.local.pods import plan_stage
 from kubetune.launch.render import render_objects
 from kubetune.launch.validate import supported_versions
 

@@ -1,5 +1,5 @@
 """`kubetune retrain JOB --local`: one scheduled retrain run now, on this machine: train if the data
-changed, promote if better (`kubetune.launch.retrain` runs the CronJob's pod locally)."""
+changed, promote if better (`kubetune.launch.local.retrain` runs the CronJob's pod locally)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kubetune.contract.spec.job import load_spec
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from kubetune.launch.retrain import retrain_local
+    from kubetune.launch.local.retrain import retrain_local
 
     spec = load_spec(args.job, args.overrides)
     if not args.local:

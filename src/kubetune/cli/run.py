@@ -59,7 +59,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kubetune.launch.local import local_predict_args, run_local
+    from kubetune.launch.local.pods import local_predict_args, run_local
     from kubetune.launch.predict_output import check_output, mark_output
     from kubetune.storage import Store
 
@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(_run_without_local(spec, args), file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.container:
-        from kubetune.launch.container import find_engine
+        from kubetune.launch.local.container import find_engine
 
         find_engine()  # no engine: one line and exit 2, before anything runs
     predict = local_predict_args(_local_output(predict_args(args), args.output_in_store))
@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_output(spec, predict["output"], args.overwrite, shown=args.output)
     started = time.monotonic()
     if args.container:
-        from kubetune.launch.container import run_in_containers
+        from kubetune.launch.local.container import run_in_containers
 
         code = run_in_containers(spec, args.image, stage=args.stage, predict=predict, model=evaluate_model(args))
     else:

@@ -17,9 +17,9 @@ import pytest
 
 from kubetune.contract import names as kn
 from kubetune.contract.recovery import resumed_line, worker_failed_line
-from kubetune.launch.local_gang import RecoveryRelay
+from kubetune.launch.local.gang import RecoveryRelay
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_a_recovery_is_one_line_naming_the_pod_its_exit_code_and_the_step(capsys):
@@ -37,7 +37,7 @@ def test_a_recovery_is_one_line_naming_the_pod_its_exit_code_and_the_step(capsys
 # A launcher stand-in: runs the gang runner on two "pods" that trap SIGTERM, save, exit 75.
 LAUNCHER = textwrap.dedent("""
     import sys
-    from kubetune.launch.local_gang import LocalProcess, run_processes
+    from kubetune.launch.local.gang import LocalProcess, run_processes
     pod = (
         "import signal, sys, time, pathlib\\n"
         "def stop(*_):\\n"

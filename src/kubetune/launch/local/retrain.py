@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local import plan_stage, run_processes
+from kubetune.launch.local.pods import plan_stage, run_processes
 
 # Any valid schedule: only the rendered jobTemplate is used.
 LOCAL_SCHEDULE = "@daily"

@@ -28,7 +28,7 @@ How a pod becomes a process:
 * Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
   when a worker fails (up to `train.max_restarts`), as on a cluster. A pod process that exits
   non-zero stops its gang and the run; the Job's pod retries are not imitated.
-  (`kubetune.launch.local_gang` runs the processes: recoveries, signals, no orphans.)
+  (`kubetune.launch.local.gang` runs the processes: recoveries, signals, no orphans.)
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local_gang import LocalProcess, run_processes
+from kubetune.launch.local.gang import LocalProcess, run_processes
 
 __all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]
 

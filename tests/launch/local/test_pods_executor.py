@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from kubetune.contract import names as kn
-from kubetune.launch.local import LocalProcess, _expand, plan_stage, run_local, run_processes
+from kubetune.launch.local.pods import LocalProcess, _expand, plan_stage, run_local, run_processes
 from kubetune.launch.render import render_objects
 from kubetune.contract.spec.job import validate_spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def make_spec(**sections):

@@ -20,8 +20,8 @@ import pytest
 
 from kubetune.contract.names import ENV_PROGRESS_INTERVAL
 from kubetune.contract.progress import format_progress, parse_progress
-from kubetune.launch.local_gang import LocalProcess, run_processes
-from kubetune.launch.progress_view import ProgressView
+from kubetune.launch.local.gang import LocalProcess, run_processes
+from kubetune.launch.local.progress_view import ProgressView
 
 
 def _line(step: int, total: int = 40) -> str:
@@ -84,7 +84,7 @@ def test_plain_output_prints_the_held_back_line_when_the_stage_ends():
 # The launcher's side: run_processes over one local "pod" running POD.
 RUNNER = textwrap.dedent("""
     import os, sys
-    from kubetune.launch.local_gang import LocalProcess, run_processes
+    from kubetune.launch.local.gang import LocalProcess, run_processes
     pod = LocalProcess("demo-train-0", [sys.executable, "-c", sys.argv[1], sys.argv[2]], dict(os.environ), os.getcwd())
     sys.exit(run_processes([pod]))
 """)

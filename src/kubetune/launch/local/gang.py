@@ -1,6 +1,6 @@
 """Running a stage's local pods as one gang: start, watch, relay, stop, and never leave orphans.
 
-`kubetune.launch.local` plans the processes (one per pod); this module runs them:
+`kubetune.launch.local.pods` plans the processes (one per pod); this module runs them:
 
 * Every pod's stdout goes through a `progress_view.ProgressView` (a live bar on a terminal,
   throttled plain progress lines elsewhere). Output of a gang (several pods) is prefixed per pod, and each whole-gang recovery that
@@ -34,7 +34,7 @@ from types import FrameType
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.recovery import parse_resumed, parse_worker_failed
-from kubetune.launch.progress_view import ProgressView
+from kubetune.launch.local.progress_view import ProgressView
 
 # Grace period for the other processes of a gang when one fails.
 GANG_GRACE_S = 30

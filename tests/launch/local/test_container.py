@@ -26,7 +26,7 @@ import s3fs
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import load_spec
-from kubetune.launch.container import ContainerError, find_engine, memory_quantity, cpu_quantity, plan_container_stage
+from kubetune.launch.local.container import ContainerError, find_engine, memory_quantity, cpu_quantity, plan_container_stage
 from kubetune.launch.render import render_objects
 
 from helpers import REPO, run_cli, succeeded
@@ -81,13 +81,14 @@ def test_secrets_are_handed_over_by_name_never_by_value(tmp_path):
 def test_each_node_is_a_container_meeting_at_the_rendered_rendezvous_host(tmp_path):
     procs = _plan(tmp_path, "imdb-bert-multinode.yaml", offline=False)
     assert len(procs) >= 2
-    hosts = [_flag(p.argv, "--add-host") for p in procs]
+    hosts = [[a.split("=", 1)[1] for a in p.argv if a.startswith("--add-host=")] for p in procs]
     assert hosts[0] and all(h == hosts[0] for h in hosts)
     endpoints = {a for p in procs for a in p.argv if a.startswith("--rdzv-endpoint=")}
     assert len(endpoints) == 1  # one rendezvous for the gang
     host = endpoints.pop().split("=", 1)[1].rsplit(":", 1)[0]
     assert f"{host}:127.0.0.1" in hosts[0]
     assert len({p.argv[p.argv.index("--name") + 1] for p in procs}) == len(procs)
+    assert all("--nproc-per-node=1" in p.argv for p in procs)  # no GPU is passed into a container
 
 
 def test_quantities():

@@ -1,6 +1,6 @@
 """`run --local --container`: the rendered pods in the image, one container per pod.
 
-The local executor (`launch.local`) proves a manifest's command with this machine's Python;
+The local executor (`launch.local.pods`) proves a manifest's command with this machine's Python;
 this one proves the image too: the same rendered pods run in the image with podman or docker
 (whichever is installed, podman first), honouring the pod as the kubelet would:
 
@@ -23,11 +23,11 @@ this one proves the image too: the same rendered pods run in the image with podm
   network at all;
 * several pods: one container each on the host network; the rendered rendezvous host names
   resolve to this machine (`--add-host`) and the rendezvous port becomes a free one, as in
-  `launch.local`.
+  `launch.local.pods`. No GPU is passed into a container yet: each pod runs one CPU process.
 
 Under rootful podman the writable mounts are handed to the pod's uid (podman's `:U`), since
 the folders a root user creates are not writable by uid 10001; rootless podman maps your own
-uid to it (`--userns keep-id`). Signals, progress and exit codes are `launch.local_gang`'s:
+uid to it (`--userns keep-id`). Signals, progress and exit codes are `launch.local.gang`'s:
 SIGTERM to the launcher reaches each container's PID 1 through the engine's signal proxy.
 """
 
@@ -42,8 +42,8 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local import _expand, _pod_identity, free_port, local_cache_dir, run_local
-from kubetune.launch.local_gang import LocalProcess
+from kubetune.launch.local.pods import _expand, _pod_identity, free_port, local_cache_dir, run_local
+from kubetune.launch.local.gang import LocalProcess
 
 ENGINES = ("podman", "docker")
 # Variables the engine copies from your environment by name (never by value on a command line).
@@ -69,7 +69,7 @@ def find_engine(environ: dict[str, str] | None = None) -> str:
 
 def run_in_containers(spec: JobSpec, image: str | None = None, stage: str = kn.STAGE_ALL,
                       predict: dict[str, str] | None = None, model: str | None = None) -> int:
-    """`run --local --container`: `launch.local.run_local` with every pod in `image` (default:
+    """`run --local --container`: `launch.local.pods.run_local` with every pod in `image` (default:
     the rendered one). A local `storage.root` becomes absolute, so the spec the pods read
     names the folder mounted at that path; local prediction input and output are mounted too."""
     from kubetune.storage import has_scheme
@@ -233,7 +233,7 @@ def _passed_by_name(container: dict[str, Any], environ: dict[str, str]) -> list[
 
 def _rendezvous(arg: str, hosts: list[str], port: int | None) -> str:
     """The rendezvous endpoint keeps its rendered host name (resolved by `--add-host`) on a
-    free port, so two local jobs never meet on the fixed rendered one."""
+    free port, so two local jobs never meet on the fixed rendered one; one process a pod."""
     key, sep, value = arg.partition("=")
     if sep and key == "--rdzv-endpoint" and port is not None:
         host, _, _ = value.rpartition(":")
@@ -241,6 +241,8 @@ def _rendezvous(arg: str, hosts: list[str], port: int | None) -> str:
             return f"{key}={host}:{port}"
     if sep and key == "--master-port" and port is not None:
         return f"{key}={port}"
+    if sep and key == "--nproc-per-node":
+        return f"{key}=1"  # no GPU is passed into the containers: one CPU process a pod
     return arg
 
 
