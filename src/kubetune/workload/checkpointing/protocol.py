@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step
+from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step, resume_step
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.model.downloads import download_once
 
@@ -79,15 +79,17 @@ def committed_steps(store: Store, layout: RunLayout, warn: bool = False) -> list
     return sorted(steps)
 
 
-def find_latest(store: Store, layout: RunLayout) -> int | None:
-    """The step to resume from: what LATEST names if committed, else the newest committed."""
+def find_resume_step(store: Store, layout: RunLayout) -> int | None:
+    """The step a resume starts from, by the one rule both sides use (`contract.layout.
+    resume_step`: what LATEST names if committed, else the newest committed), saying so when
+    LATEST named something else."""
     steps = committed_steps(store, layout, warn=True)
-    if store.exists(layout.latest):
-        step = checkpoint_step(store.read_text(layout.latest).strip())
-        if step is not None and step in steps:
-            return step
-        log.warning("LATEST names %s, which is not a committed checkpoint; using the newest committed one", step)
-    return steps[-1] if steps else None
+    latest = store.read_text(layout.latest) if store.exists(layout.latest) else None
+    step = resume_step(latest, steps)
+    named = checkpoint_step(latest.strip()) if latest is not None else None
+    if latest is not None and named != step:
+        log.warning("LATEST names %s, which is not a committed checkpoint; using the newest committed one", named)
+    return step
 
 
 def best_step(store: Store, layout: RunLayout, step: int) -> int | None:

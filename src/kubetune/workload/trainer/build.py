@@ -20,7 +20,7 @@ from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, PreT
 from kubetune.contract.recovery import resumed_line
 from kubetune.workload.model.adapt import apply_freezing, parameter_counts, set_dropout
 from kubetune.workload.trainer.callbacks import CheckpointUploadCallback, ProgressCallback
-from kubetune.workload.checkpointing.protocol import fetch_checkpoint, find_latest
+from kubetune.workload.checkpointing.protocol import fetch_checkpoint, find_resume_step
 from kubetune.workload.model.devices import ddp_backend, precision_flags
 from kubetune.workload.model.lora import apply_lora
 from kubetune.workload.model.source import local_model_dir
@@ -172,7 +172,7 @@ def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
 
 def resume_point(run: Run) -> Path | None:
     """The newest committed checkpoint of this run, fetched locally; None for a fresh start."""
-    step = find_latest(run.store, run.layout)
+    step = find_resume_step(run.store, run.layout)
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if run.is_main and restart is not None and (step is not None or int(restart or 0) > 0):
         # Under torchrun: where a restarted gang resumes (this agent's count stays 0 when another
