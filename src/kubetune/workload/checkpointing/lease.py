@@ -25,7 +25,6 @@ from typing import Any
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RunLayout
-from kubetune.contract.names import ENV_POD_NAME
 from kubetune.storage import Store
 
 
@@ -33,19 +32,20 @@ class RunBusyError(UserError):
     """Another live writer holds the run folder (exit code 2)."""
 
 
-def holder_id() -> str:
-    """Who holds a lease, readable by a person: the pod (or host) and process, plus a nonce so
-    two processes that reuse a pid never look like one holder."""
-    where = os.environ.get(ENV_POD_NAME) or socket.gethostname()
+def holder_id(where: str) -> str:
+    """Who holds a lease, readable by a person: `where` it runs (the pod's name, `PodEnv.
+    pod_name`, or the host's), the process, and a nonce so two processes that reuse a pid
+    never look like one holder."""
     return f"{where} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
 
 
 class RunLease:
-    """The lease of one run folder, held by this process between `acquire` and `release`."""
+    """The lease of one run folder, held by this process between `acquire` and `release`;
+    `holder` names it (`holder_id`; by default on this host's name)."""
 
     def __init__(self, store: Store, layout: RunLayout, seconds: int, holder: str | None = None):
         self.store, self.layout, self.seconds = store, layout, seconds
-        self.holder = holder or holder_id()
+        self.holder = holder or holder_id(socket.gethostname())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -36,6 +36,9 @@ DATA_POSITION = "kubetune_position.json"
 # Written by the Trainer into every checkpoint folder; its `best_global_step` names the
 # checkpoint the validation metric chose so far (transformers 5.24.0).
 TRAINER_STATE = "trainer_state.json"
+# Written by the Trainer subclass into every checkpoint folder: the training loss summed since
+# the last log, and that log's step, so a resumed run's first logged loss covers the same steps.
+LOSS_WINDOW = "kubetune_loss_window.json"
 
 
 def _once(action: Callable[[], Any], what: str) -> Any:
