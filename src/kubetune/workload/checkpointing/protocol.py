@@ -41,13 +41,13 @@ TRAINER_STATE = "trainer_state.json"
 LOSS_WINDOW = "kubetune_loss_window.json"
 
 
-def _once(action: Callable[[], Any], what: str) -> Any:
+def _attempt_once(action: Callable[[], Any], what: str) -> Any:
     return action()
 
 
 def commit_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int,
                       extra_files: list[str] | None = None,
-                      attempt: Callable[[Callable[[], Any], str], Any] = _once) -> str:
+                      attempt: Callable[[Callable[[], Any], str], Any] = _attempt_once) -> str:
     """The checkpoint protocol, in its one place: upload the folder's files, then write the
     COMMITTED marker (listing them and `extra_files`, names other ranks already uploaded into
     the folder: their RNG states), then point LATEST at it. `attempt(action, what)` runs each
@@ -294,7 +294,7 @@ class Uploader:
             try:
                 if job is None:
                     return
-                self._do(job)
+                self._upload(job)
             except Exception as exc:  # an upload that failed past its deadline; training goes on
                 message = f"upload of {job.rel or job.local} failed for good: {exc}"
                 self.errors.append(message)
@@ -304,7 +304,7 @@ class Uploader:
                     shutil.rmtree(job.local, ignore_errors=True) if job.local.is_dir() else job.local.unlink(missing_ok=True)
                 self._queue.task_done()
 
-    def _do(self, job: _Job) -> None:
+    def _upload(self, job: _Job) -> None:
         if job.kind == "file":
             with self._lock:
                 superseded = self._newest_file.get(job.rel, job.seq) > job.seq
