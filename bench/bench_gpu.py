@@ -118,6 +118,7 @@ def kubetune_trainer(case: ModelCase, store: Path, gc: bool, fsdp: bool, work: P
     """The real train path: spec -> setup -> build_trainer, saving and evaluation off."""
     from kubetune.contract.names import ENV_WORKDIR
     from kubetune.contract.spec.job import load_spec
+    from kubetune.workload.checkpointing.checkpointer import Checkpointer
     from kubetune.workload.trainer.build import build_trainer
     from kubetune.workload.stages.training import setup
 
@@ -134,13 +135,14 @@ def kubetune_trainer(case: ModelCase, store: Path, gc: bool, fsdp: bool, work: P
     }))
     os.environ[ENV_WORKDIR] = str(work / "kt")
     run = setup(load_spec(spec_file))
-    trainer, _ = build_trainer(run)
+    checkpointer = Checkpointer(run)
+    trainer = build_trainer(run, checkpointer).trainer
     trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
                                           if type(c).__name__ != "CheckpointUploadCallback"]
     trainer.args.save_strategy = "no"
     trainer.args.eval_strategy = "no"
     trainer.args.load_best_model_at_end = False
-    return trainer
+    return trainer, checkpointer
 
 
 def hf_default_trainer(case: ModelCase, store: Path, gc: bool, work: Path):
@@ -176,17 +178,15 @@ def measure(case: ModelCase, variant: str, store: Path, gc: bool, params: int, m
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    trainer = (kubetune_trainer(case, store, gc, fsdp, work) if variant.startswith("kubetune")
-               else hf_default_trainer(case, store, gc, work))
+    trainer, checkpointer = (kubetune_trainer(case, store, gc, fsdp, work) if variant.startswith("kubetune")
+                             else (hf_default_trainer(case, store, gc, work), None))
     from bench_train_throughput import StepClock
 
     clock = StepClock.make()
     trainer.add_callback(clock)
     trainer.train()
-    if variant.startswith("kubetune"):
-        from kubetune.workload.checkpointing.resume import drain
-
-        drain(trainer)
+    if checkpointer is not None:
+        checkpointer.drain()
     samples = _rate(clock, case.batch) * (int(os.environ.get("WORLD_SIZE", "1")))
     tokens = samples * mean_tokens
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0

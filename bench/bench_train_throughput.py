@@ -39,6 +39,7 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> floa
     from kubetune.contract.spec.job import load_spec
     from kubetune.contract.names import ENV_WORKDIR
     from kubetune.workload.stages.training import setup
+    from kubetune.workload.checkpointing.checkpointer import Checkpointer
     from kubetune.workload.trainer.build import build_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-kt-"))
@@ -58,7 +59,8 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> floa
     }))
     os.environ[ENV_WORKDIR] = str(tmp / "work")
     run = setup(load_spec(spec_file))
-    trainer, _ = build_trainer(run)
+    checkpointer = Checkpointer(run)
+    trainer = build_trainer(run, checkpointer).trainer
     trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
                                           if type(c).__name__ != "CheckpointUploadCallback"]
     trainer.args.save_strategy = "no"
@@ -67,9 +69,7 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int) -> floa
     clock = StepClock.make()
     trainer.add_callback(clock)
     trainer.train()
-    from kubetune.workload.checkpointing.resume import drain
-
-    drain(trainer)  # metrics uploads still queued would retry into the removed store for minutes
+    checkpointer.drain()  # metrics uploads still queued would retry into the removed store for minutes
     shutil.rmtree(tmp, ignore_errors=True)
     # Timed from the end of the first step: setup and the first step's warm-up are excluded.
     return (len(clock.times) - 1) * batch / (clock.times[-1] - clock.times[0])

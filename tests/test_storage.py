@@ -9,7 +9,7 @@ import pytest
 
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store, StorageError
-from kubetune.workload.checkpointing.protocol import find_latest, publish_checkpoint
+from kubetune.workload.checkpointing.protocol import find_resume_step, publish_checkpoint
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
@@ -56,7 +56,7 @@ def test_commit_marker_and_latest(store, tmp_path):
     # A newer folder without its marker (a writer killed mid-upload) is never trusted.
     store.upload_dir(ckpt, layout.checkpoint(40))
     assert not store.is_committed(layout.checkpoint(40))
-    assert find_latest(store, layout) == 30
+    assert find_resume_step(store, layout) == 30
 
 
 def test_relative_and_explicit_uris(store):

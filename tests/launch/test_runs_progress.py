@@ -86,6 +86,31 @@ def test_runs_lists_a_live_run_as_running_and_a_silent_one_as_stopped(store, tmp
     assert later["state"] == "failed"
 
 
+@pytest.mark.parametrize("named", ["missing", "uncommitted"])
+def test_a_run_whose_latest_names_a_lost_checkpoint_resumes_from_an_older_one(store, tmp_path, named):
+    """LATEST names a checkpoint that is gone (or whose upload never committed) while an older
+    one is committed: a restart resumes from the older one, so `kubetune runs` shows the run as
+    resumable, by the same rule (`contract.layout.resume_step`) as the workload's resume."""
+    from kubetune.workload.checkpointing.protocol import find_resume_step, publish_checkpoint
+
+    s, _, _ = store
+    layout = RunLayout(RUN)
+    _log_steps(s, tmp_path, [5, 10])
+    local = tmp_path / "checkpoint-4"
+    local.mkdir()
+    (local / "model.safetensors").write_bytes(b"w" * 100)
+    publish_checkpoint(s, layout, local, 4, keep=2)
+    if named == "uncommitted":  # its files, but no marker: an upload cut short
+        s.upload_file(local / "model.safetensors", f"{layout.checkpoint(8)}/model.safetensors")
+    s.write_text(layout.latest, "step-000008\n")
+
+    later = runs.run_summary(s, RUN, now=runs._modified(s, layout.train_metrics) + 3600)
+    assert (later["state"], later["latest_checkpoint"]) == (runs.RESUMABLE, 4)
+    assert find_resume_step(s, layout) == 4  # where the workload's resume starts
+    s.remove(layout.checkpoint(4))  # nothing committed left: nothing to resume from
+    assert runs.run_summary(s, RUN, now=runs._modified(s, layout.train_metrics) + 3600)["state"] == runs.FAILED
+
+
 @pytest.mark.parametrize(
     "committed, status, age, resumable, expected",
     [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kubetune.contract.names import ENV_RUN
@@ -154,3 +155,21 @@ def checkpoint_step(name: str) -> int | None:
     if name.startswith("step-") and name[5:].isdigit():
         return int(name[5:])
     return None
+
+
+def resume_step(latest: str | None, committed: Iterable[int]) -> int | None:
+    """The checkpoint a resume starts from, decided here once for both sides (the workload
+    resumes from it; `kubetune runs` calls a run with one resumable): the checkpoint LATEST
+    names when it is committed, else the newest committed one; None when none is. `latest` is
+    what the LATEST file says (None: no such file), `committed` the steps of the committed
+    checkpoint folders.
+
+    Why not LATEST alone: LATEST moves only after a commit marker, but it can still name a
+    folder that is gone or not whole (removed by hand, lost with some of a store's objects),
+    and a pod killed between its first checkpoint's marker and LATEST leaves no LATEST at
+    all; a committed checkpoint is a place to resume from either way."""
+    steps = sorted(set(committed))
+    named = checkpoint_step(latest.strip()) if latest is not None else None
+    if named is not None and named in steps:
+        return named
+    return steps[-1] if steps else None

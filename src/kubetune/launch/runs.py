@@ -7,8 +7,9 @@ A run's state:
 * `running`: the train stage says so (`metrics/status.json`) and wrote its metrics within
   ACTIVE_SECONDS. A pod killed without warning cannot say it stopped, so silence for longer
   than that counts as stopped (as experiment trackers judge a run by its heartbeat).
-* `preempted-and-resumable`: stopped, with a committed checkpoint named by LATEST: starting
-  the job again resumes from it.
+* `preempted-and-resumable`: stopped, with a checkpoint a restart resumes from
+  (`contract.layout.resume_step`, the rule the workload resumes by): starting the job again
+  resumes from it.
 * `failed`: stopped with nothing to resume from.
 """
 
@@ -20,7 +21,7 @@ import posixpath
 from typing import Any
 
 from kubetune.contract.errors import UserError
-from kubetune.contract.layout import RunLayout, checkpoint_step
+from kubetune.contract.layout import RunLayout, checkpoint_step, resume_step
 from kubetune.storage import Store
 
 RUNS_DIR = "runs"
@@ -102,12 +103,13 @@ def headline_metric(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"metric": first[0], "value": first[1]} if first else None
 
 
-def latest_checkpoint(store: Store, layout: RunLayout) -> int | None:
-    """The step LATEST names, when that checkpoint is committed (what a restart resumes from)."""
-    if not store.exists(layout.latest):
-        return None
-    step = checkpoint_step(store.read_text(layout.latest).strip())
-    return step if step is not None and store.is_committed(layout.checkpoint(step)) else None
+def resumable_checkpoint(store: Store, layout: RunLayout) -> int | None:
+    """The step a restart resumes from, by the rule the workload resumes by
+    (`contract.layout.resume_step`: what LATEST names if committed, else the newest
+    committed checkpoint); None when there is none."""
+    latest = store.read_text(layout.latest) if store.exists(layout.latest) else None
+    named = (checkpoint_step(name) for name in store.list_dirs(layout.checkpoints))
+    return resume_step(latest, [s for s in named if s is not None and store.is_committed(layout.checkpoint(s))])
 
 
 def run_state(committed: bool, status: dict[str, Any], last_write: float | None, resumable: bool, now: float) -> str:
@@ -133,7 +135,7 @@ def describe_run(store: Store, name: str, now: float | None = None) -> dict[str,
     summary = _read_json(store, layout.summary) or {}
     records = read_records(store, layout)
     committed = store.is_committed(layout.model)
-    latest = latest_checkpoint(store, layout)
+    latest = resumable_checkpoint(store, layout)
     writes = [t for t in (_modified(store, layout.train_metrics), _modified(store, layout.status)) if t]
     last_write = max(writes) if writes else None
     started = _parse_time(status.get("started")) or _modified(store, layout.spec)

@@ -38,6 +38,7 @@ SECRET = "do-not-print-this-secret"
 
 def _plan(tmp_path: Path, job: str, stage: str = kn.STAGE_TRAIN, offline: bool = True, **sets):
     overrides = [f"{k}={v}" for k, v in sets.items()]
+    (tmp_path / "store").mkdir(exist_ok=True)
     objs = render_objects(load_spec(REPO / "jobs" / job, overrides), stage=stage)
     environ = {"PATH": os.environ["PATH"], "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": "key-id",
                kn.ENV_CACHE: str(tmp_path / "cache")}

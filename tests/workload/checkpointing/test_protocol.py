@@ -16,7 +16,7 @@ from kubetune.workload.checkpointing.protocol import (
     Uploader,
     committed_steps,
     fetch_checkpoint,
-    find_latest,
+    find_resume_step,
     publish_checkpoint,
 )
 from kubetune.workload.checkpointing.sampler import ResumableLengthGroupedSampler, length_grouped_order
@@ -45,7 +45,7 @@ def test_partial_checkpoint_without_marker_is_skipped(s3_store: Store, tmp_path:
     s3_store.write_text(layout.latest, "step-000008\n")
 
     with caplog.at_level(logging.WARNING, logger="kubetune.checkpoint"):
-        assert find_latest(s3_store, layout) == 4
+        assert find_resume_step(s3_store, layout) == 4
     assert "step-000008" in caplog.text and "no commit marker" in caplog.text
     assert committed_steps(s3_store, layout) == [4]
     fetched = fetch_checkpoint(s3_store, layout, 4, tmp_path / "fetched")
@@ -92,7 +92,7 @@ def test_uploader_commits_in_order_and_prunes(s3_store: Store, tmp_path: Path):
     assert uploader.close(60)
     assert not uploader.errors
 
-    assert find_latest(s3_store, layout) == 12
+    assert find_resume_step(s3_store, layout) == 12
     assert committed_steps(s3_store, layout) == uploader.committed[-2:]
     for step in uploader.committed:
         name = f"step-{step:06d}"
@@ -119,7 +119,7 @@ def test_uploader_retries_while_the_store_is_down(s3_store: Store, tmp_path: Pat
     uploader.submit_checkpoint(_local_checkpoint(tmp_path, 4), 4)
     assert uploader.close(60)
     assert failures["left"] == 0 and uploader.committed == [4]
-    assert find_latest(s3_store, layout) == 4
+    assert find_resume_step(s3_store, layout) == 4
     assert capsys.readouterr().err.count("retrying") == 2
 
 
@@ -142,7 +142,7 @@ def test_uploader_skips_a_checkpoint_overtaken_before_its_upload(s3_store: Store
     gate.set()
     assert uploader.close(60)
     assert uploader.committed == [4, 12]  # 8 was still queued when 12 arrived
-    assert find_latest(s3_store, layout) == 12
+    assert find_resume_step(s3_store, layout) == 12
 
 
 def test_sampler_order_is_a_pure_function_of_seed_and_epoch():

@@ -30,7 +30,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import COMMIT_MARKER, Store
-from kubetune.workload.trainer.callbacks import CheckpointUploadCallback
+from kubetune.workload.checkpointing.upload_callback import CheckpointUploadCallback
 from kubetune.workload.checkpointing.protocol import fetch_checkpoint
 from kubetune.workload.checkpointing.sharded_state import save_consolidated
 

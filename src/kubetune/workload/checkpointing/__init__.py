@@ -1,1 +1,1 @@
-"""Nothing lost when a pod dies: checkpoints saved, uploaded, committed and found again, the position within the data, the SIGTERM save, FSDP's sharded state and the one-writer lease."""
+"""Nothing lost when a pod dies: checkpoints saved, uploaded, committed and found again, the position within the data, the SIGTERM save, FSDP's sharded state and the one-writer lease. The train stage uses it through one door, `checkpointer.Checkpointer`."""

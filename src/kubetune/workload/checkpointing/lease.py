@@ -25,7 +25,6 @@ from typing import Any
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RunLayout
-from kubetune.contract.names import ENV_POD_NAME
 from kubetune.storage import Store
 
 
@@ -33,23 +32,24 @@ class RunBusyError(UserError):
     """Another live writer holds the run folder (exit code 2)."""
 
 
-def holder_id() -> str:
-    """Who holds a lease, readable by a person: the pod (or host) and process, plus a nonce so
-    two processes that reuse a pid never look like one holder."""
-    where = os.environ.get(ENV_POD_NAME) or socket.gethostname()
+def holder_id(where: str) -> str:
+    """Who holds a lease, readable by a person: `where` it runs (the pod's name, `PodEnv.
+    pod_name`, or the host's), the process, and a nonce so two processes that reuse a pid
+    never look like one holder."""
     return f"{where} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
 
 
 class RunLease:
-    """The lease of one run folder, held by this process between `acquire` and `release`."""
+    """The lease of one run folder, held by this process between `acquire` and `release`;
+    `holder` names it (`holder_id`; by default on this host's name)."""
 
     def __init__(self, store: Store, layout: RunLayout, seconds: int, holder: str | None = None):
         self.store, self.layout, self.seconds = store, layout, seconds
-        self.holder = holder or holder_id()
+        self.holder = holder or holder_id(socket.gethostname())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _read(self) -> dict[str, Any] | None:
+    def _read_lease(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.store.read_text(self.layout.lease))
         except FileNotFoundError:
@@ -58,7 +58,7 @@ class RunLease:
             return {"holder": "?", "expires": 0}
         return data if isinstance(data, dict) else {"holder": "?", "expires": 0}
 
-    def _write(self) -> None:
+    def _write_lease(self) -> None:
         self.store.write_json(self.layout.lease, {"holder": self.holder, "expires": time.time() + self.seconds,
                                                   "seconds": self.seconds, "host": socket.gethostname(),
                                                   "pid": os.getpid()})
@@ -84,11 +84,11 @@ class RunLease:
         deadline = time.monotonic() + self.seconds + 1
         settle = min(0.5, self.seconds / 4)
         while True:
-            current = self._read()
+            current = self._read_lease()
             if self._free(current, self.holder):
-                self._write()
+                self._write_lease()
                 time.sleep(settle)  # a racing writer's lease lands now or not at all
-                current = self._read()
+                current = self._read_lease()
                 if current is not None and current.get("holder") == self.holder:
                     self._start_renewing()
                     return self
@@ -105,7 +105,7 @@ class RunLease:
         def renew() -> None:
             while not self._stop.wait(self.seconds / 3):
                 try:
-                    self._write()
+                    self._write_lease()
                 except Exception:  # a store hiccup: the next renewal tries again
                     pass
 
@@ -117,6 +117,6 @@ class RunLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        current = self._read()
+        current = self._read_lease()
         if current is not None and current.get("holder") == self.holder:
             self.store.remove(self.layout.lease)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step
+from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step, resume_step
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.model.downloads import download_once
 
@@ -36,15 +36,18 @@ DATA_POSITION = "kubetune_position.json"
 # Written by the Trainer into every checkpoint folder; its `best_global_step` names the
 # checkpoint the validation metric chose so far (transformers 5.24.0).
 TRAINER_STATE = "trainer_state.json"
+# Written by the Trainer subclass into every checkpoint folder: the training loss summed since
+# the last log, and that log's step, so a resumed run's first logged loss covers the same steps.
+LOSS_WINDOW = "kubetune_loss_window.json"
 
 
-def _once(action: Callable[[], Any], what: str) -> Any:
+def _attempt_once(action: Callable[[], Any], what: str) -> Any:
     return action()
 
 
 def commit_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int,
                       extra_files: list[str] | None = None,
-                      attempt: Callable[[Callable[[], Any], str], Any] = _once) -> str:
+                      attempt: Callable[[Callable[[], Any], str], Any] = _attempt_once) -> str:
     """The checkpoint protocol, in its one place: upload the folder's files, then write the
     COMMITTED marker (listing them and `extra_files`, names other ranks already uploaded into
     the folder: their RNG states), then point LATEST at it. `attempt(action, what)` runs each
@@ -79,15 +82,17 @@ def committed_steps(store: Store, layout: RunLayout, warn: bool = False) -> list
     return sorted(steps)
 
 
-def find_latest(store: Store, layout: RunLayout) -> int | None:
-    """The step to resume from: what LATEST names if committed, else the newest committed."""
+def find_resume_step(store: Store, layout: RunLayout) -> int | None:
+    """The step a resume starts from, by the one rule both sides use (`contract.layout.
+    resume_step`: what LATEST names if committed, else the newest committed), saying so when
+    LATEST named something else."""
     steps = committed_steps(store, layout, warn=True)
-    if store.exists(layout.latest):
-        step = checkpoint_step(store.read_text(layout.latest).strip())
-        if step is not None and step in steps:
-            return step
-        log.warning("LATEST names %s, which is not a committed checkpoint; using the newest committed one", step)
-    return steps[-1] if steps else None
+    latest = store.read_text(layout.latest) if store.exists(layout.latest) else None
+    step = resume_step(latest, steps)
+    named = checkpoint_step(latest.strip()) if latest is not None else None
+    if latest is not None and named != step:
+        log.warning("LATEST names %s, which is not a committed checkpoint; using the newest committed one", named)
+    return step
 
 
 def best_step(store: Store, layout: RunLayout, step: int) -> int | None:
@@ -289,7 +294,7 @@ class Uploader:
             try:
                 if job is None:
                     return
-                self._do(job)
+                self._upload(job)
             except Exception as exc:  # an upload that failed past its deadline; training goes on
                 message = f"upload of {job.rel or job.local} failed for good: {exc}"
                 self.errors.append(message)
@@ -299,7 +304,7 @@ class Uploader:
                     shutil.rmtree(job.local, ignore_errors=True) if job.local.is_dir() else job.local.unlink(missing_ok=True)
                 self._queue.task_done()
 
-    def _do(self, job: _Job) -> None:
+    def _upload(self, job: _Job) -> None:
         if job.kind == "file":
             with self._lock:
                 superseded = self._newest_file.get(job.rel, job.seq) > job.seq

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec.job import JobSpec
@@ -83,9 +83,11 @@ class Run:
 @dataclass
 class Trained:
     """The training loop's outcome: the Trainer (with its best model loaded), the datasets it
-    trained on, the Trainer's result, and whether it stopped for SIGTERM."""
+    trained on, the Trainer's result, whether it stopped for SIGTERM, and the speed settings
+    the run actually used (for `metrics/summary.json`)."""
 
     trainer: KubetuneTrainer
     prepared: Prepared
     result: TrainOutput
     preempted: bool
+    speed_settings: dict[str, Any] | None = None

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,16 +23,19 @@ from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_def
 from kubetune.storage import Store
 from kubetune.workload.data.tables import unpin_split_files
 from kubetune.workload.data.lineage import build_lineage, resolve_data
-from kubetune.workload.checkpointing.lease import RunLease
+from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.model.source import check_model_source
 from kubetune.workload.stages.run import Run, Trained
 from kubetune.workload.entrypoints.arguments import pod_env
 from kubetune.workload.model.speed import check_speed_support
-from kubetune.workload.tracking.status import now_iso, status_callback, write_curves, write_status
-from kubetune.workload.tracking.trackers import check_trackers, tracking_callbacks
+from kubetune.workload.tracking.status import now_iso, write_curves, write_status
+from kubetune.workload.tracking.trackers import check_trackers
 from kubetune.workload.tracking.mlflow_run import tag_model
 from kubetune.workload.data.splits import load_splits
 from kubetune.workload.tasks import get_task
+
+if TYPE_CHECKING:  # the checkpointing stack (transformers) is loaded only once training starts
+    from kubetune.workload.checkpointing.checkpointer import Checkpointer
 
 log = logging.getLogger("kubetune.train")
 
@@ -95,41 +97,30 @@ def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
     )
 
 
-def train(run: Run) -> Trained:
-    """Build the Trainer, resume from the newest committed checkpoint if any, train."""
-    from kubetune.workload.checkpointing.preemption import PREEMPTION
-    from kubetune.workload.checkpointing.resume import restore_best, restore_position
-    from kubetune.workload.trainer.build import build_trainer, resume_point
+def train(run: Run, checkpointer: Checkpointer) -> Trained:
+    """Build the complete Trainer, resume from the checkpoint the resume rule picks (if any),
+    train."""
+    from kubetune.workload.trainer.build import build_trainer
 
-    PREEMPTION.install()  # SIGTERM: checkpoint at the end of the step, then exit 75
     check_trackers(run)  # before the model loads
-    trainer, prepared = build_trainer(run)
+    built = build_trainer(run, checkpointer)
     if run.is_main:  # after the model loaded: a model that fails to load leaves no run folder
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
-        trainer.add_callback(status_callback(run.store, run.layout))  # status.json: running
-    for callback in tracking_callbacks(run):  # tracking: MLflow, TensorBoard
-        trainer.add_callback(callback)
-    resume = resume_point(run)
-    restore_position(trainer, resume)  # the sampler's epoch / the stream's position
-    restore_best(run, resume)  # the best checkpoint, which the final model must be
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    return Trained(trainer=trainer, prepared=prepared, result=result, preempted=PREEMPTION.requested)
+    checkpoint = checkpointer.resume_point()
+    checkpointer.restore()  # the sampler's epoch / the stream's position, the best checkpoint, the loss window
+    result = built.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return Trained(trainer=built.trainer, prepared=built.prepared, result=result, preempted=checkpointer.preempted,
+                   speed_settings=built.speed_settings)
 
 
-def finish(run: Run, trained: Trained) -> None:
+def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
     """Save the best model with its tokenizer, label map and spec; commit it last."""
     from kubetune.workload.model.lora import save_lora
-    from kubetune.workload.checkpointing.resume import drain
 
     trainer, result = trained.trainer, trained.result
-    drain(trainer)  # checkpoints and metrics queued for upload land before the model commits
+    checkpointer.drain()  # checkpoints and metrics queued for upload land before the model commits
     out = run.workdir / "model"
-    if trainer.is_fsdp_enabled:  # save_model writes no weights for sharded state
-        from kubetune.workload.checkpointing.sharded_state import save_consolidated
-
-        save_consolidated(trainer.accelerator.unwrap_model(trainer.model), out, run.is_main)
-    else:
-        trainer.save_model(str(out))
+    checkpointer.save_model(trainer, out)  # a sharded (FSDP) model: its weights gathered from every rank
     if not run.is_main:
         return
     if run.spec.train.lora is not None:  # adapter (+ config), or merged model with adapter/ inside
@@ -142,12 +133,12 @@ def finish(run: Run, trained: Trained) -> None:
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     run.store.write_json(run.layout.lineage, lineage)
     files = run.store.upload_dir(out, run.layout.model)
-    summary = {**run_summary(trainer, result), "speed_settings": getattr(trainer, "speed_settings", None)}
+    summary = {**run_summary(trainer, result), "speed_settings": trained.speed_settings}
     run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
     run.store.commit(run.layout.model, files, global_step=result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
     tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag
-    clear_checkpoints(run)
+    checkpointer.clear_after_success()  # the store keeps train.keep_checkpoints_after_success
 
 
 def run_summary(trainer: Any, result: Any) -> dict:
@@ -171,18 +162,6 @@ def run_summary(trainer: Any, result: Any) -> dict:
     }
 
 
-def clear_checkpoints(run: Run) -> None:
-    """After the model is committed: the store keeps `train.keep_checkpoints_after_success`
-    checkpoints, and the local scratch copies the Trainer wrote go (they only serve a resume)."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    from kubetune.workload.checkpointing.protocol import clear_after_success
-
-    clear_after_success(run.store, run.layout, run.spec.train.keep_checkpoints_after_success)
-    for folder in run.workdir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def run_lineage(run: Run) -> dict:
     """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources."""
     rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
@@ -204,7 +183,8 @@ def _run_training(spec: JobSpec, parent: str | None) -> int:
     run = setup(spec, parent)
     if run is None:
         return 0
-    lease = RunLease(run.store, run.layout, spec.storage.lease_seconds).acquire() if run.is_main else None
+    holder = holder_id(run.env.pod_name)
+    lease = RunLease(run.store, run.layout, spec.storage.lease_seconds, holder).acquire() if run.is_main else None
     try:
         # Another writer may have finished (or started a different run) while we waited.
         check_same_run(run.store, run.layout, spec)
@@ -218,18 +198,19 @@ def _run_training(spec: JobSpec, parent: str | None) -> int:
 
 
 def _train_and_finish(run: Run) -> int:
-    trained = train(run)
-    if trained.preempted:
-        from kubetune.workload.checkpointing.resume import leave_after_preemption
+    from kubetune.workload.checkpointing.checkpointer import Checkpointer
 
-        code = leave_after_preemption(run, trained)
+    checkpointer = Checkpointer(run)
+    checkpointer.catch_sigterm()  # from here on SIGTERM: checkpoint at the end of the step, then exit 75
+    trained = train(run, checkpointer)
+    state = trained.trainer.state
+    if trained.preempted:
+        code = checkpointer.leave_after_preemption(state.global_step)
         if run.is_main:
-            state = trained.trainer.state
             write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
         return code
-    finish(run, trained)
+    finish(run, trained, checkpointer)
     if run.is_main:
-        state = trained.trainer.state
         write_status(run.store, run.layout, "complete", step=state.global_step, max_steps=state.max_steps,
                      best_metric=state.best_metric, ended=now_iso())
         write_curves(run.store, run.layout, run.workdir)

@@ -1,34 +1,37 @@
 """Spec → a ready HF Trainer: tokenizer, model (with freezing/dropout), arguments, callbacks.
 
 The Trainer does the training loop, mixed precision, DDP and checkpoint contents; kubetune adds
-what it lacks: object-store checkpoints with commit markers, progress in the store, and the
-spec → arguments mapping in one place.
+what it lacks: object-store checkpoints with commit markers (the `Checkpointer`'s callbacks),
+progress and status in the store, the trackers, and the spec → arguments mapping in one place.
+The Trainer comes out complete: every callback is given to its constructor, nothing is added
+to it or set on it afterwards.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers import (AutoConfig, AutoTokenizer, EarlyStoppingCallback, PreTrainedModel,
-                          PreTrainedTokenizerBase, PrinterCallback, TrainerCallback, TrainingArguments)
+                          PreTrainedTokenizerBase, TrainerCallback, TrainingArguments)
 
-from kubetune.contract.recovery import resumed_line
+from kubetune.workload.checkpointing.checkpointer import Checkpointer
+from kubetune.workload.data.streaming import StreamingTrainData, steps_for_epochs
+from kubetune.workload.data.token_cache import prepare_data
 from kubetune.workload.model.adapt import apply_freezing, parameter_counts, set_dropout
-from kubetune.workload.trainer.callbacks import CheckpointUploadCallback, ProgressCallback
-from kubetune.workload.checkpointing.protocol import fetch_checkpoint, find_latest
 from kubetune.workload.model.devices import ddp_backend, precision_flags
 from kubetune.workload.model.lora import apply_lora
 from kubetune.workload.model.source import local_model_dir
-from kubetune.workload.checkpointing.resume import attach as attach_resume, make_uploader
-from kubetune.workload.stages.run import Run
 from kubetune.workload.model.speed import model_load_kwargs, prepare_quantized, speed_arguments, speed_settings
+from kubetune.workload.stages.run import Run
 from kubetune.workload.tasks import Prepared, Task
-from kubetune.workload.data.token_cache import prepare_data
+from kubetune.workload.tracking.status import status_callback
+from kubetune.workload.tracking.trackers import tracking_callbacks
+from kubetune.workload.trainer.callbacks import ProgressCallback
 from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer, trainer_class
 
 log = logging.getLogger("kubetune.train")
@@ -36,16 +39,22 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 
-def training_arguments(run: Run, output_dir: Path, model: Any = None) -> TrainingArguments:
-    """The spec as the Trainer's arguments; `model` (the loaded one) names FSDP's wrap classes."""
+def training_arguments(run: Run, output_dir: Path, model: Any = None,
+                       stream: StreamingTrainData | None = None) -> TrainingArguments:
+    """The spec as the Trainer's arguments; `model` (the loaded one) names FSDP's wrap classes;
+    a streamed training split (`stream`) sets the length and skips to its position by itself."""
     t = run.spec.train
     metric, greater = run.task.best_metric()
     per_steps = t.checkpoint_every is not None
+    stream_steps = -1
+    if stream is not None and not t.max_steps:  # train.epochs over the stream's rows
+        stream_steps = steps_for_epochs(stream, t.epochs, t.gradient_accumulation_steps)
     return arguments_class(run.task)(
         **generation_arguments(run),
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
+        max_steps=t.max_steps or stream_steps,
+        ignore_data_skip=stream is not None,  # the stream skips to its position without reading
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size * 2,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -125,23 +134,38 @@ def load_model(run: Run, prepared: Prepared) -> PreTrainedModel:
     return model
 
 
-def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
+@dataclass
+class BuiltTrainer:
+    """What `build_trainer` made: the complete Trainer, the data it trains on, and the speed
+    settings it resolved (`metrics/summary.json` records them as used)."""
+
+    trainer: KubetuneTrainer
+    prepared: Prepared
+    speed_settings: dict[str, Any]
+
+
+def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
+    """Tokenizer, data, model, arguments, and the Trainer with every callback: progress,
+    checkpointing's (`checkpointer.callbacks`), early stopping, status and the trackers (rank 0),
+    built after the model loaded (a model that fails to load opens no tracker run)."""
     transformers.set_seed(run.spec.train.seed)
     tokenizer = load_tokenizer(run)
     prepared = prepare_data(run, tokenizer)  # task.prepare via the tokenization cache, or a stream
     model = load_model(run, prepared)
     t = run.spec.train
-    output_dir = run.workdir / "trainer"
-    args = training_arguments(run, output_dir, model)
-    samples_per_step = run.samples_per_step
+    resume = checkpointer.track_data(prepared)  # the data order checkpoints record and a resume restores
+    args = training_arguments(run, checkpointer.local_dir, model, resume.stream)
 
-    uploader = make_uploader(run)  # background uploads; None on ranks > 0
     callbacks: list[TrainerCallback] = [
-        ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", samples_per_step, uploader),
-        CheckpointUploadCallback(run.store, run.layout, t.keep_checkpoints, uploader),
+        ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", run.samples_per_step,
+                         checkpointer.uploader),
+        *checkpointer.callbacks(),  # publish each checkpoint; SIGTERM: save and stop at the end of the step
     ]
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))
+    if run.is_main:
+        callbacks.append(status_callback(run.store, run.layout))  # status.json: running
+    callbacks += tracking_callbacks(run)  # MLflow, W&B, TensorBoard (rank 0)
 
     trainer = trainer_class(run.task)(
         model=model,
@@ -153,34 +177,20 @@ def build_trainer(run: Run) -> tuple[KubetuneTrainer, Prepared]:
         compute_metrics=run.task.compute_metrics,
         preprocess_logits_for_metrics=run.task.preprocess_logits if run.task.uses_preprocess_logits else None,
         callbacks=callbacks,
+        resume=resume,
     )
-    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one readable line instead
-    trainer.speed_settings = speed_settings(run.spec, args, model, trainer.data_collator)  # summary.json
-    attach_resume(trainer, run, uploader, stream=prepared.extra.get("stream"))  # exact resume, SIGTERM
     if run.is_main:
-        trainable, total = parameter_counts(model)
-        steps_per_epoch = -(-len(prepared.train) // samples_per_step)
-        print(
-            f"kubetune: job {run.spec.name} | task {run.spec.task} | world size {run.world_size} | "
-            f"train {len(prepared.train)} / validation {len(prepared.validation)} samples | "
-            f"{steps_per_epoch} steps/epoch | batch {samples_per_step} | "
-            f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)",
-            flush=True,
-        )
-    return trainer, prepared
+        _print_run_line(run, model, prepared)
+    return BuiltTrainer(trainer, prepared, speed_settings(run.spec, args, model, trainer.data_collator))
 
 
-def resume_point(run: Run) -> Path | None:
-    """The newest committed checkpoint of this run, fetched locally; None for a fresh start."""
-    step = find_latest(run.store, run.layout)
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-    if run.is_main and restart is not None and (step is not None or int(restart or 0) > 0):
-        # Under torchrun: where a restarted gang resumes (this agent's count stays 0 when another
-        # node's worker failed, hence "or step"); `run --local` reports it with the failure.
-        print(resumed_line(step or 0, int(restart or 0)), flush=True)
-    if step is None:
-        return None
-    path = fetch_checkpoint(run.store, run.layout, step, run.workdir / "trainer")
-    if run.is_main:
-        print(f"kubetune: resuming from {run.store.url(run.layout.checkpoint(step))}", flush=True)
-    return path
+def _print_run_line(run: Run, model: Any, prepared: Prepared) -> None:
+    trainable, total = parameter_counts(model)
+    steps_per_epoch = -(-len(prepared.train) // run.samples_per_step)
+    print(
+        f"kubetune: job {run.spec.name} | task {run.spec.task} | world size {run.world_size} | "
+        f"train {len(prepared.train)} / validation {len(prepared.validation)} samples | "
+        f"{steps_per_epoch} steps/epoch | batch {run.samples_per_step} | "
+        f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)",
+        flush=True,
+    )

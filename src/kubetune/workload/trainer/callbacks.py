@@ -1,4 +1,5 @@
-"""Trainer callbacks: visible progress, metrics in storage, checkpoints to object storage.
+"""Trainer callbacks: visible progress, and the metrics in storage while the job runs (the
+checkpoint callback is checkpointing's: `checkpointing.upload_callback`).
 
 Only the main process (rank 0) writes to the store; every rank trains.
 """
@@ -10,14 +11,14 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from transformers import TrainerCallback
 
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.progress import format_progress
 from kubetune.storage import Store
-from kubetune.workload.checkpointing.protocol import DATA_POSITION, Uploader, publish_checkpoint, retrying
+from kubetune.workload.checkpointing.protocol import Uploader
 
 log = logging.getLogger("kubetune.train")
 
@@ -99,66 +100,3 @@ class Pace:
             start = self._first
         steps = step - start[1]
         return (now - start[0]) / steps if steps > 0 and now > start[0] else None
-
-
-class CheckpointUploadCallback(TrainerCallback):
-    """After the Trainer writes `checkpoint-N` locally, publish it to the store in the
-    background: files, then the commit marker, then LATEST (see `checkpoint.Uploader`).
-
-    Before the upload starts, the data position (the sampler's epoch and order digest, or the
-    stream's position) is written into the folder, so the checkpoint says where in the data
-    the run stands. In a multi-process run, ranks on other nodes than rank 0 put the files they
-    wrote into the store (their RNG state, so every rank resumes its own dropout stream; their
-    FSDP shards), then rank 0 alone queues its folder, which holds its node's files, and, once
-    it is whole, decides LATEST."""
-
-    def __init__(self, store: Store, layout: RunLayout, keep: int, uploader: Uploader | None = None,
-                 position: Callable[[Any], dict[str, Any]] | None = None):
-        self.store = store
-        self.layout = layout
-        self.keep = keep
-        self.uploader = uploader
-        self.position = position
-
-    def _publish_rank_files(self, args, state, local: Path) -> list[str]:
-        """A rank on another node than rank 0 puts the files it wrote into the store (its RNG
-        state, its FSDP shards: `sharded_state.rank_files`); rank 0's node shares rank 0's
-        folder. Every rank then tells the others what it uploaded, which also waits until
-        every rank's files are written; rank 0 gets the names to list in the commit marker."""
-        import torch.distributed as dist
-
-        from kubetune.workload.checkpointing.sharded_state import rank_files, shares_rank0_disk
-
-        uploaded: list[str] = []
-        if not state.is_world_process_zero and not shares_rank0_disk(args.process_index, args.local_process_index):
-            folder = self.layout.checkpoint(state.global_step)
-            for name in rank_files(local, args.process_index):
-                retrying(lambda name=name: self.store.upload_file(local / name, f"{folder}/{name}"),
-                         f"upload of {name}", 900.0)
-                uploaded.append(name)
-        if not (dist.is_available() and dist.is_initialized()):
-            return uploaded
-        everyone: list[list[str] | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, uploaded)
-        return sorted({name for names in everyone for name in names or []})
-
-    def on_save(self, args, state, control, **kwargs):
-        local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        world = max(int(getattr(args, "world_size", 1) or 1), 1)
-        extra: list[str] = []
-        if world > 1:
-            extra = self._publish_rank_files(args, state, local)
-        if not state.is_world_process_zero or not local.is_dir():
-            return
-        record = {"global_step": state.global_step, "epoch": state.epoch, "world_size": world,
-                  "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                  "per_device_train_batch_size": args.per_device_train_batch_size}
-        if self.position is not None:
-            record.update(self.position(state))
-        (local / DATA_POSITION).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if self.uploader is not None:
-            self.uploader.submit_checkpoint(local, state.global_step, extra_files=extra,
-                                            best=state.best_global_step)
-        else:
-            rel = publish_checkpoint(self.store, self.layout, local, state.global_step, self.keep, extra)
-            print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)

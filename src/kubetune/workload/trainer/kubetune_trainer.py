@@ -1,6 +1,9 @@
 """The one place kubetune changes the Hugging Face Trainer's behaviour: `KubetuneTrainer`.
 
-Two methods are overridden, both for exact resume (docs/recovery.md#exact-resume):
+It is built with the run's `ResumeState` (`checkpointing.resume`, filled by the
+`Checkpointer`), and without the Trainer's PrinterCallback (kubetune's ProgressCallback prints
+one readable line per log instead). Two methods are overridden, both for exact resume
+(docs/recovery.md#exact-resume):
 
 * `_get_train_sampler`: with `train.group_by_length`, the length-grouped order comes from a
   private (seed, epoch) generator (`sampler.SamplerHolder`) instead of torch's global one;
@@ -11,10 +14,10 @@ Three more keep the loss curve of a resumed run identical to an uninterrupted on
 
 * `_save_checkpoint` also writes the loss summed since the last log, and that log's step
   (`LOSS_WINDOW`), into each checkpoint;
-* `train` reads them back when resuming, and `_maybe_log_save_evaluate` restores them before
-  the first step after the resume is logged. Without this the Trainer restarts its logging
-  window at the resume step: with `logging_steps: 20` and a resume from step 10, the step-20
-  loss averaged steps 11-20 only.
+* `train` takes them when resuming (`Checkpointer.restore` read them from the checkpoint),
+  and `_maybe_log_save_evaluate` restores them before the first step after the resume is
+  logged. Without this the Trainer restarts its logging window at the resume step: with
+  `logging_steps: 20` and a resume from step 10, the step-20 loss averaged steps 11-20 only.
 
 All are private-ish Trainer API, checked against transformers 5.24.0 (signatures
 `_get_train_sampler(self, train_dataset=None)`, `get_train_dataloader(self)`,
@@ -28,45 +31,34 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import DataLoader, Dataset, Sampler
-from transformers import Seq2SeqTrainer, Trainer
+from transformers import PrinterCallback, Seq2SeqTrainer, Trainer
 from transformers.trainer_pt_utils import nested_gather
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from kubetune.workload.checkpointing.protocol import Uploader
-from kubetune.workload.checkpointing.sampler import SamplerHolder
-from kubetune.workload.data.streaming import StreamingTrainData, UnsizedLoader, stream_loader
+from kubetune.workload.checkpointing.protocol import LOSS_WINDOW
+from kubetune.workload.checkpointing.resume import ResumeState
+from kubetune.workload.data.streaming import UnsizedLoader, stream_loader
 
 if TYPE_CHECKING:
     from kubetune.workload.tasks import Task
 
-# Written into every checkpoint folder: the training loss summed since the last log, and the
-# step of that log, so a resumed run's first logged loss covers the same steps.
-LOSS_WINDOW = "kubetune_loss_window.json"
-
-
-@dataclass
-class ResumeState:
-    """What the trainer and the resume hooks (`resume`) share: the uploader (rank 0), and the
-    source of the training order (a sampler holder, or a stream, or neither)."""
-
-    uploader: Uploader | None
-    sampler: SamplerHolder | None
-    stream: StreamingTrainData | None = None
-
 
 class KubetuneTrainer(Trainer):
-    """A Trainer whose training order survives a resume. `resume_state` is set by
-    `resume.attach`; without a sampler holder or a stream it behaves like the plain Trainer."""
+    """A Trainer whose training order survives a resume: `resume` (given by `build_trainer`,
+    filled by the `Checkpointer`) names its sampler or stream and the loss window to continue;
+    without a sampler holder or a stream it trains like the plain Trainer."""
 
-    resume_state: ResumeState | None = None
-    _loss_window: dict[str, Any] | None = None
+    def __init__(self, *args: Any, resume: ResumeState | None = None, **kwargs: Any):
+        self.resume = resume if resume is not None else ResumeState()
+        self._loss_window: dict[str, Any] | None = None
+        super().__init__(*args, **kwargs)
+        self.remove_callback(PrinterCallback)  # the Trainer adds it with disable_tqdm; ProgressCallback prints
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
-        holder = self.resume_state.sampler if self.resume_state is not None else None
+        holder = self.resume.sampler
         if holder is None:
             return super()._get_train_sampler(train_dataset)
         # The Trainer passes the dataset with unused columns (our `length`) removed; the
@@ -77,19 +69,14 @@ class KubetuneTrainer(Trainer):
         return holder.make(dataset)
 
     def get_train_dataloader(self) -> DataLoader | UnsizedLoader:
-        stream = self.resume_state.stream if self.resume_state is not None else None
+        stream = self.resume.stream
         if stream is None:
             return super().get_train_dataloader()
         collate = self._get_collator_with_removed_columns(self.data_collator, description="training")
         return stream_loader(stream, collate, self.args.dataloader_pin_memory)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
-        self._loss_window = None
-        if isinstance(resume_from_checkpoint, str):
-            path = os.path.join(resume_from_checkpoint, LOSS_WINDOW)
-            if os.path.isfile(path):
-                with open(path) as handle:
-                    self._loss_window = json.load(handle)
+        self._loss_window = self.resume.loss_window if isinstance(resume_from_checkpoint, str) else None
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:

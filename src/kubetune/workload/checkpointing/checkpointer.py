@@ -1,0 +1,180 @@
+"""The front door to checkpointing: `Checkpointer`, the one object the train stage asks for
+anything about checkpoints, over one `ResumeState`.
+
+What it owns, and which module does the work:
+* saving: the callback that writes each `checkpoint-N`'s data position and publishes it
+  (`upload_callback`), in the background through rank 0's `Uploader` (`protocol`: files,
+  commit marker, LATEST, pruning);
+* the resume point: the checkpoint the one resume rule picks (`contract.layout.resume_step`,
+  which `kubetune runs` uses too), fetched;
+* restoring: the sampler's epoch or the stream's position, the best checkpoint, the loss
+  window (`resume`);
+* SIGTERM: the callback that saves and stops at the end of the step (`preemption`), and
+  leaving with exit 75 once the checkpoint is committed;
+* the final weights of a sharded (FSDP) model (`sharded_state`), and the clean-up after the
+  model is committed.
+
+Order of use (`stages.training`): `Checkpointer(run)`, `catch_sigterm()`; `build_trainer`
+calls `track_data` and `callbacks` and builds the Trainer with `state`; then
+`resume_point()`, `restore()`, training; then `drain()` and `save_model` + `clear_after_success`,
+or `leave_after_preemption`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.recovery import resumed_line
+from kubetune.workload.checkpointing.preemption import PREEMPTION, Preemption, PreemptionCallback
+from kubetune.workload.checkpointing.protocol import Uploader, clear_after_success, fetch_checkpoint, find_resume_step
+from kubetune.workload.checkpointing.resume import (ResumeState, read_loss_window, restore_best,
+                                                    restore_position)
+from kubetune.workload.checkpointing.sampler import SamplerHolder
+from kubetune.workload.checkpointing.upload_callback import CheckpointUploadCallback
+from kubetune.workload.stages.run import Run
+
+if TYPE_CHECKING:
+    from transformers import Trainer, TrainerCallback, TrainerState
+
+    from kubetune.workload.tasks import Prepared
+
+# The Trainer's local checkpoint folders are `checkpoint-N` (transformers' PREFIX_CHECKPOINT_DIR).
+LOCAL_CHECKPOINT_GLOB = "checkpoint-*"
+
+
+class Checkpointer:
+    """Checkpoints of one run: saved, committed, found, restored, drained, cleared.
+
+    Rank 0 uploads through a background `Uploader`; the other ranks never publish (but upload
+    the files only they wrote, `upload_callback`). `preemption` is the process's SIGTERM state
+    (`preemption.PREEMPTION`; a test passes its own)."""
+
+    def __init__(self, run: Run, preemption: Preemption = PREEMPTION):
+        self.run = run
+        self.preemption = preemption
+        # The Trainer's output_dir: where it saves checkpoint-N and where resumes are fetched to.
+        self.local_dir = run.workdir / "trainer"
+        keep = run.spec.train.keep_checkpoints
+        self.uploader = Uploader(run.store, run.layout, keep, run.workdir / "upload-staging") if run.is_main else None
+        self.state = ResumeState()
+        self._train_data: Any = None
+
+    # -- before the Trainer is built --------------------------------------------------------------
+    def catch_sigterm(self) -> None:
+        """From now on SIGTERM means: checkpoint at the end of the step, then exit 75 (before
+        training starts: exit 75 at once, nothing is lost)."""
+        self.preemption.install()
+
+    def track_data(self, prepared: Prepared) -> ResumeState:
+        """The data order the Trainer trains in, which every checkpoint records and a resume
+        restores: the stream's position (a streamed training split), a length-grouped sampler
+        whose order is a function of (seed, epoch) (`train.group_by_length`), or the Trainer's
+        own seeded random order. Called once, before the Trainer is built; returns the state
+        the Trainer subclass is built with."""
+        stream = prepared.extra.get("stream")
+        t = self.run.spec.train
+        self.state.stream = stream
+        grouped = stream is None and t.group_by_length
+        self.state.sampler = SamplerHolder(self.run.samples_per_step, t.seed) if grouped else None
+        self._train_data = prepared.train
+        return self.state
+
+    def callbacks(self) -> list[TrainerCallback]:
+        """The Trainer callbacks of checkpointing, fully configured: publish each checkpoint
+        with its data position; save and stop at the end of the step after SIGTERM."""
+        t = self.run.spec.train
+        return [
+            CheckpointUploadCallback(self.run.store, self.run.layout, t.keep_checkpoints, self.uploader,
+                                     position=self.data_position),
+            PreemptionCallback(self.preemption),
+        ]
+
+    def data_position(self, trainer_state: TrainerState) -> dict[str, Any]:
+        """Where in the data the run stands at `trainer_state`'s step (written into each
+        checkpoint folder)."""
+        t = self.run.spec.train
+        if self.state.stream is not None:
+            return self.state.stream.position(trainer_state.global_step * t.gradient_accumulation_steps)
+        if self.state.sampler is not None:
+            return self.state.sampler.position()
+        return {"sampler": "random", "seed": t.seed}
+
+    # -- resuming ---------------------------------------------------------------------------------
+    def resume_point(self) -> Path | None:
+        """The checkpoint this run resumes from (the resume rule: `protocol.find_resume_step`),
+        fetched into the Trainer's output folder; None for a fresh start."""
+        run = self.run
+        step = find_resume_step(run.store, run.layout)
+        restart = run.env.restart_count
+        if run.is_main and restart is not None and (step is not None or restart > 0):
+            # Under torchrun: where a restarted gang resumes (this agent's count stays 0 when another
+            # node's worker failed, hence "or step"); `run --local` reports it with the failure.
+            print(resumed_line(step or 0, restart), flush=True)
+        if step is None:
+            return None
+        self.state.checkpoint = fetch_checkpoint(run.store, run.layout, step, self.local_dir)
+        self.state.step = step
+        if run.is_main:
+            print(f"kubetune: resuming from {run.store.url(run.layout.checkpoint(step))}", flush=True)
+        return self.state.checkpoint
+
+    def restore(self) -> None:
+        """Put back what the Trainer's own resume does not: the data position (the sampler's
+        epoch, the stream's place), the best checkpoint (which the final model must be) and
+        the loss window of the next log. Nothing to do on a fresh start."""
+        restore_position(self.state, self._train_data)
+        self.state.best_step = restore_best(self.run.store, self.run.layout, self.state.checkpoint)
+        self.state.loss_window = read_loss_window(self.state.checkpoint)
+
+    # -- after training ---------------------------------------------------------------------------
+    @property
+    def preempted(self) -> bool:
+        """Whether SIGTERM stopped the training (its checkpoint then still has to land)."""
+        return self.preemption.requested
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued upload is in the store; True when all of them made it."""
+        if self.uploader is None:
+            return True
+        if self.uploader.pending:
+            print(f"kubetune: waiting for {self.uploader.pending} upload(s) to finish", flush=True)
+        done = self.uploader.close(timeout_s)
+        return done and not self.uploader.errors
+
+    def leave_after_preemption(self, step: int) -> int:
+        """After SIGTERM stopped training at `step`: commit its checkpoint within the grace
+        period, say so, and return the exit code that makes the Job restart the pod."""
+        run = self.run
+        grace = float(run.spec.kubernetes.termination_grace_period_seconds)
+        ok = self.drain(self.preemption.remaining(grace))
+        if run.is_main and run.env.die_with_parent is not None:  # a local run: you restart it, not a Job
+            print(f"kubetune: interrupted at step {step}: checkpoint {'saved' if ok else 'NOT saved'} in "
+                  f"{run.store.url(run.layout.checkpoints)}; run the same command again to resume", flush=True)
+        elif run.is_main:
+            print(f"kubetune: preempted at step {step}: checkpoint {'committed' if ok else 'NOT committed'}; "
+                  f"exit {EXIT_RETRY_AFTER_CHECKPOINT} (the Job restarts the pod, which resumes)", flush=True)
+        if run.env.retry_flag is not None:  # tell distrun, whose own exit code torchrun's signal handling decides
+            run.env.retry_flag.touch()
+        return EXIT_RETRY_AFTER_CHECKPOINT
+
+    def save_model(self, trainer: Trainer, folder: Path) -> None:
+        """The trained weights into `folder`: the Trainer's own save, or for a sharded (FSDP)
+        model, whose save writes no weights, the full weights gathered from every rank
+        (`sharded_state.save_consolidated`). Collective: every rank calls it."""
+        if trainer.is_fsdp_enabled:
+            from kubetune.workload.checkpointing.sharded_state import save_consolidated
+
+            save_consolidated(trainer.accelerator.unwrap_model(trainer.model), folder, self.run.is_main)
+        else:
+            trainer.save_model(str(folder))
+
+    def clear_after_success(self) -> None:
+        """After the model is committed: the store keeps `train.keep_checkpoints_after_success`
+        checkpoints, and the local copies in the Trainer's output folder go (they only serve a
+        resume)."""
+        clear_after_success(self.run.store, self.run.layout, self.run.spec.train.keep_checkpoints_after_success)
+        for folder in self.local_dir.glob(LOCAL_CHECKPOINT_GLOB):
+            shutil.rmtree(folder, ignore_errors=True)
