@@ -11,6 +11,7 @@ import pytest
 from kubetune.contract.spec.job import validate_spec
 from kubetune.storage import Store
 from kubetune.workload.data.splits import load_splits
+from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.tasks import get_task
 from kubetune.workload.data.token_cache import CACHE_PREFIX, cached_prepare
 
@@ -23,7 +24,7 @@ def _run(store: Store, **train) -> SimpleNamespace:
         "train": {"max_seq_length": 32, **train},
     })
     task = get_task(spec)
-    return SimpleNamespace(spec=spec, store=store, task=task, is_main=True,
+    return SimpleNamespace(spec=spec, store=store, task=task, is_main=True, pinned=PinnedData(),
                            splits=load_splits(spec, store, task.columns()))
 
 

@@ -27,7 +27,7 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from kubetune.storage import Store
-from kubetune.workload.data.tables import split_files
+from kubetune.workload.data.tables import PinnedData, split_files
 from kubetune.workload.model.downloads import download_once
 from kubetune.workload.model.source import cache_root
 from kubetune.workload.stages.run import Run
@@ -43,9 +43,10 @@ VERSION = 2  # 2: strip_html now cleans CSV/TSV (large_string) columns too
 TOKENIZATION_FIELDS = ("max_seq_length", "max_target_length", "packing")
 
 
-def file_identity(store: Store, uri: str) -> list[dict[str, Any]]:
-    """Name plus ETag (object stores) or size and mtime (files) of every file of a split."""
-    files = split_files(store, uri, "data")
+def file_identity(store: Store, uri: str, pinned: PinnedData | None = None) -> list[dict[str, Any]]:
+    """Name plus ETag (object stores) or size and mtime (files) of every file of a split (in a
+    run, of its `pinned` files: what the run trains on)."""
+    files = split_files(store, uri, "data", pinned)
     identity = []
     for file in files.paths:
         info = files.fs.info(file)
@@ -82,7 +83,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 def cache_key(run: Run, tokenizer: PreTrainedTokenizerBase) -> str:
     spec = run.spec
     data = spec.data.model_dump(mode="json")
-    files = {split: file_identity(run.store, data[split]) for split in ("train", "validation") if data.get(split)}
+    files = {split: file_identity(run.store, data[split], run.pinned) for split in ("train", "validation") if data.get(split)}
     train = {f: getattr(spec.train, f) for f in TOKENIZATION_FIELDS if hasattr(spec.train, f)}
     material = {"version": VERSION, "task": spec.task, "data": data, "files": files, "train": train,
                 "tokenizer": tokenizer_fingerprint(tokenizer)}
@@ -146,7 +147,7 @@ def cached_prepare(run: Run, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepar
 def prepare_data(run: Run, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """The Trainer's datasets: a stream for a streamed train split, else the cached (or
     freshly tokenized) in-memory splits."""
-    source = streaming_source(run.spec, run.store)
+    source = streaming_source(run.spec, run.store, run.pinned)
     if source is not None:
         prepared = run.task.prepare(run.splits, tokenizer)  # train = its head; validation in full
         stream = make_stream(source, run.spec, run.task, tokenizer, prepared.labels, run.rank, run.world_size)

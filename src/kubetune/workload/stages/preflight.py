@@ -20,7 +20,7 @@ from typing import Any
 
 from kubetune.contract.spec.job import JobSpec
 from kubetune.storage import Store, has_scheme
-from kubetune.workload.data.tables import data_format, read_table, split_files
+from kubetune.workload.data.tables import PinnedData, data_format, read_table, split_files
 from kubetune.workload.errors import DataError, ModelSourceError
 from kubetune.workload.model.source import HF_CONFIG, check_model_source
 from kubetune.workload.model.speed import check_speed_support
@@ -85,7 +85,7 @@ def _check_gate(spec: JobSpec, store: Store, task: Task) -> None:
     check_gate_labels_known(gate, model_labels(spec, store, task), spec.column("label"), GATE_FIELD, store.resolve(uri))
 
 
-def model_labels(spec: JobSpec, store: Store, task: Task) -> list[str] | None:
+def model_labels(spec: JobSpec, store: Store, task: Task, pinned: PinnedData | None = None) -> list[str] | None:
     """The labels a model trained on the job's (pinned) train files will know: `data.labels`,
     else the distinct values of the train files' label column, inferred as training infers them
     (`task.label_map`). Only that column is read (Parquet: only its pages; text: one parsing
@@ -98,18 +98,18 @@ def model_labels(spec: JobSpec, store: Store, task: Task) -> list[str] | None:
     import datasets
 
     column = spec.column("label")
-    return task.label_map(datasets.Dataset.from_dict({column: _label_column(spec, store, column)}))
+    return task.label_map(datasets.Dataset.from_dict({column: _label_column(spec, store, column, pinned)}))
 
 
-def _label_column(spec: JobSpec, store: Store, column: str) -> list[Any]:
-    files = split_files(store, spec.data.train, "data.train")
+def _label_column(spec: JobSpec, store: Store, column: str, pinned: PinnedData | None) -> list[Any]:
+    files = split_files(store, spec.data.train, "data.train", pinned)
     fmt = data_format(files.uris[0], spec.data.format, "data.train")
     try:
         rows = (row for piece in list_pieces(files.uris, fmt, files.options)
                 for row in read_piece(piece, fmt, files.options, [column]))
         values = [row.get(column) for row in islice(rows, spec.data.max_train_samples)]
     except Exception:  # a layout the column reader does not take (a JSON array): the full reader says why
-        values = read_table(store, spec.data.train, spec.data.format, "data.train").to_dict().get(column, [])
+        values = read_table(store, spec.data.train, spec.data.format, "data.train", pinned).to_dict().get(column, [])
     if not values or all(v is None for v in values):
         raise DataError(f"data.columns.label: column {column!r} not in data.train ({files.url})")
     return values

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec.job import JobSpec
 from kubetune.storage import Store
-from kubetune.workload.data.tables import SplitFiles, Splits
+from kubetune.workload.data.tables import PinnedData, Splits
 from kubetune.workload.tasks import Prepared, Task
 
 if TYPE_CHECKING:  # the Trainer stack is loaded only once training starts
@@ -64,9 +64,9 @@ class Run:
     world_size: int
     workdir: Path
     env: PodEnv
-    # The files each split resolved to at setup (pinned for the run; `lineage`), and the
-    # registry version a warm start began from.
-    resolved: dict[str, SplitFiles] = field(default_factory=dict)
+    # The files each split resolved to at setup, pinned for the run, and the rows read from
+    # them (`lineage`); the registry version a warm start began from.
+    pinned: PinnedData = field(default_factory=PinnedData)
     parent: str | None = None
 
     @property

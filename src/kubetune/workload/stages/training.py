@@ -22,7 +22,7 @@ from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.names import ENV_WORKDIR
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.storage import Store
-from kubetune.workload.data.tables import unpin_split_files
+from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.data.lineage import build_lineage, resolve_data
 from kubetune.workload.checkpointing.lease import RunLease
 from kubetune.workload.model.source import check_model_source
@@ -59,10 +59,11 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
         )
 
 
-def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
+def setup(spec: JobSpec, parent: str | None = None, pinned: PinnedData | None = None) -> Run | None:
     """Validate everything cheap; returns None when the run already finished. The splits'
-    files are resolved (and pinned) once, here, for the lineage; `parent` is the registry
-    version a warm start began from."""
+    files are resolved and pinned once, here (into `pinned` when a retrain run resolved them
+    before), for the whole run and its lineage; `parent` is the registry version a warm start
+    began from."""
     check_speed_support(spec)  # flash attention, FSDP, 4-bit on a machine without them: before anything
     store = Store.from_spec(spec.storage)
     store.check_reachable(spec.storage.startup_timeout_seconds)
@@ -75,8 +76,8 @@ def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
     tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
     task = get_task(spec)
     task.check_spec()
-    resolved = resolve_data(spec, store)
-    splits = load_splits(spec, store, task.columns())  # streamed train: only its head
+    pinned = resolve_data(spec, store, pinned=pinned)
+    splits = load_splits(spec, store, task.columns(), pinned=pinned)  # streamed train: only its head
     task.check_data(splits)
     return Run(
         spec=spec,
@@ -90,7 +91,7 @@ def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         workdir=workdir_for(layout.job),
         env=pod_env(),  # issue 21: moves to the entrypoints, which pass it to setup
-        resolved=resolved,
+        pinned=pinned,
         parent=parent,
     )
 
@@ -188,20 +189,13 @@ def run_lineage(run: Run) -> dict:
     rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
     if run.splits.test is not None:
         rows["test"] = len(run.splits.test)
-    return build_lineage(run.spec, run.store, run.resolved, run.model_uri, run.tokenizer_uri, rows, run.parent)
+    return build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent)
 
 
-def run_training(spec: JobSpec, parent: str | None = None) -> int:
+def run_training(spec: JobSpec, parent: str | None = None, pinned: PinnedData | None = None) -> int:
     """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
-    after SIGTERM with the checkpoint committed."""
-    try:
-        return _run_training(spec, parent)
-    finally:
-        unpin_split_files()
-
-
-def _run_training(spec: JobSpec, parent: str | None) -> int:
-    run = setup(spec, parent)
+    after SIGTERM with the checkpoint committed. `pinned`: the data files a retrain run resolved."""
+    run = setup(spec, parent, pinned)
     if run is None:
         return 0
     lease = RunLease(run.store, run.layout, spec.storage.lease_seconds).acquire() if run.is_main else None
