@@ -7,7 +7,7 @@ section (splits, columns, limits, labels), the task, the tokenizer's content (it
 vocabulary and settings, wherever it was loaded from) and the tokenization settings of
 `train` (max_seq_length and friends). Entries live at `cache/tokenized/<key>/` under
 `storage.root` with a COMMITTED marker (written last, as for checkpoints); a local copy is
-kept under ENV_CACHE (`model_source.cache_root`). Only rank 0 writes an entry.
+kept under ENV_CACHE (the run's `PodEnv.cache_root`). Only rank 0 writes an entry.
 
 `prepare_data` is what `build_trainer` calls instead of `task.prepare`: streaming splits
 (see `streaming`) are tokenized on the fly instead.
@@ -29,7 +29,6 @@ from transformers import PreTrainedTokenizerBase
 from kubetune.storage import Store
 from kubetune.workload.data.tables import PinnedData, split_files
 from kubetune.workload.model.downloads import download_once
-from kubetune.workload.model.source import cache_root
 from kubetune.workload.stages.run import Run
 from kubetune.workload.data.streaming import make_stream, streaming_source
 from kubetune.workload.tasks import Prepared
@@ -90,12 +89,12 @@ def cache_key(run: Run, tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def load_cached(store: Store, key: str) -> Prepared | None:
-    """The cached Prepared for `key`, or None (no committed entry)."""
+def load_cached(store: Store, key: str, cache: Path) -> Prepared | None:
+    """The cached Prepared for `key` (its local copy under `cache`), or None (no committed entry)."""
     rel = f"{CACHE_PREFIX}/{key}"
     if not store.is_committed(rel):
         return None
-    local = download_once(cache_root() / "tokenized" / key, lambda folder: store.download_dir(rel, folder))
+    local = download_once(cache / "tokenized" / key, lambda folder: store.download_dir(rel, folder))
     meta = json.loads((local / "prepared.json").read_text())
     return Prepared(
         train=datasets.load_from_disk(str(local / "train")),
@@ -126,7 +125,7 @@ def cached_prepare(run: Run, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepar
     """task.prepare through the cache; returns (prepared, hit)."""
     key = cache_key(run, tokenizer)
     try:
-        hit = load_cached(run.store, key)
+        hit = load_cached(run.store, key, run.env.cache_root)
     except Exception as exc:  # a damaged entry is a miss, never a failure
         log.warning("tokenization cache entry %s unreadable (%s); tokenizing", key, exc)
         hit = None

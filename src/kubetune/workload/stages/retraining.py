@@ -26,6 +26,7 @@ from kubetune.workload.errors import DataError
 from kubetune.workload.stages.evaluation import load_trained, score_model
 from kubetune.workload.data.lineage import data_fingerprint, data_records, resolve_data
 from kubetune.workload.stages.preflight import GATE_FIELD, check_gate_labels_known, model_labels
+from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import Evaluation, Task, get_task
 from kubetune.workload.stages.training import run_training
 
@@ -71,9 +72,9 @@ def check_gate_labels(spec: JobSpec, gate: Any, labels: list[str] | None, whose:
 
 
 def score_run(ctx: "GateContext", layout: RunLayout, whose: str) -> Evaluation:
-    folder, labels = load_trained(ctx.store, layout)
+    folder, labels = load_trained(ctx.store, layout, ctx.env.cache_root)
     check_gate_labels(ctx.spec, ctx.data, labels, whose)
-    return score_model(ctx.spec, ctx.task, folder, labels, ctx.data)
+    return score_model(ctx.spec, ctx.task, folder, labels, ctx.data, ctx.env)
 
 
 @dataclass
@@ -88,9 +89,10 @@ class GateContext:
     uri: str
     pinned: PinnedData  # the gate set's files and, for a retrain run, the training data's
     data: Any
+    env: PodEnv
 
 
-def prepare(spec: JobSpec, with_training_data: bool) -> GateContext:
+def prepare(spec: JobSpec, with_training_data: bool, env: PodEnv) -> GateContext:
     """Store reachable, gate metrics known, data resolved (and pinned), gate data read and
     checked: every cheap check, in the order a user would fix them."""
     promotion = spec.promotion or PromotionSpec()
@@ -110,7 +112,7 @@ def prepare(spec: JobSpec, with_training_data: bool) -> GateContext:
     if with_training_data:  # the labels the candidate will know, from data.labels or its train files' label column
         check_gate_labels_known(data, model_labels(spec, store, task, pinned), spec.column("label"), GATE_FIELD,
                                 store.resolve(uri))
-    return GateContext(spec, store, Registry(store, spec.name), task, promotion, uri, pinned, data)
+    return GateContext(spec, store, Registry(store, spec.name), task, promotion, uri, pinned, data, env)
 
 
 def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: str | None,
@@ -140,11 +142,12 @@ def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: 
     return decision
 
 
-def run_retrain(spec: JobSpec) -> int:
-    """Check, then skip or train a candidate, then judge it. 0 for "nothing new", promoted or not."""
+def run_retrain(spec: JobSpec, env: PodEnv) -> int:
+    """Check, then skip or train a candidate in `env.run_folder`, then judge it. 0 for "nothing
+    new", promoted or not."""
     retrain = spec.retrain or RetrainSpec()
-    layout = run_layout(spec.name)
-    ctx = prepare(spec, with_training_data=True)
+    layout = run_layout(spec.name, env.run_folder)
+    ctx = prepare(spec, with_training_data=True, env=env)
     fingerprint = data_fingerprint(data_records(ctx.pinned))
     base = ctx.registry.current()
     if base is not None and retrain.when == "changed":
@@ -158,16 +161,16 @@ def run_retrain(spec: JobSpec) -> int:
         warm = ctx.store.url(RunLayout(base["run"]).model)
         train_spec = spec.model_copy(update={"model": spec.model.model_copy(update={"source": warm, "revision": None})})
         parent = base["version"]
-    code = run_training(train_spec, parent, ctx.pinned)  # trains on exactly the files resolved here
+    code = run_training(train_spec, env, parent, ctx.pinned)  # trains on exactly the files resolved here
     if code != 0:
         return code
     judge(ctx, layout.job, base, fingerprint)
     return 0
 
 
-def promote_run(spec: JobSpec, run: str, force: bool = False) -> int:
+def promote_run(spec: JobSpec, env: PodEnv, run: str, force: bool = False) -> int:
     """`kubetune models promote`: judge a finished run as a retrain run would have."""
-    ctx = prepare(spec, with_training_data=False)
+    ctx = prepare(spec, with_training_data=False, env=env)
     layout = RunLayout(run)
     lineage = ctx.store.read_json(layout.lineage) if ctx.store.exists(layout.lineage) else {}
     judge(ctx, run, ctx.registry.current(), lineage.get("data_fingerprint"), force=force)

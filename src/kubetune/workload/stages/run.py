@@ -42,7 +42,12 @@ class PodEnv:
     retry_flag: Path | None = None  # names.ENV_RETRY_FLAG: distrun's "a checkpoint was committed" flag
     pod_name: str = ""  # names.ENV_POD_NAME, else the host name: who holds the lease
     node_rank: int = 0  # names.ENV_NODE_RANK / ENV_NUM_NODES: a prediction shard's place
-    num_nodes: int = 1
+    num_nodes: int | None = None  # None: not a rendered predict Job (RANK/WORLD_SIZE place the shard)
+    # W&B's own variables, as far as kubetune looks at them: the mode, whether an API key is
+    # there (never the key itself: this object may be printed), and the folder for its files.
+    wandb_mode: str = ""  # names.ENV_WANDB_MODE, lower case
+    wandb_api_key_set: bool = False  # names.ENV_WANDB_API_KEY
+    wandb_dir: Path | None = None  # names.ENV_WANDB_DIR
 
     @property
     def is_main(self) -> bool:

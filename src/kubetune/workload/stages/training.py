@@ -1,7 +1,7 @@
 """One training run: `setup` (check everything cheap) → `train` → `finish` (commit the model).
 
-Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank
-and world size come from the environment. Everything checkable is checked before the model
+Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank,
+world size and local folders come from the entrypoint (`PodEnv`). Everything checkable is checked before the model
 is loaded: a bad spec, an unreachable store, a missing model folder or bad data end as one
 `UserError` (exit code 2 at the entrypoint), with nothing written.
 """
@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
-from kubetune.contract.names import ENV_WORKDIR
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.storage import Store
 from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.data.lineage import build_lineage, resolve_data
 from kubetune.workload.checkpointing.lease import RunLease
 from kubetune.workload.model.source import check_model_source
-from kubetune.workload.stages.run import Run, Trained
-from kubetune.workload.entrypoints.arguments import pod_env
+from kubetune.workload.stages.run import PodEnv, Run, Trained
 from kubetune.workload.model.speed import check_speed_support
 from kubetune.workload.tracking.status import now_iso, status_callback, write_curves, write_status
 from kubetune.workload.tracking.trackers import check_trackers, tracking_callbacks
@@ -37,9 +33,9 @@ from kubetune.workload.tasks import get_task
 
 log = logging.getLogger("kubetune.train")
 
-def workdir_for(job: str) -> Path:
-    """Local scratch for Trainer output: ENV_WORKDIR (an emptyDir in a pod), else /tmp."""
-    root = Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / "kubetune-work")
+def workdir_for(root: Path, job: str) -> Path:
+    """Local scratch for Trainer output, under `root` (`PodEnv.workdir_root`: names.ENV_WORKDIR,
+    an emptyDir in a pod, else the temp dir)."""
     path = root / job
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -59,7 +55,7 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
         )
 
 
-def setup(spec: JobSpec, parent: str | None = None, pinned: PinnedData | None = None) -> Run | None:
+def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> Run | None:
     """Validate everything cheap; returns None when the run already finished. The splits'
     files are resolved and pinned once, here (into `pinned` when a retrain run resolved them
     before), for the whole run and its lineage; `parent` is the registry version a warm start
@@ -67,7 +63,7 @@ def setup(spec: JobSpec, parent: str | None = None, pinned: PinnedData | None = 
     check_speed_support(spec)  # flash attention, FSDP, 4-bit on a machine without them: before anything
     store = Store.from_spec(spec.storage)
     store.check_reachable(spec.storage.startup_timeout_seconds)
-    layout = run_layout(spec.name)
+    layout = run_layout(spec.name, env.run_folder)
     check_same_run(store, layout, spec)
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
@@ -87,10 +83,10 @@ def setup(spec: JobSpec, parent: str | None = None, pinned: PinnedData | None = 
         splits=splits,
         model_uri=model_uri,
         tokenizer_uri=tokenizer_uri,
-        rank=int(os.environ.get("RANK", "0")),
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        workdir=workdir_for(layout.job),
-        env=pod_env(),  # issue 21: moves to the entrypoints, which pass it to setup
+        rank=env.rank,
+        world_size=env.world_size,
+        workdir=workdir_for(env.workdir_root, layout.job),
+        env=env,
         pinned=pinned,
         parent=parent,
     )
@@ -192,10 +188,11 @@ def run_lineage(run: Run) -> dict:
     return build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent)
 
 
-def run_training(spec: JobSpec, parent: str | None = None, pinned: PinnedData | None = None) -> int:
+def run_training(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> int:
     """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
-    after SIGTERM with the checkpoint committed. `pinned`: the data files a retrain run resolved."""
-    run = setup(spec, parent, pinned)
+    after SIGTERM with the checkpoint committed. `env`: the pod's, from the entrypoint;
+    `pinned`: the data files a retrain run resolved."""
+    run = setup(spec, env, parent, pinned)
     if run is None:
         return 0
     lease = RunLease(run.store, run.layout, spec.storage.lease_seconds).acquire() if run.is_main else None
