@@ -1,9 +1,10 @@
 """One training run: `setup` (check everything cheap) → `train` → `finish` (commit the model).
 
 Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank,
-world size and local folders come from the entrypoint (`PodEnv`). Everything checkable is checked before the model
-is loaded: a bad spec, an unreachable store, a missing model folder or bad data end as one
-`UserError` (exit code 2 at the entrypoint), with nothing written.
+world size and local folders come from the entrypoint (`PodEnv`). Everything checkable is
+checked before the model is loaded, by the same checks as `validate --data`
+(`stages.preflight`): a bad spec, an unreachable store, a missing model folder or bad data end
+as one `UserError` (exit code 2 at the entrypoint), with nothing written.
 """
 
 from __future__ import annotations
@@ -20,18 +21,16 @@ from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.storage import Store
 from kubetune.workload.data.tables import PinnedData
-from kubetune.workload.data.lineage import build_lineage, resolve_data
+from kubetune.workload.data.lineage import build_lineage
 from kubetune.workload.checkpointing.lease import RunLease
-from kubetune.workload.model.source import check_model_source
+from kubetune.workload.stages.preflight import checks, open_store
 from kubetune.workload.stages.run import PodEnv, Run, Trained
-from kubetune.workload.model.speed import check_speed_support
 from kubetune.workload.tracking.status import now_iso, status_callback, write_curves, write_status
 from kubetune.workload.tracking.trackers import check_trackers, tracking_callbacks
 from kubetune.workload.tracking.mlflow_run import tag_model
-from kubetune.workload.data.splits import load_splits
-from kubetune.workload.tasks import get_task
 
 log = logging.getLogger("kubetune.train")
+
 
 def workdir_for(root: Path, job: str) -> Path:
     """Local scratch for Trainer output, under `root` (`PodEnv.workdir_root`: names.ENV_WORKDIR,
@@ -56,38 +55,31 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
 
 
 def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> Run | None:
-    """Validate everything cheap; returns None when the run already finished. The splits'
-    files are resolved and pinned once, here (into `pinned` when a retrain run resolved them
-    before), for the whole run and its lineage; `parent` is the registry version a warm start
-    began from."""
-    check_speed_support(spec)  # flash attention, FSDP, 4-bit on a machine without them: before anything
-    store = Store.from_spec(spec.storage)
-    store.check_reachable(spec.storage.startup_timeout_seconds)
+    """Validate everything cheap: the pre-model checks `validate --data` runs too
+    (`preflight.open_store`, `preflight.checks`), with this run's folder checked in between;
+    returns None when the run already finished. The splits' files are resolved and pinned once,
+    in `checks` (into `pinned` when a retrain run resolved them before), for the whole run and
+    its lineage; `parent` is the registry version a warm start began from."""
+    store = open_store(spec)
     layout = run_layout(spec.name, env.run_folder)
     check_same_run(store, layout, spec)
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
-    model_uri = check_model_source(store, spec.model.source)
-    tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
-    task = get_task(spec)
-    task.check_spec()
-    pinned = resolve_data(spec, store, pinned=pinned)
-    splits = load_splits(spec, store, task.columns(), pinned=pinned)  # streamed train: only its head
-    task.check_data(splits)
+    checked = checks(spec, store, pinned)
     return Run(
         spec=spec,
         store=store,
         layout=layout,
-        task=task,
-        splits=splits,
-        model_uri=model_uri,
-        tokenizer_uri=tokenizer_uri,
+        task=checked.task,
+        splits=checked.splits,
+        model_uri=checked.model_uri,
+        tokenizer_uri=checked.tokenizer_uri,
         rank=env.rank,
         world_size=env.world_size,
         workdir=workdir_for(env.workdir_root, layout.job),
         env=env,
-        pinned=pinned,
+        pinned=checked.pinned,
         parent=parent,
     )
 
