@@ -89,7 +89,10 @@ def data_fingerprint(records: dict[str, list[dict[str, Any]]]) -> str:
     return hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()
 
 
-def spec_hash(spec: JobSpec) -> str:
+def run_definition_hash(spec: JobSpec) -> str:
+    """A hash of the spec's run-defining parts (`contract.spec.job.run_defining`): specs with
+    the same hash make the same run. Not the hash of the whole resolved YAML that a rendered
+    pod carries (`launch.render.pod`), which changes with any field."""
     return hashlib.sha256(json.dumps(run_defining(spec.model_dump(mode="json")), sort_keys=True).encode()).hexdigest()
 
 
@@ -127,7 +130,8 @@ def build_lineage(spec: JobSpec, store: Store, pinned: PinnedData, model_uri: st
         "parent_version": parent,
         "kubetune_version": _kubetune_version(),
         "image": spec.image,  # what the rendered pod runs
-        "spec_hash": spec_hash(spec),
+        # The key keeps its first name: README.md names it, and lineage files already say so.
+        "spec_hash": run_definition_hash(spec),
     }
 
 
