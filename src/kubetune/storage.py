@@ -92,7 +92,10 @@ def is_explicit_local(uri: str) -> bool:
 def storage_options(uri: str, endpoint_url: str | None = None, region: str | None = None) -> dict[str, Any]:
     """fsspec options for a URI. For s3:// these carry the endpoint (any S3-compatible store),
     bounded timeouts so an unreachable endpoint fails in seconds, and botocore's retries for
-    transient errors; credentials come from the environment."""
+    transient errors; credentials come from the environment. Without `endpoint_url`, the
+    endpoint is AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL: the AWS SDK's own variables, which
+    botocore itself reads too; not kubetune's settings, so they are read here, where the SDK's
+    options are made, and not passed down from an entrypoint (the one such read below them)."""
     if not uri.startswith(("s3://", "s3a://")):
         return {}
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

@@ -103,17 +103,16 @@ def test_a_credential_shaped_spec_file_name_is_not_passed_to_the_pod(folder, min
     assert "AKIAIOSFODNN7EXAMPLE" not in out.stdout
 
 
-def test_a_spec_error_in_the_pod_names_the_users_file_not_the_mounted_copy(monkeypatch):
+def test_a_spec_error_in_the_pod_names_the_users_file_not_the_mounted_copy():
     """The pod reads its spec from the mounted copy (names.ENV_SPEC); a SpecError that starts
     with that path is shown with the user's file instead, never with both, and with no
     variable set (a pod rendered before this variable existed) the line is as it was."""
     from kubetune.contract.names import ENV_SPEC
-    from kubetune.workload.errors import user_line
+    from kubetune.workload.entrypoints.arguments import pod_env
+    from kubetune.workload.entrypoints.exits import user_line
 
-    monkeypatch.delenv(ENV_SPEC_FILE, raising=False)
-    assert user_line("data.train: missing") == "data.train: missing"
-    monkeypatch.setenv(ENV_SPEC, SPEC_PATH)
-    monkeypatch.setenv(ENV_SPEC_FILE, "jobs/x.yaml")
-    assert user_line(f"{SPEC_PATH}: train.epochs: must be > 0") == "jobs/x.yaml: train.epochs: must be > 0"
-    assert user_line("data.train: missing") == "jobs/x.yaml: data.train: missing"
-    assert user_line("jobs/x.yaml: data.train: missing") == "jobs/x.yaml: data.train: missing"
+    assert user_line("data.train: missing", pod_env({ENV_SPEC: SPEC_PATH})) == "data.train: missing"
+    env = pod_env({ENV_SPEC: SPEC_PATH, ENV_SPEC_FILE: "jobs/x.yaml"})
+    assert user_line(f"{SPEC_PATH}: train.epochs: must be > 0", env) == "jobs/x.yaml: train.epochs: must be > 0"
+    assert user_line("data.train: missing", env) == "jobs/x.yaml: data.train: missing"
+    assert user_line("jobs/x.yaml: data.train: missing", env) == "jobs/x.yaml: data.train: missing"

@@ -91,19 +91,15 @@ def test_validate_data_checks_a_retrain_jobs_gate_labels(job):
     """`kubetune validate --data`'s check (in process here) refuses the same gate sets, with labels
     inferred from the train files' label column, and passes a gate with every label."""
     from kubetune.contract.spec.job import load_spec
-    from kubetune.workload.data.tables import unpin_split_files
     from kubetune.workload.errors import DataError
     from kubetune.workload.stages.preflight import check_job
 
     spec_file, _ = job
-    try:
-        for gate, says in (("gate-positive.tsv", "no rows labelled 'negative'"), ("gate-extra.tsv", "label 'neutral'")):
-            spec = load_spec(spec_file, ["data.labels=null", f"promotion.gate_data=datasets/reviews/{gate}"])
-            with pytest.raises(DataError, match=f"^promotion.gate_data: .*{gate}: {says}"):
-                check_job(spec)
-        assert check_job(load_spec(spec_file, ["data.labels=null", "promotion.min_delta=0"])).startswith("ok: ")
-    finally:
-        unpin_split_files()
+    for gate, says in (("gate-positive.tsv", "no rows labelled 'negative'"), ("gate-extra.tsv", "label 'neutral'")):
+        spec = load_spec(spec_file, ["data.labels=null", f"promotion.gate_data=datasets/reviews/{gate}"])
+        with pytest.raises(DataError, match=f"^promotion.gate_data: .*{gate}: {says}"):
+            check_job(spec)
+    assert check_job(load_spec(spec_file, ["data.labels=null", "promotion.min_delta=0"])).startswith("ok: ")
 
 
 def test_models_verbs_on_a_store_without_an_earlier_version(job):

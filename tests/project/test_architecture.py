@@ -436,3 +436,86 @@ def test_shared_rooms_import_neither_side():
         if _in(target, LAUNCHER + WORKLOAD)
     ]
     assert not problems, "\n".join(sorted(problems))
+# Where the environment may be read: the workload's entrypoints (which read the pod's once,
+# `arguments.pod_env`, and pass it down), the launcher (its entrypoint is the CLI, and it hands
+# environments to the processes it starts), and storage's AWS_ENDPOINT_URL* (the AWS SDK's own
+# variables, which botocore itself reads).
+ENV_READERS = ("kubetune.workload.entrypoints", "kubetune.cli", "kubetune.launch", "kubetune.storage")
+# Rooms whose reads are being moved to `run.env` with the Checkpointer (issue 21). Each must
+# still read the environment somewhere: the exemption fails once its reason is gone.
+ENV_READERS_PENDING = ("kubetune.workload.checkpointing", "kubetune.workload.trainer")
+_ENV_WRITES = {"update", "clear"}  # methods that only change the environment
+_ENV_WRITES_UNLESS_USED = {"pop", "popitem", "setdefault"}  # they return a value: using it is a read
+
+
+def _environment_reads(path: Path) -> list[str]:
+    """Every place `path` reads the process environment: `os.environ` (or `environb`, or an
+    imported `environ`) used in any way but an item assignment or deletion, `update`/`clear`,
+    or a `pop`/`setdefault` whose result is thrown away; and every `os.getenv` call."""
+    tree = ast.parse(path.read_text())
+    os_names, environ_names, getenv_names = {"os"}, set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            os_names |= {a.asname or a.name for a in node.names if a.name == "os"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            environ_names |= {a.asname or a.name for a in node.names if a.name in ("environ", "environb")}
+            getenv_names |= {a.asname or a.name for a in node.names if a.name in ("getenv", "getenvb")}
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+
+    def is_os(node: ast.AST, attrs: tuple[str, ...]) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr in attrs and isinstance(node.value, ast.Name)
+                and node.value.id in os_names)
+
+    def is_write(node: ast.AST) -> bool:
+        parent = parents.get(node)
+        if isinstance(parent, ast.Subscript) and parent.value is node:
+            return isinstance(parent.ctx, (ast.Store, ast.Del))
+        if isinstance(parent, ast.Attribute) and isinstance(call := parents.get(parent), ast.Call) and call.func is parent:
+            unused = isinstance(parents.get(call), ast.Expr)
+            return parent.attr in _ENV_WRITES or (parent.attr in _ENV_WRITES_UNLESS_USED and unused)
+        return False
+
+    found = []
+    for node in ast.walk(tree):
+        environ = is_os(node, ("environ", "environb")) or (isinstance(node, ast.Name) and node.id in environ_names)
+        getenv = is_os(node, ("getenv", "getenvb")) or (isinstance(node, ast.Name) and node.id in getenv_names)
+        if isinstance(parents.get(node), (ast.ImportFrom, ast.alias)):
+            continue
+        if (environ and not is_write(node)) or getenv:
+            found.append(f"line {node.lineno}: {ast.unparse(parents.get(node) or node)}")
+    return found
+
+
+def test_the_environment_is_read_only_at_the_entrypoints():
+    """Below the entrypoints, values come in as arguments (a `PodEnv`, a `Run`), so a function
+    says what it depends on and a test sets it without touching the process environment."""
+    reads = {module: _environment_reads(path) for module, path in _modules().items()}
+    problems = [f"{_modules()[m].relative_to(REPO)}: {r}" for m, found in reads.items() for r in found
+                if not _in(m, ENV_READERS + ENV_READERS_PENDING)]
+    assert not problems, "environment read outside the entrypoints (pass it down instead):\n" + "\n".join(problems)
+    stale = [room for room in ENV_READERS_PENDING if not any(found for m, found in reads.items() if _in(m, (room,)))]
+    assert not stale, f"no longer reads the environment: remove from ENV_READERS_PENDING: {', '.join(stale)}"
+
+
+@pytest.mark.parametrize(
+    ("source", "reads"),
+    [
+        ("import os\nx = os.environ.get('A')\n", 1),
+        ("import os\nx = os.environ['A']\n", 1),
+        ("import os\nx = 'A' in os.environ\n", 1),
+        ("import os\nenv = dict(os.environ)\n", 1),
+        ("import os\nx = os.getenv('A', '')\n", 1),
+        ("import os as o\nx = o.environ.get('A')\n", 1),
+        ("from os import environ\nx = environ.get('A')\n", 1),
+        ("from os import getenv\nx = getenv('A')\n", 1),
+        ("import os\nfolder = os.environ.setdefault('A', 'b')\n", 1),
+        ("import os\nos.environ['A'] = 'b'\ndel os.environ['A']\n", 0),
+        ("import os\nos.environ.setdefault('A', 'b')\nos.environ.pop('A', None)\nos.environ.update(A='b')\n", 0),
+        ("from os import environ\nenviron['A'] = 'b'\n", 0),
+        ("import os\nx = os.path.join('a', 'b')\n", 0),
+    ],
+)
+def test_the_environment_read_check_itself(tmp_path, source, reads):
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    assert len(_environment_reads(path)) == reads, _environment_reads(path)

@@ -6,12 +6,9 @@ so the two can never disagree on a path.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from kubetune.contract.names import ENV_RUN
 
 
 @dataclass(frozen=True)
@@ -141,9 +138,10 @@ def version_number(name: str) -> int | None:
 
 
 
-def run_layout(spec_name: str) -> RunLayout:
-    """The layout of this process's run: `runs/$KUBETUNE_RUN/` when set, else `runs/<spec name>/`."""
-    return RunLayout(os.environ.get(ENV_RUN) or spec_name)
+def run_layout(spec_name: str, run_folder: str | None = None) -> RunLayout:
+    """The layout of a run: `runs/<run_folder>/` when the run has a folder of its own (a
+    scheduled retrain's Job name: names.ENV_RUN, read by the entrypoint), else `runs/<spec name>/`."""
+    return RunLayout(run_folder or spec_name)
 
 
 def checkpoint_name(step: int) -> str:

@@ -1,5 +1,6 @@
-"""Lineage (issue 14, points 2-3): a split's glob is resolved once and pinned; the records name
-each file with its size and ETag (S3, the moto server over HTTP) or mtime and sha256 (a folder)."""
+"""Lineage (issue 14, points 2-3): a split's glob is resolved once and pinned for the run (in the
+run's PinnedData, not in the process); the records name each file with its size and ETag (S3,
+the moto server over HTTP) or mtime and sha256 (a folder)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from kubetune.contract.spec.job import validate_spec
 from kubetune.storage import Store
-from kubetune.workload.data.tables import read_table, split_files, unpin_split_files
+from kubetune.workload.data.tables import PinnedData, read_table, split_files
 from kubetune.workload.data.lineage import data_fingerprint, data_records, resolve_data
 from kubetune.workload.data.streaming import StreamSource, read_head
 
@@ -31,17 +32,16 @@ def store(request, tmp_path):
     store.write_text("reviews/2026-01/part-0001.tsv", "text\tlabel\na\t0\n")
     store.write_text("reviews/2026-02/part-0001.tsv", "text\tlabel\nb\t1\nc\t0\n")
     store.write_text("gate/dev.tsv", "text\tlabel\nd\t1\n")
-    yield store
-    unpin_split_files()
+    return store
 
 
 def test_a_glob_is_resolved_once_and_recorded_with_content_ids(store):
     spec = _spec(store.root, store.endpoint_url)
-    resolved = resolve_data(spec, store)
-    assert data_records(resolved)["data.train"][0]["rows"] is None  # not read yet
-    train_rows = read_table(store, spec.data.train, None, "data.train")
+    pinned = resolve_data(spec, store)
+    assert data_records(pinned)["data.train"][0]["rows"] is None  # not read yet
+    train_rows = read_table(store, spec.data.train, None, "data.train", pinned)
     assert train_rows["text"] == ["a", "b", "c"]  # both parts, in order, read once
-    records = data_records(resolved)
+    records = data_records(pinned)
     train = records["data.train"]
     assert [r["rows"] for r in train] == [1, 2]  # counted per file as it was read
     assert records["data.test"][0]["rows"] is None  # the gate set was not read
@@ -58,14 +58,15 @@ def test_a_glob_is_resolved_once_and_recorded_with_content_ids(store):
 
     # A part landing mid-run is not read by this run ...
     store.write_text("reviews/2026-03/part-0001.tsv", "text\tlabel\ne\t1\n")
-    assert len(split_files(store, spec.data.train, "data.train").paths) == 2
-    # ... and the next run sees it, with a different fingerprint.
-    unpin_split_files()
+    assert len(split_files(store, spec.data.train, "data.train", pinned).paths) == 2
+    assert read_table(store, spec.data.train, None, "data.train", pinned)["text"] == ["a", "b", "c"]
+    # ... while a read outside the run (and the next run) sees it, with a different fingerprint.
+    assert len(split_files(store, spec.data.train, "data.train").paths) == 3
     later = data_records(resolve_data(spec, store))
     assert len(later["data.train"]) == 3 and data_fingerprint(later) != before
+    assert [r["rows"] for r in data_records(pinned)["data.train"]] == [1, 2]  # the first run's, untouched
     # The gate set alone does not change the training data's fingerprint.
     store.write_text("gate/dev.tsv", "text\tlabel\nd\t1\nf\t0\n")
-    unpin_split_files()
     assert data_fingerprint(data_records(resolve_data(spec, store))) == data_fingerprint(later)
 
 
@@ -81,11 +82,10 @@ def test_a_streamed_split_counts_rows_per_file_from_footers_and_the_head(tmp_pat
     table = pa.table({"text": [f"p{i}" for i in range(7)], "label": [i % 2 for i in range(7)]})
     pq.write_table(table, str(tmp_path / "store" / "p.parquet"), row_group_size=3)
     files = split_files(store, "s/*.tsv", "data.train")
-    try:
-        assert len(read_head(StreamSource(files.uris, "tsv", files.options), 8)) == 8
-        assert [r["rows"] for r in data_records({"data.train": files})["data.train"]] == [5, None]
-        parquet = split_files(store, "p.parquet", "data.train")
-        assert len(read_head(StreamSource(parquet.uris, "parquet", parquet.options), 2)) == 2
-        assert data_records({"data.train": parquet})["data.train"][0]["rows"] == 7
-    finally:
-        unpin_split_files()
+    pinned = PinnedData({"data.train": files})
+    assert len(read_head(StreamSource(files.uris, "tsv", files.options), 8, pinned)) == 8
+    assert [r["rows"] for r in data_records(pinned)["data.train"]] == [5, None]
+    parquet = split_files(store, "p.parquet", "data.train")
+    pinned = PinnedData({"data.train": parquet})
+    assert len(read_head(StreamSource(parquet.uris, "parquet", parquet.options), 2, pinned)) == 2
+    assert data_records(pinned)["data.train"][0]["rows"] == 7

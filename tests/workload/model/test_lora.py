@@ -132,7 +132,7 @@ def test_saved_adapter_loads_back_to_the_same_predictions(task, merge, tmp_path,
         assert adapter["base_model_name_or_path"] == "models/all-MiniLM-L6-v2"  # portable, not a cache path
     assert json.loads((folder / "config.json").read_text())["id2label"] == {"0": "O", "1": "B-PER", "2": "I-PER"}
 
-    loaded, _ = load_for_inference(get_task(spec), str(folder))
+    loaded, _ = load_for_inference(get_task(spec), str(folder), tmp_path / "cache")
     with torch.no_grad():
         actual = loaded(**batch).logits
     torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)

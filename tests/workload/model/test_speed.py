@@ -13,6 +13,7 @@ import torch
 
 from kubetune.contract.spec.job import SpecError, validate_spec
 from kubetune.workload.model import speed
+from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import get_task
 from kubetune.workload.trainer.build import training_arguments
 
@@ -25,7 +26,7 @@ def make_spec(task: str = "text-classification", resources: dict | None = None, 
 
 
 def arguments(tmp_path, spec, model=None):
-    run = SimpleNamespace(spec=spec, task=get_task(spec))  # what training_arguments reads of a Run
+    run = SimpleNamespace(spec=spec, task=get_task(spec), env=PodEnv())  # what training_arguments reads of a Run
     return training_arguments(run, tmp_path, model)  # type: ignore[arg-type]
 
 
@@ -126,13 +127,17 @@ def test_settings_any_machine_runs_pass_the_check():
 
 def test_dataloader_workers_auto_is_sized_from_the_pods_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks (GPUs) share the node's CPUs
     auto = {"dataloader_workers": None}
-    assert speed.dataloader_workers(make_spec(resources={"cpu": "6"}, **auto), cuda=True) == 2  # 6/2 - 1
-    assert speed.dataloader_workers(make_spec(resources={"cpu": "1500m"}, **auto), cuda=True) == 0
-    assert speed.dataloader_workers(make_spec(**auto), cuda=True) == speed.MAX_AUTO_WORKERS  # 32 CPUs: capped
-    assert speed.dataloader_workers(make_spec(**auto), cuda=False) == 0  # a CPU run: workers take its cores
-    assert speed.dataloader_workers(make_spec(resources={"cpu": "6"}, dataloader_workers=3), cuda=True) == 3
+
+    def workers(spec, cuda=True, ranks_here=2):  # two ranks (GPUs) share the node's CPUs: torchrun's LOCAL_WORLD_SIZE
+        return speed.dataloader_workers(spec, cuda=cuda, ranks_here=ranks_here)
+
+    assert workers(make_spec(resources={"cpu": "6"}, **auto)) == 2  # 6/2 - 1
+    assert workers(make_spec(resources={"cpu": "6"}, **auto), ranks_here=1) == 5  # one rank: all but its own
+    assert workers(make_spec(resources={"cpu": "1500m"}, **auto)) == 0
+    assert workers(make_spec(**auto)) == speed.MAX_AUTO_WORKERS  # 32 CPUs: capped
+    assert workers(make_spec(**auto), cuda=False) == 0  # a CPU run: workers take its cores
+    assert workers(make_spec(resources={"cpu": "6"}, dataloader_workers=3)) == 3
 
 
 def test_classification_pads_to_a_multiple_of_8_only_on_a_gpu(minilm_dir):

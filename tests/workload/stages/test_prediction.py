@@ -16,8 +16,11 @@ import yaml
 
 from helpers import run_cli, run_entrypoint
 from kubetune.contract.spec.job import SpecError, validate_spec
+from kubetune.contract import names as kn
 from kubetune.contract.names import PREDICTIONS_OWNER_FILE as OWNER_FILE
+from kubetune.workload.entrypoints.arguments import pod_env
 from kubetune.workload.stages.prediction import output_target, rank_and_world, shard_bounds
+from kubetune.workload.stages.run import PodEnv
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -45,17 +48,15 @@ def test_output_target_file_or_folder():
         output_target("/x/preds.jsonl", "parquet", 1)
 
 
-def test_rank_from_the_rendered_predict_job(monkeypatch):
-    """A predict pod sets KUBETUNE_NODE_RANK/NUM_NODES; torchrun adds one process per GPU."""
-    monkeypatch.setenv("KUBETUNE_NUM_NODES", "3")
-    monkeypatch.setenv("KUBETUNE_NODE_RANK", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert rank_and_world() == (9, 12)
-    monkeypatch.delenv("KUBETUNE_NUM_NODES")
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert rank_and_world() == (1, 2)
+def test_rank_from_the_rendered_predict_job():
+    """A predict pod sets KUBETUNE_NODE_RANK/NUM_NODES; torchrun adds one process per GPU.
+    Without them (a local process, a training-style gang) RANK and WORLD_SIZE place the shard."""
+    torchrun = {"LOCAL_WORLD_SIZE": "4", "LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2"}
+    assert rank_and_world(pod_env({kn.ENV_NUM_NODES: "3", kn.ENV_NODE_RANK: "2", **torchrun})) == (9, 12)
+    assert rank_and_world(pod_env(torchrun)) == (1, 2)
+    assert rank_and_world(pod_env({})) == (0, 1)
+    with pytest.raises(SpecError, match="RANK=2 is outside WORLD_SIZE=2"):
+        rank_and_world(pod_env({"RANK": "2", "WORLD_SIZE": "2"}))
 
 
 def test_render_predict_stage_is_an_indexed_job_of_independent_shards():
@@ -129,12 +130,13 @@ def evaluation_outputs(spec_file: Path, rows_file: Path) -> tuple[object, list[s
     spec = load_spec(spec_file)
     store = Store.from_spec(spec.storage)
     task = get_task(spec)
+    env = pod_env()  # what the entrypoint reads: here one process, the test's cache folder
     raw = read_table(store, str(rows_file), None, "rows")
-    folder, labels = load_trained(store, RunLayout(spec.name))
-    model, tokenizer = load_for_inference(task, folder)
+    folder, labels = load_trained(store, RunLayout(spec.name), env.cache_root)
+    model, tokenizer = load_for_inference(task, folder, env.cache_root)
     features = task.prepare_test(raw, tokenizer, labels)
     with tempfile.TemporaryDirectory() as tmp:
-        output = make_predictor(spec, task, model, tokenizer, tmp).predict(features, metric_key_prefix="test")
+        output = make_predictor(spec, task, model, tokenizer, tmp, env.world_size).predict(features, metric_key_prefix="test")
     return output, labels, raw, features
 
 
@@ -351,7 +353,8 @@ def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
     for rank in (1, 0):
         job = Prediction(spec=spec, store=Store(str(tmp_path / "store")), task=None,
                          rows=datasets.Dataset.from_dict({"text": ["a"]}), first_row=rank, total_rows=2,
-                         output_url=str(out), output_format="parquet", to_folder=True, rank=rank, world_size=2)
+                         output_url=str(out), output_format="parquet", to_folder=True, rank=rank, world_size=2,
+                         env=PodEnv())
         records = [{"text": "a", "row": rank, "prediction": "pos", "score": np.float32(0.75),
                     "scores": {"pos": 0.75, "neg": 0.25}}]
         assert write(job, records) == f"{out}/part-0000{rank}.parquet"

@@ -13,7 +13,7 @@ def test_operational_train_fields_do_not_make_another_run(tmp_path):
     from kubetune.contract.spec.job import SpecError, run_defining, validate_spec
     from kubetune.storage import Store
     from kubetune.workload.stages.evaluation import eval_paths
-    from kubetune.workload.data.lineage import spec_hash
+    from kubetune.workload.data.lineage import run_definition_hash
     from kubetune.workload.stages.training import check_same_run
 
     def spec(**train):
@@ -26,7 +26,7 @@ def test_operational_train_fields_do_not_make_another_run(tmp_path):
                        collective_timeout_seconds=900)
     check_same_run(store, layout, operational)  # no error
     eval_paths(store, layout, operational)
-    assert spec_hash(operational) == spec_hash(first)
+    assert run_definition_hash(operational) == run_definition_hash(first)
     assert run_defining(operational.model_dump(mode="json"))["train"] == run_defining(first.model_dump(mode="json"))["train"]
 
     other = spec(keep_checkpoints=2, learning_rate=1e-3)
@@ -34,4 +34,4 @@ def test_operational_train_fields_do_not_make_another_run(tmp_path):
         check_same_run(store, layout, other)
     with pytest.raises(SpecError, match="trained with a different train"):
         eval_paths(store, layout, other)
-    assert spec_hash(other) != spec_hash(first)
+    assert run_definition_hash(other) != run_definition_hash(first)

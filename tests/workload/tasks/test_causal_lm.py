@@ -253,6 +253,6 @@ def test_lora_adapts_generative_models(tmp_path, tokenizer, task_name, arch):
     (folder / "spec.yaml").write_text(spec.to_yaml())
     save_lora(model, folder, spec)
     model.eval()
-    loaded = load_adapter_model(auto, folder).eval()
+    loaded = load_adapter_model(auto, folder, tmp_path / "cache").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=1e-4, rtol=1e-4)

@@ -18,7 +18,8 @@ from kubetune.contract import names as kn  # noqa: E402
 from kubetune.contract.errors import UserError  # noqa: E402
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE  # noqa: E402
 from kubetune.contract.spec.job import validate_spec  # noqa: E402
-from kubetune.workload.errors import entrypoint  # noqa: E402
+from kubetune.workload.entrypoints.arguments import pod_env  # noqa: E402
+from kubetune.workload.entrypoints.exits import entrypoint  # noqa: E402
 from kubetune.workload.tracking.mlflow_run import TrackerUnavailableError, check_mlflow  # noqa: E402
 from kubetune.workload.tracking.wandb_run import check_wandb  # noqa: E402
 
@@ -70,18 +71,15 @@ def test_an_mlflow_server_that_refuses_us_is_one_line_exit_2(monkeypatch, capsys
         server.shutdown()
 
 
-def test_wandb_needs_a_key_unless_its_mode_needs_none(monkeypatch):
-    for name in (kn.ENV_WANDB_API_KEY, kn.ENV_WANDB_MODE):
-        monkeypatch.delenv(name, raising=False)
+def test_wandb_needs_a_key_unless_its_mode_needs_none():
     with pytest.raises(UserError) as err:
-        check_wandb()
+        check_wandb(pod_env({}))
     message = str(err.value)
     assert "\n" not in message and f"{kn.ENV_WANDB_API_KEY} is not set" in message and "secret_env" in message
-    monkeypatch.setenv(kn.ENV_WANDB_MODE, "offline")
-    check_wandb()
-    monkeypatch.setenv(kn.ENV_WANDB_MODE, "online")
-    monkeypatch.setenv(kn.ENV_WANDB_API_KEY, "x" * 40)
-    check_wandb()
+    with pytest.raises(UserError, match="is not set"):
+        check_wandb(pod_env({kn.ENV_WANDB_MODE: "online", kn.ENV_WANDB_API_KEY: ""}))  # empty: not a key
+    check_wandb(pod_env({kn.ENV_WANDB_MODE: " Offline "}))
+    check_wandb(pod_env({kn.ENV_WANDB_MODE: "online", kn.ENV_WANDB_API_KEY: "x" * 40}))
 
 
 def test_a_tracker_down_after_the_model_is_committed_is_a_warning(monkeypatch, tmp_path, capsys):

@@ -5,8 +5,8 @@ always say which data objects (URI, size, ETag or version id, or for a local fil
 and a content hash; the rows counted as each file was read), which model source, which
 tokenizer, which parent version, which kubetune and which image made it.
 
-Data files are resolved once, at the start of a run (`resolve_data`), and pinned
-(`data.pin_split_files`): every later read of a split in this process uses exactly those
+Data files are resolved once, at the start of a run (`resolve_data`), into the run's
+`tables.PinnedData`: every later read of a split in the run is given it and uses exactly those
 files, so a file that lands mid-run is neither half-read nor missing from the lineage. The
 fingerprint of the resolved files (`data_fingerprint`) is what a retrain run compares with
 the current version's to decide whether anything is new.
@@ -24,10 +24,12 @@ import fsspec
 
 from kubetune.contract.spec.job import JobSpec, run_defining
 from kubetune.storage import Store
-from kubetune.workload.data.tables import SplitFiles, pin_split_files, rows_read, split_files
+from kubetune.workload.data.tables import PinnedData, SplitFiles, split_files
 
 # The spec's data fields that name files, in the order they are recorded.
 SPLIT_FIELDS = ("train", "validation", "test")
+# Their spec fields: what a training run's lineage records (a retrain run pins its gate set too).
+DATA_FIELDS = tuple(f"data.{f}" for f in SPLIT_FIELDS)
 # Files of a model folder whose content is hashed (config and weights index); the rest are
 # recorded by name and size.
 MODEL_HASHED = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json", "adapter_config.json")
@@ -35,27 +37,29 @@ MODEL_HASHED = ("config.json", "model.safetensors.index.json", "pytorch_model.bi
 HASH_LIMIT = 1 << 30
 
 
-def resolve_data(spec: JobSpec, store: Store, extra: dict[str, str | None] | None = None) -> dict[str, SplitFiles]:
-    """Resolve every split's URI (file, folder or glob) to its files now, and pin them for
-    the rest of the process. `extra` adds fields (e.g. `promotion.gate_data`)."""
+def resolve_data(spec: JobSpec, store: Store, extra: dict[str, str | None] | None = None,
+                 pinned: PinnedData | None = None) -> PinnedData:
+    """Resolve every split's URI (file, folder or glob) to its files now and pin them for the
+    rest of the run: into `pinned` when the run began with some (a retrain run's, resolved
+    before its training run), else into a new PinnedData. Fields already pinned stay as they
+    are. `extra` adds fields (e.g. `promotion.gate_data`)."""
+    pinned = PinnedData() if pinned is None else pinned
     fields: dict[str, str | None] = {f"data.{f}": getattr(spec.data, f) for f in SPLIT_FIELDS}
     fields.update(extra or {})
-    resolved = {}
     for field, uri in fields.items():
-        if uri:
-            resolved[field] = split_files(store, uri, field)
-            pin_split_files(store, uri, resolved[field])
-    return resolved
+        if uri and field not in pinned.files:
+            pinned.pin(field, split_files(store, uri, field, pinned))
+    return pinned
 
 
-def file_records(files: SplitFiles) -> list[dict[str, Any]]:
+def file_records(files: SplitFiles, rows: dict[str, int]) -> list[dict[str, Any]]:
     """One record per file: URI, size, the store's identity for its content, and the rows
-    counted when this process read it (None for a file not read whole: a streamed text file
-    past the head, a gate set not read yet)."""
+    counted when the run read it (`rows`; None for a file not read whole: a streamed text
+    file past the head, a gate set not read yet)."""
     records = []
     for path, uri in zip(files.paths, files.uris):
         info = files.fs.info(path)
-        record: dict[str, Any] = {"uri": uri, "size": info.get("size"), "rows": rows_read(uri)}
+        record: dict[str, Any] = {"uri": uri, "size": info.get("size"), "rows": rows.get(uri)}
         etag = info.get("ETag") or info.get("etag")
         if etag:
             record["etag"] = str(etag).strip('"')
@@ -69,8 +73,10 @@ def file_records(files: SplitFiles) -> list[dict[str, Any]]:
     return records
 
 
-def data_records(resolved: dict[str, SplitFiles]) -> dict[str, list[dict[str, Any]]]:
-    return {field: file_records(files) for field, files in resolved.items()}
+def data_records(pinned: PinnedData, fields: tuple[str, ...] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The records of the run's pinned splits (of `fields` only, when given)."""
+    return {field: file_records(files, pinned.rows) for field, files in pinned.files.items()
+            if fields is None or field in fields}
 
 
 def data_fingerprint(records: dict[str, list[dict[str, Any]]]) -> str:
@@ -83,7 +89,10 @@ def data_fingerprint(records: dict[str, list[dict[str, Any]]]) -> str:
     return hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()
 
 
-def spec_hash(spec: JobSpec) -> str:
+def run_definition_hash(spec: JobSpec) -> str:
+    """A hash of the spec's run-defining parts (`contract.spec.job.run_defining`): specs with
+    the same hash make the same run. Not the hash of the whole resolved YAML that a rendered
+    pod carries (`launch.render.pod`), which changes with any field."""
     return hashlib.sha256(json.dumps(run_defining(spec.model_dump(mode="json")), sort_keys=True).encode()).hexdigest()
 
 
@@ -107,9 +116,11 @@ def model_record(store: Store, uri: str, revision: str | None) -> dict[str, Any]
     return record
 
 
-def build_lineage(spec: JobSpec, store: Store, resolved: dict[str, SplitFiles], model_uri: str,
+def build_lineage(spec: JobSpec, store: Store, pinned: PinnedData, model_uri: str,
                   tokenizer_uri: str, rows: dict[str, int], parent: str | None) -> dict[str, Any]:
-    records = data_records(resolved)
+    """`lineage.json`: the run's data splits (`DATA_FIELDS`) as pinned and read, `rows` per
+    split as trained on, the model source, the tokenizer, the parent version."""
+    records = data_records(pinned, DATA_FIELDS)
     return {
         "data": records,
         "data_fingerprint": data_fingerprint(records),
@@ -119,7 +130,8 @@ def build_lineage(spec: JobSpec, store: Store, resolved: dict[str, SplitFiles], 
         "parent_version": parent,
         "kubetune_version": _kubetune_version(),
         "image": spec.image,  # what the rendered pod runs
-        "spec_hash": spec_hash(spec),
+        # The key keeps its first name: README.md names it, and lineage files already say so.
+        "spec_hash": run_definition_hash(spec),
     }
 
 

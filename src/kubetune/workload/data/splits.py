@@ -13,7 +13,7 @@ import datasets
 
 from kubetune.contract.spec.job import JobSpec
 from kubetune.storage import Store
-from kubetune.workload.data.tables import Splits, check_split, limit, read_table, strip_html, text_columns
+from kubetune.workload.data.tables import PinnedData, Splits, check_split, limit, read_table, strip_html, text_columns
 from kubetune.workload.errors import DataError
 from kubetune.workload.data.streaming import StreamSource, read_head, streaming_source
 
@@ -21,16 +21,18 @@ from kubetune.workload.data.streaming import StreamSource, read_head, streaming_
 HEAD_ROWS = 2000
 
 
-def load_splits(spec: JobSpec, store: Store, columns: dict[str, str | None], head_rows: int = HEAD_ROWS) -> Splits:
+def load_splits(spec: JobSpec, store: Store, columns: dict[str, str | None], head_rows: int = HEAD_ROWS,
+                pinned: PinnedData | None = None) -> Splits:
     """Read the spec's splits and check them; carve a validation split from train when none is
     given (in memory only) and apply the limits and `strip_html`. With a streamed train split,
-    `train` is its first `head_rows` rows."""
+    `train` is its first `head_rows` rows. In a run, the `pinned` files are read and their
+    rows recorded there."""
     d = spec.data
-    source = streaming_source(spec, store)
-    train = _read_train(spec, store, source, head_rows)
+    source = streaming_source(spec, store, pinned)
+    train = _read_train(spec, store, source, head_rows, pinned)
     check_split(train, columns, "data.train", store.resolve(d.train))
-    validation = _read_checked(store, d.validation, d.format, "data.validation", columns)
-    test = _read_checked(store, d.test, d.format, "data.test", columns)
+    validation = _read_checked(store, d.validation, d.format, "data.validation", columns, pinned)
+    test = _read_checked(store, d.test, d.format, "data.test", columns, pinned)
     if validation is None:
         if len(train) < 2:
             raise DataError("data.train: too few rows to carve a validation split")
@@ -47,28 +49,29 @@ def load_splits(spec: JobSpec, store: Store, columns: dict[str, str | None], hea
     return Splits(train=train, validation=validation, test=test)
 
 
-def _read_train(spec: JobSpec, store: Store, source: StreamSource | None, head_rows: int) -> datasets.Dataset:
+def _read_train(spec: JobSpec, store: Store, source: StreamSource | None, head_rows: int,
+                pinned: PinnedData | None) -> datasets.Dataset:
     """The train split in memory, or the head of its stream (after the streaming-only checks)."""
     d = spec.data
     if source is None:
-        return read_table(store, d.train, d.format, "data.train")
+        return read_table(store, d.train, d.format, "data.train", pinned)
     if not d.validation:
         raise DataError("data.validation: required when the training split is streamed (data.streaming), "
                         "since a validation split cannot be carved from a stream")
     if d.max_train_samples:
         raise DataError("data.max_train_samples: not supported when the training split is streamed "
                         "(data.streaming); use train.max_steps to bound the run")
-    head = read_head(source, head_rows)
+    head = read_head(source, head_rows, pinned)
     if not head:
         raise DataError(f"data.train: {store.resolve(d.train)}: no rows")
     return datasets.Dataset.from_list(head)
 
 
 def _read_checked(store: Store, uri: str | None, fmt: str | None, field: str,
-                  columns: dict[str, str | None]) -> datasets.Dataset | None:
+                  columns: dict[str, str | None], pinned: PinnedData | None = None) -> datasets.Dataset | None:
     if uri is None:
         return None
-    ds = read_table(store, uri, fmt, field)
+    ds = read_table(store, uri, fmt, field, pinned)
     check_split(ds, columns, field, store.resolve(uri))
     return ds
 

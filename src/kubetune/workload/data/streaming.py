@@ -40,7 +40,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from kubetune.contract.spec.job import JobSpec, SpecError
 from kubetune.storage import Store
-from kubetune.workload.data.tables import data_format, record_rows, split_files, strip_html, text_columns
+from kubetune.workload.data.tables import PinnedData, data_format, record_rows, split_files, strip_html, text_columns
 from kubetune.workload.errors import DataError
 
 if TYPE_CHECKING:
@@ -287,13 +287,13 @@ class StreamSource(NamedTuple):
     options: dict[str, Any]
 
 
-def streaming_source(spec: JobSpec, store: Store) -> StreamSource | None:
-    """The training split's files when it is streamed, else None. `data.streaming` decides;
-    unset, splits of AUTO_STREAM_BYTES or more stream."""
+def streaming_source(spec: JobSpec, store: Store, pinned: PinnedData | None = None) -> StreamSource | None:
+    """The training split's files (in a run, its `pinned` ones) when it is streamed, else None.
+    `data.streaming` decides; unset, splits of AUTO_STREAM_BYTES or more stream."""
     choice = spec.data.streaming
     if choice is False:
         return None
-    files = split_files(store, spec.data.train, "data.train")
+    files = split_files(store, spec.data.train, "data.train", pinned)
     # A folder of part files: the format of its files (data.format applies to every split).
     fmt = data_format(files.uris[0], spec.data.format, "data.train")
     if fmt == "squad":
@@ -305,22 +305,22 @@ def streaming_source(spec: JobSpec, store: Store) -> StreamSource | None:
     return StreamSource(files.uris, fmt, files.options)
 
 
-def read_head(source: StreamSource, rows: int) -> list[dict[str, Any]]:
+def read_head(source: StreamSource, rows: int, pinned: PinnedData | None = None) -> list[dict[str, Any]]:
     """The first `rows` rows of a streamed split, in stream-file order (for the checks).
 
-    Counts each file's rows for the lineage (`data.record_rows`) without a pass of its own:
+    Counts each file's rows for the lineage (into the run's `pinned`) without a pass of its own:
     Parquet files from their footers, a text file when the head read it to its end (a longer
     text file's count stays unknown: the stream is read by many workers, over epochs)."""
     head: list[dict[str, Any]] = []
     pieces = list_pieces(source.urls, source.fmt, source.options)
     for url in dict.fromkeys(p.url for p in pieces if p.rows is not None):
-        record_rows(url, sum(p.rows or 0 for p in pieces if p.url == url))
+        record_rows(pinned, url, sum(p.rows or 0 for p in pieces if p.url == url))
     for piece in pieces:
         reader = read_piece(piece, source.fmt, source.options, None)
         taken = list(islice(reader, rows - len(head)))
         head.extend(taken)
         if piece.rows is None and next(reader, None) is None:
-            record_rows(piece.url, len(taken))
+            record_rows(pinned, piece.url, len(taken))
         if len(head) >= rows:
             break
     return head

@@ -1,7 +1,8 @@
 """Read one split's files from their URI (local folder or object store), and check them.
 
 Files are read with `datasets` through fsspec, whatever the store; `split_files` is the one
-place a split's URI (a file, a folder, a glob) becomes its list of files. Everything that can
+place a split's URI (a file, a folder, a glob) becomes its list of files, or, within a run, the
+files it became when the run began (`PinnedData`, passed in, never kept here). Everything that can
 be wrong with the data (missing file, missing column, empty split, unknown label) is detected
 before any model is loaded, and raised as a one-line DataError naming the spec field.
 `splits.load_splits` puts these together for all splits of a job.
@@ -71,39 +72,43 @@ class SplitFiles:
         return [p if p.startswith(scheme) else f"{scheme}{p}" for p in self.paths]
 
 
-# Splits resolved once for this run (`lineage.resolve_data`): resolved URI -> its files.
-_PINNED: dict[str, SplitFiles] = {}
-# Rows of each data file, counted as this process read it (file URI -> rows), for the lineage.
-_ROWS: dict[str, int] = {}
+@dataclass
+class PinnedData:
+    """A run's data as the run found it: the files each split field resolved to when it began
+    (`lineage.resolve_data`), which every later read of those splits in the run uses (a file
+    that lands mid-run is neither half-read nor missing from the lineage), and the rows each
+    data file held as the run read it (file URI -> rows), for the lineage. One per run, carried
+    in `Run.pinned` and passed to the readers; a read outside a run (prediction's input) has none."""
+
+    files: dict[str, SplitFiles] = dataclasses.field(default_factory=dict)  # spec field (data.train) -> its files
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def pin(self, spec_field: str, files: SplitFiles) -> None:
+        """From now on in this run, the split of `spec_field` (and any split with its URI) is `files`."""
+        self.files[spec_field] = dataclasses.replace(files, options=copy.deepcopy(files.options))
+
+    def lookup(self, url: str) -> SplitFiles | None:
+        """The pinned files of a resolved URI, as a copy: `datasets` adds keys to the storage
+        options it is given."""
+        for files in self.files.values():
+            if files.url == url:
+                return dataclasses.replace(files, options=copy.deepcopy(files.options))
+        return None
 
 
-def record_rows(uri: str, rows: int) -> None:
-    """`uri` (one data file) held `rows` rows when this process read it."""
-    _ROWS[uri] = rows
+def record_rows(pinned: PinnedData | None, uri: str, rows: int) -> None:
+    """`uri` (one data file) held `rows` rows when the run read it; nothing outside a run."""
+    if pinned is not None:
+        pinned.rows[uri] = rows
 
 
-def rows_read(uri: str) -> int | None:
-    """The rows counted when `uri` was read in this process; None if it was not read whole."""
-    return _ROWS.get(uri)
-
-
-def pin_split_files(store: Store, uri: str, files: SplitFiles) -> None:
-    """From now on in this process, `uri` means exactly `files` (a glob is not re-expanded)."""
-    _PINNED[store.resolve(uri)] = dataclasses.replace(files, options=copy.deepcopy(files.options))
-
-
-def unpin_split_files() -> None:
-    _PINNED.clear()
-    _ROWS.clear()
-
-
-def split_files(store: Store, uri: str, field: str) -> SplitFiles:
+def split_files(store: Store, uri: str, field: str, pinned: PinnedData | None = None) -> SplitFiles:
     """A split's files: the file itself, a folder's files (hidden ones skipped), or a glob's
-    matches (a matching folder stands for its files); the pinned files when the run resolved
+    matches (a matching folder stands for its files); the run's `pinned` files when it resolved
     them already. Raises DataError when there are none."""
     url = store.resolve(uri)
-    if url in _PINNED:  # a copy: `datasets` adds keys to the storage options it is given
-        return dataclasses.replace(_PINNED[url], options=copy.deepcopy(_PINNED[url].options))
+    if pinned is not None and (files := pinned.lookup(url)) is not None:
+        return files
     options = store.options_for(url)
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
@@ -117,15 +122,17 @@ def split_files(store: Store, uri: str, field: str) -> SplitFiles:
     return SplitFiles(url=url, fs=fs, paths=sorted(found), options=options)
 
 
-def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.Dataset:
-    """One file (or folder/glob of same-format files) as a Dataset."""
+def read_table(store: Store, uri: str, fmt: str | None, field: str,
+               pinned: PinnedData | None = None) -> datasets.Dataset:
+    """One file (or folder/glob of same-format files) as a Dataset; in a run, its `pinned`
+    files, and the rows of each file recorded there."""
     url = store.resolve(uri)
     fmt = data_format(url, fmt, field)
-    files = split_files(store, uri, field)
+    files = split_files(store, uri, field, pinned)
     try:
         if fmt == "squad":
-            return _read_squad(files)
-        return _read_files(files, fmt)
+            return _read_squad(files, pinned)
+        return _read_files(files, fmt, pinned)
     except DataError:
         raise
     except Exception as exc:
@@ -136,7 +143,7 @@ def read_table(store: Store, uri: str, fmt: str | None, field: str) -> datasets.
         raise DataError(f"{field}: cannot parse {url} as {fmt}: {parse_detail(exc)}") from None
 
 
-def _read_files(files: SplitFiles, fmt: str) -> datasets.Dataset:
+def _read_files(files: SplitFiles, fmt: str, pinned: PinnedData | None) -> datasets.Dataset:
     """The split's files in one `load_dataset` call, one split per file, so each file's rows are
     counted as it is read (`record_rows`), then joined in file order.
 
@@ -151,21 +158,21 @@ def _read_files(files: SplitFiles, fmt: str) -> datasets.Dataset:
     parts = []
     for name, uri in zip(names, files.uris):
         part = loaded[name]
-        record_rows(uri, len(part))
+        record_rows(pinned, uri, len(part))
         if parts and part.features != parts[0].features:
             part = part.cast(parts[0].features)
         parts.append(part)
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-def _read_squad(files: SplitFiles) -> datasets.Dataset:
+def _read_squad(files: SplitFiles, pinned: PinnedData | None) -> datasets.Dataset:
     """Flatten SQuAD-format JSON (data → paragraphs → qas) into one row per question; the
     article title is kept so splits can be made by article."""
     rows: dict[str, list] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
     for path, uri in zip(files.paths, files.uris):
         with files.fs.open(path, "r") as handle:
             doc = json.load(handle)
-        record_rows(uri, sum(len(p["qas"]) for a in doc["data"] for p in a["paragraphs"]))
+        record_rows(pinned, uri, sum(len(p["qas"]) for a in doc["data"] for p in a["paragraphs"]))
         for article in doc["data"]:
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:

@@ -7,7 +7,7 @@ section (splits, columns, limits, labels), the task, the tokenizer's content (it
 vocabulary and settings, wherever it was loaded from) and the tokenization settings of
 `train` (max_seq_length and friends). Entries live at `cache/tokenized/<key>/` under
 `storage.root` with a COMMITTED marker (written last, as for checkpoints); a local copy is
-kept under ENV_CACHE (`model_source.cache_root`). Only rank 0 writes an entry.
+kept under ENV_CACHE (the run's `PodEnv.cache_root`). Only rank 0 writes an entry.
 
 `prepare_data` is what `build_trainer` calls instead of `task.prepare`: streaming splits
 (see `streaming`) are tokenized on the fly instead.
@@ -27,9 +27,8 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from kubetune.storage import Store
-from kubetune.workload.data.tables import split_files
+from kubetune.workload.data.tables import PinnedData, split_files
 from kubetune.workload.model.downloads import download_once
-from kubetune.workload.model.source import cache_root
 from kubetune.workload.stages.run import Run
 from kubetune.workload.data.streaming import make_stream, streaming_source
 from kubetune.workload.tasks import Prepared
@@ -43,9 +42,10 @@ VERSION = 2  # 2: strip_html now cleans CSV/TSV (large_string) columns too
 TOKENIZATION_FIELDS = ("max_seq_length", "max_target_length", "packing")
 
 
-def file_identity(store: Store, uri: str) -> list[dict[str, Any]]:
-    """Name plus ETag (object stores) or size and mtime (files) of every file of a split."""
-    files = split_files(store, uri, "data")
+def file_identity(store: Store, uri: str, pinned: PinnedData | None = None) -> list[dict[str, Any]]:
+    """Name plus ETag (object stores) or size and mtime (files) of every file of a split (in a
+    run, of its `pinned` files: what the run trains on)."""
+    files = split_files(store, uri, "data", pinned)
     identity = []
     for file in files.paths:
         info = files.fs.info(file)
@@ -82,19 +82,19 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 def cache_key(run: Run, tokenizer: PreTrainedTokenizerBase) -> str:
     spec = run.spec
     data = spec.data.model_dump(mode="json")
-    files = {split: file_identity(run.store, data[split]) for split in ("train", "validation") if data.get(split)}
+    files = {split: file_identity(run.store, data[split], run.pinned) for split in ("train", "validation") if data.get(split)}
     train = {f: getattr(spec.train, f) for f in TOKENIZATION_FIELDS if hasattr(spec.train, f)}
     material = {"version": VERSION, "task": spec.task, "data": data, "files": files, "train": train,
                 "tokenizer": tokenizer_fingerprint(tokenizer)}
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def load_cached(store: Store, key: str) -> Prepared | None:
-    """The cached Prepared for `key`, or None (no committed entry)."""
+def load_cached(store: Store, key: str, cache: Path) -> Prepared | None:
+    """The cached Prepared for `key` (its local copy under `cache`), or None (no committed entry)."""
     rel = f"{CACHE_PREFIX}/{key}"
     if not store.is_committed(rel):
         return None
-    local = download_once(cache_root() / "tokenized" / key, lambda folder: store.download_dir(rel, folder))
+    local = download_once(cache / "tokenized" / key, lambda folder: store.download_dir(rel, folder))
     meta = json.loads((local / "prepared.json").read_text())
     return Prepared(
         train=datasets.load_from_disk(str(local / "train")),
@@ -125,7 +125,7 @@ def cached_prepare(run: Run, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepar
     """task.prepare through the cache; returns (prepared, hit)."""
     key = cache_key(run, tokenizer)
     try:
-        hit = load_cached(run.store, key)
+        hit = load_cached(run.store, key, run.env.cache_root)
     except Exception as exc:  # a damaged entry is a miss, never a failure
         log.warning("tokenization cache entry %s unreadable (%s); tokenizing", key, exc)
         hit = None
@@ -146,7 +146,7 @@ def cached_prepare(run: Run, tokenizer: PreTrainedTokenizerBase) -> tuple[Prepar
 def prepare_data(run: Run, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     """The Trainer's datasets: a stream for a streamed train split, else the cached (or
     freshly tokenized) in-memory splits."""
-    source = streaming_source(run.spec, run.store)
+    source = streaming_source(run.spec, run.store, run.pinned)
     if source is not None:
         prepared = run.task.prepare(run.splits, tokenizer)  # train = its head; validation in full
         stream = make_stream(source, run.spec, run.task, tokenizer, prepared.labels, run.rank, run.world_size)

@@ -1,4 +1,6 @@
-"""The command line every entrypoint shares: `--spec FILE` and repeated `--set KEY.PATH=VALUE`."""
+"""What every entrypoint starts from: its command line (`--spec FILE` and repeated `--set
+KEY.PATH=VALUE`) and the pod's environment (`pod_env`), the only place the workload reads
+variables; everything below an entrypoint gets them passed down."""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ def load_spec_from(args: argparse.Namespace) -> JobSpec:
 
 
 def pod_env(environ: Mapping[str, str] | None = None) -> PodEnv:
-    """The pod's environment, read here once (the entrypoints' only reader of variables):
-    torchrun's rank variables and kubetune's own (`contract.names`)."""
+    """The pod's environment (`environ`, else the process's), read here once for the
+    entrypoint: torchrun's rank variables, kubetune's own (`contract.names`) and the W&B ones
+    kubetune checks. An empty variable counts as unset."""
     env = os.environ if environ is None else environ
 
     def number(name: str, default: int | None) -> int | None:
@@ -51,5 +54,8 @@ def pod_env(environ: Mapping[str, str] | None = None) -> PodEnv:
         retry_flag=Path(env[kn.ENV_RETRY_FLAG]) if env.get(kn.ENV_RETRY_FLAG) else None,
         pod_name=env.get(kn.ENV_POD_NAME) or socket.gethostname(),
         node_rank=number(kn.ENV_NODE_RANK, 0),
-        num_nodes=number(kn.ENV_NUM_NODES, 1),
+        num_nodes=number(kn.ENV_NUM_NODES, None),
+        wandb_mode=env.get(kn.ENV_WANDB_MODE, "").strip().lower(),
+        wandb_api_key_set=bool(env.get(kn.ENV_WANDB_API_KEY)),
+        wandb_dir=Path(env[kn.ENV_WANDB_DIR]) if env.get(kn.ENV_WANDB_DIR) else None,
     )

@@ -11,7 +11,7 @@ import sys
 
 from kubetune.contract.names import CHECK_MODULE
 from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.entrypoints.exits import entrypoint
 from kubetune.workload.stages.preflight import check_job
 
 

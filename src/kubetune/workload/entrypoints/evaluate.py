@@ -10,8 +10,8 @@ import logging
 import sys
 
 from kubetune.contract.names import EVALUATE_MODULE
-from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.entrypoints.arguments import load_spec_from, pod_env, spec_parser
+from kubetune.workload.entrypoints.exits import entrypoint
 from kubetune.workload.stages.evaluation import run_evaluation
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, metavar="REF",
                         help="whose model: current, a registry version vNNNN, or a run name (default: this run's)")
     args = parser.parse_args(argv)
-    return run_evaluation(load_spec_from(args), args.model)
+    return run_evaluation(load_spec_from(args), pod_env(), args.model)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import logging
 import sys
 
 from kubetune.contract.names import PREDICT_MODULE
-from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.entrypoints.arguments import load_spec_from, pod_env, spec_parser
+from kubetune.workload.entrypoints.exits import entrypoint
 from kubetune.workload.stages.prediction import run_prediction
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, metavar="REF",
                         help="whose model: current, a registry version vNNNN, or a run name (default: this run's)")
     args = parser.parse_args(argv)
-    return run_prediction(load_spec_from(args), args.input, args.output, args.format, args.model)
+    return run_prediction(load_spec_from(args), pod_env(), args.input, args.output, args.format, args.model)
 
 
 if __name__ == "__main__":

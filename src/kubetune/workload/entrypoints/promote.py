@@ -12,8 +12,8 @@ import logging
 import sys
 
 from kubetune.contract.names import PROMOTE_MODULE
-from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.entrypoints.arguments import load_spec_from, pod_env, spec_parser
+from kubetune.workload.entrypoints.exits import entrypoint
 from kubetune.workload.stages.retraining import promote_run
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="the run folder whose model to promote (runs/RUN/)")
     parser.add_argument("--force", action="store_true", help="promote even when the gate says no")
     args = parser.parse_args(argv)
-    return promote_run(load_spec_from(args), args.run, force=args.force)
+    return promote_run(load_spec_from(args), pod_env(), args.run, force=args.force)
 
 
 if __name__ == "__main__":

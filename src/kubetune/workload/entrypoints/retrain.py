@@ -10,22 +10,23 @@ training; "nothing new" and "not promoted" are successes (0).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import sys
 
-from kubetune.contract.names import ENV_RUN, RETRAIN_MODULE
-from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
-from kubetune.workload.errors import entrypoint
+from kubetune.contract.names import RETRAIN_MODULE
+from kubetune.workload.entrypoints.arguments import load_spec_from, pod_env, spec_parser
+from kubetune.workload.entrypoints.exits import entrypoint
 from kubetune.workload.stages.retraining import default_run_name, run_retrain
 
 
 @entrypoint
 def main(argv: list[str] | None = None) -> int:
     spec = load_spec_from(spec_parser(RETRAIN_MODULE, __doc__).parse_args(argv))
-    if not os.environ.get(ENV_RUN):
-        os.environ[ENV_RUN] = default_run_name(spec)
-    return run_retrain(spec)
+    env = pod_env()
+    if env.run_folder is None:  # a local process: no Job name gives the run its folder
+        env = dataclasses.replace(env, run_folder=default_run_name(spec))
+    return run_retrain(spec, env)
 
 
 if __name__ == "__main__":

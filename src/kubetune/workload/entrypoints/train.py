@@ -10,15 +10,15 @@ import logging
 import sys
 
 from kubetune.contract.names import TRAIN_MODULE
-from kubetune.workload.entrypoints.arguments import load_spec_from, spec_parser
-from kubetune.workload.errors import entrypoint
+from kubetune.workload.entrypoints.arguments import load_spec_from, pod_env, spec_parser
+from kubetune.workload.entrypoints.exits import entrypoint
 from kubetune.workload.stages.training import run_training
 
 
 @entrypoint
 def main(argv: list[str] | None = None) -> int:
     args = spec_parser(TRAIN_MODULE, __doc__).parse_args(argv)
-    return run_training(load_spec_from(args))
+    return run_training(load_spec_from(args), pod_env())
 
 
 if __name__ == "__main__":

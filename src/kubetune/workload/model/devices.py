@@ -1,12 +1,12 @@
 """Where and how the workload computes: device, DDP backend, precision.
 
 Shared by training, evaluation and batch prediction so all three place and run a model the
-same way; torch only, no other part of the workload.
+same way; torch only, no other part of the workload. Where the answer depends on the process's
+place in the gang (world size, local rank), the caller passes it (from the entrypoint's `PodEnv`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, TYPE_CHECKING
 
 import torch
@@ -24,23 +24,23 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def ddp_backend() -> str | None:
+def ddp_backend(world_size: int) -> str | None:
     """gloo for multi-process CPU runs (the local executor, CPU nodes); NCCL is the default on GPUs."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    if world_size > 1 and not torch.cuda.is_available():
         return "gloo"
     return None
 
 
-def inference_device() -> torch.device:
-    """This process's GPU (LOCAL_RANK under torchrun), else the CPU."""
+def inference_device(local_rank: int) -> torch.device:
+    """This process's GPU (its local rank's under torchrun), else the CPU."""
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
-def place_for_inference(model: PreTrainedModel) -> Any:
+def place_for_inference(model: PreTrainedModel, local_rank: int) -> Any:
     """On the inference device, in bf16 where `evaluate` uses it too (bf16_full_eval)."""
-    model = model.to(inference_device())
+    model = model.to(inference_device(local_rank))
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         model = model.to(torch.bfloat16)
     return model.eval()

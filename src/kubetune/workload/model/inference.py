@@ -1,8 +1,9 @@
 """Batched inference loops for batch prediction: forward passes and generation.
 
 Plain loops, one independent process per shard (no process group). Tasks call these from
-their `predict_rows`; this module imports no task (only `devices` of the workload), so the
-tasks can depend on it without an import cycle.
+their `predict_rows`; this module imports no task (nothing of the workload), so the tasks can
+depend on it without an import cycle. Batches go to the device the model was placed on
+(`devices.place_for_inference`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Any, TYPE_CHECKING
 
 import torch
 
-from kubetune.workload.model.devices import inference_device
-
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -21,12 +20,12 @@ if TYPE_CHECKING:
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
-def _batches(features: datasets.Dataset, collator: Any, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(features: datasets.Dataset, collator: Any, batch_size: int,
+             device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
     from torch.utils.data import DataLoader
 
     keep = [c for c in features.column_names if c in MODEL_INPUTS]
     loader = DataLoader(features.select_columns(keep), batch_size=batch_size, shuffle=False, collate_fn=collator)
-    device = inference_device()
     for batch in loader:
         yield {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
 
@@ -36,7 +35,7 @@ def forward_batches(model: PreTrainedModel, features: datasets.Dataset, collator
     logits are cut to the feature's own length (padding dropped)."""
     outputs: list[Any] = []
     with torch.inference_mode():
-        for batch in _batches(features, collator, batch_size):
+        for batch in _batches(features, collator, batch_size, model.device):
             out = model(**batch)
             if getattr(out, "logits", None) is not None:
                 logits = out.logits.float()
@@ -61,7 +60,7 @@ def generate_batches(model: PreTrainedModel, features: datasets.Dataset, collato
     eos_ids = model.generation_config.eos_token_id
     eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids] if eos_ids is not None else [])
     with torch.inference_mode():
-        for batch in _batches(features, collator, batch_size):
+        for batch in _batches(features, collator, batch_size, model.device):
             out = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                                  return_dict_in_generate=True, output_scores=True, pad_token_id=pad_id)
             sequences = out.sequences

@@ -166,9 +166,10 @@ def is_adapter_folder(folder: str | Path) -> bool:
     return (Path(folder) / "adapter_config.json").exists()
 
 
-def base_model_dir(folder: str | Path) -> str:
+def base_model_dir(folder: str | Path, cache: Path) -> str:
     """Where the base weights of an adapter folder are: the model source of the spec saved
-    with it, resolved through the same store (local folder, object store or Hub id)."""
+    with it, resolved through the same store (local folder, object store or Hub id; an object
+    store's folder is downloaded into `cache`)."""
     from kubetune.contract.spec.job import load_spec
     from kubetune.storage import Store
     from kubetune.workload.model.source import check_model_source, local_model_dir
@@ -179,15 +180,16 @@ def base_model_dir(folder: str | Path) -> str:
         return config["base_model_name_or_path"]
     spec = load_spec(spec_file)
     store = Store.from_spec(spec.storage)
-    return local_model_dir(store, check_model_source(store, spec.model.source))
+    return local_model_dir(store, check_model_source(store, spec.model.source), cache)
 
 
-def load_adapter_model(auto_class: Any, folder: str | Path) -> Any:
-    """Base weights + the saved adapter (and head), ready for inference (adapters merged in)."""
+def load_adapter_model(auto_class: Any, folder: str | Path, cache: Path) -> Any:
+    """Base weights + the saved adapter (and head), ready for inference (adapters merged in);
+    `cache`: where base weights from an object store are downloaded."""
     from peft import PeftModel
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(folder))  # the trained architecture and label map
-    base = auto_class.from_pretrained(base_model_dir(folder), config=config)
+    base = auto_class.from_pretrained(base_model_dir(folder, cache), config=config)
     model = PeftModel.from_pretrained(base, str(folder))
     return model.merge_and_unload()

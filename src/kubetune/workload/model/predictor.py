@@ -6,6 +6,7 @@ same batching, same device handling, gathered across ranks).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 import torch
@@ -23,12 +24,14 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 
-def load_for_inference(task: Task, folder: str) -> tuple[Any, Any]:
+def load_for_inference(task: Task, folder: str, cache: Path) -> tuple[Any, Any]:
+    """The model and tokenizer of a local model folder; `cache`: where the base weights of an
+    adapter-only folder are downloaded when they live in an object store."""
     from kubetune.workload.model.lora import is_adapter_folder, load_adapter_model
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if is_adapter_folder(folder):  # a LoRA run saved without merge: base weights + adapter
-        model = load_adapter_model(task.auto_model_class(), folder)
+        model = load_adapter_model(task.auto_model_class(), folder, cache)
     else:
         model = task.auto_model_class().from_pretrained(folder)
     task.configure_model(model)
@@ -36,7 +39,9 @@ def load_for_inference(task: Task, folder: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def make_predictor(spec: JobSpec, task: Task, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: str) -> Trainer:
+def make_predictor(spec: JobSpec, task: Task, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   output_dir: str, world_size: int) -> Trainer:
+    """A Trainer that only predicts, over this process's `world_size` ranks."""
     t = spec.train
     common = dict(
         output_dir=output_dir,
@@ -44,7 +49,7 @@ def make_predictor(spec: JobSpec, task: Task, model: PreTrainedModel, tokenizer:
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
-        ddp_backend=ddp_backend(),
+        ddp_backend=ddp_backend(world_size),
         bf16_full_eval=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     )
     preprocess = task.preprocess_logits if task.uses_preprocess_logits else None

@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import fsspec
 
-from kubetune.contract.names import ENV_CACHE
 from kubetune.storage import Store, has_scheme, is_explicit_local
 from kubetune.workload.model.downloads import download_once
 from kubetune.workload.errors import ModelSourceError
 
 HF_CONFIG = "config.json"
-
-
-def cache_root() -> Path:
-    """Where downloaded model folders (and tokenized data) live: ENV_CACHE (a PVC in a
-    cluster), else /tmp."""
-    return Path(os.environ.get(ENV_CACHE) or Path(tempfile.gettempdir()) / "kubetune-cache")
 
 
 def check_model_source(store: Store, source: str, field: str = "model.source") -> str:
@@ -63,10 +55,11 @@ def _looks_like_hub_id(source: str) -> bool:
     return True
 
 
-def local_model_dir(store: Store, resolved: str, version: str = "") -> str:
+def local_model_dir(store: Store, resolved: str, cache: Path, version: str = "") -> str:
     """A local folder (or hub id) for from_pretrained; object-store folders are downloaded once
-    into the cache, keyed by their URI and `version` (e.g. the commit marker's content, so a
-    retrained run is fetched again)."""
+    into `cache` (the pod's `PodEnv.cache_root`: names.ENV_CACHE, a PVC in a cluster), keyed by
+    their URI and `version` (e.g. the commit marker's content, so a retrained run is fetched
+    again)."""
     if not has_scheme(resolved) and not Path(resolved).is_absolute():
         return resolved  # hub id
     if resolved.startswith("file://"):
@@ -82,7 +75,7 @@ def local_model_dir(store: Store, resolved: str, version: str = "") -> str:
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(remote, str(folder / rel))
 
-    return str(download_once(cache_root() / "models" / key, fill))
+    return str(download_once(cache / "models" / key, fill))
 
 
 def _store_dir_exists(store: Store, url: str) -> bool:

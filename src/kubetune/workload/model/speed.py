@@ -61,10 +61,11 @@ def check_speed_support(spec: JobSpec) -> None:
                             "in this image")
 
 
-def model_load_kwargs(spec: JobSpec) -> dict[str, Any]:
+def model_load_kwargs(spec: JobSpec, local_rank: int) -> dict[str, Any]:
     """Extra `from_pretrained` arguments. The default attention (sdpa) passes nothing, so
     transformers picks sdpa where the architecture has it and eager where not, as before this
-    setting existed; what it picked is recorded (`speed_settings`)."""
+    setting existed; what it picked is recorded (`speed_settings`). A 4-bit model loads onto
+    the GPU of this rank (`local_rank`)."""
     t = spec.train
     kwargs: dict[str, Any] = {}
     if t.attention != "sdpa":
@@ -77,7 +78,7 @@ def model_load_kwargs(spec: JobSpec) -> dict[str, Any]:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True,
         )
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # each rank its own GPU
+        kwargs["device_map"] = {"": local_rank}  # each rank its own GPU
     return kwargs
 
 
@@ -121,16 +122,16 @@ def _plain_number(quantity: str) -> float | None:
         return None
 
 
-def dataloader_workers(spec: JobSpec, cuda: bool) -> int:
-    """`train.dataloader_workers`, or when null: on a GPU, the node's CPUs shared by its ranks,
-    one left to each rank, at most MAX_AUTO_WORKERS; on a CPU 0 (the batches are already
-    tokenized, and worker processes would take cores from the training itself)."""
+def dataloader_workers(spec: JobSpec, cuda: bool, ranks_here: int) -> int:
+    """`train.dataloader_workers`, or when null: on a GPU, the node's CPUs shared by its
+    `ranks_here` ranks (torchrun's local world size), one left to each rank, at most
+    MAX_AUTO_WORKERS; on a CPU 0 (the batches are already tokenized, and worker processes would
+    take cores from the training itself)."""
     requested = spec.train.dataloader_workers
     if requested is not None:
         return requested
     if not cuda:
         return 0
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(0, min(MAX_AUTO_WORKERS, int(cpu_count(spec) // ranks_here) - 1))
 
 
@@ -173,16 +174,17 @@ def fsdp_arguments(spec: JobSpec, model: Any) -> dict[str, Any]:
     return arguments
 
 
-def speed_arguments(spec: JobSpec, model: Any = None) -> dict[str, Any]:
-    """The TrainingArguments these settings set (training_arguments adds them). `model` is
-    needed only for FSDP's auto-wrap classes."""
+def speed_arguments(spec: JobSpec, model: Any = None, *, ranks_here: int) -> dict[str, Any]:
+    """The TrainingArguments these settings set (training_arguments adds them); `ranks_here`:
+    the ranks on this node (they share its CPUs). `model` is needed only for FSDP's auto-wrap
+    classes."""
     t = spec.train
     cuda = cuda_available()
     return {
         "activation_checkpointing": t.gradient_checkpointing and t.fsdp is None,
         "torch_compile": t.compile,
         "tf32": tf32_setting(t.tf32),
-        "dataloader_num_workers": dataloader_workers(spec, cuda),
+        "dataloader_num_workers": dataloader_workers(spec, cuda, ranks_here),
         "dataloader_pin_memory": cuda,  # pinned host memory only speeds copies to a GPU
         **fsdp_arguments(spec, model),
     }

@@ -12,6 +12,7 @@ import os
 import posixpath
 import re
 import tempfile
+from pathlib import Path
 
 import datasets
 
@@ -21,29 +22,33 @@ from kubetune.registry import Registry
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.model.source import local_model_dir
 from kubetune.workload.data.splits import load_test_split
+from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import Evaluation, Task, get_task
 from kubetune.workload.tracking.mlflow_run import log_test_metrics
 
 
-def load_trained(store: Store, layout: RunLayout) -> tuple[str, list[str] | None]:
-    """Local folder of the run's committed model, and its label map (if the task has one)."""
+def load_trained(store: Store, layout: RunLayout, cache: Path) -> tuple[str, list[str] | None]:
+    """Local folder of the run's committed model (downloaded into `cache` from an object
+    store), and its label map (if the task has one)."""
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
     marker = store.read_text(f"{layout.model}/{COMMIT_MARKER}")
-    folder = local_model_dir(store, store.url(layout.model), version=marker)
+    folder = local_model_dir(store, store.url(layout.model), cache, version=marker)
     labels_file = os.path.join(folder, "labels.json")
     labels = json.load(open(labels_file)) if os.path.exists(labels_file) else None
     return folder, labels
 
 
-def score_model(spec: JobSpec, task: Task, folder: str, labels: list[str] | None, data: datasets.Dataset) -> Evaluation:
-    """Score one model folder on one checked split (the evaluate stage, the retrain gate)."""
+def score_model(spec: JobSpec, task: Task, folder: str, labels: list[str] | None, data: datasets.Dataset,
+                env: PodEnv) -> Evaluation:
+    """Score one model folder on one checked split (the evaluate stage, the retrain gate), on
+    the ranks of `env`."""
     from kubetune.workload.model.predictor import load_for_inference, make_predictor  # torch: after the checks
 
-    model, tokenizer = load_for_inference(task, folder)
+    model, tokenizer = load_for_inference(task, folder, env.cache_root)
     features = task.prepare_test(data, tokenizer, labels)
     with tempfile.TemporaryDirectory(prefix="kubetune-eval-") as tmp:
-        trainer = make_predictor(spec, task, model, tokenizer, tmp)
+        trainer = make_predictor(spec, task, model, tokenizer, tmp, env.world_size)
         output = trainer.predict(features, metric_key_prefix="test")
     return task.score(output, data, features, labels)
 
@@ -79,20 +84,20 @@ def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str
     return posixpath.join(folder, name, "metrics.json"), posixpath.join(folder, name, "report.txt")
 
 
-def run_evaluation(spec: JobSpec, model: str | None = None) -> int:
+def run_evaluation(spec: JobSpec, env: PodEnv, model: str | None = None) -> int:
     """Score the test split; rank 0 writes the metrics and the report. Returns 0."""
     store = Store.from_spec(spec.storage)
     store.check_reachable(spec.storage.startup_timeout_seconds)
-    layout = run_layout(spec.name)
+    layout = run_layout(spec.name, env.run_folder)
     metrics_path, report_path = eval_paths(store, layout, spec) if not model else (layout.eval_metrics,
                                                                                     layout.eval_report)
     task = get_task(spec)
     test, field = load_test_split(spec, store, task.columns())
     # `--model current|vNNNN|RUN`: score that model; the metrics land in this run and say whose.
     source, version = Registry(store, spec.name).resolve(model) if model else (layout, None)
-    folder, labels = load_trained(store, source)
-    evaluation = score_model(spec, task, folder, labels, test)
-    if int(os.environ.get("RANK", "0")) == 0:
+    folder, labels = load_trained(store, source, env.cache_root)
+    evaluation = score_model(spec, task, folder, labels, test, env)
+    if env.is_main:
         metrics = {**evaluation.metrics, "split": field, "data": store.resolve(getattr(spec.data, field.split(".")[1]))}
         if model:
             metrics.update({"model_run": source.job, "model_version": version})

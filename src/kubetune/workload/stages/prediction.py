@@ -39,13 +39,14 @@ import datasets
 import fsspec
 
 from kubetune.contract.layout import RunLayout, run_layout
-from kubetune.contract.names import ENV_NODE_RANK, ENV_NUM_NODES, PREDICTIONS_OWNER_FILE
+from kubetune.contract.names import PREDICTIONS_OWNER_FILE
 from kubetune.contract.spec.job import JobSpec, SpecError
 from kubetune.registry import Registry
 from kubetune.storage import Store, has_scheme
 from kubetune.workload.data.tables import data_format, read_table, require_columns
 from kubetune.workload.errors import DataError
 from kubetune.workload.stages.evaluation import load_trained
+from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import Task, get_task
 
 FILE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -67,6 +68,7 @@ class Prediction:
     to_folder: bool
     rank: int
     world_size: int
+    env: PodEnv
     model_layout: RunLayout | None = None  # whose model (`--model`); None: this run's
     model_version: str | None = None  # the registry version it resolved to, recorded per row
 
@@ -90,33 +92,32 @@ def output_target(url: str, fmt: str | None, world_size: int) -> tuple[str, bool
     return fmt or "jsonl", True
 
 
-def rank_and_world() -> tuple[int, int]:
-    """This process's shard. A rendered predict Job sets ENV_NODE_RANK (the pod's
+def rank_and_world(env: PodEnv) -> tuple[int, int]:
+    """This process's shard. A rendered predict Job sets names.ENV_NODE_RANK (the pod's
     completion index) and ENV_NUM_NODES; torchrun inside a pod adds LOCAL_RANK and
     LOCAL_WORLD_SIZE (one process per GPU). Otherwise RANK and WORLD_SIZE, as for training."""
-    env = os.environ
-    if ENV_NUM_NODES in env:
-        local_rank, local_world = int(env.get("LOCAL_RANK", "0")), int(env.get("LOCAL_WORLD_SIZE", "1"))
-        node, nodes = int(env.get(ENV_NODE_RANK, "0")), int(env[ENV_NUM_NODES])
-        rank, world = node * local_world + local_rank, nodes * local_world
+    if env.num_nodes is not None:
+        rank = env.node_rank * env.local_world_size + env.local_rank
+        world = env.num_nodes * env.local_world_size
     else:
-        rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+        rank, world = env.rank, env.world_size
     if not 0 <= rank < world:
         raise SpecError(f"RANK={rank} is outside WORLD_SIZE={world}")
     return rank, world
 
 
-def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None,
+def setup(spec: JobSpec, env: PodEnv, input_uri: str, output_uri: str, output_format: str | None,
           model: str | None = None) -> Prediction:
     """Check everything cheap: store, output, input columns, the committed model's presence.
     `model`: `current`, a registry version `vNNNN` or a run name (default: this run's model)."""
     store = Store.from_spec(spec.storage)
     store.check_reachable(spec.storage.startup_timeout_seconds)
     check_not_input(store.resolve(input_uri), store.resolve(output_uri))
-    layout, version = Registry(store, spec.name).resolve(model) if model else (run_layout(spec.name), None)
+    layout, version = (Registry(store, spec.name).resolve(model) if model
+                       else (run_layout(spec.name, env.run_folder), None))
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
-    rank, world = rank_and_world()
+    rank, world = rank_and_world(env)
     output_url = store.resolve(output_uri)
     fmt, to_folder = output_target(output_url, output_format, world)
     task = get_task(spec)
@@ -134,7 +135,7 @@ def setup(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | N
     start, stop = shard_bounds(len(rows), rank, world)
     return Prediction(spec=spec, store=store, task=task, rows=rows.select(range(start, stop)), first_row=start,
                       total_rows=len(rows), output_url=output_url, output_format=fmt, to_folder=to_folder,
-                      rank=rank, world_size=world, model_layout=layout, model_version=version)
+                      rank=rank, world_size=world, env=env, model_layout=layout, model_version=version)
 
 
 def check_not_input(input_url: str, output_url: str) -> None:
@@ -160,9 +161,10 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
     )
     if len(job.rows) == 0:
         return []
-    folder, labels = load_trained(job.store, job.model_layout or run_layout(job.spec.name))
-    model, tokenizer = load_for_inference(job.task, folder)
-    model = place_for_inference(model)
+    folder, labels = load_trained(job.store, job.model_layout or run_layout(job.spec.name, job.env.run_folder),
+                                  job.env.cache_root)
+    model, tokenizer = load_for_inference(job.task, folder, job.env.cache_root)
+    model = place_for_inference(model, job.env.local_rank)
     t = job.spec.train
     predictions = job.task.predict_rows(job.rows, model, tokenizer, labels, t.eval_batch_size or t.batch_size * 2)
     if len(predictions) != len(job.rows):
@@ -255,10 +257,10 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_prediction(spec: JobSpec, input_uri: str, output_uri: str, output_format: str | None = None,
+def run_prediction(spec: JobSpec, env: PodEnv, input_uri: str, output_uri: str, output_format: str | None = None,
                    model: str | None = None) -> int:
     """Predict this rank's shard of the input and write it whole. Returns 0."""
-    job = setup(spec, input_uri, output_uri, output_format, model)
+    job = setup(spec, env, input_uri, output_uri, output_format, model)
     url = write(job, predict(job))
     print(f"kubetune: predictions: {url}", flush=True)
     return 0

@@ -19,12 +19,13 @@ from kubetune.contract.spec.retrain import PromotionSpec, RetrainSpec
 from kubetune.registry import Registry
 from kubetune.registry.gate import GateError, decide
 from kubetune.storage import Store
-from kubetune.workload.data.tables import (SplitFiles, check_split, limit, pin_split_files, read_table, split_files, strip_html,
-                                   text_columns)
+from kubetune.workload.data.tables import (PinnedData, check_split, limit, read_table, split_files, strip_html,
+                                           text_columns)
 from kubetune.workload.errors import DataError
 from kubetune.workload.stages.evaluation import load_trained, score_model
 from kubetune.workload.data.lineage import data_fingerprint, data_records, resolve_data
 from kubetune.workload.stages.preflight import GATE_FIELD, check_gate_labels_known, model_labels
+from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import Evaluation, Task, get_task
 from kubetune.workload.stages.training import run_training
 
@@ -48,10 +49,10 @@ def check_gate_metrics(task: Task, promotion: PromotionSpec) -> None:
             raise GateError(f"{field}: task {task.name} does not produce metric {metric!r} (choose: {', '.join(choices)})")
 
 
-def load_gate(spec: JobSpec, store: Store, task: Task, uri: str) -> Any:
-    """The gate split, read and checked like a test split (limit, HTML stripping)."""
+def load_gate(spec: JobSpec, store: Store, task: Task, uri: str, pinned: PinnedData) -> Any:
+    """The gate split (its `pinned` files), read and checked like a test split (limit, HTML stripping)."""
     columns = task.columns()
-    ds = read_table(store, uri, spec.data.format, GATE_FIELD)
+    ds = read_table(store, uri, spec.data.format, GATE_FIELD, pinned)
     check_split(ds, columns, GATE_FIELD, store.resolve(uri))
     ds = limit(ds, spec.data.max_test_samples)
     return strip_html(ds, text_columns(ds, columns)) if spec.data.strip_html else ds
@@ -70,9 +71,9 @@ def check_gate_labels(spec: JobSpec, gate: Any, labels: list[str] | None, whose:
 
 
 def score_run(ctx: "GateContext", layout: RunLayout, whose: str) -> Evaluation:
-    folder, labels = load_trained(ctx.store, layout)
+    folder, labels = load_trained(ctx.store, layout, ctx.env.cache_root)
     check_gate_labels(ctx.spec, ctx.data, labels, whose)
-    return score_model(ctx.spec, ctx.task, folder, labels, ctx.data)
+    return score_model(ctx.spec, ctx.task, folder, labels, ctx.data, ctx.env)
 
 
 @dataclass
@@ -85,11 +86,12 @@ class GateContext:
     task: Task
     promotion: PromotionSpec
     uri: str
-    resolved: dict[str, SplitFiles]
+    pinned: PinnedData  # the gate set's files and, for a retrain run, the training data's
     data: Any
+    env: PodEnv
 
 
-def prepare(spec: JobSpec, with_training_data: bool) -> GateContext:
+def prepare(spec: JobSpec, with_training_data: bool, env: PodEnv) -> GateContext:
     """Store reachable, gate metrics known, data resolved (and pinned), gate data read and
     checked: every cheap check, in the order a user would fix them."""
     promotion = spec.promotion or PromotionSpec()
@@ -100,16 +102,16 @@ def prepare(spec: JobSpec, with_training_data: bool) -> GateContext:
     check_gate_metrics(task, promotion)
     uri = gate_uri(spec, promotion)
     if with_training_data:
-        resolved = resolve_data(spec, store, {GATE_FIELD: uri})
+        pinned = resolve_data(spec, store, {GATE_FIELD: uri})
     else:
-        resolved = {GATE_FIELD: split_files(store, uri, GATE_FIELD)}
-        pin_split_files(store, uri, resolved[GATE_FIELD])
-    data = load_gate(spec, store, task, uri)
+        pinned = PinnedData()
+        pinned.pin(GATE_FIELD, split_files(store, uri, GATE_FIELD))
+    data = load_gate(spec, store, task, uri, pinned)
     check_gate_labels(spec, data, spec.data.labels, "data.labels")
     if with_training_data:  # the labels the candidate will know, from data.labels or its train files' label column
-        check_gate_labels_known(data, model_labels(spec, store, task), spec.column("label"), GATE_FIELD,
+        check_gate_labels_known(data, model_labels(spec, store, task, pinned), spec.column("label"), GATE_FIELD,
                                 store.resolve(uri))
-    return GateContext(spec, store, Registry(store, spec.name), task, promotion, uri, resolved, data)
+    return GateContext(spec, store, Registry(store, spec.name), task, promotion, uri, pinned, data, env)
 
 
 def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: str | None,
@@ -124,7 +126,7 @@ def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: 
     ctx.store.write_text(layout.eval_report, scored.report)
     current = score_run(ctx, RunLayout(base["run"]), base["version"]).metrics if base else None
     decision = decide(ctx.promotion, candidate, current, base["version"] if base else None)
-    decision.update({"run": run, "gate_data": ctx.resolved[GATE_FIELD].uris, "data_fingerprint": fingerprint,
+    decision.update({"run": run, "gate_data": ctx.pinned.files[GATE_FIELD].uris, "data_fingerprint": fingerprint,
                      "forced": force and not decision["promote"]})
     if force and not decision["promote"]:
         decision.update({"promote": True, "reason": f"forced by hand; the gate said: {decision['reason']}"})
@@ -139,12 +141,13 @@ def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: 
     return decision
 
 
-def run_retrain(spec: JobSpec) -> int:
-    """Check, then skip or train a candidate, then judge it. 0 for "nothing new", promoted or not."""
+def run_retrain(spec: JobSpec, env: PodEnv) -> int:
+    """Check, then skip or train a candidate in `env.run_folder`, then judge it. 0 for "nothing
+    new", promoted or not."""
     retrain = spec.retrain or RetrainSpec()
-    layout = run_layout(spec.name)
-    ctx = prepare(spec, with_training_data=True)
-    fingerprint = data_fingerprint(data_records(ctx.resolved))
+    layout = run_layout(spec.name, env.run_folder)
+    ctx = prepare(spec, with_training_data=True, env=env)
+    fingerprint = data_fingerprint(data_records(ctx.pinned))
     base = ctx.registry.current()
     if base is not None and retrain.when == "changed":
         seen = (ctx.registry.version(base["version"]).get("lineage") or {}).get("data_fingerprint")
@@ -157,28 +160,20 @@ def run_retrain(spec: JobSpec) -> int:
         warm = ctx.store.url(RunLayout(base["run"]).model)
         train_spec = spec.model_copy(update={"model": spec.model.model_copy(update={"source": warm, "revision": None})})
         parent = base["version"]
-    code = run_training(train_spec, parent)
+    code = run_training(train_spec, env, parent, ctx.pinned)  # trains on exactly the files resolved here
     if code != 0:
         return code
-    _repin(ctx.store, spec, ctx.resolved, ctx.uri)
     judge(ctx, layout.job, base, fingerprint)
     return 0
 
 
-def promote_run(spec: JobSpec, run: str, force: bool = False) -> int:
+def promote_run(spec: JobSpec, env: PodEnv, run: str, force: bool = False) -> int:
     """`kubetune models promote`: judge a finished run as a retrain run would have."""
-    ctx = prepare(spec, with_training_data=False)
+    ctx = prepare(spec, with_training_data=False, env=env)
     layout = RunLayout(run)
     lineage = ctx.store.read_json(layout.lineage) if ctx.store.exists(layout.lineage) else {}
     judge(ctx, run, ctx.registry.current(), lineage.get("data_fingerprint"), force=force)
     return 0
-
-
-def _repin(store: Store, spec: JobSpec, resolved: dict[str, SplitFiles], gate: str) -> None:
-    """Training unpins its splits when it ends; the gate keeps reading the files resolved at start."""
-    uris = {**{f"data.{f}": getattr(spec.data, f) for f in ("train", "validation", "test")}, GATE_FIELD: gate}
-    for field, files in resolved.items():
-        pin_split_files(store, uris[field], files)
 
 
 def default_run_name(spec: JobSpec) -> str:

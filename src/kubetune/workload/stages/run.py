@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec.job import JobSpec
 from kubetune.storage import Store
-from kubetune.workload.data.tables import SplitFiles, Splits
+from kubetune.workload.data.tables import PinnedData, Splits
 from kubetune.workload.tasks import Prepared, Task
 
 if TYPE_CHECKING:  # the Trainer stack is loaded only once training starts
@@ -42,7 +42,12 @@ class PodEnv:
     retry_flag: Path | None = None  # names.ENV_RETRY_FLAG: distrun's "a checkpoint was committed" flag
     pod_name: str = ""  # names.ENV_POD_NAME, else the host name: who holds the lease
     node_rank: int = 0  # names.ENV_NODE_RANK / ENV_NUM_NODES: a prediction shard's place
-    num_nodes: int = 1
+    num_nodes: int | None = None  # None: not a rendered predict Job (RANK/WORLD_SIZE place the shard)
+    # W&B's own variables, as far as kubetune looks at them: the mode, whether an API key is
+    # there (never the key itself: this object may be printed), and the folder for its files.
+    wandb_mode: str = ""  # names.ENV_WANDB_MODE, lower case
+    wandb_api_key_set: bool = False  # names.ENV_WANDB_API_KEY
+    wandb_dir: Path | None = None  # names.ENV_WANDB_DIR
 
     @property
     def is_main(self) -> bool:
@@ -64,9 +69,9 @@ class Run:
     world_size: int
     workdir: Path
     env: PodEnv
-    # The files each split resolved to at setup (pinned for the run; `lineage`), and the
-    # registry version a warm start began from.
-    resolved: dict[str, SplitFiles] = field(default_factory=dict)
+    # The files each split resolved to at setup, pinned for the run, and the rows read from
+    # them (`lineage`); the registry version a warm start began from.
+    pinned: PinnedData = field(default_factory=PinnedData)
     parent: str | None = None
 
     @property

@@ -1,47 +1,42 @@
 """One training run: `setup` (check everything cheap) → `train` → `finish` (commit the model).
 
-Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank
-and world size come from the environment. Everything checkable is checked before the model
-is loaded: a bad spec, an unreachable store, a missing model folder or bad data end as one
-`UserError` (exit code 2 at the entrypoint), with nothing written.
+Does not care who launched it (torchrun in an Indexed Job, a local process, a test): the rank,
+world size and local folders come from the entrypoint (`PodEnv`). Everything checkable is
+checked before the model is loaded, by the same checks as `validate --data`
+(`stages.preflight`): a bad spec, an unreachable store, a missing model folder or bad data end
+as one `UserError` (exit code 2 at the entrypoint), with nothing written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
-from kubetune.contract.names import ENV_WORKDIR
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.storage import Store
-from kubetune.workload.data.tables import unpin_split_files
-from kubetune.workload.data.lineage import build_lineage, resolve_data
+from kubetune.workload.data.lineage import build_lineage
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
-from kubetune.workload.model.source import check_model_source
-from kubetune.workload.stages.run import Run, Trained
-from kubetune.workload.entrypoints.arguments import pod_env
-from kubetune.workload.model.speed import check_speed_support
+from kubetune.workload.data.tables import PinnedData
+from kubetune.workload.stages.preflight import checks, open_store
+from kubetune.workload.stages.run import PodEnv, Run, Trained
 from kubetune.workload.tracking.status import now_iso, write_curves, write_status
 from kubetune.workload.tracking.trackers import check_trackers
 from kubetune.workload.tracking.mlflow_run import tag_model
-from kubetune.workload.data.splits import load_splits
-from kubetune.workload.tasks import get_task
 
 if TYPE_CHECKING:  # the checkpointing stack (transformers) is loaded only once training starts
     from kubetune.workload.checkpointing.checkpointer import Checkpointer
 
 log = logging.getLogger("kubetune.train")
 
-def workdir_for(job: str) -> Path:
-    """Local scratch for Trainer output: ENV_WORKDIR (an emptyDir in a pod), else /tmp."""
-    root = Path(os.environ.get(ENV_WORKDIR) or Path(tempfile.gettempdir()) / "kubetune-work")
+
+def workdir_for(root: Path, job: str) -> Path:
+    """Local scratch for Trainer output, under `root` (`PodEnv.workdir_root`: names.ENV_WORKDIR,
+    an emptyDir in a pod, else the temp dir)."""
     path = root / job
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -61,38 +56,32 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
         )
 
 
-def setup(spec: JobSpec, parent: str | None = None) -> Run | None:
-    """Validate everything cheap; returns None when the run already finished. The splits'
-    files are resolved (and pinned) once, here, for the lineage; `parent` is the registry
-    version a warm start began from."""
-    check_speed_support(spec)  # flash attention, FSDP, 4-bit on a machine without them: before anything
-    store = Store.from_spec(spec.storage)
-    store.check_reachable(spec.storage.startup_timeout_seconds)
-    layout = run_layout(spec.name)
+def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> Run | None:
+    """Validate everything cheap: the pre-model checks `validate --data` runs too
+    (`preflight.open_store`, `preflight.checks`), with this run's folder checked in between;
+    returns None when the run already finished. The splits' files are resolved and pinned once,
+    in `checks` (into `pinned` when a retrain run resolved them before), for the whole run and
+    its lineage; `parent` is the registry version a warm start began from."""
+    store = open_store(spec)
+    layout = run_layout(spec.name, env.run_folder)
     check_same_run(store, layout, spec)
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
-    model_uri = check_model_source(store, spec.model.source)
-    tokenizer_uri = check_model_source(store, spec.model.tokenizer, "model.tokenizer") if spec.model.tokenizer else model_uri
-    task = get_task(spec)
-    task.check_spec()
-    resolved = resolve_data(spec, store)
-    splits = load_splits(spec, store, task.columns())  # streamed train: only its head
-    task.check_data(splits)
+    checked = checks(spec, store, pinned)
     return Run(
         spec=spec,
         store=store,
         layout=layout,
-        task=task,
-        splits=splits,
-        model_uri=model_uri,
-        tokenizer_uri=tokenizer_uri,
-        rank=int(os.environ.get("RANK", "0")),
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        workdir=workdir_for(layout.job),
-        env=pod_env(),  # issue 21: moves to the entrypoints, which pass it to setup
-        resolved=resolved,
+        task=checked.task,
+        splits=checked.splits,
+        model_uri=checked.model_uri,
+        tokenizer_uri=checked.tokenizer_uri,
+        rank=env.rank,
+        world_size=env.world_size,
+        workdir=workdir_for(env.workdir_root, layout.job),
+        env=env,
+        pinned=checked.pinned,
         parent=parent,
     )
 
@@ -167,20 +156,14 @@ def run_lineage(run: Run) -> dict:
     rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
     if run.splits.test is not None:
         rows["test"] = len(run.splits.test)
-    return build_lineage(run.spec, run.store, run.resolved, run.model_uri, run.tokenizer_uri, rows, run.parent)
+    return build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent)
 
 
-def run_training(spec: JobSpec, parent: str | None = None) -> int:
+def run_training(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> int:
     """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
-    after SIGTERM with the checkpoint committed."""
-    try:
-        return _run_training(spec, parent)
-    finally:
-        unpin_split_files()
-
-
-def _run_training(spec: JobSpec, parent: str | None) -> int:
-    run = setup(spec, parent)
+    after SIGTERM with the checkpoint committed. `env`: the pod's, from the entrypoint;
+    `pinned`: the data files a retrain run resolved."""
+    run = setup(spec, env, parent, pinned)
     if run is None:
         return 0
     holder = holder_id(run.env.pod_name)

@@ -36,7 +36,7 @@ def check_trackers(run: Run) -> None:
     if tracking is not None and tracking.wandb is not None:
         from kubetune.workload.tracking.wandb_run import check_wandb
 
-        check_wandb()
+        check_wandb(run.env)
 
 
 def tracking_callbacks(run: Run) -> list[Any]:

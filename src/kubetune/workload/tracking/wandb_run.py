@@ -18,22 +18,21 @@ from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
-from kubetune.workload.stages.run import Run
+from kubetune.workload.stages.run import PodEnv, Run
 from kubetune.workload.tracking.run_ids import remember_run_id, spec_params, stored_run_ids
 
 # WANDB_MODE values that need no API key: files written locally, or nothing at all.
 KEYLESS_MODES = ("offline", "disabled", "dryrun")
 
 
-def check_wandb() -> None:
-    """Before the model loads: the library is installed, and a key is there unless the user
-    chose a mode that needs none."""
+def check_wandb(env: PodEnv) -> None:
+    """Before the model loads: the library is installed, and a key is there (in the pod's
+    environment, `env`) unless the user chose a mode that needs none."""
     try:
         import wandb  # noqa: F401
     except ImportError:
         raise UserError("tracking.wandb: needs the wandb package: pip install 'kubetune[tracking]'") from None
-    mode = os.environ.get(kn.ENV_WANDB_MODE, "").strip().lower()
-    if mode not in KEYLESS_MODES and not os.environ.get(kn.ENV_WANDB_API_KEY):
+    if env.wandb_mode not in KEYLESS_MODES and not env.wandb_api_key_set:
         raise UserError(f"tracking.wandb: {kn.ENV_WANDB_API_KEY} is not set: map it from a Secret "
                         f"(kubernetes.secret_env: {{{kn.ENV_WANDB_API_KEY}: {{secret: NAME, key: KEY}}}}), "
                         f"export it for --local, or set {kn.ENV_WANDB_MODE}=offline")
@@ -49,7 +48,8 @@ def wandb_callbacks(run: Run) -> list[Any]:
     os.environ.setdefault(kn.ENV_WANDB_PROJECT, config.project)  # what WandbCallback reads
     if config.entity:
         os.environ.setdefault(kn.ENV_WANDB_ENTITY, config.entity)
-    folder = os.environ.setdefault(kn.ENV_WANDB_DIR, str(run.workdir))  # a pod: the rendered cache folder
+    folder = str(run.env.wandb_dir or run.workdir)  # a pod: the rendered cache folder
+    os.environ[kn.ENV_WANDB_DIR] = folder  # wandb's own default, as given to init below
     os.makedirs(folder, exist_ok=True)
     stored = stored_run_ids(run.store, run.layout).get("wandb")
     run_id = stored or uuid.uuid4().hex[:12]  # wandb's own id generator is not public API

@@ -83,7 +83,7 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
         logging_first_step=True,  # a first progress line at step 1, seconds after training starts
         report_to="none",
         disable_tqdm=True,
-        ddp_backend=ddp_backend(),
+        ddp_backend=ddp_backend(run.env.world_size),
         ddp_find_unused_parameters=False,
         # A rank whose peer is gone stops waiting after this long (the default is 30 minutes),
         # so torchrun's agents can restart the gang from LATEST.
@@ -95,7 +95,7 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
         average_tokens_across_devices=False,
         use_cpu=not torch.cuda.is_available(),
         **precision_flags(t.precision),
-        **speed_arguments(run.spec, model),  # workers, pinning, checkpointing, compile, tf32, FSDP
+        **speed_arguments(run.spec, model, ranks_here=run.env.local_world_size),  # workers, pinning, ..., FSDP
     )
 
 
@@ -114,17 +114,17 @@ def generation_arguments(run: Run) -> dict[str, Any]:
 
 def load_tokenizer(run: Run) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(
-        local_model_dir(run.store, run.tokenizer_uri), revision=run.spec.model.revision
+        local_model_dir(run.store, run.tokenizer_uri, run.env.cache_root), revision=run.spec.model.revision
     )
 
 
 def load_model(run: Run, prepared: Prepared) -> PreTrainedModel:
-    source = local_model_dir(run.store, run.model_uri)
+    source = local_model_dir(run.store, run.model_uri, run.env.cache_root)
     config = AutoConfig.from_pretrained(source, revision=run.spec.model.revision, **run.task.model_kwargs(prepared))
     if run.spec.train.dropout is not None:
         set_dropout(config, run.spec.train.dropout)
     model = run.task.auto_model_class().from_pretrained(
-        source, config=config, revision=run.spec.model.revision, **model_load_kwargs(run.spec)  # attention, 4-bit
+        source, config=config, revision=run.spec.model.revision, **model_load_kwargs(run.spec, run.env.local_rank)  # attention, 4-bit
     )
     model = prepare_quantized(model, run.spec)  # 4-bit: peft's preparation before the adapters
     apply_freezing(model, run.spec.train.freeze)
