@@ -436,14 +436,13 @@ def test_shared_rooms_import_neither_side():
         if _in(target, LAUNCHER + WORKLOAD)
     ]
     assert not problems, "\n".join(sorted(problems))
+
+
 # Where the environment may be read: the workload's entrypoints (which read the pod's once,
 # `arguments.pod_env`, and pass it down), the launcher (its entrypoint is the CLI, and it hands
 # environments to the processes it starts), and storage's AWS_ENDPOINT_URL* (the AWS SDK's own
 # variables, which botocore itself reads).
 ENV_READERS = ("kubetune.workload.entrypoints", "kubetune.cli", "kubetune.launch", "kubetune.storage")
-# Rooms whose reads are being moved to `run.env` with the Checkpointer (issue 21). Each must
-# still read the environment somewhere: the exemption fails once its reason is gone.
-ENV_READERS_PENDING = ("kubetune.workload.checkpointing", "kubetune.workload.trainer")
 _ENV_WRITES = {"update", "clear"}  # methods that only change the environment
 _ENV_WRITES_UNLESS_USED = {"pop", "popitem", "setdefault"}  # they return a value: using it is a read
 
@@ -491,10 +490,8 @@ def test_the_environment_is_read_only_at_the_entrypoints():
     says what it depends on and a test sets it without touching the process environment."""
     reads = {module: _environment_reads(path) for module, path in _modules().items()}
     problems = [f"{_modules()[m].relative_to(REPO)}: {r}" for m, found in reads.items() for r in found
-                if not _in(m, ENV_READERS + ENV_READERS_PENDING)]
+                if not _in(m, ENV_READERS)]
     assert not problems, "environment read outside the entrypoints (pass it down instead):\n" + "\n".join(problems)
-    stale = [room for room in ENV_READERS_PENDING if not any(found for m, found in reads.items() if _in(m, (room,)))]
-    assert not stale, f"no longer reads the environment: remove from ENV_READERS_PENDING: {', '.join(stale)}"
 
 
 @pytest.mark.parametrize(
