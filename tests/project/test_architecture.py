@@ -516,3 +516,36 @@ def test_the_environment_read_check_itself(tmp_path, source, reads):
     path = tmp_path / "m.py"
     path.write_text(source)
     assert len(_environment_reads(path)) == reads, _environment_reads(path)
+
+
+def _rooms_table() -> dict[str, str]:
+    """docs/architecture.md's rooms table: the room's path (`contract/spec/`, `storage`) -> its row."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## The rooms\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"\|\s*`([^`]+)`\s*\|(.*)\|\s*$", line)
+        if match:
+            rows[match.group(1).rstrip("/")] = match.group(2)
+    return rows
+
+
+def test_every_module_is_named_in_the_architecture_map():
+    """docs/architecture.md is the map: each module is named (in backticks) in the row of the
+    room that holds it, and each room of the package has a row."""
+    rows = _rooms_table()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.name == "__init__.py":
+            folder = relative.parent.as_posix()
+            if folder != "." and folder not in rows:
+                missing.append(f"{folder}/: no row for this room")
+            continue
+        folder = relative.parent.as_posix()
+        room = relative.stem if folder == "." else folder
+        if room not in rows:
+            missing.append(f"{relative}: no row for room {room!r}")
+        elif folder != "." and f"`{relative.stem}`" not in rows[room]:
+            missing.append(f"{relative}: not named in the row of `{folder}/`")
+    assert not missing, "docs/architecture.md does not name:\n" + "\n".join(missing)
