@@ -95,6 +95,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # tests across modules, but with pytest 9 it does not group at all (xdist 3.8 renames
 # `item._nodeid`, which pytest 9 no longer reads).
 LONGEST_MODULES = (
+    "launch/local/test_container.py",  # builds the image, then trains the quickstart in it
     "e2e/test_end_to_end.py",
     "workload/tasks/test_token_classification.py",
     "e2e/test_retrain_registry.py",
