@@ -340,7 +340,7 @@ def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
     import pyarrow.parquet as pq
 
     from kubetune.storage import Store
-    from kubetune.workload.stages.prediction import Prediction, write
+    from kubetune.workload.stages.prediction import Prediction, write_part
 
     out = tmp_path / "preds"
     out.mkdir()
@@ -357,7 +357,7 @@ def test_parts_are_written_whole_and_stale_parts_removed(tmp_path):
                          env=PodEnv())
         records = [{"text": "a", "row": rank, "prediction": "pos", "score": np.float32(0.75),
                     "scores": {"pos": 0.75, "neg": 0.25}}]
-        assert write(job, records) == f"{out}/part-0000{rank}.parquet"
+        assert write_part(job, records) == f"{out}/part-0000{rank}.parquet"
     assert sorted(p.name for p in out.iterdir()) == [OWNER_FILE, "notes.txt", "part-00000.parquet",
                                                      "part-00001.parquet", "part-00003.parquet"]
     table = pq.read_table(out / "part-00001.parquet").to_pylist()

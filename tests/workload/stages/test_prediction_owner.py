@@ -14,7 +14,7 @@ import pytest
 from kubetune.contract.names import PREDICTIONS_OWNER_FILE
 from kubetune.contract.spec.job import SpecError, validate_spec
 from kubetune.storage import Store
-from kubetune.workload.stages.prediction import Prediction, check_part_is_ours, write
+from kubetune.workload.stages.prediction import Prediction, check_part_is_ours, write_part
 from kubetune.workload.stages.run import PodEnv
 
 
@@ -43,7 +43,7 @@ def predict_into(store: Store, url: str, job: str, world: int, fmt: str = "jsonl
         pred = Prediction(spec=spec, store=store, task=None, rows=datasets.Dataset.from_dict({"text": ["a"]}),
                           first_row=rank, total_rows=world, output_url=url, output_format=fmt, to_folder=True,
                           rank=rank, world_size=world, env=PodEnv())
-        write(pred, [{"text": "a", "row": rank, "prediction": job}])
+        write_part(pred, [{"text": "a", "row": rank, "prediction": job}])
 
 
 def contents(fs, folder: str) -> dict[str, bytes]:

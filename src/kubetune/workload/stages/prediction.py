@@ -174,7 +174,7 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
             for i, (row, pred) in enumerate(zip(job.rows.to_list(), predictions))]
 
 
-def write(job: Prediction, records: list[dict[str, Any]]) -> str:
+def write_part(job: Prediction, records: list[dict[str, Any]]) -> str:
     """Write this rank's records whole; returns the URI written."""
     url = (posixpath.join(job.output_url, part_name(job.rank, job.output_format)) if job.to_folder
            else job.output_url)
@@ -261,6 +261,6 @@ def run_prediction(spec: JobSpec, env: PodEnv, input_uri: str, output_uri: str, 
                    model: str | None = None) -> int:
     """Predict this rank's shard of the input and write it whole. Returns 0."""
     job = setup(spec, env, input_uri, output_uri, output_format, model)
-    url = write(job, predict(job))
+    url = write_part(job, predict(job))
     print(f"kubetune: predictions: {url}", flush=True)
     return 0

@@ -114,7 +114,7 @@ def prepare(spec: JobSpec, with_training_data: bool, env: PodEnv) -> GateContext
     return GateContext(spec, store, Registry(store, spec.name), task, promotion, uri, pinned, data, env)
 
 
-def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: str | None,
+def gate_and_promote(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: str | None,
           force: bool = False) -> dict[str, Any]:
     """Score `run` and the current version on the gate data, decide, move CURRENT (or not),
     write `runs/<run>/promotion.json` and print the one-line verdict."""
@@ -142,7 +142,7 @@ def judge(ctx: GateContext, run: str, base: dict[str, Any] | None, fingerprint: 
 
 
 def run_retrain(spec: JobSpec, env: PodEnv) -> int:
-    """Check, then skip or train a candidate in `env.run_folder`, then judge it. 0 for "nothing
+    """Check, then skip or train a candidate in `env.run_folder`, then gate and promote it. 0 for "nothing
     new", promoted or not."""
     retrain = spec.retrain or RetrainSpec()
     layout = run_layout(spec.name, env.run_folder)
@@ -163,16 +163,16 @@ def run_retrain(spec: JobSpec, env: PodEnv) -> int:
     code = run_training(train_spec, env, parent, ctx.pinned)  # trains on exactly the files resolved here
     if code != 0:
         return code
-    judge(ctx, layout.job, base, fingerprint)
+    gate_and_promote(ctx, layout.job, base, fingerprint)
     return 0
 
 
 def promote_run(spec: JobSpec, env: PodEnv, run: str, force: bool = False) -> int:
-    """`kubetune models promote`: judge a finished run as a retrain run would have."""
+    """`kubetune models promote`: gate a finished run as a retrain run would have."""
     ctx = prepare(spec, with_training_data=False, env=env)
     layout = RunLayout(run)
     lineage = ctx.store.read_json(layout.lineage) if ctx.store.exists(layout.lineage) else {}
-    judge(ctx, run, ctx.registry.current(), lineage.get("data_fingerprint"), force=force)
+    gate_and_promote(ctx, run, ctx.registry.current(), lineage.get("data_fingerprint"), force=force)
     return 0
 
 
