@@ -104,11 +104,11 @@ def test_a_run_whose_latest_names_a_lost_checkpoint_resumes_from_an_older_one(st
         s.upload_file(local / "model.safetensors", f"{layout.checkpoint(8)}/model.safetensors")
     s.write_text(layout.latest, "step-000008\n")
 
-    later = runs.run_summary(s, RUN, now=runs._modified(s, layout.train_metrics) + 3600)
+    later = runs.describe_run(s, RUN, now=runs._modified(s, layout.train_metrics) + 3600)
     assert (later["state"], later["latest_checkpoint"]) == (runs.RESUMABLE, 4)
     assert find_resume_step(s, layout) == 4  # where the workload's resume starts
     s.remove(layout.checkpoint(4))  # nothing committed left: nothing to resume from
-    assert runs.run_summary(s, RUN, now=runs._modified(s, layout.train_metrics) + 3600)["state"] == runs.FAILED
+    assert runs.describe_run(s, RUN, now=runs._modified(s, layout.train_metrics) + 3600)["state"] == runs.FAILED
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from kubetune.workload.checkpointing.preemption import Preemption, PreemptionCal
 from kubetune.workload.checkpointing.protocol import DATA_POSITION, LOSS_WINDOW, TRAINER_STATE, committed_steps
 from kubetune.workload.checkpointing.upload_callback import CheckpointUploadCallback
 from kubetune.workload.stages.run import Run
+from kubetune.workload.entrypoints.arguments import pod_env
 from kubetune.workload.stages.training import setup
 from kubetune.workload.tasks import Prepared
 
@@ -42,7 +43,7 @@ def make_run(s3_bucket, shared_data, minilm_dir, tmp_path, monkeypatch):
         monkeypatch.setenv(ENV_WORKDIR, str(tmp_path / pod))
         spec = write_spec(tmp_path / f"{name}.yaml", name, f"s3://{bucket}/store", endpoint, minilm_dir, data,
                           batch_size=4, **train)
-        run = setup(load_spec(spec))
+        run = setup(load_spec(spec), pod_env())
         assert run is not None
         return run
 

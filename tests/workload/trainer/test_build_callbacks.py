@@ -15,6 +15,7 @@ from kubetune.contract.spec.job import load_spec
 from kubetune.workload.checkpointing.checkpointer import Checkpointer
 from kubetune.workload.checkpointing.preemption import Preemption, PreemptionCallback
 from kubetune.workload.checkpointing.upload_callback import CheckpointUploadCallback
+from kubetune.workload.entrypoints.arguments import pod_env
 from kubetune.workload.stages.training import setup
 from kubetune.workload.trainer import build
 from kubetune.workload.trainer.callbacks import ProgressCallback
@@ -36,7 +37,7 @@ def _run(local_store: Path, shared_data: Path, tmp_path: Path):
         "tracking": {"tensorboard": True},
         "storage": {"root": str(local_store)},
     }))
-    return setup(load_spec(spec))
+    return setup(load_spec(spec), pod_env())
 
 
 def test_the_trainer_is_complete_when_built(local_store, shared_data, tmp_path, monkeypatch):

@@ -8,13 +8,14 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from kubetune.contract.spec.job import validate_spec
+from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import get_task
 from kubetune.workload.trainer.build import training_arguments
 
 
 def _arguments(tmp_path, **train):
     spec = validate_spec({"name": "demo", "model": {"source": "m"}, "data": {"train": "t.tsv"}, "train": train})
-    run = SimpleNamespace(spec=spec, task=get_task(spec))
+    run = SimpleNamespace(spec=spec, task=get_task(spec), env=PodEnv())
     return training_arguments(run, tmp_path)  # type: ignore[arg-type]
 
 
