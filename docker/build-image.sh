@@ -5,7 +5,8 @@
 # Optional environment:
 #   BASE_IMAGE       the base image (default: the Dockerfile's public python:3.11 image)
 #   DEBIAN_BASE=1    make the base from Debian's packages with mmdebstrap instead (for machines
-#                    that reach a package mirror but no image registry); BASE_IMAGE names it
+#                    that reach a package mirror but no image registry; kept and reused once
+#                    made); BASE_IMAGE names it
 #   TORCH_INDEX_URL  passed on when set (empty: pip's default index)
 #   PIP_FIND_LINKS   a folder of wheels, mounted into the build and passed on when set
 # A CA bundle and a pip configuration of this machine (/etc/ssl/certs/ca-certificates.crt,
@@ -27,6 +28,9 @@ fi
 args=(build --network host -f "$dockerfile" -t "$tag")
 if [ "${DEBIAN_BASE:-}" = 1 ]; then
   BASE_IMAGE=${BASE_IMAGE:-localhost/kubetune-base:bookworm}
+fi
+# An existing Debian base is reused, so the layers built on it stay cached (remove it to refresh).
+if [ "${DEBIAN_BASE:-}" = 1 ] && ! "$engine" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   rootfs=$(mktemp -d)/rootfs.tar
   mmdebstrap --quiet --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates bookworm "$rootfs"
   "$engine" import --change 'CMD ["/bin/bash"]' "$rootfs" "$BASE_IMAGE" >/dev/null

@@ -76,3 +76,28 @@ def open_store(args: argparse.Namespace) -> Any:
     if store.protocol != "file":
         store.check_reachable()
     return store
+
+
+def add_container_args(parser: argparse.ArgumentParser) -> None:
+    """`--container [--image IMAGE]`: the local run's pods in the image (`run`, `retrain`)."""
+    parser.add_argument("--container", action="store_true",
+                        help="with --local: run each pod in the image with podman or docker (docs/container.md)")
+    parser.add_argument("--image", default=None, metavar="IMAGE",
+                        help="with --container: the image to run (default: the rendered one)")
+
+
+def check_container_args(args: argparse.Namespace, verb: str) -> None:
+    """`--container` and `--image` belong to a local run, and an engine must be installed:
+    one line and exit 2 before anything runs."""
+    from kubetune.contract.spec.job import SpecError
+
+    if (args.container or args.image) and not args.local:
+        raise SpecError(f"--{'container' if args.container else 'image'} runs the pods on this machine: "
+                        f"add --local (kubetune {verb} {args.job} --local --container)")
+    if args.image and not args.container:
+        raise SpecError("--image names the image of --container: add --container")
+    if args.container:
+        from kubetune.launch.local.container import find_engine
+
+        find_engine()
+

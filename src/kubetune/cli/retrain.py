@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from kubetune.cli.arguments import add_spec_args
+from kubetune.cli.arguments import add_container_args, add_spec_args, check_container_args
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.spec.job import load_spec
 
@@ -16,11 +16,17 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from kubetune.launch.local.retrain import retrain_local
 
     spec = load_spec(args.job, args.overrides)
+    check_container_args(args, "retrain")
     if not args.local:
         print("error: kubetune retrain needs --local (one run on this machine); on a cluster, "
               "`kubetune render JOB --schedule CRON | kubectl apply -f -` runs it on a schedule", file=sys.stderr)
         return EXIT_BAD_INPUT
-    code, run = retrain_local(spec)
+    if args.container:
+        from kubetune.launch.local.container import retrain_in_containers
+
+        code, run = retrain_in_containers(spec, args.image)
+    else:
+        code, run = retrain_local(spec)
     print(f"run:     {run}")
     return code
 
@@ -30,4 +36,5 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("retrain", help="one scheduled retrain run now: train if the data changed, promote if better")
     add_spec_args(p)
     p.add_argument("--local", action="store_true", help="run on this machine with a local or S3 store")
+    add_container_args(p)
     p.set_defaults(func=cmd_retrain)

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from kubetune.cli.arguments import STAGE_HELP, add_predict_args, add_spec_args
+from kubetune.cli.arguments import STAGE_HELP, add_container_args, add_predict_args, add_spec_args, check_container_args
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.model_ref import check_model_stage
@@ -64,18 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kubetune.storage import Store
 
     spec = load_spec(args.job, args.overrides)
-    if (args.container or args.image) and not args.local:
-        raise SpecError(f"--{'container' if args.container else 'image'} runs the pods on this machine: "
-                        f"add --local (kubetune run {args.job} --local --container)")
-    if args.image and not args.container:
-        raise SpecError("--image names the image of --container: add --container")
+    check_container_args(args, "run")
     if not args.local:
         print(_run_without_local(spec, args), file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.container:
-        from kubetune.launch.local.container import find_engine
-
-        find_engine()  # no engine: one line and exit 2, before anything runs
     predict = local_predict_args(_local_output(predict_args(args), args.output_in_store))
     if predict:
         check_output(spec, predict["output"], args.overwrite, shown=args.output)
@@ -191,10 +183,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run a job: train, then evaluate (--local: on this machine)")
     add_spec_args(p)
     p.add_argument("--local", action="store_true", help="run as local processes with a local or S3 store")
-    p.add_argument("--container", action="store_true",
-                   help="with --local: run each pod in the image with podman or docker (docs/container.md)")
-    p.add_argument("--image", default=None, metavar="IMAGE",
-                   help="with --container: the image to run (default: the rendered one)")
+    add_container_args(p)
     p.add_argument("--stage", choices=kn.RENDER_STAGES, default=kn.STAGE_ALL,
                    help=f"{STAGE_HELP}; all (default): train, then evaluate; "
                         "predict: batch prediction with the trained model (--input, --output)")

@@ -202,3 +202,23 @@ def test_the_quickstart_pods_run_in_the_image(image, s3_bucket, tmp_path):
     rows = [json.loads(line) for part in fs.glob(f"{bucket}/container/predictions/*.jsonl")
             for line in fs.cat(part).decode().splitlines()]
     assert len(rows) == 100
+
+
+def test_a_retrain_run_is_planned_as_the_scheduled_pod_in_the_image(tmp_path):
+    """`retrain --local --container`: the CronJob's pod (the retrain entrypoint) in the image."""
+    from kubetune.launch.local.retrain import LOCAL_SCHEDULE, scheduled_job
+
+    spec = load_spec(REPO / "jobs" / "quickstart.yaml")
+    objs = scheduled_job(render_objects(spec, stage=kn.STAGE_TRAIN, schedule=LOCAL_SCHEDULE), 1_700_000_000)
+    (proc,) = plan_container_stage(objs, kn.STAGE_TRAIN, tmp_path, IMAGE, "/usr/bin/podman",
+                                   environ={"PATH": os.environ["PATH"], kn.ENV_CACHE: str(tmp_path / "c")})
+    command = proc.argv[proc.argv.index(IMAGE) + 1:]
+    assert command[:3] == ["python", "-m", kn.RETRAIN_MODULE]
+    assert _flag(proc.argv, "--user") == ["10001:10001"] and "--read-only" in proc.argv
+
+
+def test_retrain_without_an_engine_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("retrain", "jobs/quickstart.yaml", "--local", "--container", env={"PATH": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: --container: neither podman nor docker is installed "
+                                                  "(install one, or drop --container)"]

@@ -36,13 +36,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local.pods import _expand, _pod_identity, free_port, local_cache_dir, run_local
+from kubetune.launch.local.pods import Planner, _expand, _pod_identity, free_port, local_cache_dir, run_local
 from kubetune.launch.local.gang import LocalProcess
 
 ENGINES = ("podman", "docker")
@@ -69,9 +70,25 @@ def find_engine(environ: dict[str, str] | None = None) -> str:
 
 def run_in_containers(spec: JobSpec, image: str | None = None, stage: str = kn.STAGE_ALL,
                       predict: dict[str, str] | None = None, model: str | None = None) -> int:
-    """`run --local --container`: `launch.local.pods.run_local` with every pod in `image` (default:
-    the rendered one). A local `storage.root` becomes absolute, so the spec the pods read
-    names the folder mounted at that path; local prediction input and output are mounted too."""
+    """`run --local --container`: `launch.local.pods.run_local` with every pod in `image`
+    (default: the rendered one)."""
+    spec, plan, cleanup = container_planner(spec, image, predict)
+    return run_local(spec, stage, predict, model, plan=plan, cleanup=cleanup)
+
+
+def retrain_in_containers(spec: JobSpec, image: str | None = None) -> tuple[int, str]:
+    """`retrain --local --container`: one scheduled retrain run, its pod in `image`."""
+    from kubetune.launch.local.retrain import retrain_local
+
+    spec, plan, cleanup = container_planner(spec, image)
+    return retrain_local(spec, plan=plan, cleanup=cleanup)
+
+
+def container_planner(spec: JobSpec, image: str | None, predict: dict[str, str] | None = None
+                      ) -> tuple[JobSpec, Planner, Callable[[list[LocalProcess]], None]]:
+    """The spec the pods read, the planner that puts each pod in the image, and the clean-up
+    after a stage. A local `storage.root` becomes absolute, so the spec the pods read names the
+    folder mounted at that path; local prediction input and output are mounted too."""
     from kubetune.storage import has_scheme
 
     engine = find_engine()
@@ -96,7 +113,7 @@ def run_in_containers(spec: JobSpec, image: str | None = None, stage: str = kn.S
         rendered = next(o for o in objs if o["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]["image"]
         return plan_container_stage(objs, step, tmp, image or rendered, engine, mounts=mounts, offline=offline)
 
-    return run_local(spec, stage, predict, model, plan=plan, cleanup=lambda procs: remove_containers(engine, procs))
+    return spec, plan, lambda procs: remove_containers(engine, procs)
 
 
 def is_rootless(engine: str) -> bool:

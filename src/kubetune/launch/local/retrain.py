@@ -12,12 +12,14 @@ import copy
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local.pods import plan_stage, run_processes
+from kubetune.launch.local.gang import LocalProcess
+from kubetune.launch.local.pods import Planner, plan_stage, run_processes
 
 # Any valid schedule: only the rendered jobTemplate is used.
 LOCAL_SCHEDULE = "@daily"
@@ -38,14 +40,21 @@ def scheduled_job(objs: list[dict[str, Any]], scheduled: int) -> list[dict[str, 
     return out
 
 
-def retrain_local(spec: JobSpec) -> tuple[int, str]:
-    """Run one retrain Job locally; its exit code and its run name."""
+def retrain_local(spec: JobSpec, plan: Planner | None = None,
+                  cleanup: Callable[[list[LocalProcess]], None] | None = None) -> tuple[int, str]:
+    """Run one retrain Job locally; its exit code and its run name. `plan` and `cleanup` as for
+    `pods.run_local` (`launch.local.container`: the pod in the image)."""
     from kubetune.launch.render import render_objects
 
     objs = scheduled_job(render_objects(spec, stage=kn.STAGE_TRAIN, schedule=LOCAL_SCHEDULE), int(time.time()))
     job = next(o for o in objs if o["kind"] == "Job")
     with tempfile.TemporaryDirectory(prefix="kubetune-retrain-") as tmp:
-        code = run_processes(plan_stage(objs, kn.STAGE_TRAIN, Path(tmp)))
+        procs = (plan or plan_stage)(objs, kn.STAGE_TRAIN, Path(tmp))
+        try:
+            code = run_processes(procs)
+        finally:
+            if cleanup is not None:
+                cleanup(procs)
     if code != 0:
         print(f"kubetune: retrain failed with exit code {code}", file=sys.stderr)
     return code, job["metadata"]["name"]
