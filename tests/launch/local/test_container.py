@@ -80,6 +80,7 @@ def test_secrets_are_handed_over_by_name_never_by_value(tmp_path):
 
 
 def test_each_node_is_a_container_meeting_at_the_rendered_rendezvous_host(tmp_path):
+    """The plan only: a gang of containers does not rendezvous yet (docs/container.md)."""
     procs = _plan(tmp_path, "imdb-bert-multinode.yaml", offline=False)
     assert len(procs) >= 2
     hosts = [[a.split("=", 1)[1] for a in p.argv if a.startswith("--add-host=")] for p in procs]

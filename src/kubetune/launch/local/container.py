@@ -23,7 +23,9 @@ this one proves the image too: the same rendered pods run in the image with podm
   network at all;
 * several pods: one container each on the host network; the rendered rendezvous host names
   resolve to this machine (`--add-host`) and the rendezvous port becomes a free one, as in
-  `launch.local.pods`. No GPU is passed into a container yet: each pod runs one CPU process.
+  `launch.local.pods`. Not working yet: such a gang timed out in the c10d rendezvous (both pods
+  take the endpoint for their own host), see docs/container.md. No GPU is passed into a
+  container yet: each pod runs one CPU process.
 
 Under rootful podman the writable mounts are handed to the pod's uid (podman's `:U`), since
 the folders a root user creates are not writable by uid 10001; rootless podman maps your own
