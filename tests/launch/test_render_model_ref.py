@@ -6,7 +6,6 @@ itself (what it does with the reference) is tested in tests/e2e/test_model_ref.p
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubetune.contract import names as kn
-from kubetune.launch.local.pods import LocalProcess, _expand, plan_stage, run_local, run_processes
+from kubetune.launch.local.pods import LocalProcess, expand_references, plan_stage, run_local, run_processes
 from kubetune.launch.render import render_objects
 from kubetune.contract.spec.job import validate_spec
 
@@ -120,10 +120,10 @@ def test_credentials_file_from_the_users_environment_is_kept(tmp_path, monkeypat
 
 def test_kubernetes_variable_expansion():
     env = {"A": "1", "B": "two"}
-    assert _expand("--rank=$(A)", env) == "--rank=1"
-    assert _expand("$(B)-$(A)", env) == "two-1"
-    assert _expand("$$(A)", env) == "$(A)"  # escaped
-    assert _expand("$(UNKNOWN)", env) == "$(UNKNOWN)"  # left as written
+    assert expand_references("--rank=$(A)", env) == "--rank=1"
+    assert expand_references("$(B)-$(A)", env) == "two-1"
+    assert expand_references("$$(A)", env) == "$(A)"  # escaped
+    assert expand_references("$(UNKNOWN)", env) == "$(UNKNOWN)"  # left as written
 
 
 def test_a_failed_process_stops_its_gang(tmp_path):

@@ -20,7 +20,6 @@ import pytest
 
 from kubetune.contract.names import ENV_PROGRESS_INTERVAL
 from kubetune.contract.progress import format_progress, parse_progress
-from kubetune.launch.local.gang import LocalProcess, run_processes
 from kubetune.launch.local.progress_view import ProgressView
 
 

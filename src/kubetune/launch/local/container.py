@@ -45,7 +45,7 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local.pods import Planner, _expand, _pod_identity, free_port, local_cache_dir, run_local
+from kubetune.launch.local.pods import Planner, expand_references, pod_identity, free_port, local_cache_dir, run_local
 from kubetune.launch.local.gang import LocalProcess
 
 ENGINES = ("podman", "docker")
@@ -146,7 +146,7 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
     cache.mkdir(parents=True, exist_ok=True)
     procs = []
     for index in range(completions):
-        pod_name, field_values, injected = _pod_identity(job, index)
+        pod_name, field_values, injected = pod_identity(job, index)
         container = pod_spec["containers"][0]
         root = tmp / pod_name
         argv = [engine, "run", "--rm", "--name", f"kubetune-{pod_name}-{os.getpid()}", *network]
@@ -157,7 +157,7 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
         env = _container_env(container, field_values, configmaps, injected)
         argv += [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
         argv += [arg for name in _passed_by_name(container, environ) for arg in ("-e", name)]
-        argv += [image, *[_rendezvous(_expand(a, env), hosts, port) for a in container.get("command", []) + container.get("args", [])]]
+        argv += [image, *[_rendezvous(expand_references(a, env), hosts, port) for a in container.get("command", []) + container.get("args", [])]]
         procs.append(LocalProcess(pod_name, argv, environ, os.getcwd(), [str(root)]))
     return procs
 
@@ -231,7 +231,7 @@ def _container_env(container: dict[str, Any], field_values: dict[str, str], conf
     env: dict[str, str] = dict(injected)
     for item in container.get("env", []):
         if "value" in item:
-            env[item["name"]] = _expand(item["value"], env)
+            env[item["name"]] = expand_references(item["value"], env)
             continue
         source = item.get("valueFrom", {})
         if "fieldRef" in source:

@@ -143,7 +143,7 @@ def plan_stage(
     gpu_sets = _split_gpus(gpus, completions)
     procs = []
     for index in range(completions):
-        pod_name, field_values, injected = _pod_identity(job, index)
+        pod_name, field_values, injected = pod_identity(job, index)
         root = tmp / pod_name
         container = pod_spec["containers"][0]
         paths = _mount_paths(container, pod_spec.get("volumes", []), configmaps, root, cache)
@@ -158,7 +158,7 @@ def plan_stage(
             env["CUDA_VISIBLE_DEVICES"] = ""
         else:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in visible)
-        argv = [_expand(a, container_env) for a in container.get("command", []) + container.get("args", [])]
+        argv = [expand_references(a, container_env) for a in container.get("command", []) + container.get("args", [])]
         argv = [_localise_arg(a, paths, hosts, ports, visible) for a in argv]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
@@ -178,7 +178,7 @@ def local_cache_dir(environ: dict[str, str]) -> str:
     return folder
 
 
-def _pod_identity(job: dict[str, Any], index: int) -> tuple[str, dict[str, str], dict[str, str]]:
+def pod_identity(job: dict[str, Any], index: int) -> tuple[str, dict[str, str], dict[str, str]]:
     """A pod's name, the values its fieldRefs read (labels and annotations the Job controller
     would add included), and the variables the controller injects (the completion index)."""
     pod = job["spec"]["template"]
@@ -257,7 +257,7 @@ def _container_env(
         if name in KEEP_LOCAL:
             continue
         if "value" in item:
-            value: str | None = _expand(item["value"], env)
+            value: str | None = expand_references(item["value"], env)
         else:
             source = item.get("valueFrom", {})
             if "fieldRef" in source:
@@ -279,7 +279,7 @@ def _container_env(
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def _expand(text: str, env: dict[str, str]) -> str:
+def expand_references(text: str, env: dict[str, str]) -> str:
     """Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$` escapes, unknown
     references stay as written."""
 
