@@ -157,7 +157,13 @@ def test_a_finished_run_keeps_no_checkpoints_and_names_its_best_one(quickstart_r
     gpu = speed["device"] == "cuda"
     assert speed["device"] in ("cpu", "cuda") and speed["attention"] == "sdpa" and speed["dataloader_workers"] == 0
     assert speed["pad_to_multiple_of"] == (8 if gpu else None) and speed["pin_memory"] is gpu
-    assert gpu or (speed["precision"] == "fp32" and speed["tf32"] is False)
+    if not gpu:  # auto: bf16 autocast where the CPU has bf16 units (issue 30), with the reason why
+        from kubetune.workload.model.devices import cpu_bf16_unit
+
+        unit = cpu_bf16_unit()
+        assert speed["precision"] == ("bf16" if unit else "fp32") and speed["tf32"] is False
+        assert speed["precision_reason"].startswith("auto:") and (unit or "no bf16 units") in speed["precision_reason"]
+        assert f"kubetune: precision {speed['precision']} (auto:" in out.stdout
     assert speed["gradient_checkpointing"] is False and speed["compile"] is False
     assert speed["fsdp"] is None and speed["quantization"] is None
     steps = [line.split()[2] for line in out.stdout.splitlines() if line.startswith("kubetune: step ")]

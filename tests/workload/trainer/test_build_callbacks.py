@@ -83,6 +83,9 @@ def test_the_trainer_is_complete_when_built(local_store, shared_data, tmp_path, 
     # What the Trainer subclass reads came through its constructor; what finish() needs, in the result.
     assert trainer.resume is checkpointer.state and trainer.resume.sampler is not None  # group_by_length
     assert trainer.args.output_dir == str(checkpointer.local_dir)
-    assert built.speed_settings["precision"] == "fp32" and built.prepared.train is trainer.train_dataset
+    from kubetune.workload.model.devices import precision
+
+    assert built.speed_settings["precision"] == precision("auto").name  # issue 30: bf16 on a CPU with bf16 units
+    assert trainer.args.bf16 is (precision("auto").name == "bf16") and built.prepared.train is trainer.train_dataset
     assert not hasattr(trainer, "speed_settings") and not hasattr(trainer, "resume_state")
     assert checkpointer.drain()

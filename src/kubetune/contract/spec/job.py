@@ -188,7 +188,7 @@ class TrainSpec(Strict):
     )
     seed: int = Field(default=42, description="seed of the weight initialisation and the data order")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that support it, else fp32"
+        default="auto", description="auto: bf16 on GPUs that support it and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32"
     )
     group_by_length: bool = Field(default=True, description="batch similar lengths together: far less padding")
     metric: str | None = Field(default=None, description="validation metric that picks the best model; task default")

@@ -194,11 +194,14 @@ def speed_settings(spec: JobSpec, args: Any, model: Any, collator: Any) -> dict[
     """What a run actually used, after every fallback: the attention kernel the loaded model
     runs, the Trainer's resolved arguments, the collator's padding. `metrics/summary.json`
     keeps it under `speed_settings`."""
+    from kubetune.workload.model.devices import precision  # torch: the run has loaded it by now
+
     config = getattr(model, "config", None)
     fsdp_config = args.fsdp_config or {}
     return {
         "device": "cuda" if cuda_available() else "cpu",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "precision_reason": precision(spec.train.precision).reason,
         "attention": getattr(config, "_attn_implementation", None),
         "gradient_checkpointing": bool(args.activation_checkpointing or fsdp_config.get("activation_checkpointing")),
         "compile": bool(args.torch_compile),

@@ -43,13 +43,15 @@ def score_model(spec: JobSpec, task: Task, folder: str, labels: list[str] | None
                 env: PodEnv) -> Evaluation:
     """Score one model folder on one checked split (the evaluate stage, the retrain gate), on
     the ranks of `env`."""
-    from kubetune.workload.model.predictor import load_for_inference, make_predictor  # torch: after the checks
+    from kubetune.workload.model.devices import inference_autocast  # torch: after the checks
+    from kubetune.workload.model.predictor import load_for_inference, make_predictor
 
     model, tokenizer = load_for_inference(task, folder, env.cache_root)
     features = task.prepare_test(data, tokenizer, labels)
     with tempfile.TemporaryDirectory(prefix="kubetune-eval-") as tmp:
         trainer = make_predictor(spec, task, model, tokenizer, tmp, env.world_size)
-        output = trainer.predict(features, metric_key_prefix="test")
+        with inference_autocast(spec.train.precision):  # the precision training evaluated in
+            output = trainer.predict(features, metric_key_prefix="test")
     return task.score(output, data, features, labels)
 
 

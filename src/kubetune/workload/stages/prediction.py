@@ -151,7 +151,7 @@ def check_not_input(input_url: str, output_url: str) -> None:
 
 def predict(job: Prediction) -> list[dict[str, Any]]:
     """This rank's records: input columns, `row`, and the task's prediction fields."""
-    from kubetune.workload.model.devices import place_for_inference  # torch: after the checks
+    from kubetune.workload.model.devices import inference_autocast, place_for_inference  # torch: after the checks
     from kubetune.workload.model.predictor import load_for_inference
 
     print(
@@ -166,7 +166,8 @@ def predict(job: Prediction) -> list[dict[str, Any]]:
     model, tokenizer = load_for_inference(job.task, folder, job.env.cache_root)
     model = place_for_inference(model, job.env.local_rank)
     t = job.spec.train
-    predictions = job.task.predict_rows(job.rows, model, tokenizer, labels, t.eval_batch_size or t.batch_size * 2)
+    with inference_autocast(t.precision):  # the precision training used
+        predictions = job.task.predict_rows(job.rows, model, tokenizer, labels, t.eval_batch_size or t.batch_size * 2)
     if len(predictions) != len(job.rows):
         raise RuntimeError(f"task {job.task.name} returned {len(predictions)} predictions for {len(job.rows)} rows")
     made_by = {"model_version": job.model_version} if job.model_version else {}  # which registry version

@@ -23,7 +23,7 @@ from kubetune.workload.checkpointing.checkpointer import Checkpointer
 from kubetune.workload.data.streaming import StreamingTrainData, steps_for_epochs
 from kubetune.workload.data.token_cache import prepare_data
 from kubetune.workload.model.adapt import apply_freezing, parameter_counts, set_dropout
-from kubetune.workload.model.devices import ddp_backend, precision_flags
+from kubetune.workload.model.devices import ddp_backend, precision, precision_flags
 from kubetune.workload.model.lora import apply_lora
 from kubetune.workload.model.source import local_model_dir
 from kubetune.workload.model.speed import model_load_kwargs, prepare_quantized, speed_arguments, speed_settings
@@ -194,3 +194,5 @@ def _print_run_line(run: Run, model: Any, prepared: Prepared) -> None:
         f"trainable params {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)",
         flush=True,
     )
+    chosen = precision(run.spec.train.precision)
+    print(f"kubetune: precision {chosen.name} ({chosen.reason})", flush=True)
