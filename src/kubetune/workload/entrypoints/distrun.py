@@ -83,11 +83,13 @@ def rendezvous_conf(backend: str, conf: str, completion_index: str | None) -> st
     false in the others. Unchanged for another backend, outside an Indexed Job (no index), or
     when the user set `is_host` already.
 
-    Left to itself, torch guesses: an agent hosts the store when the endpoint matches its
-    hostname or one of its addresses. The endpoint is pod 0's DNS name, which is neither pod
-    0's hostname nor, in containers on one machine's host network, an address any agent calls
-    its own, so no agent hosted it and every agent waited for the store until the rendezvous
-    timed out."""
+    Left to itself, torch guesses (torch 2.13, `c10d_rendezvous_backend._create_tcp_store`): an
+    agent hosts the store when the endpoint is a loopback literal or its host name, or resolves
+    to one of its own addresses, and falls back to a client when the port is taken. The
+    endpoint is pod 0's DNS name, not its host name, so on a cluster the guess needs that DNS
+    record to exist when pod 0's agent starts; without it no agent hosts the store and each
+    fails to reach it (read from torch, not seen on a cluster). By index, the decision needs
+    no DNS."""
     keys = [item.split("=", 1)[0].strip() for item in conf.split(",") if item.strip()]
     if backend != "c10d" or completion_index is None or "is_host" in keys:
         return conf
