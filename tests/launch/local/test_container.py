@@ -5,8 +5,9 @@ securityContext, limits, volumes and environment, with secrets handed over by na
 The slow tests build the CPU image (docker/build-image.sh; on a machine that reaches no image
 registry its base is made from Debian's packages) and run the quickstart's pods in it against
 the moto S3 server: train, stopped by SIGTERM after a checkpoint and resumed to the same
-final step, then evaluate and predict; and a probe in the same container settings shows the
-pod's user and its read-only root filesystem. CI sets KUBETUNE_REQUIRE_CONTAINER=1, so a
+final step, then evaluate and predict; a 2-node train, one container per pod, to one model;
+one scheduled retrain run to the registry's first version; and a probe in the same container
+settings shows the pod's user and its read-only root filesystem. CI sets KUBETUNE_REQUIRE_CONTAINER=1, so a
 missing engine fails there instead of skipping.
 """
 
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,9 @@ import s3fs
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import load_spec
-from kubetune.launch.local.container import ContainerError, find_engine, memory_quantity, cpu_quantity, plan_container_stage
+from kubetune.launch.local.container import (
+    ContainerError, cpu_quantity, find_engine, memory_quantity, plan_container_stage, pod_address,
+)
 from kubetune.launch.render import render_objects
 
 from helpers import REPO, run_cli, succeeded
@@ -80,15 +84,25 @@ def test_secrets_are_handed_over_by_name_never_by_value(tmp_path):
 
 
 def test_each_node_is_a_container_meeting_at_the_rendered_rendezvous_host(tmp_path):
-    """The plan only: a gang of containers does not rendezvous yet (docs/container.md)."""
+    """Each pod has its own host name and loopback address, as on a cluster: torchrun's agents
+    tell the gang's nodes apart by name (their PIDs are all 1), and pod 0's name is the
+    rendezvous endpoint."""
     procs = _plan(tmp_path, "imdb-bert-multinode.yaml", offline=False)
     assert len(procs) >= 2
     hosts = [[a.split("=", 1)[1] for a in p.argv if a.startswith("--add-host=")] for p in procs]
-    assert hosts[0] and all(h == hosts[0] for h in hosts)
     endpoints = {a for p in procs for a in p.argv if a.startswith("--rdzv-endpoint=")}
     assert len(endpoints) == 1  # one rendezvous for the gang
     host = endpoints.pop().split("=", 1)[1].rsplit(":", 1)[0]
-    assert f"{host}:127.0.0.1" in hosts[0]
+    for index, proc in enumerate(procs):
+        assert _flag(proc.argv, "--network") == ["host"]
+        assert [a.split("=", 1)[1] for a in proc.argv if a.startswith("--hostname=")] == [proc.name]
+        # every pod's name resolves to that pod's address, the same in every container
+        assert hosts[index][:len(procs)] == [f"{p.name}.{host.split('.', 1)[1]}:{pod_address(i)}"
+                                           for i, p in enumerate(procs)]
+        assert hosts[index][len(procs):] == [f"{proc.name}:{pod_address(index)}"]  # its own short name
+    assert f"{host}:{pod_address(0)}" in hosts[1]
+    assert len({pod_address(i) for i in range(len(procs))}) == len(procs)
+    assert all(pod_address(i).startswith("127.") for i in range(len(procs)))  # loopback: this machine
     assert len({p.argv[p.argv.index("--name") + 1] for p in procs}) == len(procs)
     assert all("--nproc-per-node=1" in p.argv for p in procs)  # no GPU is passed into a container
 
@@ -223,3 +237,47 @@ def test_retrain_without_an_engine_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == ["error: --container: neither podman nor docker is installed "
                                                   "(install one, or drop --container)"]
+
+
+@pytest.mark.slow
+def test_a_two_node_gang_trains_in_containers(image, tmp_path):
+    """`--set resources.nodes=2`: one container per pod, their torchrun agents meeting at the
+    rendered c10d rendezvous (pod 0's name), gloo between the two containers; one model."""
+    from kubetune.launch.quickstart import prepare
+
+    store = tmp_path / "store"
+    prepare(str(store))
+    started = time.monotonic()
+    result = succeeded(subprocess.run(
+        _cli("run", "jobs/quickstart.yaml", "--local", "--container", "--image", image, "--stage", "train",
+             "--set", "resources.nodes=2", "--set", f"storage.root={store}", "--set", "train.epochs=1"),
+        env={**os.environ, "OMP_NUM_THREADS": "1", kn.ENV_CACHE: str(tmp_path / "cache")},
+        capture_output=True, text=True, timeout=900, cwd=REPO))
+    print(f"2-node train in containers: {time.monotonic() - started:.1f} s wall")
+    assert "[quickstart-train-0]" in result.stdout
+    assert "world size 2" in result.stdout  # both pods' processes joined one process group
+    run = store / "runs" / "quickstart"
+    summary = json.loads((run / "metrics" / "summary.json").read_text())
+    assert summary["global_step"] == 12  # 360 rows / (16 a process x 2): one process would take 23
+    assert (run / "model" / "COMMITTED").exists() and (run / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_retrain_run_in_the_image_promotes_its_model(image, tmp_path):
+    """`retrain --local --container`: the scheduled pod (the retrain entrypoint) in the image
+    trains a candidate, evaluates it and promotes it as the registry's first version."""
+    from kubetune.launch.quickstart import prepare
+
+    store = tmp_path / "store"
+    prepare(str(store))
+    result = succeeded(subprocess.run(
+        _cli("retrain", "jobs/quickstart.yaml", "--local", "--container", "--image", image,
+             "--set", f"storage.root={store}", "--set", "train.max_steps=4"),
+        env={**os.environ, "OMP_NUM_THREADS": "1", kn.ENV_CACHE: str(tmp_path / "cache")},
+        capture_output=True, text=True, timeout=900, cwd=REPO))
+    run = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("run:")][-1]
+    assert run.startswith("quickstart-train-")  # named as the CronJob controller names its Jobs
+    assert "promotion: promoted v0001" in result.stdout, result.stdout[-3000:]
+    assert (store / "runs" / run / "model" / "COMMITTED").exists()
+    assert json.loads((store / "runs" / run / "eval" / "metrics.json").read_text())["num_samples"] == 100
+    assert json.loads((store / "registry" / "quickstart" / "CURRENT").read_text())["version"] == "v0001"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from kubetune.contract.names import DISTRUN_MODULE
-from kubetune.workload.entrypoints.distrun import merge_exit_codes
+from kubetune.workload.entrypoints.distrun import merge_exit_codes, rendezvous_conf
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT, EXIT_STORE_UNAVAILABLE
 
 
@@ -136,3 +136,46 @@ def test_an_agent_error_keeps_the_retry_code_only_after_a_commit(monkeypatch, wo
     else:
         with pytest.raises(RuntimeError, match="rendezvous closed"):
             distrun.main(argv)
+
+
+@pytest.mark.parametrize(
+    ("backend", "conf", "index", "expected"),
+    [
+        ("c10d", "", "0", {"is_host": "true"}),  # pod 0 hosts the rendezvous store
+        ("c10d", "", "1", {"is_host": "false"}),
+        ("c10d", "", "3", {"is_host": "false"}),
+        ("c10d", "read_timeout=120", "0", {"read_timeout": "120", "is_host": "true"}),  # merged
+        ("c10d", "is_host=false,join_timeout=30", "0", {"is_host": "false", "join_timeout": "30"}),  # yours wins
+        ("c10d", " is_host = true ", "2", {"is_host": "true"}),
+        ("c10d", "", None, {}),  # not an Indexed Job's pod: torch decides
+        ("etcd-v2", "", "0", {}),  # another backend: untouched
+        ("static", "", "0", {}),
+    ],
+)
+def test_the_pod_of_index_0_hosts_the_c10d_store(backend, conf, index, expected):
+    """torchrun reads the merged `--rdzv-conf` (its own parser) as meant."""
+    from torch.distributed.elastic.rendezvous.utils import _parse_rendezvous_config
+    from torch.distributed.run import parse_args
+
+    merged = rendezvous_conf(backend, conf, index)
+    assert _parse_rendezvous_config(merged) == expected
+    args = parse_args([f"--rdzv-backend={backend}", f"--rdzv-conf={merged}", "train.py"])
+    assert args.rdzv_conf == merged
+
+
+@pytest.mark.parametrize(("index", "hosts"), [("0", "true"), ("1", "false")])
+def test_distrun_hands_the_decision_to_torchrun(monkeypatch, index, hosts):
+    """What torchrun's agent is configured with (torch's `config_from_args`) in pod `index`."""
+    import torch.distributed.run as torchrun
+
+    from kubetune.contract.names import ENV_COMPLETION_INDEX, ENV_DIE_WITH_PARENT
+    from kubetune.workload.entrypoints import distrun
+
+    monkeypatch.setenv(ENV_COMPLETION_INDEX, index)
+    monkeypatch.delenv(ENV_DIE_WITH_PARENT, raising=False)
+    configs = []
+    monkeypatch.setattr(torchrun, "run", lambda args: configs.append(torchrun.config_from_args(args)[0].rdzv_configs))
+    argv = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", "--rdzv-endpoint=job-train-0.job:29500",
+            "--rdzv-id=job-train", "worker.py"]
+    assert distrun.main(argv) == 0
+    assert configs[0]["is_host"] == hosts

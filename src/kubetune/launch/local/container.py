@@ -21,11 +21,17 @@ this one proves the image too: the same rendered pods run in the image with podm
   names that path); an S3 store is reached over the host's network (`--network host`), so an
   endpoint on this machine's loopback works; a job with a local store and one pod gets no
   network at all;
-* several pods: one container each on the host network; the rendered rendezvous host names
-  resolve to this machine (`--add-host`) and the rendezvous port becomes a free one, as in
-  `launch.local.pods`. Not working yet: such a gang timed out in the c10d rendezvous (both pods
-  take the endpoint for their own host), see docs/container.md. No GPU is passed into a
-  container yet: each pod runs one CPU process.
+* several pods: one container each on the host network, each with its pod's host name
+  (`--hostname`, as the Job controller names an Indexed Job's pods) and a loopback address of
+  its own (`pod_address`); every pod's rendered DNS name resolves to that pod's address in
+  every container (`--add-host`), as the headless Service resolves it on a cluster, and the
+  rendezvous port becomes a free one, as in `launch.local.pods`. The own names are what makes
+  the gang meet: torchrun's agents tell nodes apart by fully-qualified host name and PID, and
+  in containers every agent is PID 1, so agents sharing this machine's name were one node to
+  the c10d rendezvous, which then waited for the second until it timed out. The agent of pod 0
+  hosts the rendezvous store (distrun's `is_host`); gloo binds to the address of its pod's
+  host name, so the collectives need no interface setting. No GPU is passed into a container
+  yet: each pod runs one CPU process.
 
 Under rootful podman the writable mounts are handed to the pod's uid (podman's `:U`), since
 the folders a root user creates are not writable by uid 10001; rootless podman maps your own
@@ -35,6 +41,7 @@ SIGTERM to the launcher reaches each container's PID 1 through the engine's sign
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -140,6 +147,7 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
     completions = job["spec"].get("completions", 1)
     subdomain = pod_spec.get("subdomain")
     hosts = [f"{job['metadata']['name']}-{i}.{subdomain}" for i in range(completions)] if subdomain else []
+    addresses = [pod_address(i) for i in range(len(hosts))]
     port = free_port() if hosts else None
     network = ["--network", "none"] if offline and not hosts else ["--network", "host"]
     cache = Path(local_cache_dir(environ)) / "containers"
@@ -152,7 +160,9 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
         argv = [engine, "run", "--rm", "--name", f"kubetune-{pod_name}-{os.getpid()}", *network]
         argv += _identity_args(pod_spec, container, engine)
         argv += _volume_args(container, pod_spec.get("volumes", []), configmaps, root, cache, engine, environ)
-        argv += [f"--add-host={host}:127.0.0.1" for host in hosts]
+        if hosts:  # each pod its own name and loopback address, as each has its own on a cluster
+            argv += [f"--hostname={pod_name}", *[f"--add-host={h}:{a}" for h, a in zip(hosts, addresses)],
+                     f"--add-host={pod_name}:{addresses[index]}"]
         argv += [arg for folder in mounts for arg in ("-v", _mount(folder, folder, engine, writable=True))]
         env = _container_env(container, field_values, configmaps, injected)
         argv += [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
@@ -160,6 +170,13 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
         argv += [image, *[_rendezvous(expand_references(a, env), hosts, port) for a in container.get("command", []) + container.get("args", [])]]
         procs.append(LocalProcess(pod_name, argv, environ, os.getcwd(), [str(root)]))
     return procs
+
+
+def pod_address(index: int) -> str:
+    """The loopback address pod `index` of a gang has (127.1.0.1, 127.1.0.2, ...; all of
+    127.0.0.0/8 reaches this machine): its name resolves to it in every container, so each
+    pod's torchrun agent has a node address of its own (see the module docstring)."""
+    return str(ipaddress.IPv4Address("127.1.0.1") + index)
 
 
 def _identity_args(pod_spec: dict[str, Any], container: dict[str, Any], engine: str) -> list[str]:

@@ -80,9 +80,10 @@ def train_command(
     if nodes == 1:
         return _standalone(gpus, entry)
     # Whole-gang recovery (docs/recovery.md, "Recovery of multi-node runs"): torchrun's elastic agents meet
-    # in a c10d rendezvous whose store rank 0's pod hosts (the agent whose address is the
-    # endpoint hosts it); when a worker fails, or a replaced pod's agent joins, every agent
-    # stops its workers and the gang restarts from LATEST, up to `train.max_restarts` times.
+    # in a c10d rendezvous whose store pod 0 hosts (the endpoint is its name; distrun tells the
+    # agent of completion index 0 to host it); when a worker fails, or a replaced pod's agent
+    # joins, every agent stops its workers and the gang restarts from LATEST, up to
+    # `train.max_restarts` times.
     return [
         "python",
         "-m",

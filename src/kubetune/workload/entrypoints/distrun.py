@@ -14,8 +14,10 @@ with:
   committed checkpoint is what the Job should resume from;
 * otherwise torchrun's own result.
 
-Multi-node runs use torchrun's elastic agent (c10d rendezvous, `--max-restarts`): when a worker
-dies, the agents restart the whole gang, which resumes from LATEST. This wrapper then prints one
+Multi-node runs use torchrun's elastic agent (c10d rendezvous, `--max-restarts`): the agent of
+the pod with completion index 0 (names.ENV_COMPLETION_INDEX) hosts the rendezvous store, the
+others connect to it (`is_host` in `--rdzv-conf`, see `rendezvous_conf`); when a worker dies,
+the agents restart the whole gang, which resumes from LATEST. This wrapper then prints one
 `recovery.WORKER_FAILED` line (which local rank, which exit code), which `kubetune run --local`
 relays; the exit code rules above apply once the agent gives up.
 
@@ -33,7 +35,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT, EXIT_STORE_UNAVAILABLE
-from kubetune.contract.names import DISTRUN_MODULE, ENV_DIE_WITH_PARENT, ENV_POD_NAME, ENV_RETRY_FLAG
+from kubetune.contract.names import (
+    DISTRUN_MODULE, ENV_COMPLETION_INDEX, ENV_DIE_WITH_PARENT, ENV_POD_NAME, ENV_RETRY_FLAG,
+)
 from kubetune.contract.recovery import die_with_parent, worker_failed_line
 
 # torchrun's process-context logger, which reports a failed worker as
@@ -73,6 +77,26 @@ def merge_exit_codes(codes: Iterable[int]) -> int:
     return 1
 
 
+def rendezvous_conf(backend: str, conf: str, completion_index: str | None) -> str:
+    """torchrun's `--rdzv-conf` (comma-separated key=value) with `is_host` added for a c10d
+    rendezvous: true in the pod of completion index 0, whose name is the rendered endpoint,
+    false in the others. Unchanged for another backend, outside an Indexed Job (no index), or
+    when the user set `is_host` already.
+
+    Left to itself, torch guesses (torch 2.13, `c10d_rendezvous_backend._create_tcp_store`): an
+    agent hosts the store when the endpoint is a loopback literal or its host name, or resolves
+    to one of its own addresses, and falls back to a client when the port is taken. The
+    endpoint is pod 0's DNS name, not its host name, so on a cluster the guess needs that DNS
+    record to exist when pod 0's agent starts; without it no agent hosts the store and each
+    fails to reach it (read from torch, not seen on a cluster). By index, the decision needs
+    no DNS."""
+    keys = [item.split("=", 1)[0].strip() for item in conf.split(",") if item.strip()]
+    if backend != "c10d" or completion_index is None or "is_host" in keys:
+        return conf
+    is_host = f"is_host={'true' if int(completion_index) == 0 else 'false'}"
+    return f"{conf.strip()},{is_host}" if conf.strip() else is_host
+
+
 def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -83,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         die_with_parent(expected_parent=int(os.environ[ENV_DIE_WITH_PARENT]))
         os.environ[ENV_DIE_WITH_PARENT] = str(os.getpid())
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.standalone:
+        args.rdzv_conf = rendezvous_conf(args.rdzv_backend, args.rdzv_conf, os.environ.get(ENV_COMPLETION_INDEX))
     logging.getLogger(_WORKER_LOGGER).addFilter(_WorkerFailures())
     flag = Path(tempfile.mkdtemp(prefix="kubetune-distrun-")) / "retry-after-checkpoint"
     os.environ[ENV_RETRY_FLAG] = str(flag)  # inherited by the workers
