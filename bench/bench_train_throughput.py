@@ -48,6 +48,7 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int, columns
                   max_length: int) -> float:
     from kubetune.contract.spec.job import load_spec
     from kubetune.contract.names import ENV_WORKDIR
+    from kubetune.workload.entrypoints.arguments import pod_env
     from kubetune.workload.stages.training import setup
     from kubetune.workload.checkpointing.checkpointer import Checkpointer
     from kubetune.workload.trainer.build import build_trainer
@@ -56,20 +57,25 @@ def kubetune_rate(model_dir: Path, data: Path, samples: int, batch: int, columns
     root = tmp / "store"
     shutil.copytree(model_dir, root / "models" / "m")
     (root / "datasets").mkdir(parents=True)
-    shutil.copy(data, root / "datasets" / "train.tsv")
+    # The same rows the other variants train on (the file's first `samples`), and a validation
+    # file of its own: without one kubetune would carve it from a shuffled train split and then
+    # train on other rows, with other lengths, than the Trainer it is compared with.
+    lines = data.read_text().splitlines(keepends=True)
+    (root / "datasets" / "train.tsv").write_text("".join(lines[: samples + 1]))
+    (root / "datasets" / "validation.tsv").write_text("".join(lines[:1] + lines[samples + 1: samples + 9]))
     text, label = columns
     spec_file = tmp / "job.yaml"
     spec_file.write_text(yaml.safe_dump({
         "name": "bench",
         "model": {"source": "models/m"},
-        "data": {"train": "datasets/train.tsv", "columns": {"text": text, "label": label},
-                 "max_train_samples": samples, "max_eval_samples": 8},
+        "data": {"train": "datasets/train.tsv", "validation": "datasets/validation.tsv",
+                 "columns": {"text": text, "label": label}},
         "train": {"max_steps": samples // batch, "batch_size": batch, "max_seq_length": max_length,
                   "logging_steps": 1000, "checkpoint_every": 100000},
         "storage": {"root": str(root)},
     }))
     os.environ[ENV_WORKDIR] = str(tmp / "work")
-    run = setup(load_spec(spec_file))
+    run = setup(load_spec(spec_file), pod_env())
     checkpointer = Checkpointer(run)
     trainer = build_trainer(run, checkpointer).trainer
     trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
