@@ -54,7 +54,7 @@ def test_version_prints_the_installed_version():
 def test_a_bad_override_is_named_not_the_file():
     result = run_cli("validate", "jobs/quickstart.yaml", "--set", "train.epoch=1")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --set train.epoch=1: unknown field"
+    assert result.stderr.strip() == "error: --set train.epoch=1: unknown field (did you mean epochs?)"
     assert "quickstart.yaml" not in result.stderr
 
 
@@ -65,7 +65,7 @@ def test_a_file_error_still_names_the_file(tmp_path, store):
     path.write_text(yaml.safe_dump(spec))
     result = run_cli("validate", str(path), "--set", "train.epochs=2")
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {path}: train.epoch: unknown field"
+    assert result.stderr.strip() == f"error: {path}: train.epoch: unknown field (did you mean epochs?)"
 
 
 def test_run_without_local_says_how_to_run_it(tmp_path, store):

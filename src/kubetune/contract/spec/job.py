@@ -372,7 +372,7 @@ def validate_spec(data: Any, source: str = "<spec>", overrides: list[str] | tupl
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise format_errors(source, exc, overrides) from None
+        raise format_errors(source, exc, overrides, JobSpec) from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:

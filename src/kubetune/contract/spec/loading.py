@@ -7,12 +7,14 @@ owns the models and calls these (and re-exports `apply_override`). yaml and pyda
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kubetune.contract.errors import SpecError
 
@@ -156,10 +158,36 @@ _MESSAGES = {
 }
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The spec section a field's annotation holds (through Optional, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_section_model, typing.get_args(annotation)) if m is not None), None)
+
+
+def closest_field(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str | None:
+    """For an unknown field at `loc`, the valid field of its section whose name is closest to
+    it, if one is close (`train.epoch` -> `epochs`): difflib's ratio, as Python's own "did you
+    mean" does for names."""
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        field = model.model_fields.get(str(part))
+        if field is not None:  # a list index or a dict key keeps the section it is in
+            model = _section_model(field.annotation)
+    if model is None or not loc:
+        return None
+    names = [name for name, f in model.model_fields.items() if not f.exclude]
+    match = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.7)
+    return match[0] if match else None
+
+
+def _format_error(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
-    if kind in _MESSAGES:
+    if kind == "extra_forbidden" and (close := closest_field(model, tuple(err["loc"]))):
+        message = f"unknown field (did you mean {close}?)"
+    elif kind in _MESSAGES:
         message = _MESSAGES[kind](err)
     else:
         message = err["msg"].removeprefix("Value error, ")
@@ -181,17 +209,19 @@ def _override_for(loc: tuple[Any, ...], overrides: list[str] | tuple[str, ...]) 
     return None
 
 
-def format_errors(source: str, exc: ValidationError, overrides: list[str] | tuple[str, ...] = ()) -> SpecError:
+def format_errors(source: str, exc: ValidationError, overrides: list[str] | tuple[str, ...] = (),
+                  model: type[BaseModel] | None = None) -> SpecError:
     """All of a validation's errors as one SpecError line naming every field, and where each
     came from: the `--set` that wrote it (`--set train.epoch=1: unknown field`) or the file,
-    because the user must fix the command line in one case and the file in the other."""
+    because the user must fix the command line in one case and the file in the other. With the
+    validated `model`, an unknown field names the closest valid one (`closest_field`)."""
     from_file, from_flags = [], []
     for err in exc.errors():
         assignment = _override_for(err["loc"], overrides)
         if assignment is None:
-            from_file.append(_format_error(err))
+            from_file.append(_format_error(err, model))
         else:
-            message = _format_error(err).removeprefix(".".join(str(p) for p in err["loc"]) + ": ")
+            message = _format_error(err, model).removeprefix(".".join(str(p) for p in err["loc"]) + ": ")
             from_flags.append(f"--set {assignment}: {message}")
     parts = from_flags + ([f"{source}: {'; '.join(from_file)}"] if from_file else [])
     return SpecError("; ".join(parts))
