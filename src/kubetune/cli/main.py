@@ -14,6 +14,8 @@ runs start the workload entrypoints as child processes, exactly as a pod would.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from typing import Callable
 
@@ -54,12 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # here, not at exit, so that a reader gone away is caught below
+        return code
     except UserError as exc:  # a bad spec, bad arguments, an unreadable store: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return closed_pipe_exit()
+
+
+def closed_pipe_exit() -> int:
+    """`kubetune runs | head`: the reader closed the pipe, which is no error of ours. End quietly
+    with a shell's code for a process the pipe stopped (128 + SIGPIPE), as `yes | head` does;
+    what is still buffered goes to /dev/null, so the interpreter's own flush at exit does not
+    raise again (the recipe of Python's `signal` docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
