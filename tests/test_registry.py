@@ -130,9 +130,12 @@ def test_gate_promotes_only_a_strictly_better_candidate_that_passes_every_guard(
     assert decide(rule, better, cur, "v0001")["promote"] is True
     assert decide(rule, {**better, "accuracy": 0.805}, cur, "v0001")["promote"] is False  # < min_delta
     worse_class = decide(rule, {**better, "f1_class_neg": 0.4}, cur, "v0001")
-    assert worse_class["promote"] is False and "f1_class_neg min" in worse_class["reason"]
+    assert worse_class["promote"] is False  # the refusal gives both numbers (issue 28)
+    assert worse_class["reason"] == "failed guard f1_class_neg min (0.4000 < 0.5000)"
     dropped = decide(rule, {**better, "f1_macro": 0.70}, cur, "v0001")
-    assert dropped["promote"] is False and "max_drop" in dropped["reason"]
+    assert dropped["promote"] is False and dropped["reason"] == "failed guard f1_macro max_drop (dropped 0.1000 > 0.0200)"
+    floor = decide(rule, {**better, "accuracy": 0.5, "f1_class_neg": 0.4}, None)
+    assert floor["reason"] == "failed min accuracy (0.5000 < 0.6000), guard f1_class_neg min (0.4000 < 0.5000)"
     assert decide(rule, better, None)["promote"] is True  # first version: floors only
     assert decide(rule, {**better, "accuracy": 0.5}, None)["promote"] is False
     equal = PromotionSpec(metric="accuracy")

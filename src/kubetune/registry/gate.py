@@ -27,6 +27,14 @@ def _value(scores: dict[str, Any], metric: str, field: str, known: str) -> float
     return float(value)
 
 
+def _failure(check: dict[str, Any]) -> str:
+    """A failed check with its two numbers (`min accuracy 0.4750 < 0.5000`), so a refusal says
+    by how much without a look into the history."""
+    if check["check"].endswith("max_drop"):
+        return f"{check['check']} (dropped {check['value']:.4f} > {check['limit']:.4f})"
+    return f"{check['check']} ({check['value']:.4f} < {check['limit']:.4f})"
+
+
 def decide(promotion: PromotionSpec, candidate: dict[str, Any], current: dict[str, Any] | None,
            current_version: str | None = None) -> dict[str, Any]:
     """The decision as data: `promote`, `reason`, the numbers compared and each check's result.
@@ -48,7 +56,7 @@ def decide(promotion: PromotionSpec, candidate: dict[str, Any], current: dict[st
             before = _value(current, guard.metric, "promotion.guards", "current model's gate scores")
             checks.append({"check": f"guard {guard.metric} max_drop", "value": before - value,
                            "limit": guard.max_drop, "ok": before - value <= guard.max_drop})
-    failed = [c["check"] for c in checks if not c["ok"]]
+    failed = [_failure(c) for c in checks if not c["ok"]]
     delta = None if cur is None else cand - cur
     if failed:
         promote, reason = False, f"failed {', '.join(failed)}"
