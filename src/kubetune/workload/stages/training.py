@@ -50,10 +50,29 @@ def check_same_run(store: Store, layout: RunLayout, spec: JobSpec) -> None:
     current = run_defining(spec.model_dump(mode="json"))
     changed = [k for k in RUN_DEFINING if stored[k] != current[k]]
     if changed:
+        fields = "; ".join(differences(stored, current))
         raise SpecError(
-            f"{store.url(layout.spec)}: run {spec.name!r} already exists with a different {', '.join(changed)}; "
-            "choose a new name (--set name=...) or remove the old run"
+            f"{store.url(layout.spec)}: run {spec.name!r} already exists with a different {', '.join(changed)} "
+            f"({fields}); choose a new name (--set name=...) or remove the old run"
         )
+
+
+def differences(before: Any, now: Any, path: str = "", limit: int = 4) -> list[str]:
+    """The first `limit` fields where two run definitions differ, each with both values
+    (`train.learning_rate: 0.0001 in the run, 0.001 now`), so the refusal says what to undo."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        found: list[str] = []
+        for key in sorted(set(before) | set(now), key=str):
+            found += differences(before.get(key), now.get(key), f"{path}.{key}" if path else str(key), limit)
+        return found[:limit]
+    if before == now:
+        return []
+
+    def shown(value: Any) -> str:
+        text = "unset" if value is None else str(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return [f"{path}: {shown(before)} in the run, {shown(now)} now"]
 
 
 def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> Run | None:
