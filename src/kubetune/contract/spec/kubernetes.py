@@ -46,6 +46,12 @@ class ResourcesSpec(Strict):
     gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod (nvidia.com/gpu); 0: CPU only")
     cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
     memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
+    threads_per_process: int | None = Field(
+        default=None, gt=0,
+        description="CPU threads of each process (OMP_NUM_THREADS, MKL_NUM_THREADS, the tokenizers' pool); "
+        "unset: the pod's CPU limit divided by its processes (torchrun's workers), at least 1; "
+        "`run --local`: the cores this machine lets it use divided by the local processes",
+    )
 
     @model_validator(mode="before")
     @classmethod

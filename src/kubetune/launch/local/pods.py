@@ -23,6 +23,11 @@ How a pod becomes a process:
   rendezvous port becomes a free local port (in `--rdzv-endpoint`, and `--master-addr/-port`).
 * GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
   between the pods; with none, each pod runs one CPU process (torch.distributed uses gloo).
+* Threads: each process gets its share of the cores this machine lets the run use
+  (`os.sched_getaffinity`) divided by the stage's local processes (pods times torchrun's
+  workers), at least 1, in the thread variables (names.THREAD_ENV) as a pod gets its share of
+  its CPU limit. `resources.threads_per_process` and the spec's `kubernetes.env` keep the
+  rendered values; your own environment's variables win over everything.
 * The working directory is yours, so a relative `storage.root` means the same as for
   `kubetune validate`.
 * Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
@@ -47,7 +52,9 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
+from kubetune.contract.profiles import threads_per_process
 from kubetune.launch.local.gang import LocalProcess, run_processes
+from kubetune.launch.render.pod import thread_env
 
 __all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]
 
@@ -149,9 +156,6 @@ def plan_stage(
         paths = _mount_paths(container, pod_spec.get("volumes", []), configmaps, root, cache)
         container_env = _container_env(container, field_values, configmaps, paths, injected)
         env = {**environ, **container_env}
-        if completions > 1 and "OMP_NUM_THREADS" not in environ:
-            # The gang shares this machine's cores; without this each process takes them all.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // completions))
         visible = gpu_sets[index]
         limits = container.get("resources", {}).get("limits", {})
         if int(limits.get("nvidia.com/gpu", 0) or 0) == 0 or visible is None:
@@ -163,7 +167,47 @@ def plan_stage(
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
+    _share_cores(procs, _resolved_spec(configmaps), environ)
     return procs
+
+
+def _resolved_spec(configmaps: dict[str, Any]) -> dict[str, Any]:
+    """The resolved spec the pods mount (the ConfigMap's names.SPEC_KEY), as plain data."""
+    import yaml
+
+    for configmap in configmaps.values():
+        text = configmap.get("data", {}).get(kn.SPEC_KEY)
+        if text:
+            return yaml.safe_load(text) or {}
+    return {}
+
+
+def local_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _share_cores(procs: list[LocalProcess], spec: dict[str, Any], environ: dict[str, str]) -> None:
+    """The thread variables of a stage's local processes (names.THREAD_ENV): this machine's
+    cores (`local_cores`) divided by every process the stage starts (each pod's torchrun
+    workers counted), at least 1, instead of the pod's share of its CPU limit. Left as rendered
+    with `resources.threads_per_process`, and for a variable the spec's `kubernetes.env` sets;
+    a variable of your own environment wins over all of these."""
+    own = set((spec.get("kubernetes") or {}).get("env") or {})
+    if not (spec.get("resources") or {}).get("threads_per_process"):
+        workers = sum(int(_flag(p.argv, "--nproc-per-node") or 1) for p in procs)
+        threads = thread_env(threads_per_process(local_cores(), workers), {name: "" for name in own})
+        for proc in procs:
+            for name in set(kn.THREAD_ENV) - own:
+                proc.env.pop(name, None)
+            proc.env.update({item["name"]: item["value"] for item in threads})
+    for proc in procs:
+        proc.env.update({name: environ[name] for name in kn.THREAD_ENV if name in environ})
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of `name=VALUE` in a command line, if there."""
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")), None)
 
 
 def local_cache_dir(environ: dict[str, str]) -> str:
