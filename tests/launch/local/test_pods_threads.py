@@ -1,5 +1,6 @@
-"""A local run sizes each process's threads to the cores it may use (its CPU affinity) divided
-by the stage's local processes, as a pod does with its CPU limit (issue 28, point 1)."""
+"""A local run sizes each process's threads to the cores it may use (its CPU affinity, less what
+other work keeps busy: tests/launch/local/test_cores.py) divided by the stage's local
+processes, as a pod does with its CPU limit (issue 28, point 1)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kubetune.contract import names as kn
 from kubetune.contract.spec.job import validate_spec
-from kubetune.launch.local.pods import local_cores, plan_stage
+from kubetune.launch.local.pods import plan_stage
 from kubetune.launch.render import render_objects
 
 REPO = Path(__file__).resolve().parents[3]
@@ -29,26 +32,31 @@ def make_spec(resources=None, **kubernetes):
     })
 
 
-def plan(spec, tmp_path: Path, stage: str = "train", environ=None):
+def plan(spec, tmp_path: Path, stage: str = "train", environ=None, cores=6):
     return plan_stage(render_objects(spec, stage=stage), stage, tmp_path / stage,
-                      environ=NO_THREAD_ENV if environ is None else environ, gpus=0)
+                      environ=NO_THREAD_ENV if environ is None else environ, gpus=0, cores=cores)
 
 
 def test_one_process_gets_every_core_it_may_use_not_the_pods_limit(tmp_path):
-    cores = len(os.sched_getaffinity(0))
-    assert local_cores() == cores
-    for resources in ({}, {"cpu": "500m"}, {"cpu": "64"}):  # the pod's limit does not apply here
-        for stage in ("train", "evaluate"):
-            (proc,) = plan(make_spec(resources), tmp_path / str(len(resources)), stage)
-            assert proc.env[kn.ENV_OMP_THREADS] == proc.env[kn.ENV_MKL_THREADS] == str(cores)
-            assert proc.env.get(kn.ENV_TOKENIZERS_PARALLELISM) == ("false" if cores == 1 else None)
+    for cores in (1, 6):
+        for resources in ({}, {"cpu": "500m"}, {"cpu": "64"}):  # the pod's limit does not apply here
+            for stage in ("train", "evaluate"):
+                (proc,) = plan(make_spec(resources), tmp_path / f"{cores}-{len(resources)}", stage, cores=cores)
+                assert proc.env[kn.ENV_OMP_THREADS] == proc.env[kn.ENV_MKL_THREADS] == str(cores)
+                assert proc.env.get(kn.ENV_TOKENIZERS_PARALLELISM) == ("false" if cores == 1 else None)
 
 
-def test_a_gang_shares_the_cores_between_its_processes(tmp_path):
-    procs = plan(make_spec({"nodes": 4, "cpu": "16"}), tmp_path)
-    expected = str(max(1, len(os.sched_getaffinity(0)) // 4))
-    assert len(procs) == 4
-    assert {p.env[kn.ENV_OMP_THREADS] for p in procs} == {p.env[kn.ENV_RAYON_THREADS] for p in procs} == {expected}
+@pytest.mark.parametrize(("nodes", "cores", "threads"), [(2, 6, "3"), (4, 6, "1"), (8, 6, "1"), (2, 1, "1")])
+def test_a_gang_shares_the_cores_between_its_processes(tmp_path, nodes, cores, threads):
+    procs = plan(make_spec({"nodes": nodes, "cpu": "16"}), tmp_path, cores=cores)
+    assert len(procs) == nodes
+    assert {p.env[kn.ENV_OMP_THREADS] for p in procs} == {p.env[kn.ENV_RAYON_THREADS] for p in procs} == {threads}
+
+
+def test_torchruns_workers_count_as_processes(tmp_path):
+    objs = render_objects(make_spec({"profile": "gpu-8", "nodes": 2}), stage="train")
+    procs = plan_stage(objs, "train", tmp_path, environ=NO_THREAD_ENV, gpus=4, cores=16)
+    assert [p.env[kn.ENV_OMP_THREADS] for p in procs] == ["4", "4"]  # 2 pods x 2 workers on 16 cores
 
 
 def test_threads_per_process_kubernetes_env_and_your_environment_win(tmp_path):
@@ -56,10 +64,13 @@ def test_threads_per_process_kubernetes_env_and_your_environment_win(tmp_path):
     assert proc.env[kn.ENV_OMP_THREADS] == proc.env[kn.ENV_MKL_THREADS] == "3"
     (proc,) = plan(make_spec(env={"MKL_NUM_THREADS": "5"}), tmp_path / "kubernetes-env")
     assert proc.env[kn.ENV_MKL_THREADS] == "5"
-    assert proc.env[kn.ENV_OMP_THREADS] == str(len(os.sched_getaffinity(0)))
+    assert proc.env[kn.ENV_OMP_THREADS] == "6"
     mine = {**NO_THREAD_ENV, "OMP_NUM_THREADS": "7"}
     (proc,) = plan(make_spec({"threads_per_process": 3}, env={"OMP_NUM_THREADS": "5"}), tmp_path / "mine", environ=mine)
     assert proc.env[kn.ENV_OMP_THREADS] == "7"
+    (proc,) = plan(make_spec(), tmp_path / "only-omp", environ={**NO_THREAD_ENV, "OMP_NUM_THREADS": "1"})
+    assert proc.env[kn.ENV_MKL_THREADS] == proc.env[kn.ENV_RAYON_THREADS] == "1"  # yours sizes the rest
+    assert proc.env[kn.ENV_TOKENIZERS_PARALLELISM] == "false"
 
 
 def test_the_affinity_a_run_is_started_with_sizes_torch_in_the_process(tmp_path):

@@ -23,8 +23,8 @@ How a pod becomes a process:
   rendezvous port becomes a free local port (in `--rdzv-endpoint`, and `--master-addr/-port`).
 * GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
   between the pods; with none, each pod runs one CPU process (torch.distributed uses gloo).
-* Threads: each process gets its share of the cores this machine lets the run use
-  (`os.sched_getaffinity`) divided by the stage's local processes (pods times torchrun's
+* Threads: each process gets its share of the cores the run may use (its CPU affinity, less
+  what other work keeps busy: `kubetune.launch.local.cores`) divided by the stage's local processes (pods times torchrun's
   workers), at least 1, in the thread variables (names.THREAD_ENV) as a pod gets its share of
   its CPU limit. `resources.threads_per_process` and the spec's `kubernetes.env` keep the
   rendered values; your own environment's variables win over everything.
@@ -53,6 +53,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
 from kubetune.contract.profiles import threads_per_process
+from kubetune.launch.local.cores import usable_cores
 from kubetune.launch.local.gang import LocalProcess, run_processes
 from kubetune.launch.render.pod import thread_env
 
@@ -125,8 +126,10 @@ def plan_stage(
     tmp: Path,
     environ: dict[str, str] | None = None,
     gpus: int | None = None,
+    cores: int | None = None,
 ) -> list[LocalProcess]:
-    """The processes of the stage's Job: one per completion index."""
+    """The processes of the stage's Job: one per completion index. `gpus` and `cores` (the
+    cores the run may use) are this machine's unless given."""
     environ = dict(os.environ if environ is None else environ)
     gpus = local_gpu_count() if gpus is None else gpus
     jobs = [o for o in objs if o["kind"] == "Job" and o["metadata"]["labels"].get(kn.STAGE_LABEL) == stage]
@@ -167,7 +170,7 @@ def plan_stage(
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
-    _share_cores(procs, _resolved_spec(configmaps), environ)
+    _share_cores(procs, _resolved_spec(configmaps), environ, cores)
     return procs
 
 
@@ -182,21 +185,21 @@ def _resolved_spec(configmaps: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def local_cores() -> int:
-    """The cores this process may run on (its CPU affinity: taskset, a container's cpuset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _share_cores(procs: list[LocalProcess], spec: dict[str, Any], environ: dict[str, str]) -> None:
-    """The thread variables of a stage's local processes (names.THREAD_ENV): this machine's
-    cores (`local_cores`) divided by every process the stage starts (each pod's torchrun
-    workers counted), at least 1, instead of the pod's share of its CPU limit. Left as rendered
-    with `resources.threads_per_process`, and for a variable the spec's `kubernetes.env` sets;
-    a variable of your own environment wins over all of these."""
+def _share_cores(procs: list[LocalProcess], spec: dict[str, Any], environ: dict[str, str], cores: int | None) -> None:
+    """The thread variables of a stage's local processes (names.THREAD_ENV): the cores the run
+    may use (`cores.usable_cores`: its affinity, less what other work keeps busy) divided by
+    every process the stage starts (each pod's torchrun workers counted), at least 1, instead of
+    the pod's share of its CPU limit; your own OMP_NUM_THREADS instead, when you set it. Left
+    as rendered with `resources.threads_per_process`, and for a variable the spec's
+    `kubernetes.env` sets; a variable of your own environment wins over all of these."""
     own = set((spec.get("kubernetes") or {}).get("env") or {})
     if not (spec.get("resources") or {}).get("threads_per_process"):
-        workers = sum(int(_flag(p.argv, "--nproc-per-node") or 1) for p in procs)
-        threads = thread_env(threads_per_process(local_cores(), workers), {name: "" for name in own})
+        mine = environ.get(kn.ENV_OMP_THREADS, "")
+        if mine.isdigit() and int(mine) > 0:
+            count = int(mine)
+        else:
+            count = threads_per_process(cores or usable_cores(), sum(int(_flag(p.argv, "--nproc-per-node") or 1) for p in procs))
+        threads = thread_env(count, {name: "" for name in own})
         for proc in procs:
             for name in set(kn.THREAD_ENV) - own:
                 proc.env.pop(name, None)
