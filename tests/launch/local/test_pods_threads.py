@@ -65,9 +65,9 @@ def test_threads_per_process_kubernetes_env_and_your_environment_win(tmp_path):
     (proc,) = plan(make_spec(env={"MKL_NUM_THREADS": "5"}), tmp_path / "kubernetes-env")
     assert proc.env[kn.ENV_MKL_THREADS] == "5"
     assert proc.env[kn.ENV_OMP_THREADS] == "6"
-    mine = {**NO_THREAD_ENV, "OMP_NUM_THREADS": "7"}
+    mine = {**NO_THREAD_ENV, "OMP_NUM_THREADS": "7"}  # yours wins, and sizes the others
     (proc,) = plan(make_spec({"threads_per_process": 3}, env={"OMP_NUM_THREADS": "5"}), tmp_path / "mine", environ=mine)
-    assert proc.env[kn.ENV_OMP_THREADS] == "7"
+    assert proc.env[kn.ENV_OMP_THREADS] == proc.env[kn.ENV_MKL_THREADS] == "7"
     (proc,) = plan(make_spec(), tmp_path / "only-omp", environ={**NO_THREAD_ENV, "OMP_NUM_THREADS": "1"})
     assert proc.env[kn.ENV_MKL_THREADS] == proc.env[kn.ENV_RAYON_THREADS] == "1"  # yours sizes the rest
     assert proc.env[kn.ENV_TOKENIZERS_PARALLELISM] == "false"

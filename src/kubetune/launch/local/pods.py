@@ -24,10 +24,11 @@ How a pod becomes a process:
 * GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
   between the pods; with none, each pod runs one CPU process (torch.distributed uses gloo).
 * Threads: each process gets its share of the cores the run may use (its CPU affinity, less
-  what other work keeps busy: `kubetune.launch.local.cores`) divided by the stage's local processes (pods times torchrun's
-  workers), at least 1, in the thread variables (names.THREAD_ENV) as a pod gets its share of
-  its CPU limit. `resources.threads_per_process` and the spec's `kubernetes.env` keep the
-  rendered values; your own environment's variables win over everything.
+  what other work keeps busy: `kubetune.launch.local.cores`) divided by the stage's local
+  processes (pods times torchrun's workers), at least 1, in the thread variables
+  (names.THREAD_ENV), as a pod gets its share of its CPU limit. `resources.threads_per_process`
+  and the spec's `kubernetes.env` keep the rendered values; your own environment's variables
+  win over everything, and your OMP_NUM_THREADS sizes the others too (`share_cores`).
 * The working directory is yours, so a relative `storage.root` means the same as for
   `kubetune validate`.
 * Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
@@ -38,6 +39,7 @@ How a pod becomes a process:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -57,7 +59,7 @@ from kubetune.launch.local.cores import usable_cores
 from kubetune.launch.local.gang import LocalProcess, run_processes
 from kubetune.launch.render.pod import thread_env
 
-__all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]
+__all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes", "share_cores"]
 
 # Objects of one stage, the stage, a temporary folder -> the processes that run its pods.
 Planner = Callable[[list[dict[str, Any]], str, Path], list[LocalProcess]]
@@ -117,7 +119,8 @@ def local_predict_args(predict: dict[str, str] | None) -> dict[str, str] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Planning: objects -> processes (pure apart from creating files under `tmp`)
+# Planning: objects -> processes (pure apart from creating files under `tmp` and reading how
+# busy the cores are, `cores.usable_cores`)
 
 
 def plan_stage(
@@ -170,11 +173,11 @@ def plan_stage(
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
-    _share_cores(procs, _resolved_spec(configmaps), environ, cores)
+    _share_cores(procs, resolved_spec(configmaps), environ, cores)
     return procs
 
 
-def _resolved_spec(configmaps: dict[str, Any]) -> dict[str, Any]:
+def resolved_spec(configmaps: dict[str, Any]) -> dict[str, Any]:
     """The resolved spec the pods mount (the ConfigMap's names.SPEC_KEY), as plain data."""
     import yaml
 
@@ -189,23 +192,34 @@ def _share_cores(procs: list[LocalProcess], spec: dict[str, Any], environ: dict[
     """The thread variables of a stage's local processes (names.THREAD_ENV): the cores the run
     may use (`cores.usable_cores`: its affinity, less what other work keeps busy) divided by
     every process the stage starts (each pod's torchrun workers counted), at least 1, instead of
-    the pod's share of its CPU limit; your own OMP_NUM_THREADS instead, when you set it. Left
-    as rendered with `resources.threads_per_process`, and for a variable the spec's
-    `kubernetes.env` sets; a variable of your own environment wins over all of these."""
-    own = set((spec.get("kubernetes") or {}).get("env") or {})
-    if not (spec.get("resources") or {}).get("threads_per_process"):
-        mine = environ.get(kn.ENV_OMP_THREADS, "")
-        if mine.isdigit() and int(mine) > 0:
-            count = int(mine)
-        else:
-            count = threads_per_process(cores or usable_cores(), sum(int(_flag(p.argv, "--nproc-per-node") or 1) for p in procs))
-        threads = thread_env(count, {name: "" for name in own})
-        for proc in procs:
-            for name in set(kn.THREAD_ENV) - own:
-                proc.env.pop(name, None)
-            proc.env.update({item["name"]: item["value"] for item in threads})
+    the pod's share of its CPU limit (`share_cores`, which also says what wins over it)."""
+    workers = sum(int(_flag(p.argv, "--nproc-per-node") or 1) for p in procs)
+    counted = functools.cache(lambda: cores or usable_cores())  # sampled once, for the whole gang
     for proc in procs:
-        proc.env.update({name: environ[name] for name in kn.THREAD_ENV if name in environ})
+        proc.env = share_cores(proc.env, spec, environ, counted, workers)
+
+
+def share_cores(env: dict[str, str], spec: dict[str, Any], environ: dict[str, str], cores: Callable[[], int],
+                processes: int) -> dict[str, str]:
+    """`env` with its thread variables sized for this machine, highest first: a variable of
+    your own environment (`environ`); one the spec's `kubernetes.env` sets; your own
+    OMP_NUM_THREADS for the others; `resources.threads_per_process` (`spec`: the resolved spec
+    as data), as rendered; else `cores()` // `processes`, at least 1."""
+    env = dict(env)
+    own = set((spec.get("kubernetes") or {}).get("env") or {})
+    mine = environ.get(kn.ENV_OMP_THREADS, "")
+    if mine.isdigit() and int(mine) > 0:
+        count: int | None = int(mine)
+    elif (spec.get("resources") or {}).get("threads_per_process"):
+        count = None  # the rendered values stand
+    else:
+        count = threads_per_process(cores(), processes)
+    if count is not None:
+        for name in set(kn.THREAD_ENV) - own:
+            env.pop(name, None)
+        env.update({item["name"]: item["value"] for item in thread_env(count, {name: "" for name in own})})
+    env.update({name: environ[name] for name in kn.THREAD_ENV if name in environ})
+    return env
 
 
 def _flag(argv: list[str], name: str) -> str | None:
