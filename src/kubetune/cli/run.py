@@ -133,8 +133,9 @@ def print_summary(spec: JobSpec, wall_seconds: float | None = None, model: str |
               f"(validation: {_picked_by(spec, store)})")
     if wall_seconds is not None:
         print(f"wall:    {wall_seconds:.1f} s")
-    metrics_path = layout.eval_metrics if model else layout.eval_files(spec.data.test, trained_test(store, layout,
-                                                                                                   spec.data.test))[0]
+    # `--model REF` scores land in eval/ (they say whose model); other test data in eval/<name>/.
+    trained = trained_test(store, layout, spec.data.test)
+    metrics_path = layout.eval_metrics if model else layout.eval_files(spec.data.test, trained)[0]
     if store.exists(metrics_path):
         metrics = store.read_json(metrics_path)
         print(f"test:    {_test_numbers(metrics)}")
