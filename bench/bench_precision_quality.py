@@ -2,7 +2,7 @@
 automatic precision (bf16 autocast on a CPU with bf16 units), one after the other, with the same
 seed, data and budget; prints each run's metric, wall time and the difference in points.
 
-  sst2   jobs/sst2-minilm.yaml: SST-2 train (6,920 sentences), 1 epoch, global batch 32, scored on
+  sst2   jobs/sst2-minilm.yaml: SST-2 train (6,920 sentences, 10% held out to pick the best model), 1 epoch, global batch 32, scored on
          the 872 dev sentences (tests/e2e/test_end_to_end.py's budget, in one process)
   conll  jobs/conll2003-ner.yaml: the first 4,000 CoNLL-2003 sentences, 2 epochs, scored on the
          3,453-sentence test split (tests/workload/tasks/test_token_classification.py's budget)

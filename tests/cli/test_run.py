@@ -55,3 +55,59 @@ def test_without_a_headline_metric_the_summary_shows_every_number(tmp_path, caps
     store.write_json(RunLayout("summed").eval_metrics, {"test_runtime": 1.5, "split": "test"})
     print_summary(spec)
     assert _test_line(capsys.readouterr().out) == 'test:    {"test_runtime": 1.5}'
+
+
+def _trained(tmp_path, data: dict, test_override: str | None = "same"):
+    """A run trained with `data` (its stored spec), its own scores (872 rows) in eval/, and the
+    spec the summary is printed for: the same, or with another data.test."""
+    root = tmp_path / "store"
+    raw = {"name": "summed", "model": {"source": "models/m"}, "data": data, "storage": {"root": str(root)}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    store = Store(str(root))
+    store.write_text(RunLayout("summed").spec, load_spec(path).to_yaml())
+    store.write_json(RunLayout("summed").eval_metrics, {"accuracy": 0.7557, "num_samples": 872,
+                                                        "split": "data.test", "data": store.resolve(data.get("test") or data["validation"])})
+    if test_override != "same":
+        raw["data"] = {**data, "test": test_override}
+        path.write_text(yaml.safe_dump(raw))
+    return load_spec(path), store
+
+
+def test_after_evaluating_other_test_data_the_summary_shows_its_scores_and_its_path(tmp_path, capsys):
+    """Issue 28, point 3: `run --stage evaluate --set data.test=other` wrote eval/<name>/; the
+    summary reads that file, not the run's own eval/metrics.json."""
+    spec, store = _trained(tmp_path, {"train": "d/train.tsv", "test": "d/test.tsv"}, test_override="new/dev-other.tsv")
+    other = RunLayout("summed").eval_files("new/dev-other.tsv", "d/test.tsv")[0]
+    assert other == "runs/summed/eval/dev-other/metrics.json"
+    store.write_json(other, {"accuracy": 0.83, "num_samples": 200, "split": "data.test",
+                             "data": store.resolve("new/dev-other.tsv")})
+    print_summary(spec)
+    out = capsys.readouterr().out
+    assert _test_line(out) == "test:    accuracy 0.8300, num_samples 200"
+    assert f"data:    {store.resolve('new/dev-other.tsv')} (data.test)" in out
+    assert f"metrics: {store.url(other)}" in out
+    assert "0.7557" not in out and "872" not in out
+
+
+def test_the_summary_says_which_data_picked_the_best_checkpoint(tmp_path, capsys):
+    spec, store = _trained(tmp_path, {"train": "d/train.tsv", "test": "d/test.tsv", "validation_split": 0.2,
+                                      "split_seed": 7})
+    store.write_text(RunLayout("summed").train_metrics, '{"step": 5, "eval_accuracy": 0.9}\n')
+    print_summary(spec)
+    out = capsys.readouterr().out
+    assert "best:    accuracy 0.9000 at step 5 (validation: 20% of data.train held out, seed 7)" in out
+    assert f"data:    {store.resolve('d/test.tsv')} (data.test)\n" in out
+
+
+def test_a_score_on_the_data_that_picked_the_model_is_called_not_held_out(tmp_path, capsys):
+    """data.validation doubling as the test split (no data.test): the test line is no held-out
+    score, and the summary says so."""
+    spec, store = _trained(tmp_path, {"train": "d/train.tsv", "validation": "d/dev.tsv"})
+    store.write_json(RunLayout("summed").eval_metrics, {"accuracy": 0.9, "num_samples": 872, "split": "data.validation",
+                                                        "data": store.resolve("d/dev.tsv")})
+    store.write_text(RunLayout("summed").train_metrics, '{"step": 5, "eval_accuracy": 0.9}\n')
+    print_summary(spec)
+    out = capsys.readouterr().out
+    assert f"(validation: data.validation, {store.resolve('d/dev.tsv')})" in out
+    assert "(data.validation: it also picked the best checkpoint, so this is not a held-out score)" in out

@@ -177,9 +177,32 @@ def test_status_of_a_job_spec_reads_its_storage_root(kind, request, tmp_path, ca
         code = main(["status", str(job), "--kubeconfig", str(kubeconfig)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert f"job {RUN} in namespace team-a" in out and f"{RUN}-train" in out
+    if kind == "s3":
+        assert f"job {RUN} in namespace team-a" in out and f"{RUN}-train" in out
+    else:  # a local folder is no pod's store: a local run, read from the store alone (issue 28)
+        assert f"run {RUN} in {s.url('runs', RUN)} (local: read from the store; no cluster asked)" in out
+        assert "state:    running, step 16/32" in out
+        assert not api.requests
     (line,) = [x for x in out.splitlines() if x.startswith("progress: ")]
     assert "step 16/32 (50%)" in line and "epoch 0.80" in line and "loss 0.0625" in line
+
+
+def test_status_local_reads_the_store_without_any_cluster_configuration(tmp_path, capsys, monkeypatch):
+    """`kubetune status NAME --local` (and a JOB.yaml with a local storage.root) on a machine
+    with no Kubernetes configuration at all: the run's state and progress, as `runs` shows them."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = Store(str(tmp_path / "store"))
+    _log_steps(s, tmp_path, [4, 8], max_steps=32)
+    capsys.readouterr()
+    assert main(["status", RUN, "--local", "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "state:    running, step 8/32" in out and "progress: step 8/32 (25%)" in out
+    monkeypatch.chdir(tmp_path)  # the default store, ./.kubetune, as for `kubetune runs`
+    assert main(["status", RUN, "--local"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: run {RUN!r}: no ") and "(runs in this store: none)" in err and err.count("\n") == 1
 
 
 def test_status_of_a_missing_job_spec_is_one_line(tmp_path, capsys):

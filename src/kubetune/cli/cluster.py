@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Callable, Generator, Iterator
 
-from kubetune.cli.arguments import STAGE_HELP, add_model_arg, add_spec_args
+from kubetune.cli.arguments import DEFAULT_STORE, STAGE_HELP, add_model_arg, add_spec_args
 from kubetune.cli.formatting import elapsed, number, table
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
@@ -105,6 +105,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.state import job_status
 
     name, store, namespace = status_target(args.name, args.store, args.endpoint_url)  # NAME or JOB.yaml
+    if args.local or (store is not None and store.protocol == "file"):
+        print("\n".join(local_status_lines(name, store if store is not None else _default_store(args))))
+        return 0
     print(format_status(job_status(_connect(args, namespace), name)))
     for line in progress_lines(name, store):  # from metrics/train.jsonl
         print(line)
@@ -202,6 +205,32 @@ def status_target(name: str, store_uri: str | None, endpoint_url: str | None) ->
     return spec.name, store, spec.kubernetes.namespace
 
 
+def _default_store(args: argparse.Namespace) -> Any:
+    from kubetune.storage import Store
+
+    return Store(DEFAULT_STORE, args.endpoint_url)
+
+
+def local_status_lines(name: str, store: Any) -> list[str]:
+    """`kubetune status` of a local run (`run --local`), read from the store as `kubetune runs`
+    reads it, with no cluster asked: for a JOB.yaml whose storage.root is a local folder (a pod's
+    folder vanishes with the pod, so a run there ran on this machine), or with --local."""
+    from kubetune.launch.runs import describe_run
+
+    base = f"runs/{name}"
+    if not store.exists(base):
+        known = ", ".join(store.list_dirs("runs")) or "none"
+        raise UserError(f"run {name!r}: no {store.url(base)} (runs in this store: {known})")
+    run = describe_run(store, name)
+    lines = [f"run {name} in {store.url(base)} (local: read from the store; no cluster asked)",
+             f"state:    {run['state']}, step {number(run['step'])}/{number(run['max_steps'])}"]
+    if run["best"]:
+        lines.append(f"best:     {run['best']['metric']} {number(run['best']['value'])} at step {run['best']['step']} (validation)")
+    if run["test"]:
+        lines.append(f"test:     {run['test']['metric']} {number(run['test']['value'])}")
+    return lines + progress_lines(name, store)
+
+
 def progress_lines(name: str, store: Any) -> list[str]:
     """`kubetune status`'s progress line, read from the run's metrics/train.jsonl, or why none."""
     from kubetune.launch.runs import progress
@@ -238,6 +267,9 @@ def register(subparsers: Any) -> None:
                    help="show training progress read from the run's metrics/train.jsonl in this store "
                    "(default with a JOB.yaml: its storage.root)")
     p.add_argument("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for --store")
+    p.add_argument("--local", action="store_true",
+                   help="a run of `kubetune run --local`: read the store only (--store, the spec's, or "
+                   "./.kubetune), no cluster; implied by a JOB.yaml whose storage.root is a local folder")
     add_cluster_args(p)
     p.set_defaults(func=cmd_status)
 

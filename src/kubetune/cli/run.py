@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mark_output(spec, predict["output"])
         print(f"predictions: {Store.from_spec(spec.storage).resolve(predict['output'])}")
     else:
-        print_summary(spec, time.monotonic() - started)
+        print_summary(spec, time.monotonic() - started, evaluate_model(args))
     return 0
 
 
@@ -126,11 +126,14 @@ def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
     )
 
 
-def print_summary(spec: JobSpec, wall_seconds: float | None = None) -> None:
-    """Where a local run put its run folder and model, its best validation metric and step,
-    its headline test metrics and the wall time of this command."""
+def print_summary(spec: JobSpec, wall_seconds: float | None = None, model: str | None = None) -> None:
+    """Where a local run put its run folder and model, its best validation metric and step (and
+    which data picked it), the headline metrics of the test data this spec evaluates (the file
+    its evaluation wrote: `eval/` for the run's own test data, `eval/<name>/` for other data,
+    `RunLayout.eval_files`) with that data's path, and the wall time of this command. A score
+    on the data that also picked the best checkpoint says so: it is not a held-out score."""
     from kubetune.contract.layout import RunLayout
-    from kubetune.launch.runs import describe_run, headline_metrics
+    from kubetune.launch.runs import describe_run, trained_test
     from kubetune.storage import Store
 
     store = Store.from_spec(spec.storage)
@@ -140,18 +143,50 @@ def print_summary(spec: JobSpec, wall_seconds: float | None = None) -> None:
     print(f"model:   {store.url(layout.model)}")
     if row["best"]:
         best = row["best"]
-        print(f"best:    {best['metric']} {best['value']:.4f} at step {best['step']} (validation)")
+        print(f"best:    {best['metric']} {best['value']:.4f} at step {best['step']} "
+              f"(validation: {_picked_by(spec, store)})")
     if wall_seconds is not None:
         print(f"wall:    {wall_seconds:.1f} s")
-    if store.exists(layout.eval_metrics):
-        metrics = store.read_json(layout.eval_metrics)
-        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        shown = headline_metrics(numbers)
-        if SAMPLES_METRIC in numbers:
-            shown[SAMPLES_METRIC] = numbers[SAMPLES_METRIC]
-        parts = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()]
-        print(f"test:    {', '.join(parts) if parts else json.dumps(numbers)}")
-        print(f"metrics: {store.url(layout.eval_metrics)}")
+    # `--model REF` scores land in eval/ (they say whose model); other test data in eval/<name>/.
+    trained = trained_test(store, layout, spec.data.test)
+    metrics_path = layout.eval_metrics if model else layout.eval_files(spec.data.test, trained)[0]
+    if store.exists(metrics_path):
+        metrics = store.read_json(metrics_path)
+        print(f"test:    {_test_numbers(metrics)}")
+        if metrics.get("data"):
+            print(f"data:    {metrics['data']} ({_scored_split(spec, metrics)})")
+        print(f"metrics: {store.url(metrics_path)}")
+
+
+def _test_numbers(metrics: dict[str, Any]) -> str:
+    """The headline metrics, then how many samples they were scored on (every number when
+    none is a headline metric)."""
+    from kubetune.launch.runs import headline_metrics
+
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    shown = headline_metrics(numbers)
+    if SAMPLES_METRIC in numbers:
+        shown[SAMPLES_METRIC] = numbers[SAMPLES_METRIC]
+    parts = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()]
+    return ", ".join(parts) if parts else json.dumps(numbers)
+
+
+def _picked_by(spec: JobSpec, store: Any) -> str:
+    """Which data picked the best checkpoint: data.validation, or the share of train held out."""
+    d = spec.data
+    if d.validation:
+        return f"data.validation, {store.resolve(d.validation)}"
+    return f"{d.validation_split:.0%} of data.train held out, seed {d.split_seed}"
+
+
+def _scored_split(spec: JobSpec, metrics: dict[str, Any]) -> str:
+    """The spec field of the scored data, and a warning when that data also picked the best
+    checkpoint (data.test unset or equal to data.validation)."""
+    split = str(metrics.get("split") or "data.test")
+    d = spec.data
+    if d.validation and (split == "data.validation" or d.test == d.validation):
+        return f"{split}: it also picked the best checkpoint, so this is not a held-out score"
+    return split
 
 
 def evaluate_model(args: argparse.Namespace) -> str | None:

@@ -7,6 +7,7 @@ so the two can never disagree on a path.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -82,6 +83,17 @@ class RunLayout:
     def eval_report(self) -> str:
         return self._p("eval", "report.txt")
 
+    def eval_files(self, test: str | None, trained_test: str | None) -> tuple[str, str]:
+        """The metrics and report of an evaluation on `test` (a spec's data.test) of the run
+        trained with `trained_test`: `eval/metrics.json` for the run's own test data,
+        `eval/<name>/metrics.json` for other test data (<name> from its file name), so scoring
+        other data never overwrites the run's own scores. Shared so that the workload writes,
+        and `kubetune run`'s summary reads, the same file."""
+        if test == trained_test:
+            return self.eval_metrics, self.eval_report
+        folder = self._p("eval", eval_name(test))
+        return posixpath.join(folder, "metrics.json"), posixpath.join(folder, "report.txt")
+
     @property
     def lineage(self) -> str:
         return self._p("lineage.json")
@@ -136,6 +148,13 @@ def version_number(name: str) -> int | None:
     return None
 
 
+
+
+def eval_name(test: str | None) -> str:
+    """The folder name under `eval/` of scores on other test data: its file name without the
+    extension, safe as one path part (`datasets/new/dev-other.tsv` -> `dev-other`)."""
+    stem = posixpath.basename(str(test or "validation").rstrip("/")).split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "test"
 
 
 def run_layout(spec_name: str, run_folder: str | None = None) -> RunLayout:

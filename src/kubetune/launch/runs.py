@@ -235,3 +235,11 @@ def progress(store: Store, name: str) -> dict[str, Any] | None:
         "eta_seconds": timed.get("eta_seconds") if step < (total or step + 1) else 0,
         "updated": _iso(_modified(store, layout.train_metrics)),
     }
+
+
+def trained_test(store: Store, layout: RunLayout, default: str | None) -> str | None:
+    """The data.test a run was trained with (its stored spec), `default` when it has none: which
+    of `eval/` and `eval/<name>/` an evaluation with another data.test writes to."""
+    spec = _read_spec(store, layout)
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else None
+    return data.get("test") if data is not None else default

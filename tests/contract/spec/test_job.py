@@ -146,6 +146,15 @@ def test_every_shipped_job_loads(job):
     assert spec.data.train.startswith("datasets/")
 
 
+@pytest.mark.parametrize("job", JOBS, ids=[j.name for j in JOBS])
+def test_no_shipped_job_reports_a_test_score_on_the_data_that_picked_its_model(job):
+    """Issue 28, point 3: the test split is set and is not the validation split (which picks
+    the best checkpoint); without a validation file, train's held-out share picks it."""
+    d = load_spec(job).data
+    assert d.test, f"{job.name}: data.test unset, so data.validation would double as the test split"
+    assert d.test != d.validation
+
+
 def test_task_columns_cover_exactly_the_tasks():
     """`Task` is the one list of task names; TASK_COLUMNS must name each, and no other."""
     assert set(TASK_COLUMNS) == set(typing.get_args(Task))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
-import re
 import tempfile
 from pathlib import Path
 
@@ -61,9 +59,8 @@ EVAL_FREE = ("test", "max_test_samples")
 
 
 def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str]:
-    """Where this evaluation's metrics and report go: `eval/metrics.json` for the run's own
-    test data, `eval/<name>/metrics.json` for other test data (<name> from its file name), so
-    scoring other data never overwrites the run's own scores. Refuses (SpecError) a spec whose
+    """Where this evaluation's metrics and report go (`RunLayout.eval_files`: the run's own
+    test data in `eval/`, other test data in `eval/<name>/`). Refuses (SpecError) a spec whose
     run-defining parts differ from the stored run's."""
     if not store.exists(layout.spec):
         return layout.eval_metrics, layout.eval_report
@@ -78,12 +75,7 @@ def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str
     if changed:
         raise SpecError(f"{store.url(layout.spec)}: run {spec.name!r} was trained with a different "
                         f"{', '.join(changed)}; evaluate it with the spec it was trained with")
-    if stored_data.get("test") == data.get("test"):
-        return layout.eval_metrics, layout.eval_report
-    stem = posixpath.basename(str(data.get("test") or "validation").rstrip("/")).split(".")[0]
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "test"
-    folder = posixpath.dirname(layout.eval_metrics)
-    return posixpath.join(folder, name, "metrics.json"), posixpath.join(folder, name, "report.txt")
+    return layout.eval_files(data.get("test"), stored_data.get("test"))
 
 
 def run_evaluation(spec: JobSpec, env: PodEnv, model: str | None = None) -> int:
