@@ -24,6 +24,23 @@ RUN_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE)
 RENDER_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE, STAGE_ALL, STAGE_PREDICT)
 SUBMIT_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE, STAGE_ALL)
 
+# --- Engines ------------------------------------------------------------------------------------
+# What runs the training gang on a cluster (`--engine`, `kubernetes.engine`): a plain Indexed
+# Job, a JobSet (jobset.x-k8s.io) or a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org).
+ENGINE_JOB = "job"
+ENGINE_JOBSET = "jobset"
+ENGINE_TRAINJOB = "trainjob"
+Engine = Literal["job", "jobset", "trainjob"]
+ENGINES: tuple[str, ...] = (ENGINE_JOB, ENGINE_JOBSET, ENGINE_TRAINJOB)
+# The ClusterTrainingRuntime every kubetune TrainJob references (k8s/trainjob-runtime.yaml), and
+# the names Kubeflow Trainer gives its parts: the trainer's replicated job and container, and the
+# initializer's.
+TRAINING_RUNTIME = "kubetune"
+TRAINER_NODE = "node"
+INITIALIZER = "initializer"
+# The manager of the runtime patch each kubetune TrainJob carries (spec.runtimePatches).
+RUNTIME_PATCH_MANAGER = "kubetune.io/launcher"
+
 # --- Entrypoint modules (`python -m MODULE`) -----------------------------------------------------
 ENTRYPOINT_PACKAGE = "kubetune.workload.entrypoints"
 TRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.train"
