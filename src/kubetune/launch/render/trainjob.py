@@ -54,7 +54,9 @@ def _runtime_patch(pod: dict[str, Any]) -> dict[str, Any]:
     }]
     template = {"metadata": {"labels": pod["metadata"]["labels"], "annotations": pod["metadata"]["annotations"]},
                 "spec": pod_spec}
-    replicated = {"name": kn.TRAINER_NODE, "template": {"spec": {"template": template}}}
+    # The labels on the Job too, so `kubetune status/logs` find the engine's Job as they find ours.
+    replicated = {"name": kn.TRAINER_NODE,
+                  "template": {"metadata": {"labels": pod["metadata"]["labels"]}, "spec": {"template": template}}}
     return {"manager": kn.RUNTIME_PATCH_MANAGER,
             "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [replicated]}}}}
 
