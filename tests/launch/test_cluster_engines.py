@@ -100,6 +100,8 @@ def test_jobset_user_error_fails_without_restart(api: FakeKubeAPI, tmp_path: Pat
 
 
 def test_trainjob_submit_follow_status_and_cancel(api: FakeKubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the runtime's initializer runs first, then the gang (dependsOn)
+    api.script_job("sst2-train-initializer-0", JobScript(pods={0: PodRun(["kubetune: initialized sst2"])}))
     api.script_job("sst2-train-node-0", JobScript(pods=two_ranks("step 10 loss 0.70"), pending_s=0.5))
     code, out, err = cli(capsys, api, tmp_path, "submit", "JOB", "--engine", "trainjob", "--wait", "--stage", "train")
     assert code == 0, err
@@ -111,7 +113,10 @@ def test_trainjob_submit_follow_status_and_cancel(api: FakeKubeAPI, tmp_path: Pa
     pod = api.get("pods", api.names("pods")[0])
     job = api.get("jobs", "sst2-train-node-0")
     assert job["metadata"]["labels"]["kubetune.io/job"] == "sst2"
-    assert pod["spec"]["containers"][0]["name"] == "node"
+    assert pod["spec"]["containers"][0]["name"] in ("node", "initializer")
+    init = api.get("jobs", "sst2-train-initializer-0")["spec"]["template"]["spec"]
+    assert init["containers"][0]["command"][2] == "kubetune.workload.entrypoints.initialize"
+    assert any(v.get("configMap", {}).get("name") == "sst2-spec" for v in init["volumes"])  # patched per job
 
     code, out, err = cli(capsys, api, tmp_path, "list")
     assert code == 0 and "TrainJob Succeeded" in out

@@ -133,6 +133,7 @@ def test_each_engine_role_grants_what_its_verbs_use_and_no_more(
         attach(api, runtime=load("trainjob-runtime.yaml")[0])
         api.enforce_role(role_rules() + rules)
         api.script_job("sst2-train-node-0", [JobScript(pods={0: PodRun(["step 1"]), 1: PodRun(["step 1"])}, pending_s=0.5)] * 3)
+        api.script_job("sst2-train-initializer-0", [JobScript(pods={0: PodRun(["initialized"])})] * 3)
         api.script_job("sst2-evaluate", JobScript(pods={0: PodRun(["accuracy 0.9"])}))
         kc = ["--kubeconfig", str(api.kubeconfig(tmp_path / "kubeconfig"))]
         job = str(spec)

@@ -129,7 +129,7 @@ def test_the_trainjob_runtime_counts_incidents_the_same_way():
     """k8s/trainjob-runtime.yaml carries the same policies (its container is named `node`)."""
     runtime = yaml.safe_load((REPO / "k8s" / "trainjob-runtime.yaml").read_text())
     jobset = runtime["spec"]["template"]
-    (gang,) = jobset["spec"]["replicatedJobs"]
+    (gang,) = [r for r in jobset["spec"]["replicatedJobs"] if r["name"] == "node"]
     model = IncidentModel(job=gang["template"]["spec"], policy=jobset["spec"]["failurePolicy"])
     model.pods_fail([EXIT_BAD_INPUT])
     assert model.failed and model.restarts == 0
@@ -144,7 +144,7 @@ def test_jobset_gang_and_network():
     objs = render_objects(spec, stage="train", engine="jobset")
     assert [o["kind"] for o in objs] == ["ConfigMap", "NetworkPolicy", "JobSet"]
     jobset = objs[-1]
-    (gang,) = jobset["spec"]["replicatedJobs"]
+    (gang,) = [r for r in jobset["spec"]["replicatedJobs"] if r["name"] == "node"]
     assert gang["template"]["spec"]["completions"] == gang["template"]["spec"]["parallelism"] == 4
     assert jobset["spec"]["successPolicy"] == {"operator": "All", "targetReplicatedJobs": ["node"]}
     network = jobset["spec"]["network"]
@@ -158,3 +158,27 @@ def test_schedule_stays_a_cronjob_of_jobs():
 
     with pytest.raises(RenderError, match="--engine jobset"):
         render_objects(load_spec(JOB), stage="train", engine="jobset", schedule="0 3 * * 0")
+
+
+def test_the_initializer_runs_first_with_a_cache_pvc_only():
+    """With `kubernetes.cache_pvc` the gang depends on the initializer's completion; the
+    initializer is the train pod with the initializer's command, no GPU, on the same volumes."""
+    from kubetune.contract import names as kn
+
+    spec = load_spec(JOB)
+    jobset = render_objects(spec, stage="train", engine="jobset")[-1]
+    initializer, gang = jobset["spec"]["replicatedJobs"]
+    assert initializer["name"] == kn.INITIALIZER and gang["dependsOn"] == [{"name": kn.INITIALIZER, "status": "Complete"}]
+    pod = initializer["template"]["spec"]["template"]["spec"]
+    train_pod = gang["template"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:3] == ["python", "-m", kn.INITIALIZE_MODULE]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert pod["volumes"] == train_pod["volumes"] and container["volumeMounts"] == train_pod["containers"][0]["volumeMounts"]
+    assert initializer["template"]["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
+    job = next(o for o in render_objects(spec, stage="train") if o["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["initContainers"][0]["command"] == container["command"]
+    spec.kubernetes.cache_pvc = None
+    assert [r["name"] for r in render_objects(spec, stage="train", engine="jobset")[-1]["spec"]["replicatedJobs"]] == ["node"]
+    job = next(o for o in render_objects(spec, stage="train") if o["kind"] == "Job")
+    assert "initContainers" not in job["spec"]["template"]["spec"]

@@ -36,19 +36,21 @@ def test_runtime_is_the_one_trainjobs_reference():
     runtime = _runtime()
     assert trainjob["spec"]["runtimeRef"]["name"] == runtime["metadata"]["name"] == kn.TRAINING_RUNTIME
     assert "torch" in runtime["spec"]["mlPolicy"]
-    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    initializer, node = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["dependsOn"] == [{"name": initializer["name"], "status": "Complete"}]
+    assert initializer["name"] == kn.INITIALIZER
     assert node["name"] == kn.TRAINER_NODE
     assert node["template"]["spec"]["template"]["spec"]["containers"][0]["name"] == kn.TRAINER_NODE
 
 
-def _merged_pod(runtime: dict[str, Any], trainjob: dict[str, Any]) -> dict[str, Any]:
-    """The trainer pod as Kubeflow Trainer builds it: the runtime's, the TrainJob's trainer
-    fields and its runtime patch applied (labels merged, listed pod fields replaced,
-    containers patched by name)."""
-    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+def _merged_pod(runtime: dict[str, Any], trainjob: dict[str, Any], name: str = kn.TRAINER_NODE) -> dict[str, Any]:
+    """The pod of replicated job `name` as Kubeflow Trainer builds it: the runtime's, the
+    TrainJob's trainer fields (for `node`) and its runtime patch applied (labels merged, listed
+    pod fields replaced, containers patched by name, env merged)."""
+    (node,) = [r for r in runtime["spec"]["template"]["spec"]["replicatedJobs"] if r["name"] == name]
     pod = copy.deepcopy(node["template"]["spec"]["template"])
     (patch,) = trainjob["spec"]["runtimePatches"]
-    (replicated,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    (replicated,) = [r for r in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"] if r["name"] == name]
     template = replicated["template"]["spec"]["template"]
     pod.setdefault("metadata", {})
     for key in ("labels", "annotations"):
@@ -60,10 +62,21 @@ def _merged_pod(runtime: dict[str, Any], trainjob: dict[str, Any]) -> dict[str, 
     for patched in template["spec"]["containers"]:
         assert patched["name"] == container["name"]
         container.update({k: v for k, v in patched.items() if k != "name"})
-    trainer = trainjob["spec"]["trainer"]
-    container.update(image=trainer["image"], command=trainer["command"], env=trainer["env"],
-                     resources=trainer["resourcesPerNode"])
+    if name == kn.TRAINER_NODE:
+        trainer = trainjob["spec"]["trainer"]
+        container.update(image=trainer["image"], command=trainer["command"], env=trainer["env"],
+                         resources=trainer["resourcesPerNode"])
     return pod
+
+
+def test_trainjob_initializer_pod_is_the_jobset_engines():
+    spec = load_spec(JOB)
+    jobset = render_objects(spec, stage="train", engine="jobset")[-1]
+    want = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    got = _merged_pod(_runtime(), render_objects(spec, stage="train", engine="trainjob")[-1], kn.INITIALIZER)
+    for pod in (want, got):
+        pod["spec"].pop("priorityClassName", None)
+    assert got == want
 
 
 def test_trainjob_pods_are_the_job_engines_pods():
@@ -73,7 +86,9 @@ def test_trainjob_pods_are_the_job_engines_pods():
     want = copy.deepcopy(job["spec"]["template"])
     got = _merged_pod(_runtime(), trainjob)
     # What differs by design: the engine's names for the container and rank 0, the Service
-    # JobSet provides, and the priority class a TrainJob cannot carry (dropped_settings).
+    # JobSet provides, the priority class a TrainJob cannot carry (dropped_settings), and the
+    # initializer, an init container there and the runtime's `initializer` job here.
+    assert want["spec"].pop("initContainers")[0]["name"] == kn.INITIALIZER
     for pod in (want, got):
         container = pod["spec"]["containers"][0]
         container["name"] = "<trainer>"

@@ -53,6 +53,11 @@ RETRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.retrain"
 PROMOTE_MODULE = f"{ENTRYPOINT_PACKAGE}.promote"
 # `kubetune validate --data`: check the data files and the model folder, load no weights.
 CHECK_MODULE = f"{ENTRYPOINT_PACKAGE}.check"
+# The initializer (one pod, or each pod's init container, before the training gang): the model
+# and the tokenized data fetched once into the shared cache volume (`kubernetes.cache_pvc`).
+INITIALIZE_MODULE = f"{ENTRYPOINT_PACKAGE}.initialize"
+# In the cache volume: the initializer's lock, so init containers of several pods prefetch once.
+INITIALIZE_LOCK = ".kubetune-initialize.lock"
 # torchrun that keeps the workers' exit codes (several processes per pod, or several pods).
 DISTRUN_MODULE = f"{ENTRYPOINT_PACKAGE}.distrun"
 STAGE_MODULES: dict[str, str] = {

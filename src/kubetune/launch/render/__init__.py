@@ -51,7 +51,8 @@ no gang to count), and `--schedule` stays a CronJob of Jobs (`--engine job` only
 
 Modules: `naming` (object names, schedules), `pod` (a pod's command, environment, volumes),
 `jobs` (Jobs, CronJob, ConfigMap), `network` (Service, NetworkPolicy), `jobset` and `trainjob`
-(the training gang for those engines). This package is the
+(the training gang for those engines), `initializer` (with `kubernetes.cache_pvc`: the model and
+tokenized data fetched once for the whole gang, first, by every engine). This package is the
 stable import place for the CLI and the other launch modules.
 """
 
@@ -66,6 +67,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.model_ref import check_model_ref, check_model_stage
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
+from kubetune.launch.render.initializer import init_container, initializer_replicated_job
 from kubetune.launch.render.jobset import train_jobset
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
 from kubetune.launch.render.network import headless_service, network_policy
@@ -139,17 +141,18 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
     if stage == kn.STAGE_PREDICT:
         objs.append(predict_job(spec, n, predict or {}))
         return objs
+    initializer = spec.kubernetes.cache_pvc is not None and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL)
     if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_JOBSET:
-        objs.append(train_jobset(spec, n))
+        objs.append(train_jobset(spec, n, initializer_replicated_job(spec, n) if initializer else None))
     elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_TRAINJOB:
         objs.append(train_trainjob(spec, n))
     elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
         if multi:
             objs.append(headless_service(spec, n))
-        if schedule is not None:
-            objs.append(train_cronjob(spec, n, schedule))
-        else:
-            objs.append(train_job(spec, n))
+        objs.append(train_cronjob(spec, n, schedule) if schedule is not None else train_job(spec, n))
+        if initializer:  # every train pod's init container fetches once, under a lock on the volume
+            job_spec = objs[-1]["spec"].get("jobTemplate", objs[-1])["spec"]
+            job_spec["template"]["spec"]["initContainers"] = [init_container(spec, n)]
     if stage == kn.STAGE_EVALUATE or (stage == kn.STAGE_ALL and schedule is None):
         objs.append(evaluate_job(spec, n, parked=stage == kn.STAGE_ALL, model=model))
     return objs

@@ -12,7 +12,8 @@ TrainJob carries the rest, built from the very pod `--engine job` renders
 * `spec.runtimePatches` (manager names.RUNTIME_PATCH_MANAGER): the pod's labels and annotations,
   volumes and mounts (the job's spec ConfigMap, the storage Secret, the cache PVC),
   security contexts, node selector, tolerations, affinity, pull secrets, service account and
-  grace period, the parts Kubeflow Trainer lets a TrainJob patch.
+  grace period, the parts Kubeflow Trainer lets a TrainJob patch; the same for the runtime's
+  `initializer` (`launch.render.initializer`), with its environment.
 
 What a TrainJob cannot carry: `priorityClassName` (not patchable: the runtime's, or Kueue's
 WorkloadPriorityClass, applies; `dropped_settings` names it so the CLI warns) and a storage
@@ -27,6 +28,7 @@ from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec
+from kubetune.launch.render.initializer import initializer_pod
 from kubetune.launch.render.jobset import jobset_master_addr
 from kubetune.launch.render.naming import MAX_LABEL, Names, RenderError
 from kubetune.launch.render.pod import object_metadata, pod_template, train_command
@@ -43,22 +45,29 @@ def dropped_settings(spec: JobSpec) -> list[str]:
     return ["kubernetes.priority_class"] if spec.kubernetes.priority_class else []
 
 
-def _runtime_patch(pod: dict[str, Any]) -> dict[str, Any]:
-    """The TrainJob's patch of the runtime's `node` pod: everything per job but the trainer."""
+def _replicated_patch(name: str, pod: dict[str, Any], with_env: bool) -> dict[str, Any]:
+    """The patch of the runtime's replicated job `name`: this job's pod around its container
+    (and its environment where no trainer field carries it)."""
     container = pod["spec"]["containers"][0]
     pod_spec = {key: pod["spec"][key] for key in _PATCHABLE_POD_FIELDS if key in pod["spec"]}
-    pod_spec["containers"] = [{
-        "name": kn.TRAINER_NODE,
-        "securityContext": container["securityContext"],
-        "volumeMounts": container["volumeMounts"],
-    }]
+    patched = {"name": container["name"], "securityContext": container["securityContext"],
+               "volumeMounts": container["volumeMounts"]}
+    if with_env:
+        patched = {"name": container["name"], "env": container["env"], **patched}
+    pod_spec["containers"] = [patched]
     template = {"metadata": {"labels": pod["metadata"]["labels"], "annotations": pod["metadata"]["annotations"]},
                 "spec": pod_spec}
     # The labels on the Job too, so `kubetune status/logs` find the engine's Job as they find ours.
-    replicated = {"name": kn.TRAINER_NODE,
-                  "template": {"metadata": {"labels": pod["metadata"]["labels"]}, "spec": {"template": template}}}
+    return {"name": name, "template": {"metadata": {"labels": pod["metadata"]["labels"]}, "spec": {"template": template}}}
+
+
+def _runtime_patch(pod: dict[str, Any], initializer: dict[str, Any]) -> dict[str, Any]:
+    """The TrainJob's patch of the runtime: everything per job but the trainer fields, for the
+    `node` pods and the initializer's."""
+    replicated = [_replicated_patch(kn.INITIALIZER, initializer, with_env=True),
+                  _replicated_patch(kn.TRAINER_NODE, pod, with_env=False)]
     return {"manager": kn.RUNTIME_PATCH_MANAGER,
-            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [replicated]}}}}
+            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": replicated}}}}
 
 
 def train_trainjob(spec: JobSpec, n: Names) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def train_trainjob(spec: JobSpec, n: Names) -> dict[str, Any]:
         "runtimeRef": {"apiGroup": TRAINER_API_GROUP, "kind": "ClusterTrainingRuntime", "name": kn.TRAINING_RUNTIME},
         "activeDeadlineSeconds": k.active_deadline_seconds,
         "trainer": trainer,
-        "runtimePatches": [_runtime_patch(pod)],
+        "runtimePatches": [_runtime_patch(pod, initializer_pod(spec, n))],
     }
     return {
         "apiVersion": TRAINJOB_API_VERSION,
