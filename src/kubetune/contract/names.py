@@ -38,6 +38,12 @@ ENGINES: tuple[str, ...] = (ENGINE_JOB, ENGINE_JOBSET, ENGINE_TRAINJOB)
 TRAINING_RUNTIME = "kubetune"
 TRAINER_NODE = "node"
 INITIALIZER = "initializer"
+# Kubeflow Trainer's status endpoint, injected by its controller into a TrainJob's pods (the
+# TrainJobStatus feature): its URL, the CA file and the bearer token file. transformers'
+# KubeflowCallback reads them; the workload only checks the URL is there.
+ENV_KUBEFLOW_STATUS_URL = "KUBEFLOW_TRAINER_SERVER_URL"
+ENV_KUBEFLOW_STATUS_CA = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
+ENV_KUBEFLOW_STATUS_TOKEN = "KUBEFLOW_TRAINER_SERVER_TOKEN"
 # The manager of the runtime patch each kubetune TrainJob carries (spec.runtimePatches).
 RUNTIME_PATCH_MANAGER = "kubetune.io/launcher"
 
