@@ -36,6 +36,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return code
 
 
+# The condition `kubectl wait` waits for, per engine (the kind's own name for success).
+WAIT_CONDITION = {kn.ENGINE_JOB: "complete", kn.ENGINE_JOBSET: "Completed", kn.ENGINE_TRAINJOB: "Complete"}
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from kubetune.launch.render import names, render_objects, to_yaml_stream
     from kubetune.storage import has_scheme
@@ -55,7 +59,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         n = names(spec)
         print(
             f"kubetune: {n.evaluate} is parked (suspend: true) until training completes: "
-            f"kubectl wait --for=condition=complete --timeout=-1s job/{n.train} && "
+            f"kubectl wait --for=condition={WAIT_CONDITION[spec.kubernetes.engine]} --timeout=-1s "
+            f"{spec.kubernetes.engine}/{n.train} && "
             f"kubetune render {args.job} --stage evaluate | kubectl apply -f -",
             file=sys.stderr,
         )
