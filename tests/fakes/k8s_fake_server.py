@@ -15,7 +15,14 @@ so tests drive the official `kubernetes` client end to end without patching it:
   server streams them to the official client's `watch.Watch`;
 - errors as `Status` objects: 401 without the bearer token, 403 for verbs a test denies,
   404, 409 AlreadyExists, 422 Invalid;
-- deleting a Job deletes its pods (the garbage collector's cascade).
+- deleting an object deletes what it owns, recursively, unless `propagationPolicy=Orphan`
+  (the garbage collector's cascade: a TrainJob its JobSet, a JobSet its Jobs, a Job its pods);
+- the custom resources of the JobSet and Kubeflow Trainer engines (`jobsets`, `trainjobs`), as
+  the API server serves an installed CRD: discovery (`/apis`, `/apis/GROUP/VERSION`), create,
+  get, list, watch, delete; `crds=False` is a cluster without them (404, as when not installed).
+
+`fakes.k8s_fake_engines` plays their controllers (a JobSet's Jobs, restarts per incident; a
+TrainJob's JobSet from its runtime) when a test attaches them.
 
 Tests drive the state a controller and the kubelet would: `add_pod`, `log`, `finish_pod`,
 `set_job_condition`, or `script_job` to play a whole Job run (pods pending -> running with
@@ -40,6 +47,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from kubetune.launch import crds
+
 # plural -> (group/version path prefix, kind, API group for messages)
 RESOURCES: dict[str, tuple[str, str, str]] = {
     "configmaps": ("api/v1", "ConfigMap", ""),
@@ -48,7 +57,11 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "jobs": ("apis/batch/v1", "Job", "batch"),
     "cronjobs": ("apis/batch/v1", "CronJob", "batch"),
     "networkpolicies": ("apis/networking.k8s.io/v1", "NetworkPolicy", "networking.k8s.io"),
+    "jobsets": ("apis/jobset.x-k8s.io/v1alpha2", "JobSet", "jobset.x-k8s.io"),
+    "trainjobs": ("apis/trainer.kubeflow.org/v1alpha1", "TrainJob", "trainer.kubeflow.org"),
 }
+# Served only while their CRDs are installed (`FakeKubeAPI(crds=...)`).
+CUSTOM = {"jobsets", "trainjobs"}
 PATH = re.compile(
     r"^/(?P<prefix>api/v1|apis/[^/]+/[^/]+)/(?:namespaces/(?P<ns>[^/]+)/)?(?P<plural>[a-z]+)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log))?$"
@@ -112,8 +125,8 @@ def matches(labels: dict[str, str], terms: list[tuple[str, str, Any]]) -> bool:
             "!=": have != value,
             "exists": key in labels,
             "!": key not in labels,
-            "in": have in (value or ()),
-            "notin": have not in (value or ()),
+            "in": op == "in" and have in value,
+            "notin": op == "notin" and have not in value,
         }[op]
         if not ok:
             return False
@@ -144,8 +157,12 @@ class JobScript:
 
 
 class FakeKubeAPI:
-    def __init__(self, token: str = "test-token", lifetime_s: float = 120.0):
+    def __init__(self, token: str = "test-token", lifetime_s: float = 120.0, crds: bool = True):
         self.token = token
+        self.crds = crds
+        # Called as hook(api, plural, ns, obj) after every (not dry-run) create, outside the lock:
+        # how fakes.k8s_fake_engines plays a controller.
+        self.create_hooks: list[Any] = []
         self.lifetime_s = lifetime_s
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -381,8 +398,9 @@ class FakeKubeAPI:
                 status["failed"] = status.get("failed", 0) + 1
             self._emit("MODIFIED", "jobs", ns, obj)
 
-    def script_job(self, job: str, script: JobScript) -> None:
-        """Play `script` as soon as Job `job` is created (not for dry-run creates)."""
+    def script_job(self, job: str, script: JobScript | list[JobScript]) -> None:
+        """Play `script` as soon as Job `job` is created (not for dry-run creates); a list: one
+        script per creation of a Job of that name (a gang recreated after a restart)."""
         self.scripts[job] = script
 
     def _play(self, ns: str, job: str, script: JobScript) -> None:
@@ -489,6 +507,11 @@ class FakeKubeAPI:
             raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters')
         if kind == "Job" and not body.get("spec", {}).get("template", {}).get("spec", {}).get("containers"):
             raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: spec.template.spec.containers: Required value')
+        if plural in CUSTOM:  # the API server validates a custom resource against its CRD's schema
+            errors = crds.custom_errors(body)
+            if errors:
+                where = ".".join(str(p) for p in errors[0].absolute_path)
+                raise ApiError(422, "Invalid", f'{kind}.{group} "{name}" is invalid: {where}: {errors[0].message}')
         with self.lock:
             if (plural, ns, name) in self.objects:
                 qualified = f"{plural}.{group}" if group else plural
@@ -502,6 +525,10 @@ class FakeKubeAPI:
             self.objects[(plural, ns, name)] = obj
             self._emit("ADDED", plural, ns, obj)
             script = self.scripts.get(name) if kind == "Job" else None
+            if isinstance(script, list):  # one per creation: a Job recreated by a restart plays the next
+                script = script.pop(0) if script else None
+        for hook in self.create_hooks:
+            hook(self, plural, ns, copy.deepcopy(obj))
         if script is not None:
             t = threading.Thread(target=self._play, args=(ns, name, script), daemon=True)
             self._threads.append(t)
@@ -541,15 +568,21 @@ class FakeKubeAPI:
             del self.objects[(plural, ns, name)]
             if plural == "pods":
                 self.logs.pop((ns, name), None)
-            if plural == "jobs" and options.get("propagationPolicy") != "Orphan":
-                uid = obj["metadata"]["uid"]
-                for key, pod in list(self.objects.items()):
-                    owners = pod["metadata"].get("ownerReferences") or []
-                    if key[0] == "pods" and any(o.get("uid") == uid for o in owners):
-                        del self.objects[key]
-                        self._emit("DELETED", "pods", ns, pod)
+            if options.get("propagationPolicy") != "Orphan":
+                self._delete_dependents(ns, obj["metadata"]["uid"])
             self._emit("DELETED", plural, ns, obj)
         return obj
+
+    def _delete_dependents(self, ns: str, uid: str) -> None:
+        """The garbage collector: everything owned by `uid`, and what that owns. Lock held."""
+        for key, dependent in list(self.objects.items()):
+            owners = dependent["metadata"].get("ownerReferences") or []
+            if key[1] == ns and key in self.objects and any(o.get("uid") == uid for o in owners):
+                del self.objects[key]
+                if key[0] == "pods":
+                    self.logs.pop((ns, key[2]), None)
+                self._delete_dependents(ns, dependent["metadata"]["uid"])
+                self._emit("DELETED", key[0], ns, dependent)
 
     def pod_log(self, ns: str, name: str, query: dict[str, list[str]]) -> tuple[list[str], bool]:
         """(lines so far, whether the pod still runs); raises for pods that have not started."""
@@ -566,6 +599,28 @@ class FakeKubeAPI:
                 reason = pod["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason", "ContainerCreating")
                 raise ApiError(400, "BadRequest", f'container "{containers[0]}" in pod "{name}" is waiting to start: {reason}')
             return list(self.logs.get((ns, name), [])), phase == "Running"
+
+
+def discovery(path: str, crds: bool) -> dict[str, Any]:
+    """`/api`, `/apis` and `/apis/GROUP/VERSION` as the API server answers them: the groups and
+    resources it serves (custom ones only while their CRDs are installed)."""
+    served = {plural: entry for plural, entry in RESOURCES.items() if crds or plural not in CUSTOM}
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if path == "/apis":
+        groups: dict[str, str] = {}
+        for prefix, _, group in served.values():
+            if group:
+                groups[group] = prefix.split("/", 1)[1]
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": g, "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+             "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}} for g, gv in sorted(groups.items())]}
+    resources = [{"name": plural, "singularName": kind.lower(), "namespaced": True, "kind": kind,
+                  "verbs": ["create", "delete", "get", "list", "watch"]}
+                 for plural, (prefix, kind, _) in served.items() if f"/{prefix}" == path]
+    if not resources:
+        raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": path.split("/", 2)[2], "resources": resources}
 
 
 def field_matches(obj: dict[str, Any], field: str) -> bool:
@@ -628,7 +683,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.headers.get("Authorization") != f"Bearer {api.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            if method == "GET" and (url.path.rstrip("/") in ("/apis", "/api") or (url.path.count("/") == 3 and url.path.startswith("/apis/"))):
+                return self._send_json(200, discovery(url.path.rstrip("/"), api.crds))
             m = PATH.match(url.path)
+            if m and m.group("plural") in CUSTOM and not api.crds:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if not m or m.group("plural") not in RESOURCES or RESOURCES[m.group("plural")][0] != m.group("prefix"):
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
             plural, ns, name, sub = m.group("plural"), m.group("ns"), m.group("name"), m.group("sub")

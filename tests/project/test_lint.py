@@ -45,6 +45,21 @@ def test_skip_list_gives_a_reason_for_every_check():
         assert isinstance(reason, str) and len(reason.split()) >= 8, f"{check}: give a reason"
 
 
+def engine_jobs(objs: list[dict]) -> list[dict]:
+    """The Jobs a JobSet (or a ClusterTrainingRuntime's JobSet template) makes, as Jobs."""
+    jobs = []
+    for obj in objs:
+        jobset = obj["spec"]["template"] if obj["kind"] == "ClusterTrainingRuntime" else obj
+        if obj["kind"] not in ("JobSet", "ClusterTrainingRuntime"):
+            continue
+        for replicated in jobset["spec"]["replicatedJobs"]:
+            metadata = {**replicated["template"].get("metadata", {}), "name": f"{obj['metadata']['name']}-{replicated['name']}-0"}
+            if "namespace" in obj["metadata"]:
+                metadata["namespace"] = obj["metadata"]["namespace"]
+            jobs.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": replicated["template"]["spec"]})
+    return jobs
+
+
 def render_all(folder: Path) -> None:
     for job in JOBS:
         spec = load_spec(job)
@@ -52,6 +67,13 @@ def render_all(folder: Path) -> None:
         (folder / f"{job.stem}.evaluate.yaml").write_text(to_yaml_stream(render_objects(spec, stage="evaluate")))
         cron = render_objects(spec, stage="train", schedule="0 3 * * 0")
         (folder / f"{job.stem}.cron.yaml").write_text(to_yaml_stream(cron))
+    # The other engines (issue 25): checkov knows no JobSet or TrainJob, so each is checked as
+    # the Jobs its controller creates from it (a JobSet's replicated jobs; the runtime's Jobs).
+    for engine in ("jobset", "trainjob"):
+        objs = render_objects(load_spec(REPO / "jobs" / "imdb-bert-multinode.yaml"), stage="train", engine=engine)
+        (folder / f"imdb-bert-multinode.{engine}.yaml").write_text(to_yaml_stream(objs + engine_jobs(objs)))
+    runtime = yaml.safe_load((REPO / "k8s" / "trainjob-runtime.yaml").read_text())
+    (folder / "trainjob-runtime.jobs.yaml").write_text(to_yaml_stream(engine_jobs([runtime])))
     # A registry model's evaluate and predict Jobs (`--model`, issue 14), once.
     spec = load_spec(REPO / "jobs" / "quickstart.yaml")
     refs = render_objects(spec, stage="evaluate", model="v0001")[-1:] + render_objects(

@@ -34,6 +34,32 @@ def add_spec_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    """`--engine job|jobset|trainjob`: what runs the training gang (render, submit)."""
+    parser.add_argument("--engine", choices=kn.ENGINES, default=None,
+                        help="run the training as a plain Indexed Job (job), a JobSet (jobset) or a Kubeflow "
+                             "Trainer TrainJob (trainjob); default: the spec's kubernetes.engine, else job")
+
+
+def engine_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` list with `--engine` folded in, so the stored spec names the engine it ran on."""
+    engine = getattr(args, "engine", None)
+    return [*args.overrides, f"kubernetes.engine={engine}"] if engine else list(args.overrides)
+
+
+def warn_dropped_settings(spec: Any) -> None:
+    """One warning line per spec setting the spec's engine cannot carry (a TrainJob's pods take
+    the runtime's priority class)."""
+    import sys
+
+    from kubetune.launch.render.trainjob import dropped_settings
+
+    if spec.kubernetes.engine == kn.ENGINE_TRAINJOB:
+        for field in dropped_settings(spec):
+            print(f"kubetune: warning: {field} is not carried by a TrainJob; the ClusterTrainingRuntime's applies",
+                  file=sys.stderr)
+
+
 def add_model_arg(parser: argparse.ArgumentParser, with_predict: bool = True) -> None:
     """`--model REF`: whose model the evaluate (and, where the verb has it, predict) stage uses.
     Which stages may take it is checked once, in `contract.model_ref.check_model_stage`."""

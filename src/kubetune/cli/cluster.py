@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Callable, Generator, Iterator
 
-from kubetune.cli.arguments import DEFAULT_STORE, STAGE_HELP, add_model_arg, add_spec_args
+from kubetune.cli.arguments import DEFAULT_STORE, STAGE_HELP, add_engine_arg, add_model_arg, add_spec_args, engine_overrides, warn_dropped_settings
 from kubetune.cli.formatting import elapsed, number, table
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
@@ -83,7 +83,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from kubetune.contract.spec.job import load_spec
     from kubetune.launch.render import render_objects
 
-    spec = load_spec(args.job, args.overrides)
+    spec = load_spec(args.job, engine_overrides(args))
+    warn_dropped_settings(spec)
     check_model_stage(args.stage, args.model)
     if args.schedule:
         if args.wait:
@@ -257,6 +258,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--replace", action="store_true", help="delete the job's existing objects first")
     p.add_argument("--dry-run", action="store_true", help="print the plan, then send it with the server-side dry-run flag; create nothing")
     p.add_argument("--schedule", metavar="CRON", help='submit scheduled retraining: a CronJob, e.g. "0 3 * * 0"')
+    add_engine_arg(p)
     add_model_arg(p, with_predict=False)
     add_cluster_args(p)
     p.set_defaults(func=cmd_submit)

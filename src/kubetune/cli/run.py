@@ -9,7 +9,10 @@ import sys
 import time
 from typing import Any
 
-from kubetune.cli.arguments import STAGE_HELP, add_container_args, add_predict_args, add_spec_args, check_container_args
+from kubetune.cli.arguments import (
+    STAGE_HELP, add_container_args, add_engine_arg, add_predict_args, add_spec_args, check_container_args,
+    engine_overrides, warn_dropped_settings,
+)
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.model_ref import check_model_stage
@@ -34,14 +37,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return code
 
 
+# The condition `kubectl wait` waits for, per engine (the kind's own name for success).
+WAIT_CONDITION = {kn.ENGINE_JOB: "complete", kn.ENGINE_JOBSET: "Completed", kn.ENGINE_TRAINJOB: "Complete"}
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from kubetune.launch.render import names, render_objects, to_yaml_stream
     from kubetune.storage import has_scheme
 
-    spec = load_spec(args.job, args.overrides)
+    spec = load_spec(args.job, engine_overrides(args))
     objs = render_objects(spec, stage=args.stage, k8s_version=args.k8s_version, schedule=args.schedule,
                           predict=predict_args(args), model=evaluate_model(args))
     print(to_yaml_stream(objs), end="")
+    warn_dropped_settings(spec)
     if not has_scheme(spec.storage.root):
         print(
             f"kubetune: warning: storage.root {spec.storage.root!r} is a folder inside the pod and vanishes with it; "
@@ -53,7 +61,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         n = names(spec)
         print(
             f"kubetune: {n.evaluate} is parked (suspend: true) until training completes: "
-            f"kubectl wait --for=condition=complete --timeout=-1s job/{n.train} && "
+            f"kubectl wait --for=condition={WAIT_CONDITION[spec.kubernetes.engine]} --timeout=-1s "
+            f"{spec.kubernetes.engine}/{n.train} && "
             f"kubetune render {args.job} --stage evaluate | kubectl apply -f -",
             file=sys.stderr,
         )
@@ -223,6 +232,7 @@ def register(subparsers: Any) -> None:
                    help=f"{STAGE_HELP}; all (default): training, and evaluation parked until training "
                         "completes; predict: batch prediction with the trained model (--input, --output)")
     add_predict_args(p)
+    add_engine_arg(p)
     p.add_argument("--k8s-version", default=None, metavar="X.Y",
                    help="Kubernetes version to validate against (default: the oldest supported, 1.29)")
     p.add_argument("--schedule", default=None, metavar="CRON",

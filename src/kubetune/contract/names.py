@@ -24,6 +24,29 @@ RUN_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE)
 RENDER_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE, STAGE_ALL, STAGE_PREDICT)
 SUBMIT_STAGES: tuple[str, ...] = (STAGE_TRAIN, STAGE_EVALUATE, STAGE_ALL)
 
+# --- Engines ------------------------------------------------------------------------------------
+# What runs the training gang on a cluster (`--engine`, `kubernetes.engine`): a plain Indexed
+# Job, a JobSet (jobset.x-k8s.io) or a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org).
+ENGINE_JOB = "job"
+ENGINE_JOBSET = "jobset"
+ENGINE_TRAINJOB = "trainjob"
+Engine = Literal["job", "jobset", "trainjob"]
+ENGINES: tuple[str, ...] = (ENGINE_JOB, ENGINE_JOBSET, ENGINE_TRAINJOB)
+# The ClusterTrainingRuntime every kubetune TrainJob references (k8s/trainjob-runtime.yaml), and
+# the names Kubeflow Trainer gives its parts: the trainer's replicated job and container, and the
+# initializer's.
+TRAINING_RUNTIME = "kubetune"
+TRAINER_NODE = "node"
+INITIALIZER = "initializer"
+# Kubeflow Trainer's status endpoint, injected by its controller into a TrainJob's pods (the
+# TrainJobStatus feature): its URL, the CA file and the bearer token file. transformers'
+# KubeflowCallback reads them; the workload only checks the URL is there.
+ENV_KUBEFLOW_STATUS_URL = "KUBEFLOW_TRAINER_SERVER_URL"
+ENV_KUBEFLOW_STATUS_CA = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
+ENV_KUBEFLOW_STATUS_TOKEN = "KUBEFLOW_TRAINER_SERVER_TOKEN"
+# The manager of the runtime patch each kubetune TrainJob carries (spec.runtimePatches).
+RUNTIME_PATCH_MANAGER = "kubetune.io/launcher"
+
 # --- Entrypoint modules (`python -m MODULE`) -----------------------------------------------------
 ENTRYPOINT_PACKAGE = "kubetune.workload.entrypoints"
 TRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.train"
@@ -36,6 +59,11 @@ RETRAIN_MODULE = f"{ENTRYPOINT_PACKAGE}.retrain"
 PROMOTE_MODULE = f"{ENTRYPOINT_PACKAGE}.promote"
 # `kubetune validate --data`: check the data files and the model folder, load no weights.
 CHECK_MODULE = f"{ENTRYPOINT_PACKAGE}.check"
+# The initializer (one pod, or each pod's init container, before the training gang): the model
+# and the tokenized data fetched once into the shared cache volume (`kubernetes.cache_pvc`).
+INITIALIZE_MODULE = f"{ENTRYPOINT_PACKAGE}.initialize"
+# In the cache volume: the initializer's lock, so init containers of several pods prefetch once.
+INITIALIZE_LOCK = ".kubetune-initialize.lock"
 # torchrun that keeps the workers' exit codes (several processes per pod, or several pods).
 DISTRUN_MODULE = f"{ENTRYPOINT_PACKAGE}.distrun"
 STAGE_MODULES: dict[str, str] = {

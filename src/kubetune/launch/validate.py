@@ -4,6 +4,12 @@ Uses the schemas the `kubernetes-validate` package ships, in their *strict* form
 target version does not know is an error, exactly as `kubectl apply --validate=strict` and the
 API server's field validation treat it. Schemas are loaded once per version and kind (the
 definitions file is several MB), so validating every job for every version stays fast.
+
+Custom resources (JobSet, TrainJob, ClusterTrainingRuntime) are checked against their projects'
+released CRDs (`kubetune.launch.crds`, strict in the same way), and the parts of them that are
+built-in Kubernetes objects against that version's schemas too: their `metadata` as an
+ObjectMeta and every Job template they embed as a Job, so a pod field the cluster's Kubernetes
+version lacks is refused there as well.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
 from kubetune.contract.spec.job import SpecError
+from kubetune.launch import crds
 
 # The oldest version we render for: podFailurePolicy, podReplacementPolicy and the pods'
 # completion-index label (names.COMPLETION_INDEX_KEY) are beta and on by default from 1.29.
@@ -76,13 +83,47 @@ def _validator(version: str, kind: str, api_version: str) -> jsonschema.Draft202
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+@functools.lru_cache(maxsize=None)
+def _metadata_validator(version: str) -> jsonschema.Draft202012Validator:
+    ref = {"$ref": "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+    return jsonschema.Draft202012Validator(ref, registry=_registry(version))
+
+
+def _embedded_jobs(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, Job) for every Job template a JobSet or ClusterTrainingRuntime embeds."""
+    spec = obj.get("spec", {})
+    jobset = spec.get("template", {}).get("spec", {}) if obj["kind"] == "ClusterTrainingRuntime" else spec
+    prefix = "spec.template.spec" if obj["kind"] == "ClusterTrainingRuntime" else "spec"
+    out = []
+    for i, replicated in enumerate(jobset.get("replicatedJobs", []) if obj["kind"] != "TrainJob" else []):
+        template = replicated.get("template", {})
+        job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {**template.get("metadata", {}), "name": replicated.get("name", "job")},
+               "spec": template.get("spec", {})}
+        out.append((f"{prefix}.replicatedJobs.{i}.template", job))
+    return out
+
+
+def _errors(obj: dict[str, Any], version: str) -> list[tuple[str, jsonschema.ValidationError]]:
+    """(path prefix, error) of `obj` for `version`: built-in kinds by their schema; custom
+    resources by their CRD, their metadata and the Jobs they embed."""
+    if not crds.is_custom(obj):
+        return [("", e) for e in _validator(version, obj["kind"], obj["apiVersion"]).iter_errors(obj)]
+    errors = [("", e) for e in crds.custom_errors(obj)]
+    errors += [("metadata", e) for e in _metadata_validator(version).iter_errors(obj.get("metadata", {}))]
+    for path, job in _embedded_jobs(obj):
+        errors += [(path, e) for e in _validator(version, "Job", "batch/v1").iter_errors(job)]
+    return errors
+
+
 def validate_object(obj: dict[str, Any], version: str) -> None:
     """Raise ValidationError (one line) unless `obj` is valid for Kubernetes `version`."""
     version = normalize_version(version)
-    validator = _validator(version, obj["kind"], obj["apiVersion"])
-    error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+    errors = _errors(obj, version)
+    error = jsonschema.exceptions.best_match(e for _, e in errors)
     if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        prefix = next(p for p, e in errors if e is error)
+        where = ".".join([prefix] * bool(prefix) + [str(p) for p in error.absolute_path]) or "(top level)"
         name = obj.get("metadata", {}).get("name", "?")
         message = error.message.splitlines()[0]
         if len(message) > 200:

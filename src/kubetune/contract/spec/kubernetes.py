@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV
+from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV, Engine
 from kubetune.contract.profiles import PROFILES
 from kubetune.contract.spec.checks import check_annotations, check_tolerations
 
@@ -151,6 +151,11 @@ class KubernetesSpec(Strict):
     """How the job's pods run on a cluster. A local run ignores this section."""
 
     namespace: str | None = Field(default=None, description="unset: the namespace kubectl/kubeconfig uses")
+    engine: Engine = Field(
+        default="job",
+        description="what runs the training gang: job (an Indexed Job), jobset (a JobSet, jobset.x-k8s.io) or "
+        "trainjob (a Kubeflow Trainer v2 TrainJob on the ClusterTrainingRuntime in k8s/); `--engine` overrides it",
+    )
     queue: str | None = Field(default=None, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name)")
     service_account: str | None = Field(default=None, description="pods get no API token either way")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(

@@ -11,6 +11,8 @@ import copy
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import urllib3
@@ -39,13 +41,20 @@ class ClusterError(Exception):
 
 @dataclass(frozen=True)
 class Kind:
-    """How the client reaches one kind of object kubetune creates."""
+    """How the client reaches one kind of object kubetune creates. A custom resource (the
+    JobSet and TrainJob engines) has a `group_version` and goes through CustomObjectsApi as a
+    plain dict, read back as a `CustomObject`."""
 
     kind: str
     api: str  # the client class
     method: str  # `create_namespaced_<method>`
     model: str  # the client model of a body
     resource: str  # plural, as RBAC and messages name it
+    group_version: str = ""  # custom resources: `group/version`
+
+    @property
+    def custom(self) -> bool:
+        return bool(self.group_version)
 
 
 # The one ordering table: objects are created in this order (what pods mount or resolve exists
@@ -56,10 +65,30 @@ KINDS: tuple[Kind, ...] = (
     Kind("NetworkPolicy", "NetworkingV1Api", "network_policy", "V1NetworkPolicy", "networkpolicies"),
     Kind("CronJob", "BatchV1Api", "cron_job", "V1CronJob", "cronjobs"),
     Kind("Job", "BatchV1Api", "job", "V1Job", "jobs"),
+    Kind("JobSet", "CustomObjectsApi", "custom_object", "", "jobsets", "jobset.x-k8s.io/v1alpha2"),
+    Kind("TrainJob", "CustomObjectsApi", "custom_object", "", "trainjobs", "trainer.kubeflow.org/v1alpha1"),
 )
 BY_KIND: dict[str, Kind] = {k.kind: k for k in KINDS}
 # Kinds that are waited on with a watch (RBAC grants `watch` on exactly these).
-WATCHED = {"Job": ("BatchV1Api", "list_namespaced_job"), "Pod": ("CoreV1Api", "list_namespaced_pod")}
+WATCHED = {"Job": ("BatchV1Api", "list_namespaced_job"), "Pod": ("CoreV1Api", "list_namespaced_pod"),
+           "JobSet": ("CustomObjectsApi", "list_namespaced_custom_object"),
+           "TrainJob": ("CustomObjectsApi", "list_namespaced_custom_object")}
+
+
+class CustomObject:
+    """A custom resource as read from the API server, with the attributes the state code reads
+    of the client's models (`metadata.name`, `.labels`, `.creation_timestamp`); the rest
+    stays in `raw`. Hand-written: the client has no models for other projects' kinds."""
+
+    def __init__(self, raw: dict[str, Any]):
+        self.raw = raw
+        meta = raw.get("metadata") or {}
+        created = meta.get("creationTimestamp")
+        self.metadata = SimpleNamespace(
+            name=meta.get("name"), labels=meta.get("labels") or {}, annotations=meta.get("annotations") or {},
+            creation_timestamp=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+        )
+        self.kind = raw.get("kind")
 
 
 def create_rank(kind: str | None) -> int:
@@ -93,6 +122,7 @@ class Cluster:
             "CoreV1Api": client.CoreV1Api(api_client),
             "BatchV1Api": client.BatchV1Api(api_client),
             "NetworkingV1Api": client.NetworkingV1Api(api_client),
+            "CustomObjectsApi": client.CustomObjectsApi(api_client),
         }
 
     @property
@@ -123,8 +153,27 @@ class Cluster:
     # -- objects -----------------------------------------------------------------------------
 
     def _method(self, kind: str, verb: str) -> Callable[..., Any]:
+        """`verb_namespaced_<kind>` of the kind's API; for a custom resource, the
+        CustomObjectsApi call with its group, version and plural bound, and what it reads
+        wrapped as a CustomObject."""
         k = BY_KIND[kind]
-        return getattr(self._apis[k.api], f"{verb}_namespaced_{k.method}")
+        if not k.custom:
+            return getattr(self._apis[k.api], f"{verb}_namespaced_{k.method}")
+        group, version = k.group_version.split("/")
+        call = getattr(self._apis[k.api], f"{'get' if verb == 'read' else verb}_namespaced_custom_object")
+
+        def custom(*args: Any, **kwargs: Any) -> Any:
+            if verb == "create":  # (namespace, body): the client's order is group, version, namespace, plural, body
+                namespace, body = args
+                return CustomObject(call(group, version, namespace, k.resource, body, **kwargs))
+            if verb == "list":
+                (namespace,) = args
+                answer = call(group, version, namespace, k.resource, **kwargs)
+                return SimpleNamespace(items=[CustomObject(o) for o in answer.get("items", [])])
+            name, namespace = args
+            answer = call(group, version, namespace, k.resource, name, **kwargs)
+            return CustomObject(answer) if verb == "read" else answer
+        return custom
 
     def body(self, obj: dict[str, Any]) -> Any:
         """A client model of a rendered dict, in this namespace. Quantities the renderer gave
@@ -134,6 +183,8 @@ class Cluster:
         body = copy.deepcopy(obj)
         body.setdefault("metadata", {})["namespace"] = self.namespace
         _stringify_quantities(body)
+        if BY_KIND[obj["kind"]].custom:  # validated against its CRD when rendered
+            return body
         model = getattr(client, BY_KIND[obj["kind"]].model)
         try:
             return model.model_validate(body)
@@ -141,6 +192,17 @@ class Cluster:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ClusterError(f"{ref(obj)} is not a valid {obj['kind']}: {where}: {first['msg']}") from None
+
+    def check_served(self, kind: str) -> None:
+        """A one-line ClusterError unless the cluster serves custom resource `kind` (its CRD is
+        installed), asked through discovery, which every authenticated user may read."""
+        group, version = BY_KIND[kind].group_version.split("/")
+        with self.errors(f"discover the API groups of the cluster for {kind}"):
+            groups = client.ApisApi(self.api_client).get_api_versions(_request_timeout=REQUEST_TIMEOUT).groups
+        if not any(g.name == group and any(v.version == version for v in g.versions) for g in groups):
+            project = {"JobSet": "JobSet (jobset.x-k8s.io)", "TrainJob": "Kubeflow Trainer v2"}.get(kind, group)
+            raise ClusterError(f"the cluster does not serve {kind} {group}/{version}: install {project}, "
+                               f"or submit with --engine job")
 
     def create(self, obj: dict[str, Any], dry_run: bool = False) -> Any:
         body = self.body(obj)
@@ -161,8 +223,16 @@ class Cluster:
             raise
 
     def list(self, kind: str, selector: str) -> list[Any]:
-        with self.errors(f"list {BY_KIND[kind].resource} in namespace {self.namespace}"):
-            return self._method(kind, "list")(self.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).items
+        """Objects of `kind` with the labels; for a custom resource the cluster does not serve
+        (404: that engine is not installed) or this user may not list (403: its Role is not
+        bound, so nothing of ours is there), none."""
+        try:
+            with self.errors(f"list {BY_KIND[kind].resource} in namespace {self.namespace}"):
+                return self._method(kind, "list")(self.namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT).items
+        except ClusterError as exc:
+            if BY_KIND[kind].custom and exc.status in (403, 404):
+                return []
+            raise
 
     def delete(self, kind: str, name: str, propagation: str = "Background", dry_run: bool = False) -> bool:
         """Delete one object; False when it was already gone."""
@@ -200,10 +270,15 @@ class Cluster:
         api, method = WATCHED[kind]
         watcher = watch.Watch()
         what = f"watch {kind.lower()}s in namespace {self.namespace}"
+        custom = kind in BY_KIND and BY_KIND[kind].custom
+        group_version = BY_KIND[kind].group_version.split("/") if custom else []
+        plural = [BY_KIND[kind].resource] if custom else []
         with self.errors(what):
             stream = watcher.stream(
                 getattr(self._apis[api], method),
+                *group_version,
                 self.namespace,
+                *plural,
                 label_selector=selector,
                 field_selector=f"metadata.name={name}" if name else None,
                 timeout_seconds=WATCH_SECONDS,
@@ -211,7 +286,8 @@ class Cluster:
             )
             try:
                 for event in stream:
-                    yield event["type"], event["object"]
+                    obj = event["object"]
+                    yield event["type"], CustomObject(obj) if custom else obj
             finally:
                 watcher.stop()
 

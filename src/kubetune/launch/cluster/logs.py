@@ -20,6 +20,8 @@ from kubetune.launch.cluster import api
 from kubetune.launch.cluster.api import Cluster, ClusterError
 from kubetune.launch.cluster.state import (
     JobState,
+    gang_pods_job,
+    gangs_of,
     job_stage,
     job_state,
     job_states,
@@ -135,18 +137,21 @@ class LogFollower:
 
 
 def follow(cluster: Cluster, job_names: list[str], rank: int | None = None,
-           stage_prefix: bool = False) -> Iterator[Note | JobState]:
+           stage_prefix: bool = False, gang: tuple[str, str] | None = None) -> Iterator[Note | JobState]:
     """Log lines of the Jobs' pods as they come, and each Job's state at every change, until
-    every Job ended (in order) and its streams drained. API errors of the waiting side end the
-    iteration with a ClusterError."""
+    every Job ended (in order) and its streams drained. With `gang` (kind, name), the states
+    followed are the gang's (a JobSet or TrainJob), whose engine creates the Jobs later. API
+    errors of the waiting side end the iteration with a ClusterError."""
     items: queue.Queue[Note | JobState | ClusterError | None] = queue.Queue()
     follower = LogFollower(cluster, job_names, items.put, rank=rank, stage_prefix=stage_prefix)
     follower.start()
 
+    waits = [(gang[1], gang[0])] if gang else [(name, "Job") for name in job_names]
+
     def wait() -> None:
         try:
-            for name in job_names:
-                for state in job_states(cluster, name):
+            for name, kind in waits:
+                for state in job_states(cluster, name, kind):
                     items.put(state)
             items.put(None)
         except ClusterError as exc:
@@ -179,6 +184,13 @@ def logs(cluster: Cluster, job: str, follow_: bool = False, rank: int | None = N
     rank (and stage, when there are several Jobs); waits for pods that have not started.
     `follow_`: stream until the Jobs end."""
     jobs = jobs_of(cluster, job)
+    gangs = gangs_of(cluster, job)
+    if not jobs and gangs and follow_:  # the engine has not created the gang's Job yet
+        gang = gangs[0]
+        for item in follow(cluster, [gang_pods_job(gang.metadata.name)], rank=rank, gang=(gang.kind, gang.metadata.name)):
+            if isinstance(item, Note):
+                yield item
+        return
     if not jobs:
         raise no_such_job(cluster, job)
     several = len(jobs) > 1

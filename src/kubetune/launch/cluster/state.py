@@ -2,7 +2,10 @@
 the rows `status` and `list` show. Data only; the CLI formats and prints it.
 
 A job is found by the label every object of it carries (names.JOB_LABEL, the renderer's
-contract), whatever objects a version of the renderer produced. Pods are found through the
+contract), whatever objects a version of the renderer produced. A training gang run by another
+engine (a JobSet, a TrainJob: GANG_KINDS) has its own phase, from its conditions, and its pods
+belong to the batch Job the engine creates for its `node` replicated job (`gang_pods_job`),
+which carries the same labels. Pods are found through the
 labels the Job controller puts on them (names.JOB_NAME_LABEL, names.COMPLETION_INDEX_KEY); the
 completion index is the rank a line of log is prefixed with.
 """
@@ -16,7 +19,7 @@ from typing import Any, Iterator
 from kubernetes import client
 
 from kubetune.contract import names as kn
-from kubetune.launch.cluster.api import Cluster, ClusterError, deletion_order, job_gone
+from kubetune.launch.cluster.api import Cluster, ClusterError, CustomObject, deletion_order, job_gone
 from kubetune.launch.render.pod import COMPONENT_LABEL
 
 # Lines read to find a pod's last progress line in `status`.
@@ -35,6 +38,9 @@ class JobState:
     started: datetime | None = None
     finished: datetime | None = None
     created: datetime | None = None
+    kind: str = "Job"
+    restarts: int = 0  # a gang's restarts (JobSet: one per incident)
+    pods_job: str = ""  # the batch Job whose pods these are, when not `name`
 
     @property
     def done(self) -> bool:
@@ -114,20 +120,82 @@ def job_state(job: Any) -> JobState:
     return state
 
 
-def job_states(cluster: Cluster, name: str) -> Iterator[JobState]:
-    """Job `name`'s state now and at every change, until it succeeded or failed (a watch,
-    not polling). A ClusterError when the Job is deleted meanwhile."""
-    state = job_state(cluster.read_job(name))
+# Kinds whose object is a whole training gang (`--engine jobset`, `--engine trainjob`).
+GANG_KINDS: tuple[str, ...] = ("JobSet", "TrainJob")
+# The conditions that end a gang, by kind: (succeeded, failed).
+_GANG_END = {"JobSet": ("Completed", "Failed"), "TrainJob": ("Complete", "Failed")}
+
+
+def gang_pods_job(name: str) -> str:
+    """The batch Job of a gang's pods: JobSet names it `<jobset>-<replicated job>-<index>`, and
+    Kubeflow Trainer names the JobSet after the TrainJob."""
+    return f"{name}-{kn.TRAINER_NODE}-0"
+
+
+def gang_state(obj: CustomObject) -> JobState:
+    """The phase of a JobSet or TrainJob from its conditions."""
+    raw = obj.raw
+    status = raw.get("status") or {}
+    true = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    spec = raw.get("spec") or {}
+    nodes = (spec.get("trainer") or {}).get("numNodes") or next(
+        (r["template"]["spec"].get("completions", 1) for r in spec.get("replicatedJobs", []) if r.get("name") == kn.TRAINER_NODE), 1)
+    succeeded, failed = _GANG_END[raw["kind"]]
+    state = JobState(name=obj.metadata.name, stage=job_stage(obj), phase="Pending", completions=nodes,
+                     created=obj.metadata.creation_timestamp, started=obj.metadata.creation_timestamp,
+                     kind=raw["kind"], restarts=status.get("restarts") or 0, pods_job=gang_pods_job(obj.metadata.name))
+    if succeeded in true:
+        state.phase, state.succeeded = "Succeeded", nodes
+        state.finished = _time(true[succeeded].get("lastTransitionTime"))
+    elif failed in true:
+        state.phase, state.finished = "Failed", _time(true[failed].get("lastTransitionTime"))
+        state.reason, state.message = true[failed].get("reason") or "", true[failed].get("message") or ""
+    elif "Suspended" in true or spec.get("suspend"):
+        state.phase, state.reason = "Queued", "Suspended"
+    elif status:
+        state.phase = "Running"
+    return state
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def current_state(cluster: Cluster, name: str, kind: str = "Job") -> JobState:
+    """The state of Job `name`, or of the gang `kind`/`name`; a ClusterError when it is gone."""
+    if kind == "Job":
+        return job_state(cluster.read_job(name))
+    obj = cluster.read(kind, name)
+    if obj is None:
+        raise ClusterError(f"{kind} {name} in namespace {cluster.namespace} no longer exists (cancelled?)")
+    return gang_state(obj)
+
+
+def job_states(cluster: Cluster, name: str, kind: str = "Job") -> Iterator[JobState]:
+    """Job `name`'s (or gang `kind`/`name`'s) state now and at every change, until it
+    succeeded or failed (a watch, not polling). A ClusterError when it is deleted meanwhile."""
+    state = current_state(cluster, name, kind)
     yield state
     if state.done:
         return
-    for event, job in cluster.watch("Job", name=name):
+    for event, obj in cluster.watch(kind, name=name):
         if event == "DELETED":
-            raise ClusterError(job_gone(name, cluster.namespace))
-        state = job_state(job)
+            raise ClusterError(job_gone(name, cluster.namespace) if kind == "Job" else
+                               f"{kind} {name} in namespace {cluster.namespace} no longer exists (cancelled?)")
+        state = job_state(obj) if kind == "Job" else gang_state(obj)
         yield state
         if state.done:
             return
+
+
+def gangs_of(cluster: Cluster, job: str) -> list[Any]:
+    """The JobSets and TrainJobs of a kubetune job (none where those engines are not installed)."""
+    return [obj for kind in GANG_KINDS for obj in cluster.list(kind, f"{kn.JOB_LABEL}={job}") if not _owned_gang(obj)]
+
+
+def _owned_gang(obj: CustomObject) -> bool:
+    """A JobSet a TrainJob made: the TrainJob is the gang we report."""
+    return any(o.get("kind") in GANG_KINDS for o in obj.raw.get("metadata", {}).get("ownerReferences") or [])
 
 
 def pod_index(pod: Any) -> int:
@@ -192,10 +260,12 @@ def no_such_job(cluster: Cluster, job: str) -> ClusterError:
 def job_status(cluster: Cluster, job: str) -> JobStatus:
     """Every Job of `job` with its pods per completion index, and its other objects."""
     jobs = jobs_of(cluster, job)
-    others = [f"{k}/{n}" for k, n in job_objects(cluster, job) if k != "Job"]
-    if not jobs and not others:
+    others = [f"{k}/{n}" for k, n in job_objects(cluster, job) if k != "Job" and k not in GANG_KINDS]
+    gangs = gangs_of(cluster, job)
+    if not jobs and not others and not gangs:
         raise no_such_job(cluster, job)
     result = JobStatus(job, cluster.namespace, other=others)
+    result.jobs += [gang_state(g) for g in gangs]
     for j in jobs:
         result.jobs.append(job_state(j))
         by_index: dict[int, list[Any]] = {}
@@ -243,6 +313,12 @@ def list_jobs(cluster: Cluster) -> list[ListRow]:
         created = j.metadata.creation_timestamp
         if created and (row.created is None or created < row.created):
             row.created = created
+    for gang in (obj for kind in GANG_KINDS for obj in cluster.list(kind, kn.JOB_LABEL) if not _owned_gang(obj)):
+        state = gang_state(gang)
+        row = rows.setdefault(gang.metadata.labels[kn.JOB_LABEL], ListRow(gang.metadata.labels[kn.JOB_LABEL]))
+        row.train = f"{state.kind} {state.phase}" + (f" ({state.reason})" if state.reason and state.phase == "Failed" else "")
+        row.train += f", {state.restarts} restarts" if state.restarts else ""
+        row.created = min(filter(None, [row.created, gang.metadata.creation_timestamp]), default=None)
     for cj in cluster.list("CronJob", kn.JOB_LABEL):
         name = (cj.metadata.labels or {})[kn.JOB_LABEL]
         row = rows.setdefault(name, ListRow(name))

@@ -20,10 +20,11 @@ from kubetune.launch.cluster import api
 from kubetune.launch.cluster.api import BY_KIND, Cluster, ClusterError, create_rank, one_line, ref
 from kubetune.launch.cluster.logs import Note, follow, prefix
 from kubetune.launch.cluster.state import (
+    GANG_KINDS,
     JobState,
+    current_state,
     duration,
     job_objects,
-    job_state,
     no_such_job,
     pod_index,
     pod_started,
@@ -92,6 +93,8 @@ def plan_submit(
     for obj in everything:
         if obj.get("kind") not in BY_KIND:
             raise ClusterError(f"{ref(obj)}: kubetune does not create objects of kind {obj.get('kind')}")
+    for kind in sorted({o["kind"] for o in everything if BY_KIND[o["kind"]].custom}):
+        cluster.check_served(kind)
     existing = [o for o in everything if cluster.read(o["kind"], o["metadata"]["name"]) is not None]
     kept = {ref(o) for o in existing if o["kind"] in reuse}
     clashing = [ref(o) for o in existing if ref(o) not in kept]
@@ -107,7 +110,7 @@ def plan_submit(
             break
         plan.actions += [Action("keep" if ref(o) in kept else "create", ref(o), o) for o in stage]
         if wait and not dry_run:
-            plan.actions += [Action("wait", ref(o)) for o in stage if o["kind"] == "Job"]
+            plan.actions += [Action("wait", ref(o)) for o in stage if o["kind"] in ("Job", *GANG_KINDS)]
     return plan
 
 
@@ -133,11 +136,11 @@ def apply(cluster: Cluster, plan: Plan) -> Steps:
             created.append(action.ref)
             yield Note(f"{action.ref} created")
         elif action.verb == "wait":
-            state = yield from wait_job(cluster, action.kind_name[1])
+            state = yield from wait_job(cluster, action.kind_name[1], action.kind_name[0])
             if state.phase != "Succeeded":
                 yield from report_failure(cluster, state)
                 return 1
-            yield Note(f"{state.stage} Job {state.name} succeeded in {duration(state.started, state.finished)}")
+            yield Note(f"{state.stage} {state.kind} {state.name} succeeded in {duration(state.started, state.finished)}")
     if plan.dry_run:
         return 0
     if plan.wait:
@@ -163,13 +166,14 @@ def _create(cluster: Cluster, job: str, action: Action, created: list[str]) -> N
         ) from None
 
 
-def wait_job(cluster: Cluster, name: str) -> Generator[Note, None, JobState]:
-    """Follow Job `name` until it succeeded or failed (a watch), streaming its pods' logs
-    meanwhile; returns its final state."""
-    state = job_state(cluster.read_job(name))
-    yield Note(f"waiting for {state.stage} Job {name} ({state.completions} pod{'s' if state.completions > 1 else ''})")
+def wait_job(cluster: Cluster, name: str, kind: str = "Job") -> Generator[Note, None, JobState]:
+    """Follow Job `name` (or the gang `kind`/`name`: a JobSet, a TrainJob) until it succeeded
+    or failed (a watch), streaming its pods' logs meanwhile; returns its final state."""
+    state = current_state(cluster, name, kind)
+    yield Note(f"waiting for {state.stage} {kind} {name} ({state.completions} pod{'s' if state.completions > 1 else ''})")
     last_phase = state.phase
-    for item in follow(cluster, [name]):
+    gang = (kind, name) if kind != "Job" else None
+    for item in follow(cluster, [state.pods_job or name], gang=gang):
         if isinstance(item, Note):
             yield item
             continue
@@ -185,7 +189,7 @@ def report_failure(cluster: Cluster, state: JobState) -> Iterator[Note]:
     """The failed Job's reason, after the last log lines of its failing pod."""
     reason = state.reason or "unknown reason"
     message = f": {one_line(state.message)}" if state.message else ""
-    pods = pods_of(cluster, state.name)
+    pods = pods_of(cluster, state.pods_job or state.name)
     failed = [p for p in pods if p.status and p.status.phase == "Failed"] or [p for p in pods if pod_started(p)]
     if failed:
         pod = failed[-1]
@@ -193,7 +197,8 @@ def report_failure(cluster: Cluster, state: JobState) -> Iterator[Note]:
         yield Note(f"--- last {len(lines)} log lines of pod {pod.metadata.name} [rank {pod_index(pod)}] ---", err=True)
         for line in lines:
             yield Note(f"{prefix(None, pod_index(pod))} {line}", err=True)
-    yield Note(f"{state.stage} Job {state.name} failed: {reason}{message}", err=True)
+    restarts = f" after {state.restarts} restart{'s' if state.restarts != 1 else ''}" if state.restarts else ""
+    yield Note(f"{state.stage} {state.kind} {state.name} failed{restarts}: {reason}{message}", err=True)
 
 
 def delete_and_wait(cluster: Cluster, refs: list[tuple[str, str]], propagation: str = "Foreground") -> Iterator[Note]:

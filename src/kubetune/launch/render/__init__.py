@@ -43,8 +43,16 @@ Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by
 EXIT_RETRY_AFTER_CHECKPOINT after saving a checkpoint on SIGTERM are replaced without spending
 `backoffLimit`; EXIT_BAD_INPUT fails the Job at once.
 
+Engines (`engine`, default `kubernetes.engine`): `job` renders the train stage as above;
+`jobset` as a JobSet (`jobset`: failures counted once per incident, JobSet's own headless
+Service) and `trainjob` as a Kubeflow Trainer TrainJob on the ClusterTrainingRuntime in `k8s/`
+(`trainjob`). The pods are the same; the evaluate and predict stages stay plain Jobs (one pod,
+no gang to count), and `--schedule` stays a CronJob of Jobs (`--engine job` only).
+
 Modules: `naming` (object names, schedules), `pod` (a pod's command, environment, volumes),
-`jobs` (Jobs, CronJob, ConfigMap), `network` (Service, NetworkPolicy). This package is the
+`jobs` (Jobs, CronJob, ConfigMap), `network` (Service, NetworkPolicy), `jobset` and `trainjob`
+(the training gang for those engines), `initializer` (with `kubernetes.cache_pvc`: the model and
+tokenized data fetched once for the whole gang, first, by every engine). This package is the
 stable import place for the CLI and the other launch modules.
 """
 
@@ -59,9 +67,12 @@ from kubetune.contract import names as kn
 from kubetune.contract.model_ref import check_model_ref, check_model_stage
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
+from kubetune.launch.render.initializer import init_container, initializer_replicated_job
+from kubetune.launch.render.jobset import train_jobset
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
 from kubetune.launch.render.network import headless_service, network_policy
 from kubetune.launch.render.pod import RUN_AS_USER, evaluate_command
+from kubetune.launch.render.trainjob import train_trainjob
 
 __all__ = [
     "Names",
@@ -82,9 +93,11 @@ def render_objects(
     schedule: str | None = None,
     predict: dict[str, str] | None = None,
     model: str | None = None,
+    engine: str | None = None,
 ) -> list[dict[str, Any]]:
     """The objects for `stage` (train | evaluate | all), schema-checked for `k8s_version`
-    (default: the oldest supported, so the objects apply on every supported cluster).
+    (default: the oldest supported, so the objects apply on every supported cluster), the
+    training gang as `engine` runs it (default: the spec's `kubernetes.engine`).
 
     With `schedule`, the train Job becomes a CronJob (stage must be train or all). `model` (a
     `--model` reference: current, vNNNN or a run) is whose model the evaluate or predict Job
@@ -102,18 +115,23 @@ def render_objects(
             check_model_ref(ref)
     if (stage == kn.STAGE_PREDICT) != bool(predict and predict.get("input") and predict.get("output")):
         raise RenderError("--stage predict needs --input URI and --output URI (and they need --stage predict)")
+    engine = engine or spec.kubernetes.engine
+    if engine not in kn.ENGINES:
+        raise RenderError(f"--engine {engine}: must be one of {', '.join(kn.ENGINES)}")
     if schedule is not None:
         schedule = validate_schedule(schedule)
         if stage == kn.STAGE_EVALUATE:
             raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
+        if engine != kn.ENGINE_JOB:
+            raise RenderError(f"--schedule renders a CronJob of Jobs; it does not take --engine {engine}")
     version = k8s_version or supported_versions()[0]
-    objs = json.loads(json.dumps(_build(spec, stage, schedule, predict, model)))  # plain data, no shared sub-dicts
+    objs = json.loads(json.dumps(_build(spec, stage, schedule, predict, model, engine)))  # plain data, no shared sub-dicts
     validate_objects(objs, version)
     return objs
 
 
 def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None,
-           model: str | None = None) -> list[dict[str, Any]]:
+           model: str | None = None, engine: str = kn.ENGINE_JOB) -> list[dict[str, Any]]:
     """The objects of `stage`, in the order `kubectl apply -f -` should create them."""
     n = names(spec)
     multi = spec.resources.nodes > 1
@@ -123,13 +141,18 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
     if stage == kn.STAGE_PREDICT:
         objs.append(predict_job(spec, n, predict or {}))
         return objs
-    if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
+    initializer = spec.kubernetes.cache_pvc is not None and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL)
+    if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_JOBSET:
+        objs.append(train_jobset(spec, n, initializer_replicated_job(spec, n) if initializer else None))
+    elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_TRAINJOB:
+        objs.append(train_trainjob(spec, n))
+    elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
         if multi:
             objs.append(headless_service(spec, n))
-        if schedule is not None:
-            objs.append(train_cronjob(spec, n, schedule))
-        else:
-            objs.append(train_job(spec, n))
+        objs.append(train_cronjob(spec, n, schedule) if schedule is not None else train_job(spec, n))
+        if initializer:  # every train pod's init container fetches once, under a lock on the volume
+            job_spec = objs[-1]["spec"].get("jobTemplate", objs[-1])["spec"]
+            job_spec["template"]["spec"]["initContainers"] = [init_container(spec, n)]
     if stage == kn.STAGE_EVALUATE or (stage == kn.STAGE_ALL and schedule is None):
         objs.append(evaluate_job(spec, n, parked=stage == kn.STAGE_ALL, model=model))
     return objs

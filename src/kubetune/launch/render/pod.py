@@ -67,12 +67,14 @@ def _standalone(gpus: int, entry: list[str]) -> list[str]:
 
 
 def train_command(
-    spec: JobSpec, n: Names, job_name: str | None = None, single_process_module: str = kn.TRAIN_MODULE
+    spec: JobSpec, n: Names, job_name: str | None = None, single_process_module: str = kn.TRAIN_MODULE,
+    master_addr: str | None = None,
 ) -> list[str]:
     """The train container's command. `job_name` is a literal Job name, or an env reference
     (to names.ENV_JOB_NAME) when the Job's name is not known in advance (CronJob).
     `single_process_module` is what one process per pod runs (a CronJob's retrain entrypoint);
-    distributed runs always train only."""
+    distributed runs always train only. `master_addr`: rank 0's DNS name where the engine
+    names pods its own way (JobSet, TrainJob); default the Indexed Job's."""
     nodes, gpus = spec.resources.nodes, spec.resources.gpus_per_node
     if nodes == 1 and gpus <= 1:
         return ["python", *_entry(single_process_module)]
@@ -91,7 +93,7 @@ def train_command(
         f"--nnodes={nodes}",
         f"--nproc-per-node={max(gpus, 1)}",
         "--rdzv-backend=c10d",
-        f"--rdzv-endpoint={n.master_addr(job_name)}:{spec.kubernetes.rendezvous_port}",
+        f"--rdzv-endpoint={master_addr or n.master_addr(job_name)}:{spec.kubernetes.rendezvous_port}",
         f"--rdzv-id={job_name or n.train}",
         f"--max-restarts={spec.train.max_restarts}",
         *entry,
@@ -266,12 +268,13 @@ def _volumes(spec: JobSpec, n: Names, stage: str) -> tuple[list[dict[str, Any]],
     return volumes, mounts
 
 
-def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[str, Any]:
-    """The pod of a stage's Job: one container running `command`, non-root on a read-only root."""
+def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str], container_name: str | None = None) -> dict[str, Any]:
+    """The pod of a stage's Job: one container running `command`, non-root on a read-only root.
+    `container_name`: default the stage's (Kubeflow Trainer names its trainer container)."""
     k = spec.kubernetes
     volumes, mounts = _volumes(spec, n, stage)
     container: dict[str, Any] = {
-        "name": stage,
+        "name": container_name or stage,
         "image": spec.image,
         "imagePullPolicy": k.image_pull_policy,
         "command": command,

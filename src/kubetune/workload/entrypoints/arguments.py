@@ -58,4 +58,5 @@ def pod_env(environ: Mapping[str, str] | None = None) -> PodEnv:
         wandb_mode=env.get(kn.ENV_WANDB_MODE, "").strip().lower(),
         wandb_api_key_set=bool(env.get(kn.ENV_WANDB_API_KEY)),
         wandb_dir=Path(env[kn.ENV_WANDB_DIR]) if env.get(kn.ENV_WANDB_DIR) else None,
+        kubeflow_status=bool(env.get(kn.ENV_KUBEFLOW_STATUS_URL)),
     )

@@ -48,6 +48,7 @@ class PodEnv:
     wandb_mode: str = ""  # names.ENV_WANDB_MODE, lower case
     wandb_api_key_set: bool = False  # names.ENV_WANDB_API_KEY
     wandb_dir: Path | None = None  # names.ENV_WANDB_DIR
+    kubeflow_status: bool = False  # names.ENV_KUBEFLOW_STATUS_URL: Kubeflow Trainer's status endpoint is given
 
     @property
     def is_main(self) -> bool:

@@ -32,7 +32,7 @@ from kubetune.workload.stages.run import Run
 from kubetune.workload.tasks import Prepared, Task
 from kubetune.workload.tracking.status import status_callback
 from kubetune.workload.tracking.trackers import tracking_callbacks
-from kubetune.workload.trainer.callbacks import ProgressCallback
+from kubetune.workload.trainer.callbacks import ProgressCallback, TrainJobStatusCallback
 from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer, trainer_class
 
 log = logging.getLogger("kubetune.train")
@@ -170,6 +170,8 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
     if run.is_main:
         callbacks.append(status_callback(run.store, run.layout))  # status.json: running
     callbacks += tracking_callbacks(run)  # MLflow, W&B, TensorBoard (rank 0)
+    if run.env.kubeflow_status and run.is_main:  # a TrainJob's status.trainerStatus
+        callbacks.append(TrainJobStatusCallback())
 
     trainer = trainer_class(run.task)(
         model=model,

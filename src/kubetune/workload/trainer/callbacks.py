@@ -1,5 +1,6 @@
 """Trainer callbacks: visible progress, and the metrics in storage while the job runs (the
-checkpoint callback is checkpointing's: `checkpointing.upload_callback`).
+checkpoint callback is checkpointing's: `checkpointing.upload_callback`); in a Kubeflow Trainer
+TrainJob, the progress in the TrainJob's `status.trainerStatus` too (`TrainJobStatusCallback`).
 
 Only the main process (rank 0) writes to the store; every rank trains.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.integrations.integration_utils import KubeflowCallback
 
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.progress import format_progress
@@ -100,3 +102,31 @@ class Pace:
             start = self._first
         steps = step - start[1]
         return (now - start[0]) / steps if steps > 0 and now > start[0] else None
+
+
+class TrainJobStatusCallback(KubeflowCallback):
+    """Progress, ETA and the latest metrics into the TrainJob's `status.trainerStatus`, through
+    Kubeflow Trainer's status endpoint (names.ENV_KUBEFLOW_STATUS_URL, with the CA and token
+    files the controller injects), so `kubectl get trainjob` shows them.
+
+    transformers' own `KubeflowCallback` does the work (rank 0 only, at most one request per 5
+    seconds, the token re-read as it rotates, failures swallowed so training goes on); kubetune
+    trains with `report_to="none"`, so it is added here, and says once, as a warning line, that
+    reporting failed (the library only logs at debug level): a refusing or absent endpoint
+    costs that one line, never the run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._warned = False
+
+    def _update_status(self, *args: Any, **kwargs: Any) -> bool:
+        before = self._last_update_time
+        try:
+            sent = super()._update_status(*args, **kwargs)
+        except Exception:  # the library catches its own errors; this is belt and braces
+            sent = False
+        if not sent and self._last_update_time != before and not self._warned:  # tried, not throttled
+            self._warned = True
+            print("kubetune: warning: could not report progress to the TrainJob status endpoint; "
+                  "training goes on", file=sys.stderr, flush=True)
+        return sent
