@@ -9,10 +9,12 @@ reaches `cli.main`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from typing import Any, Callable, Generator, Iterator
 
-from kubetune.cli.arguments import STAGE_HELP, add_model_arg, add_spec_args
+from kubetune.cli.arguments import STAGE_HELP, add_json_arg, add_model_arg, add_spec_args
 from kubetune.cli.formatting import elapsed, number, table
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
@@ -105,7 +107,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from kubetune.launch.cluster.state import job_status
 
     name, store, namespace = status_target(args.name, args.store, args.endpoint_url)  # NAME or JOB.yaml
-    print(format_status(job_status(_connect(args, namespace), name)))
+    status = job_status(_connect(args, namespace), name)
+    if args.json:
+        print(as_json({**dataclasses.asdict(status), "progress": progress_record(name, store)}))
+        return 0
+    print(format_status(status))
     for line in progress_lines(name, store):  # from metrics/train.jsonl
         print(line)
     return 0
@@ -134,6 +140,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     cluster = _connect(args)
     rows = list_jobs(cluster)
+    if args.json:
+        print(as_json({"namespace": cluster.namespace, "jobs": [dataclasses.asdict(r) for r in rows]}))
+        return 0
     if not rows:
         print(f"no kubetune jobs in namespace {cluster.namespace}")
         return 0
@@ -141,6 +150,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines += [[r.name, r.train, r.evaluate, r.schedule, duration(r.created)] for r in rows]
     print(table(lines))
     return 0
+
+
+def as_json(data: Any) -> str:
+    """`--json` of the cluster verbs: their dataclasses as JSON, times in ISO 8601."""
+    return json.dumps(data, indent=2, default=lambda value: value.isoformat())
 
 
 def format_status(status: Any) -> str:
@@ -202,6 +216,13 @@ def status_target(name: str, store_uri: str | None, endpoint_url: str | None) ->
     return spec.name, store, spec.kubernetes.namespace
 
 
+def progress_record(name: str, store: Any) -> dict[str, Any] | None:
+    """`kubetune status --json`'s progress: the record `progress_lines` prints, or None."""
+    from kubetune.launch.runs import progress
+
+    return progress(store, name) if store is not None else None
+
+
 def progress_lines(name: str, store: Any) -> list[str]:
     """`kubetune status`'s progress line, read from the run's metrics/train.jsonl, or why none."""
     from kubetune.launch.runs import progress
@@ -238,6 +259,7 @@ def register(subparsers: Any) -> None:
                    help="show training progress read from the run's metrics/train.jsonl in this store "
                    "(default with a JOB.yaml: its storage.root)")
     p.add_argument("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for --store")
+    add_json_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=cmd_status)
 
@@ -255,5 +277,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_cancel)
 
     p = subparsers.add_parser("list", help="the kubetune jobs in a namespace")
+    add_json_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=cmd_list)
