@@ -64,6 +64,10 @@ STAGES = {
 
 # Container variables a local run never sets: your machine's own home and library caches.
 KEEP_LOCAL = {kn.ENV_HOME, kn.ENV_HF_HOME, "XDG_CACHE_HOME", "TRITON_CACHE_DIR"}
+# Container variables that name something on the user's side, never a path in the pod: taken as
+# they are, even where they look like one under a mount (a spec given as /tmp/job.yaml lies
+# under the pod's /tmp scratch mount, and its error lines must name /tmp/job.yaml, issue 28).
+NOT_PATHS = {kn.ENV_SPEC_FILE}
 
 
 def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None,
@@ -269,7 +273,7 @@ def _container_env(
                 value = None
         if value is None:
             continue
-        local = _localise_path(value, paths)
+        local = value if name in NOT_PATHS else _localise_path(value, paths)
         if local is None:
             continue
         env[name] = local
