@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tmp_bound import pytest_sessionfinish  # noqa: F401 (the hook that bounds a failed run's temporary folder)
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 SHARED_DATA = Path(os.environ.get("KUBETUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
