@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
+
+from tmp_bound import pytest_sessionfinish  # noqa: F401 (the hook that bounds a failed run's temporary folder)
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -29,6 +32,25 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kubetune.launch.quickstart import copy_model
 
     return copy_model(tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2")
+
+
+# The signals whose handlers a workload run installs in its process (preemption's SIGTERM; torch's
+# elastic agent takes SIGTERM and SIGINT): none may outlive an in-process run (issue 28, point 6),
+# or the test process's own SIGTERM (`timeout`, CI's cancel) becomes a run's exit 75.
+WATCHED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_signal_handlers():
+    """Every test leaves the SIGTERM and SIGINT handlers as it found them; a handler left behind
+    fails the test (and is put back, so the next tests run under the process's own)."""
+    before = {sig: signal.getsignal(sig) for sig in WATCHED_SIGNALS}
+    yield
+    leaked = {sig: signal.getsignal(sig) for sig in WATCHED_SIGNALS if signal.getsignal(sig) != before[sig]}
+    for sig in leaked:
+        signal.signal(sig, before[sig])
+    assert not leaked, "signal handlers left installed: " + ", ".join(
+        f"{signal.Signals(sig).name}: {handler!r}" for sig, handler in leaked.items())
 
 
 @pytest.fixture(scope="session")

@@ -35,3 +35,22 @@ def test_an_open_pipe_still_gets_everything():
     proc = subprocess.run([sys.executable, "-m", "kubetune.cli.main", "validate", "jobs/quickstart.yaml"],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("name: quickstart"), proc.stderr
+
+
+# The verbs that only read (a store, a registry or a cluster): each prints for people and, with
+# --json, for scripts (issue 28, point 5).
+READ_VERBS = (["runs"], ["show"], ["status"], ["list"], ["models", "list"], ["models", "show"])
+
+
+def test_every_read_verb_takes_json():
+    from kubetune.cli.main import build_parser
+
+    def subparser(parser, name):
+        action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+        return action.choices[name]
+
+    for verb in READ_VERBS:
+        parser = build_parser()
+        for word in verb:
+            parser = subparser(parser, word)
+        assert "--json" in parser._option_string_actions, f"kubetune {' '.join(verb)} has no --json"

@@ -5,6 +5,7 @@ model loads."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,3 +58,31 @@ def test_promote_errors_start_with_the_users_spec_file(folder, run, overrides, s
     assert lines[-1].startswith("error: jobs/reviews.yaml: ") and says in lines[-1], lines[-1]
     assert "Traceback" not in out.stderr
     assert store.read_text("registry/reviews/CURRENT") == before
+
+
+def test_models_show_prints_a_table_like_show_and_json_on_request(folder):
+    """`models show` labels each field as `kubetune show` does (no raw JSON); `--json` is the
+    registry's record itself, for scripts; `models list --json` names CURRENT and every version."""
+    out = kubetune(folder, "models", "show", "jobs/reviews.yaml")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "version:     v0001  (current)"
+    assert "run:         earlier" in lines and "decision:    seeded" in lines
+    assert not out.stdout.lstrip().startswith("{")
+    record = json.loads(kubetune(folder, "models", "show", "jobs/reviews.yaml", "v0001", "--json").stdout)
+    assert (record["version"], record["run"], record["decision"]["reason"]) == ("v0001", "earlier", "seeded")
+    listed = json.loads(kubetune(folder, "models", "list", "jobs/reviews.yaml", "--json").stdout)
+    assert listed["current"] == "v0001" and [v["version"] for v in listed["versions"]] == ["v0001"]
+
+
+def test_models_show_renders_the_gate_checks_as_a_table():
+    from kubetune.cli.models import show_lines
+
+    decision = {"reason": "failed min accuracy (0.4750 < 0.5500)", "candidate": {"accuracy": 0.475},
+                "checks": [{"check": "min accuracy", "value": 0.475, "limit": 0.55, "ok": False}]}
+    lines = show_lines({"version": "v0002", "run": "r2", "created": "2026-12-07T10:00:00+00:00",
+                        "decision": decision, "parent": "v0001"}, current="v0001")
+    assert lines[0] == "version:     v0002" and "created:     2026-12-07T10:00:00Z" in lines
+    assert "gate:        accuracy 0.4750" in lines
+    assert [line.split() for line in lines[lines.index("checks:") + 1:]] == [
+        ["CHECK", "VALUE", "LIMIT", "OK"], ["min", "accuracy", "0.4750", "0.5500", "no"]]

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from fakes.k8s_fake_engines import attach
 from fakes.k8s_fake_server import FakeKubeAPI, JobScript, PodRun
 from helpers import REPO
 from helpers_docs import doc_commands
@@ -38,11 +40,24 @@ def _cluster_commands():
             and not (c.verb == "status" and (c.argv[1].endswith(".yaml") or "--local" in c.argv or "--store" in c.argv))]
 
 
-def _script(api: FakeKubeAPI) -> None:
-    """Training on two nodes (`logs x --rank 1` reads node rank 1), then evaluation."""
-    api.script_job(f"{JOB}-train", JobScript(pods={0: PodRun(["kubetune: step 46/46 | loss 0.05"]),
-                                                   1: PodRun(["kubetune: rank 1 done"])}))
-    api.script_job(f"{JOB}-evaluate", JobScript(pods={0: PodRun(["kubetune: test metrics: eval/metrics.json"])}))
+def _script(api: FakeKubeAPI, job: str) -> None:
+    """Training on two nodes (`logs x --rank 1` reads node rank 1), then evaluation; for the
+    JobSet and TrainJob engines (the fake controllers of `attach`) the gang's Job is
+    `<job>-train-node-0`, after the initializer's."""
+    train = JobScript(pods={0: PodRun(["kubetune: step 46/46 | loss 0.05"]), 1: PodRun(["kubetune: rank 1 done"])})
+    for name in (f"{job}-train", f"{job}-train-node-0"):
+        api.script_job(name, train)
+    api.script_job(f"{job}-train-initializer-0", JobScript(pods={0: PodRun(["kubetune: cache ready"])}))
+    api.script_job(f"{job}-evaluate", JobScript(pods={0: PodRun(["kubetune: test metrics: eval/metrics.json"])}))
+
+
+def _target(command) -> tuple[str, str]:
+    """The job a documented command acts on, and the spec file that submits it."""
+    if command.verb == "submit":
+        spec = command.argv[1]
+        return yaml.safe_load((REPO / spec).read_text())["name"], spec
+    name = command.argv[1] if len(command.argv) > 1 and not command.argv[1].startswith("-") else JOB
+    return name, f"jobs/{name}.yaml"
 
 
 def test_the_docs_list_the_cluster_verbs():
@@ -52,20 +67,22 @@ def test_the_docs_list_the_cluster_verbs():
 @pytest.mark.parametrize("command", _cluster_commands(), ids=lambda c: f"{c.where} {' '.join(c.argv)}")
 def test_each_documented_cluster_command_runs_as_written(command, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the docs' job paths are relative to the repository
+    job, spec = _target(command)
     with FakeKubeAPI(lifetime_s=60) as api:
+        attach(api, runtime=yaml.safe_load((REPO / "k8s" / "trainjob-runtime.yaml").read_text()))
         kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig", namespace="ml"))
-        _script(api)
+        _script(api, job)
         if command.verb != "submit" or "--replace" in command.argv:
-            assert main(["submit", "jobs/quickstart.yaml", "--wait", "-n", "ml", "--set", "resources.nodes=2",
+            assert main(["submit", spec, "--wait", "-n", "ml", "--set", "resources.nodes=2",
                          "--kubeconfig", kubeconfig]) == 0
             capsys.readouterr()
         code = main([*command.argv, "--kubeconfig", kubeconfig])
         captured = capsys.readouterr()
     assert code == 0, f"{command.where}: {command.written}\n{captured.out[-1500:]}\n{captured.err[-1500:]}"
     if command.verb == "submit":
-        assert (f"plan for {JOB}" if "--dry-run" in command.argv else f"Job/{JOB}-train created") in captured.out
+        assert (f"plan for {job}" if "--dry-run" in command.argv else f"/{job}-train created") in captured.out
     if command.verb in ("status", "list"):
-        assert JOB in captured.out and "Succeeded" in captured.out
+        assert job in captured.out and "Succeeded" in captured.out
     if command.verb == "logs":
         assert "rank 1] kubetune: rank 1 done" in captured.out
         assert ("rank 0]" in captured.out) == ("--rank" not in command.argv)

@@ -141,6 +141,7 @@ def clean_run(quickstart_root):
     return out, args
 
 
+@pytest.mark.slow
 def test_a_finished_run_keeps_no_checkpoints_and_names_its_best_one(quickstart_root, clean_run):
     import json
 
@@ -170,6 +171,7 @@ def test_a_finished_run_keeps_no_checkpoints_and_names_its_best_one(quickstart_r
     assert steps[0] == "1/4", steps  # the first line at step 1, then every logging_steps
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_after_success_keeps_the_newest(quickstart_root):
     out = run_cli("run", "jobs/quickstart.yaml", "--local", "--set", f"storage.root={quickstart_root}",
                   "--set", "name=qs-keep", "--set", "train.keep_checkpoints_after_success=1", *TINY)
@@ -178,6 +180,7 @@ def test_keep_checkpoints_after_success_keeps_the_newest(quickstart_root):
     assert kept == ["step-000004"], kept  # the newest only
 
 
+@pytest.mark.slow
 def test_an_interrupted_local_run_says_how_to_resume_and_keeps_its_checkpoint(quickstart_root):
     """SIGTERM to `kubetune run --local`: a checkpoint, local words (no 'failed', no Job), no
     evaluation after the signal; the checkpoints stay until the same command finishes the run."""
@@ -245,6 +248,7 @@ def _predict(cwd: Path, run_args: list[str], *extra: str):
                           cwd=cwd, capture_output=True, text=True, timeout=900, env=dict(os.environ))
 
 
+@pytest.mark.slow
 def test_a_relative_prediction_output_is_relative_to_the_current_folder(tmp_path, quickstart_root, clean_run):
     _, args = clean_run
     out = _predict(tmp_path, args, "--output", "preds/")
@@ -258,6 +262,7 @@ def test_a_relative_prediction_output_is_relative_to_the_current_folder(tmp_path
     assert not (tmp_path / "preds-in-store").exists()
 
 
+@pytest.mark.slow
 def test_an_output_folder_of_another_job_is_refused_unless_overwrite(tmp_path, quickstart_root, clean_run):
     _, args = clean_run
     assert _predict(tmp_path, args, "--output", "preds/").returncode == 0
@@ -282,6 +287,7 @@ def _stage(run_args: list[str], stage: str, *extra: str):
     return run_cli(*args, "--stage", stage, *extra)
 
 
+@pytest.mark.slow
 def test_other_test_data_is_scored_into_its_own_file(quickstart_root, clean_run):
     """Issue 12: evaluating a finished run on other test data (`--set data.test=...`) writes
     eval/<name>/metrics.json (<name> from the file name) and leaves the run's own
@@ -310,6 +316,7 @@ def test_other_test_data_is_scored_into_its_own_file(quickstart_root, clean_run)
     assert abs(scored["accuracy"] + own["accuracy"] - 1) < 1e-9
 
 
+@pytest.mark.slow
 def test_overwrite_removes_kubetune_parts_and_keeps_the_users(tmp_path, clean_run):
     """Issue 12: `--overwrite` into another job's folder removes the parts that job's owner
     record lists (here a Parquet part, stale once jsonl parts are written) and nothing else:

@@ -9,12 +9,16 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from helpers import REPO
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.launch.quickstart import make_reviews
+
+# A real MiniLM retrain makes v0001 (issue 28, point 6).
+pytestmark = pytest.mark.slow
 
 
 def _module(module: str, spec_file, *args: str, env: dict | None = None):

@@ -68,6 +68,18 @@ def test_a_data_error_in_the_pod_starts_with_the_users_spec_file(folder, minilm_
     assert not (folder / "store" / "runs").exists()  # refused before anything was written
 
 
+def test_a_spec_given_by_absolute_path_is_named_as_given(folder, minilm_dir):
+    """An absolute path under /tmp (pytest's tmp_path) lies under the pod's /tmp scratch mount;
+    the local run must not turn the file's name into its scratch-folder twin (issue 28)."""
+    spec_file = write_job(folder, minilm_dir, train="data/no-label.tsv")
+    assert str(spec_file).startswith("/tmp/"), spec_file  # the case the issue saw
+    out = kubetune(folder, "run", str(spec_file), "--local", "--stage", "train")
+    assert out.returncode == 2, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors and errors[0].startswith(f"error: {spec_file}: data."), errors
+    assert "scratch" not in errors[0], errors[0]
+
+
 def pod_env(objs: list[dict]) -> list[dict[str, str]]:
     """The env of every container of every Job in a rendered stream."""
     found = []

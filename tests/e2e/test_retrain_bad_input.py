@@ -113,3 +113,26 @@ def test_models_verbs_on_a_store_without_an_earlier_version(job):
     listing = run_cli("models", "list", str(spec_file))
     assert listing.returncode == 0 and listing.stdout.startswith("* v0001") and "run earlier" in listing.stdout
     assert store.read_json("registry/reviews/CURRENT")["version"] == "v0001"
+
+
+def test_nothing_new_names_no_run(job, tmp_path):
+    """A retrain whose data is the current version's (the fingerprint in its lineage) trains
+    nothing and makes no run folder, so the summary names no run (issue 28: it printed one that
+    `kubetune show` could not find)."""
+    from helpers import run_cli
+    from kubetune.contract.spec.job import load_spec
+    from kubetune.workload.data.lineage import data_fingerprint, data_records
+    from kubetune.workload.entrypoints.arguments import pod_env
+    from kubetune.workload.stages.retraining import prepare
+
+    spec_file, store = job
+    pinned = prepare(load_spec(spec_file), with_training_data=True, env=pod_env({})).pinned
+    store.write_json(RunLayout("earlier").lineage, {"data_fingerprint": data_fingerprint(data_records(pinned))})
+    registry = Registry(store, "reviews")
+    registry.promote("earlier", {"reason": "seeded with its lineage"}, registry.current())
+    before = sorted(p.name for p in (tmp_path / "store" / "runs").iterdir())
+    out = run_cli("retrain", str(spec_file), "--local", env={"KUBETUNE_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "kubetune: nothing new: the data is unchanged since v0002 (run earlier)" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "store" / "runs").iterdir()) == before  # no run folder made
+    assert not [line for line in out.stdout.splitlines() if line.startswith("run:")], out.stdout

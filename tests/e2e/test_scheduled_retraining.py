@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from helpers import REPO
@@ -28,6 +29,7 @@ def test_cronjob_pods_name_their_run_after_their_job():
     assert names.index("KUBETUNE_JOB_NAME") < names.index("KUBETUNE_RUN")
 
 
+@pytest.mark.slow
 def test_two_scheduled_runs_train_and_evaluate_separately(local_store, tmp_path):
     data = local_store / "datasets" / "reviews"
     data.mkdir(parents=True)

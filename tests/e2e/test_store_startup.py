@@ -43,6 +43,7 @@ def _error_lines(proc: TrainProcess) -> list[str]:
     return [line for _, line in proc.lines if line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_store_back_within_the_timeout_the_pod_trains(s3, data, minilm_dir, tmp_path: Path):
     spec = _spec(tmp_path, "back-in-time", s3, minilm_dir, data, timeout=120)
     s3.stop()

@@ -88,6 +88,7 @@ def _tiny_job(root: Path, uri: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_a_stopped_and_resumed_run_logs_into_one_mlflow_run(mlflow_server, local_store, tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -21,6 +21,9 @@ import yaml
 from helpers import REPO, run_cli, succeeded
 from helpers_resume import TrainProcess
 
+# Every test reads the trained quickstart store (`watched`): a real training run (issue 28, point 6).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

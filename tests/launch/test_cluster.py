@@ -4,6 +4,7 @@ what goes over the wire."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -646,3 +647,19 @@ def test_in_cluster_without_a_service_account_token_is_a_one_line_error(tmp_path
     with pytest.raises(ClusterError, match=r"^in-cluster configuration: .*token") as info:
         connect()
     assert "\n" not in str(info.value)
+
+
+def test_status_and_list_print_json_on_request(api: FakeKubeAPI, kubeconfig: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json` on the cluster's read verbs: the same data as their tables, times in ISO 8601."""
+    api.put("jobs", job_obj("sst2-train", "sst2", "train", completions=2))
+    api.set_job_condition("sst2-train", "Failed", "DeadlineExceeded", "too long")
+    code, out, err = run_cli(capsys, "status", "sst2", "--json", "--kubeconfig", str(kubeconfig))
+    assert code == 0, err
+    status = json.loads(out)
+    assert (status["job"], status["namespace"], status["progress"]) == ("sst2", "ml", None)
+    assert [(j["stage"], j["phase"], j["reason"], j["completions"]) for j in status["jobs"]] == [
+        ("train", "Failed", "DeadlineExceeded", 2)]
+    code, out, err = run_cli(capsys, "list", "--json", "--kubeconfig", str(kubeconfig))
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["namespace"] == "ml" and [(r["name"], r["train"]) for r in listed["jobs"]] == [("sst2", "Failed (DeadlineExceeded)")]

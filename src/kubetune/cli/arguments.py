@@ -86,7 +86,13 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
                         help=f"storage root: a folder or s3://bucket/prefix (default: {DEFAULT_STORE})")
     parser.add_argument("--endpoint-url", default=None, metavar="URL",
                         help="S3 endpoint for --store (default: $AWS_ENDPOINT_URL)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_arg(parser)
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    """`--json`: every read verb's machine output (runs, show, status, list, models list/show),
+    the same data its table shows, for scripts."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
 
 
 def open_store(args: argparse.Namespace) -> Any:

@@ -9,10 +9,13 @@ reaches `cli.main`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from typing import Any, Callable, Generator, Iterator
 
-from kubetune.cli.arguments import DEFAULT_STORE, STAGE_HELP, add_engine_arg, add_model_arg, add_spec_args, engine_overrides, warn_dropped_settings
+from kubetune.cli.arguments import (DEFAULT_STORE, STAGE_HELP, add_engine_arg, add_json_arg, add_model_arg, add_spec_args,
+                                    engine_overrides, warn_dropped_settings)
 from kubetune.cli.formatting import elapsed, number, table
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
@@ -107,9 +110,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     name, store, namespace = status_target(args.name, args.store, args.endpoint_url)  # NAME or JOB.yaml
     if args.local or (store is not None and store.protocol == "file"):
-        print("\n".join(local_status_lines(name, store if store is not None else _default_store(args))))
+        local_store = store if store is not None else _default_store(args)
+        lines = local_status_lines(name, local_store)  # refuses a run the store does not hold
+        if args.json:
+            from kubetune.launch.runs import describe_run
+
+            print(as_json({**describe_run(local_store, name), "progress": progress_record(name, local_store)}))
+        else:
+            print("\n".join(lines))
         return 0
-    print(format_status(job_status(_connect(args, namespace), name)))
+    status = job_status(_connect(args, namespace), name)
+    if args.json:
+        print(as_json({**dataclasses.asdict(status), "progress": progress_record(name, store)}))
+        return 0
+    print(format_status(status))
     for line in progress_lines(name, store):  # from metrics/train.jsonl
         print(line)
     return 0
@@ -138,6 +152,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     cluster = _connect(args)
     rows = list_jobs(cluster)
+    if args.json:
+        print(as_json({"namespace": cluster.namespace, "jobs": [dataclasses.asdict(r) for r in rows]}))
+        return 0
     if not rows:
         print(f"no kubetune jobs in namespace {cluster.namespace}")
         return 0
@@ -145,6 +162,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines += [[r.name, r.train, r.evaluate, r.schedule, duration(r.created)] for r in rows]
     print(table(lines))
     return 0
+
+
+def as_json(data: Any) -> str:
+    """`--json` of the cluster verbs: their dataclasses as JSON, times in ISO 8601."""
+    return json.dumps(data, indent=2, default=lambda value: value.isoformat())
 
 
 def format_status(status: Any) -> str:
@@ -232,6 +254,13 @@ def local_status_lines(name: str, store: Any) -> list[str]:
     return lines + progress_lines(name, store)
 
 
+def progress_record(name: str, store: Any) -> dict[str, Any] | None:
+    """`kubetune status --json`'s progress: the record `progress_lines` prints, or None."""
+    from kubetune.launch.runs import progress
+
+    return progress(store, name) if store is not None else None
+
+
 def progress_lines(name: str, store: Any) -> list[str]:
     """`kubetune status`'s progress line, read from the run's metrics/train.jsonl, or why none."""
     from kubetune.launch.runs import progress
@@ -272,6 +301,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--local", action="store_true",
                    help="a run of `kubetune run --local`: read the store only (--store, the spec's, or "
                    "./.kubetune), no cluster; implied by a JOB.yaml whose storage.root is a local folder")
+    add_json_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=cmd_status)
 
@@ -289,5 +319,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_cancel)
 
     p = subparsers.add_parser("list", help="the kubetune jobs in a namespace")
+    add_json_arg(p)
     add_cluster_args(p)
     p.set_defaults(func=cmd_list)

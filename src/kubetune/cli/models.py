@@ -14,7 +14,8 @@ import argparse
 import json
 from typing import Any
 
-from kubetune.cli.arguments import add_spec_args
+from kubetune.cli.arguments import add_json_arg, add_spec_args
+from kubetune.cli.formatting import number, table
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.spec.job import JobSpec, load_spec
@@ -44,29 +45,63 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     registry = _registry(spec)
     current = registry.current()
     versions = registry.versions()
+    if args.json:
+        print(json.dumps({"current": current["version"] if current else None, "versions": versions}, indent=2))
+        return 0
     if not versions:
         print(f"no versions in {registry.store.url(registry.layout.base)}")
         return 0
     for record in versions:
-        scores = (record.get("decision") or {}).get("candidate") or {}
-        shown = ", ".join(f"{m} {scores[m]:.4f}" for m in LIST_METRICS if isinstance(scores.get(m), (int, float)))
         mark = "*" if current and current["version"] == record["version"] else " "
         size = _data_size(record)
-        print(f"{mark} {record['version']}  {record['created']}  run {record['run']}  {shown or '-'}  "
+        print(f"{mark} {record['version']}  {record['created']}  run {record['run']}  {_gate_scores(record) or '-'}  "
               f"data {size if size is not None else '?'} bytes")
     return 0
+
+
+def _gate_scores(record: dict[str, Any]) -> str:
+    """The version's own gate metrics (`accuracy 0.8300, f1_macro 0.8290`), those of LIST_METRICS it has."""
+    scores = (record.get("decision") or {}).get("candidate") or {}
+    return ", ".join(f"{m} {scores[m]:.4f}" for m in LIST_METRICS if isinstance(scores.get(m), (int, float)))
+
+
+def show_lines(record: dict[str, Any], current: str | None) -> list[str]:
+    """`kubetune models show`: one version as `kubetune show` prints a run, a label per line,
+    the gate's checks as a table, the lineage as indented JSON (it is nested data)."""
+    decision = record.get("decision") or {}
+    size = _data_size(record)
+    lines = [f"version:     {record['version']}" + ("  (current)" if record["version"] == current else ""),
+             f"created:     {(record.get('created') or '-').replace('+00:00', 'Z')}",
+             f"run:         {record.get('run') or '-'}",
+             f"model:       {record.get('model') or '-'}",
+             f"parent:      {record.get('parent') or '-'}",
+             f"gate:        {_gate_scores(record) or '-'}",
+             f"decision:    {decision.get('reason') or '-'}",
+             f"data:        {f'{size} bytes' if size is not None else '-'}"]
+    checks = decision.get("checks") or []
+    if checks:
+        rows = [["CHECK", "VALUE", "LIMIT", "OK"]]
+        rows += [[c["check"], number(c.get("value")), number(c.get("limit")), "yes" if c.get("ok") else "no"] for c in checks]
+        lines += ["checks:", *("  " + line for line in table(rows).splitlines())]
+    if record.get("lineage"):
+        lines += ["lineage:", *("  " + line for line in json.dumps(record["lineage"], indent=2).splitlines())]
+    return lines
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, args.overrides)
     registry = _registry(spec)
+    current = registry.current()
     name = args.version
     if name is None:
-        current = registry.current()
         if current is None:
             raise UserError(f"{registry.store.url(registry.layout.base)}: no current version yet")
         name = current["version"]
-    print(json.dumps(registry.version(name), indent=2, sort_keys=True))
+    record = registry.version(name)
+    if args.json:
+        print(json.dumps(record, indent=2, sort_keys=True))
+        return 0
+    print("\n".join(show_lines(record, current["version"] if current else None)))
     return 0
 
 
@@ -91,10 +126,12 @@ def register(subparsers: Any) -> None:
     verbs = models.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("list", help="versions with date, run, gate metrics, data size; * marks CURRENT")
     add_spec_args(p)
+    add_json_arg(p)
     p.set_defaults(func=cmd_models_list)
     p = verbs.add_parser("show", help="one version (default: the current one): gate metrics, decision, lineage")
     add_spec_args(p)
     p.add_argument("version", nargs="?", default=None, help="vNNNN (default: current)")
+    add_json_arg(p)
     p.set_defaults(func=cmd_models_show)
     p = verbs.add_parser("promote", help="score a finished run against CURRENT on the gate data; promote if better")
     add_spec_args(p)

@@ -27,8 +27,22 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         code, run = retrain_in_containers(spec, args.image)
     else:
         code, run = retrain_local(spec)
-    print(f"run:     {run}")
+    if run_folder_exists(spec, run):  # "nothing new" (or a refusal before training) made none
+        print(f"run:     {run}")
     return code
+
+
+def run_folder_exists(spec: Any, run: str) -> bool:
+    """Whether the retrain made `runs/<run>/`: the summary names only a run a user can `show`.
+    A store that cannot be read now counts as no folder (the pod's own line said why)."""
+    from kubetune.contract.errors import UserError
+    from kubetune.contract.layout import RunLayout
+    from kubetune.storage import Store
+
+    try:
+        return Store.from_spec(spec.storage).exists(RunLayout(run).base)
+    except (OSError, UserError):
+        return False
 
 
 def register(subparsers: Any) -> None:

@@ -142,3 +142,18 @@ def test_the_user_can_ask_for_every_plain_line(monkeypatch, setting, every_line)
         view.feed(f"kubetune: step {step}/10 | epoch 0.10 | loss 0.5000 | lr 1.00e-04\n")
     steps = [parse_progress(line)["step"] for line in out.getvalue().splitlines() if parse_progress(line)]
     assert steps == (list(range(1, 11)) if every_line else [1, 10])
+
+
+def test_a_resumed_stages_bar_starts_at_its_step_with_the_loss():
+    """Resumed at step 20 of 40, the pod's first line is its resume line (step and last loss,
+    `workload.trainer.callbacks.resumed_progress`): the bar's very first frame is 20/40 with the
+    loss, never 0/40 then a jump (issue 28)."""
+    out = io.StringIO()
+    view = ProgressView("job-train", out=out, tty=True)
+    view.feed("kubetune: resuming from /store/runs/job/checkpoints/step-000020\n")
+    view.feed(format_progress({"step": 20, "epoch": 1.0, "loss": 0.5}, 40) + "\n")
+    first_frame = out.getvalue()
+    view.feed(_line(21))
+    view.close()
+    assert "20/40 | epoch 1.00 | loss 0.5000 | eta ?" in first_frame, first_frame
+    assert " 0/40" not in out.getvalue() and "21/40 | epoch 1.05 | loss 0.0476" in out.getvalue()

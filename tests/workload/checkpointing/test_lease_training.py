@@ -10,10 +10,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.names import ENV_CACHE, ENV_WORKDIR, TRAIN_MODULE
+
+# Two trainings of MiniLM at once (issue 28, point 6).
+pytestmark = pytest.mark.slow
 
 ROWS = "".join(f"{'good' if i % 2 else 'bad'} film {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(16))
 

@@ -33,6 +33,9 @@ from helpers_resume import (
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.names import EVALUATE_MODULE
 
+# Each test trains MiniLM in a child process, killed and resumed (issue 28, point 6).
+pytestmark = pytest.mark.slow
+
 BUCKET = "resume-tests"
 MAX_STEPS = 16
 EVERY = 4

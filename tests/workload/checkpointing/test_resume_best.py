@@ -22,6 +22,9 @@ from helpers_resume import (RestartableS3, TrainProcess, restartable_s3, s3fs_fo
                             train_to_end, write_spec, write_sst2_subset)
 from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 
+# Trains MiniLM twice, once stopped and resumed (issue 28, point 6).
+pytestmark = pytest.mark.slow
+
 BUCKET = "best-resume-tests"
 ROOT = f"{BUCKET}/store"
 MAX_STEPS = 16

@@ -117,6 +117,7 @@ def test_spec_chooses_streaming(s3_store: Store):
         validate_spec({**base, "data": {"train": "x.tsv", "streaming": "sometimes"}})
 
 
+@pytest.mark.slow
 def test_streamed_training_resumes_exactly_after_kill9(s3_bucket, shared_data, minilm_dir, tmp_path):
     """Through the entrypoint: SST-2 rows as Parquet parts in S3, streamed by 2 DataLoader
     workers; kill -9 after the first committed checkpoint, restart on a fresh disk: the

@@ -56,6 +56,7 @@ def test_lower_layers_frozen_top_layers_train(task, minilm_dir):
     assert any(n.startswith(("classifier", "qa_outputs")) for n in trainable)
 
 
+@pytest.mark.slow
 def test_frozen_encoder_run_leaves_encoder_weights_unchanged(tmp_path, local_store, capsys, monkeypatch):
     """A few training steps of NER through the train entrypoint with freeze.encoder: only the
     classifier's 2,310 parameters train; every encoder tensor of the saved model equals the

@@ -290,6 +290,30 @@ def test_predict_without_a_trained_model_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_predict_refuses_a_spec_the_run_was_not_trained_with(tmp_path):
+    """As evaluate does (issue 28): another learning rate or label set is another run, whose
+    model this is not; the test data may differ. One line, exit 2, before any model loads."""
+    from kubetune.contract.layout import RunLayout
+    from kubetune.storage import Store
+
+    trained = {"name": "trained", "task": "text-classification", "model": {"source": "models/m"},
+               "data": {"train": "t.tsv", "test": "t.tsv"}, "storage": {"root": str(tmp_path / "store")}}
+    store, layout = Store(str(tmp_path / "store")), RunLayout("trained")
+    store.write_text(layout.spec, validate_spec(trained).to_yaml())
+    store.write_text(f"{layout.model}/config.json", "{}")
+    store.commit(layout.model, ["config.json"])
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "fine"}\n')
+    other = {**trained, "train": {"learning_rate": 1e-3}}
+    result = run_entrypoint("predict", write_spec(tmp_path, other), "--input", str(rows),
+                            "--output", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'store'}/runs/trained/spec.yaml: run 'trained' was trained with a different train; "
+        "predict it with the spec it was trained with"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_question_answering_predict_matches_the_evaluation_decoding(tmp_path, minilm_dir, shared_data, monkeypatch):
     """QA batch prediction (no answers needed in the input) decodes the same answer spans as

@@ -42,3 +42,36 @@ def test_a_resumed_run_is_timed_from_its_resume_step():
     pace.begin(0.0, 40)
     assert pace.seconds_per_step(2.0, 41) == pytest.approx(2.0)
     assert pace.seconds_per_step(5.0, 44) == pytest.approx(1.0)
+
+
+def _begin(tmp_path, step: int, records: list[dict]) -> tuple[str, list[str]]:
+    import json
+
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from kubetune.contract.layout import RunLayout
+    from kubetune.storage import Store
+    from kubetune.workload.trainer.callbacks import ProgressCallback
+
+    store, layout = Store(str(tmp_path / "store")), RunLayout("demo")
+    store.write_text(layout.train_metrics, "".join(json.dumps(r) + "\n" for r in records))
+    local = tmp_path / "work" / "train.jsonl"
+    state = TrainerState(global_step=step, max_steps=40, epoch=step / 20)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    ProgressCallback(store, layout, local, samples_per_step=8).on_train_begin(args, state, TrainerControl())
+    return local.read_text(), [json.loads(line)["step"] for line in local.read_text().splitlines()]
+
+
+def test_a_resumed_run_prints_its_step_and_last_loss_before_training(tmp_path, capsys):
+    """The line the launcher's bar starts from (issue 28): the resume step and the last loss
+    logged up to it; the log continues up to that step only."""
+    records = [{"step": 10, "epoch": 0.5, "loss": 0.9}, {"step": 20, "epoch": 1.0, "loss": 0.4},
+               {"step": 20, "epoch": 1.0, "eval_accuracy": 0.8}, {"step": 30, "epoch": 1.5, "loss": 0.2}]
+    _, steps = _begin(tmp_path, 20, records)
+    assert steps == [10, 20, 20]
+    assert capsys.readouterr().out.splitlines() == ["kubetune: step 20/40 | epoch 1.00 | loss 0.4000"]
+
+
+def test_a_fresh_run_prints_no_resume_line(tmp_path, capsys):
+    _, steps = _begin(tmp_path, 0, [{"step": 10, "epoch": 0.5, "loss": 0.9}])
+    assert steps == [] and capsys.readouterr().out == ""

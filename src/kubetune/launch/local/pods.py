@@ -29,8 +29,7 @@ How a pod becomes a process:
   (names.THREAD_ENV), as a pod gets its share of its CPU limit. `resources.threads_per_process`
   and the spec's `kubernetes.env` keep the rendered values; your own environment's variables
   win over everything, and your OMP_NUM_THREADS sizes the others too (`share_cores`).
-* The working directory is yours, so a relative `storage.root` means the same as for
-  `kubetune validate`.
+* The working directory is yours: a relative `storage.root` means what it does to `validate`.
 * Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
   when a worker fails (up to `train.max_restarts`), as on a cluster. A pod process that exits
   non-zero stops its gang and the run; the Job's pod retries are not imitated.
@@ -74,6 +73,10 @@ STAGES = {
 
 # Container variables a local run never sets: your machine's own home and library caches.
 KEEP_LOCAL = {kn.ENV_HOME, kn.ENV_HF_HOME, "XDG_CACHE_HOME", "TRITON_CACHE_DIR"}
+# Container variables that name something on the user's side, never a path in the pod: taken as
+# they are, even where they look like one under a mount (a spec given as /tmp/job.yaml lies
+# under the pod's /tmp scratch mount, and its error lines must name /tmp/job.yaml, issue 28).
+NOT_PATHS = {kn.ENV_SPEC_FILE}
 
 
 def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] | None = None,
@@ -330,7 +333,7 @@ def _container_env(
                 value = None
         if value is None:
             continue
-        local = _localise_path(value, paths)
+        local = value if name in NOT_PATHS else _localise_path(value, paths)
         if local is None:
             continue
         env[name] = local

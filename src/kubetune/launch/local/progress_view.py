@@ -114,11 +114,16 @@ class ProgressView:
     def _draw(self, p: dict[str, Any]) -> None:
         from tqdm import tqdm
 
-        if self._bar is None:
-            self._bar = tqdm(total=p["max_steps"], desc=self.label, file=self.out, dynamic_ncols=True)
         # The pod's numbers go into the format itself: tqdm's {postfix} would add its own ", ".
         text = bar_postfix(p).replace("{", "{{").replace("}", "}}")
-        self._bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} | " + text
+        bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} | " + text
+        if self._bar is None:
+            # Its first frame already at the pod's step, with its loss: a resumed run's bar starts
+            # at the resume step, it does not flash 0/total first (issue 28).
+            self._bar = tqdm(total=p["max_steps"], initial=p["step"], desc=self.label, file=self.out,
+                             dynamic_ncols=True, bar_format=bar_format)
+            return
+        self._bar.bar_format = bar_format
         self._bar.total = p["max_steps"]
         self._bar.n = p["step"]
         self._bar.refresh()

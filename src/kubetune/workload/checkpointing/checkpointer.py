@@ -23,6 +23,7 @@ or `leave_after_preemption`.
 from __future__ import annotations
 
 import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,10 +64,11 @@ class Checkpointer:
         self._train_data: Any = None
 
     # -- before the Trainer is built --------------------------------------------------------------
-    def catch_sigterm(self) -> None:
-        """From now on SIGTERM means: checkpoint at the end of the step, then exit 75 (before
-        training starts: exit 75 at once, nothing is lost)."""
-        self.preemption.install()
+    def catch_sigterm(self) -> AbstractContextManager[Preemption]:
+        """For the block: SIGTERM means checkpoint at the end of the step, then exit 75 (before
+        training starts: exit 75 at once, nothing is lost). The process's own handler is back
+        after it, so nothing of the run stays installed in a process that goes on."""
+        return self.preemption.caught()
 
     def track_data(self, prepared: Prepared) -> ResumeState:
         """The data order the Trainer trains in, which every checkpoint records and a resume

@@ -19,7 +19,10 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from transformers import TrainerCallback, TrainingArguments
 
@@ -35,12 +38,31 @@ class Preemption:
         self.received_at: float | None = None
         self.training = False
         self._installed = False
+        self._previous: Any = None
 
     def install(self) -> Preemption:
         if not self._installed:
-            signal.signal(signal.SIGTERM, self._handler)
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
             self._installed = True
         return self
+
+    def uninstall(self) -> None:
+        """Put back the SIGTERM handler `install` found, and forget this run's signal: a
+        process that runs the workload in-process (a test, a library caller) must not keep a
+        handler that exits 75 on its own SIGTERM (issue 28)."""
+        if self._installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+            self._installed, self._previous = False, None
+        self.requested, self.received_at, self.training = False, None, False
+
+    @contextmanager
+    def caught(self) -> Iterator[Preemption]:
+        """SIGTERM handled by this object for the length of the block, whatever ends it."""
+        self.install()
+        try:
+            yield self
+        finally:
+            self.uninstall()
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:

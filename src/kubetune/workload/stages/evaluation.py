@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -58,12 +59,13 @@ def score_model(spec: JobSpec, task: Task, folder: str, labels: list[str] | None
 EVAL_FREE = ("test", "max_test_samples")
 
 
-def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str]:
-    """Where this evaluation's metrics and report go (`RunLayout.eval_files`: the run's own
-    test data in `eval/`, other test data in `eval/<name>/`). Refuses (SpecError) a spec whose
-    run-defining parts differ from the stored run's."""
+def check_trained_with(store: Store, layout: RunLayout, spec: JobSpec, verb: str) -> dict[str, Any] | None:
+    """Refuse (SpecError) to score or predict with a spec whose run-defining parts differ from
+    the ones the run was trained with (all but EVAL_FREE): its labels, tokenisation or task
+    would not be the model's. The stage that evaluates and the one that predicts share it.
+    Returns the stored spec's `data` section, or None when the run stored no spec."""
     if not store.exists(layout.spec):
-        return layout.eval_metrics, layout.eval_report
+        return None
     import yaml
 
     stored = run_defining(yaml.safe_load(store.read_text(layout.spec)) or {})
@@ -74,7 +76,18 @@ def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str
                 if k not in EVAL_FREE and stored_data.get(k) != data.get(k)]
     if changed:
         raise SpecError(f"{store.url(layout.spec)}: run {spec.name!r} was trained with a different "
-                        f"{', '.join(changed)}; evaluate it with the spec it was trained with")
+                        f"{', '.join(changed)}; {verb} it with the spec it was trained with")
+    return stored_data
+
+
+def eval_paths(store: Store, layout: RunLayout, spec: JobSpec) -> tuple[str, str]:
+    """Where this evaluation's metrics and report go (`RunLayout.eval_files`: the run's own
+    test data in `eval/`, other test data in `eval/<name>/`). Refuses (SpecError) a spec whose
+    run-defining parts differ from the stored run's."""
+    stored_data = check_trained_with(store, layout, spec, "evaluate")
+    if stored_data is None:
+        return layout.eval_metrics, layout.eval_report
+    data = spec.model_dump(mode="json")["data"] or {}
     return layout.eval_files(data.get("test"), stored_data.get("test"))
 
 

@@ -45,7 +45,7 @@ from kubetune.registry import Registry
 from kubetune.storage import Store, has_scheme
 from kubetune.workload.data.tables import data_format, read_table, require_columns
 from kubetune.workload.errors import DataError
-from kubetune.workload.stages.evaluation import load_trained
+from kubetune.workload.stages.evaluation import check_trained_with, load_trained
 from kubetune.workload.stages.run import PodEnv
 from kubetune.workload.tasks import Task, get_task
 
@@ -117,6 +117,8 @@ def setup(spec: JobSpec, env: PodEnv, input_uri: str, output_uri: str, output_fo
                        else (run_layout(spec.name, env.run_folder), None))
     if not store.is_committed(layout.model):
         raise SpecError(f"{store.url(layout.model)}: no committed model; run the train stage first")
+    if not model:  # this run's own model: the spec must be the one it was trained with
+        check_trained_with(store, layout, spec, "predict")
     rank, world = rank_and_world(env)
     output_url = store.resolve(output_uri)
     fmt, to_folder = output_target(output_url, output_format, world)

@@ -208,17 +208,18 @@ def _train_and_finish(run: Run) -> int:
     from kubetune.workload.checkpointing.checkpointer import Checkpointer
 
     checkpointer = Checkpointer(run)
-    checkpointer.catch_sigterm()  # from here on SIGTERM: checkpoint at the end of the step, then exit 75
-    trained = train(run, checkpointer)
-    state = trained.trainer.state
-    if trained.preempted:
-        code = checkpointer.leave_after_preemption(state.global_step)
+    # SIGTERM: checkpoint at the end of the step, then exit 75; the handler is put back after.
+    with checkpointer.catch_sigterm():
+        trained = train(run, checkpointer)
+        state = trained.trainer.state
+        if trained.preempted:
+            code = checkpointer.leave_after_preemption(state.global_step)
+            if run.is_main:
+                write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
+            return code
+        finish(run, trained, checkpointer)
         if run.is_main:
-            write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
-        return code
-    finish(run, trained, checkpointer)
-    if run.is_main:
-        write_status(run.store, run.layout, "complete", step=state.global_step, max_steps=state.max_steps,
-                     best_metric=state.best_metric, ended=now_iso())
-        write_curves(run.store, run.layout, run.workdir)
-    return 0
+            write_status(run.store, run.layout, "complete", step=state.global_step, max_steps=state.max_steps,
+                         best_metric=state.best_metric, ended=now_iso())
+            write_curves(run.store, run.layout, run.workdir)
+        return 0

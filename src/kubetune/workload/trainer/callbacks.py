@@ -42,12 +42,15 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.pace.begin(time.monotonic(), state.global_step)
         if state.is_world_process_zero:
-            self._continue_log(state.global_step)
+            kept = self._continue_log(state.global_step)
+            if state.global_step > 0:
+                print(resumed_progress(kept, state.global_step, state.epoch, state.max_steps), flush=True,
+                      file=sys.stdout)
 
-    def _continue_log(self, step: int) -> None:
+    def _continue_log(self, step: int) -> list[dict[str, Any]]:
         """A fresh start begins an empty log; a resumed run continues the store's log up to
         the resume step (a new pod has no local copy, and the steps after the checkpoint
-        are trained again)."""
+        are trained again). Returns the records kept."""
         lines: list[str] = []
         if step > 0 and self.store.exists(self.layout.train_metrics):
             for line in self.store.read_text(self.layout.train_metrics).splitlines():
@@ -55,6 +58,7 @@ class ProgressCallback(TrainerCallback):
                     lines.append(line)
         self.local_file.parent.mkdir(parents=True, exist_ok=True)
         self.local_file.write_text("".join(line + "\n" for line in lines))
+        return [json.loads(line) for line in lines]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -76,6 +80,18 @@ class ProgressCallback(TrainerCallback):
         else:
             self.store.upload_file(self.local_file, self.layout.train_metrics)
         print(format_progress(record, state.max_steps), flush=True, file=sys.stdout)
+
+
+def resumed_progress(kept: list[dict[str, Any]], step: int, epoch: float | None, max_steps: int) -> str:
+    """The progress line a resumed run prints before its first step: the resume step and the
+    last loss logged up to it, so the launcher's bar starts where training stands, with the
+    loss, instead of appearing only at the next logging step (issue 28). Not written to
+    `metrics/train.jsonl`: nothing new was computed. No samples/s or ETA: none measured yet."""
+    record: dict[str, Any] = {"step": step, "epoch": round(epoch or 0.0, 4)}
+    loss = next((r["loss"] for r in reversed(kept) if isinstance(r.get("loss"), (int, float))), None)
+    if loss is not None:
+        record["loss"] = loss
+    return format_progress(record, max_steps)
 
 
 class Pace:
