@@ -15,10 +15,10 @@ import s3fs
 
 from helpers import run_cli
 
-# On the held-out dev set. Until issue 28 dev also picked the best checkpoint, which flattered
-# it: 0.876 after one epoch then; 0.853 measured (2026-12-07, 2 shared CPU cores) once 10% of
-# train picks it and dev only scores the model.
-SST2_MIN_ACCURACY = 0.84
+# On the held-out dev set (10% of train picks the best checkpoint; until issue 28 dev picked it,
+# which flattered it). Measured 2026-12-07 on 2 shared CPU cores: 0.853 after one epoch, 0.875
+# after the shipped two, so the test trains the shipped two and keeps the bar of 0.86.
+SST2_MIN_ACCURACY = 0.86
 IMDB_MIN_ACCURACY = 0.82
 
 
@@ -45,9 +45,7 @@ def test_sst2_on_two_nodes_and_s3_reaches_quality_bar_and_writes_the_run_layout(
         "--set", "train.batch_size=16",  # per process: the global batch of the 1-process job (32)
         "--set", "train.checkpoint_every=150",
         "--set", "train.keep_checkpoints_after_success=1",  # read below
-        # One epoch of the shipped two: measured on 2 idle CPU cores, 237 s for the whole test
-        # (when dev still picked the checkpoint), against 389 s for two epochs.
-        "--set", "train.epochs=1",
+        # The shipped two epochs: one reaches only 0.853 on the held-out dev set (see above).
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[sst2-minilm-train-0]" in out.stdout  # the gang's output, prefixed per pod
