@@ -65,7 +65,7 @@ def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float) -> Non
     (folder / LOSS_WINDOW).write_text(json.dumps({"loss_sum": step / 2, "last_logged_step": step - 1}))
     args = TrainingArguments(output_dir=str(checkpointer.local_dir), per_device_train_batch_size=4, report_to="none")
     state = TrainerState(global_step=step, epoch=epoch, best_global_step=best)
-    (upload, _) = checkpointer.callbacks()
+    (upload, _, _) = checkpointer.callbacks()
     upload.on_save(args, state, TrainerControl())
     assert checkpointer.uploader is not None
     checkpointer.uploader.wait(60)  # a checkpoint overtaken while queued is skipped: keep each one
@@ -131,7 +131,7 @@ def test_after_sigterm_the_checkpoint_is_committed_and_the_exit_code_says_retry(
     preemption = Preemption()
     checkpointer = Checkpointer(run, preemption)
     checkpointer.track_data(_prepared())
-    upload, stop = checkpointer.callbacks()
+    upload, stop, _ = checkpointer.callbacks()
     assert isinstance(upload, CheckpointUploadCallback) and isinstance(stop, PreemptionCallback)
     assert upload.uploader is checkpointer.uploader and stop.preemption is preemption
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.local.gang import LocalProcess, run_processes
 
@@ -60,6 +60,15 @@ STAGES = {
     kn.STAGE_EVALUATE: [kn.STAGE_EVALUATE],
     kn.STAGE_ALL: [kn.STAGE_TRAIN, kn.STAGE_EVALUATE],
     kn.STAGE_PREDICT: [kn.STAGE_PREDICT],
+}
+
+# What the launcher says when a stage ends with one of these codes: the pod's own truth.
+STOPPED = {
+    EXIT_RETRY_AFTER_CHECKPOINT: "interrupted; its checkpoint is saved: run the same command again to resume",
+    EXIT_INTERRUPTED_UNSAVED: "interrupted; nothing new was saved (the pod said which checkpoint a rerun "
+                              "resumes from)",
+    EXIT_NO_SPACE: f"failed with exit code {EXIT_NO_SPACE}: the store is full (the pod said how much room it "
+                   "needed); free room, then run the same command again to resume",
 }
 
 # Container variables a local run never sets: your machine's own home and library caches.
@@ -87,9 +96,8 @@ def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] 
             finally:
                 if cleanup is not None:
                     cleanup(procs)
-        if code == EXIT_RETRY_AFTER_CHECKPOINT:
-            print(f"kubetune: {step} interrupted; its checkpoint is saved: run the same command again to resume",
-                  file=sys.stderr)
+        if code in STOPPED:
+            print(f"kubetune: {step} {STOPPED[code]}", file=sys.stderr)
             return code
         if code != 0:
             print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)
