@@ -255,7 +255,7 @@ class Store:
         if self.protocol not in ("s3", "s3a"):
             return
         options = dict(self.options)
-        options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"max_attempts": 1}}
+        options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"total_max_attempts": 1}}
         fs = fsspec.filesystem("s3", **options)
         fs.retries = 1  # s3fs's own retry count (a class attribute, not an argument)
         fs.ls(self.root_path.split("/", 1)[0], refresh=True)

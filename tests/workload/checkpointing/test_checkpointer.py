@@ -55,7 +55,7 @@ def _prepared() -> Prepared:
     return Prepared(train=Dataset.from_dict(rows), validation=Dataset.from_dict(rows))
 
 
-def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float) -> None:
+def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float, wait: bool = True) -> None:
     """What the Trainer does at a save: write checkpoint-N locally, then fire `on_save`."""
     folder = checkpointer.local_dir / f"checkpoint-{step}"
     folder.mkdir(parents=True)
@@ -68,7 +68,8 @@ def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float) -> Non
     (upload, _, _) = checkpointer.callbacks()
     upload.on_save(args, state, TrainerControl())
     assert checkpointer.uploader is not None
-    checkpointer.uploader.wait(60)  # a checkpoint overtaken while queued is skipped: keep each one
+    if wait:
+        checkpointer.uploader.wait(60)  # a checkpoint overtaken while queued is skipped: keep each one
 
 
 def test_a_new_pod_resumes_by_the_rule_with_its_data_position_best_and_loss_window(make_run, capsys):
@@ -162,3 +163,43 @@ def test_after_success_the_store_keeps_what_the_spec_says_and_local_copies_go(ma
     checkpointer.clear_after_success()
     assert committed_steps(run.store, run.layout) == [8]
     assert not list(Path(checkpointer.local_dir).glob("checkpoint-*"))
+
+
+def test_sigterm_with_nothing_new_saved_is_not_reported_as_saved(make_run, s3_bucket, tmp_path, capsys):
+    """Issue 23, point 4: SIGTERM arrives, the store is cut off (a TCP proxy the test controls)
+    and the checkpoint of the stop step cannot land within the grace period: the exit code is
+    EXIT_INTERRUPTED_UNSAVED (not 75), the line says NOT saved and names the last committed
+    checkpoint, what was not uploaded is named, and distrun's retry flag stays untouched."""
+    from urllib.parse import urlparse
+
+    from helpers_proxy import TcpProxy
+    from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED
+    from kubetune.storage import Store
+
+    run = make_run("unsaved", "pod", keep_checkpoints=2)
+    proxy = TcpProxy(urlparse(s3_bucket[0]).port)
+    flag = tmp_path / "retry-flag"
+    kubernetes = run.spec.kubernetes.model_copy(update={"termination_grace_period_seconds": 8})
+    run = dataclasses.replace(run, store=Store(run.store.root, endpoint_url=proxy.endpoint, timeout_s=5),
+                              spec=run.spec.model_copy(update={"kubernetes": kubernetes}),
+                              env=dataclasses.replace(run.env, retry_flag=flag))
+    preemption = Preemption()
+    checkpointer = Checkpointer(run, preemption)
+    checkpointer.track_data(_prepared())
+    try:
+        _save(checkpointer, 2, best=2, epoch=0.25)
+        assert checkpointer.uploader.wait(60) and checkpointer.uploader.committed == [2]
+        proxy.set("cut")
+        preemption.requested, preemption.received_at = True, time.monotonic()
+        _save(checkpointer, 3, best=3, epoch=0.5, wait=False)
+        start = time.monotonic()
+        assert checkpointer.leave_after_preemption(3) == EXIT_INTERRUPTED_UNSAVED
+        assert time.monotonic() - start < 8 + 5  # the grace period bounds the drain
+    finally:
+        proxy.close()
+    assert not flag.exists()
+    captured = capsys.readouterr()
+    assert ("interrupted at step 3: checkpoint NOT saved, nothing new saved; the last committed checkpoint is "
+            f"step-000002; exit {EXIT_INTERRUPTED_UNSAVED}") in captured.out
+    assert "checkpoint saved" not in captured.out and "checkpoint committed;" not in captured.out
+    assert "not uploaded after SIGTERM (deadline passed): checkpoint step-000003" in captured.err

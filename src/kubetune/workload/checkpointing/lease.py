@@ -225,7 +225,7 @@ class ConditionalFile:
             import fsspec
 
             options = dict(self.store.options)
-            options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"max_attempts": 1}}
+            options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"total_max_attempts": 1}}
             self._fs = fsspec.filesystem("s3", **options)
             self._fs.retries = 1  # s3fs's own retry count (a class attribute, not an argument)
         return self._fs
