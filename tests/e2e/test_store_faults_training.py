@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -73,30 +72,31 @@ def s3(shared_data):
 
 
 def test_an_outage_backlog_then_kill9_and_resume_keeps_every_logged_step(s3, shared_data, minilm_dir, tmp_path):
-    data = write_sst2_subset(s3fs_for(s3.endpoint), shared_data, BUCKET, n_train=96, n_val=16, n_test=8)
+    data = write_sst2_subset(s3fs_for(s3.endpoint), shared_data, BUCKET, n_train=72, n_val=16, n_test=8)
     proxy = TcpProxy(urlparse(s3.endpoint).port)
     try:
         spec = write_spec(tmp_path / "backlog.yaml", "backlog", f"s3://{BUCKET}/store", proxy.endpoint, minilm_dir,
-                          data, max_steps=12, checkpoint_every=3, keep_checkpoints=3)
+                          data, max_steps=9, checkpoint_every=3, keep_checkpoints=3, max_seq_length=32)
+        settings = yaml.safe_load(spec.read_text())
+        settings["storage"]["lease_seconds"] = 600  # the outage must not cost the lease (that is another test)
+        spec.write_text(yaml.safe_dump(settings))
         first = TrainProcess(spec, tmp_path / "pod-1")
-        first.wait_for(r"checkpoint committed: .*step-000003")
-        proxy.set("cut")  # an outage: checkpoints 6 (and 9) and their metrics queue up behind it
-        first.wait_for(r"step 7/12 \|", timeout=300)
+        first.wait_for(r"step 1/9 \|")
+        proxy.set("cut")  # an outage: every checkpoint and metrics upload queues up behind it
+        first.wait_for(r"waiting for \d+ upload\(s\) to finish", timeout=300)
         mark = len(first.lines)
         proxy.set("forward")
-        first.wait_for(r"checkpoint committed: .*step-0000(06|09)", timeout=300, after=mark)
+        first.wait_for(r"checkpoint committed", timeout=300, after=mark)
         os.kill(first.proc.pid, signal.SIGKILL)  # before the metrics' own upload can follow
         assert first.wait(60) == -signal.SIGKILL
 
         second = train_to_end(spec, tmp_path / "pod-2")
-        resumed = int(second.wait_for(r"resuming from .*step-(\d+)").group(1))
-        assert resumed >= 6
+        assert re.search(r"resuming from .*step-00000[39]", second.output), second.output[-3000:]
         text = s3fs_for(s3.endpoint).cat_file(f"{BUCKET}/store/runs/backlog/metrics/train.jsonl").decode()
     finally:
         proxy.close()
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     logged = sorted(r["step"] for r in records if "loss" in r)
-    assert logged == list(range(1, 13)), logged  # every step once: none lost behind the backlog, none twice
+    assert logged == list(range(1, 10)), logged  # every step once: none lost behind the backlog, none twice
     evaluated = sorted(r["step"] for r in records if any(k.startswith("eval_") for k in r))
-    assert evaluated[:4] == [3, 6, 9, 12], evaluated
-    shutil.rmtree(tmp_path / "pod-1", ignore_errors=True)
+    assert evaluated == [3, 6, 9], evaluated

@@ -203,3 +203,33 @@ def test_sigterm_with_nothing_new_saved_is_not_reported_as_saved(make_run, s3_bu
             f"step-000002; exit {EXIT_INTERRUPTED_UNSAVED}") in captured.out
     assert "checkpoint saved" not in captured.out and "checkpoint committed;" not in captured.out
     assert "not uploaded after SIGTERM (deadline passed): checkpoint step-000003" in captured.err
+
+
+def test_a_lost_lease_stops_the_training_the_uploads_and_the_models_commit(make_run, tmp_path, capsys):
+    """Issue 23, point 3, through the Checkpointer as the train stage wires it: once another
+    writer holds the lease, the next commit is refused, the training stops at the end of the
+    step (StopOnFatal raises LeaseLostError: a retriable exit) and the model is not committed."""
+    from kubetune.workload.checkpointing.checkpointer import StopOnFatal
+    from kubetune.workload.checkpointing.lease import LeaseLostError, RunLease
+
+    run = make_run("fenced", "pod", keep_checkpoints=3)
+    lease = RunLease(run.store, run.layout, 30, holder="writer-A").acquire()
+    checkpointer = Checkpointer(run, Preemption(), lease=lease)
+    checkpointer.track_data(_prepared())
+    _save(checkpointer, 2, best=2, epoch=0.25)
+    assert committed_steps(run.store, run.layout) == [2]
+    taken = json.loads(run.store.read_text(run.layout.lease)) | {"holder": "writer-B", "generation": 9}
+    run.store.write_json(run.layout.lease, taken)  # writer B took over
+    _save(checkpointer, 4, best=4, epoch=0.5)
+    assert committed_steps(run.store, run.layout) == [2]
+    stop = checkpointer.callbacks()[2]
+    assert isinstance(stop, StopOnFatal)
+    args = TrainingArguments(output_dir=str(tmp_path / "x"), report_to="none")
+    with pytest.raises(LeaseLostError, match="taken over by writer-B"):
+        stop.on_step_end(args, TrainerState(global_step=5), TrainerControl())
+    with pytest.raises(LeaseLostError):
+        checkpointer.guard("commit of the model")
+    lease.release()
+    assert json.loads(run.store.read_text(run.layout.lease))["holder"] == "writer-B"
+    err = capsys.readouterr().err
+    assert "checkpoint step-000004 refused, not committed" in err and "commit of the model refused" in err

@@ -14,10 +14,10 @@ What it owns, and which module does the work:
 * the final weights of a sharded (FSDP) model (`sharded_state`), and the clean-up after the
   model is committed.
 
-Order of use (`stages.training`): `Checkpointer(run)`, `catch_sigterm()`; `build_trainer`
-calls `track_data` and `callbacks` and builds the Trainer with `state`; then
-`resume_point()`, `restore()`, training; then `drain()` and `save_model` + `clear_after_success`,
-or `leave_after_preemption`.
+Order of use (`stages.training`): `Checkpointer(run, lease=...)`, `catch_sigterm()`;
+`build_trainer` calls `track_data` and `callbacks` and builds the Trainer with `state`; then
+`resume_point()`, `restore()`, training; then `drain_final()`, `save_model`, `guard` before the
+model's commit, `clear_after_success`; or `leave_after_preemption`.
 """
 
 from __future__ import annotations
@@ -116,14 +116,13 @@ class Checkpointer:
     def guard(self, what: str) -> None:
         """Before a commit outside the uploader (the model's): the lease still ours, confirmed
         in the store (`RunLease.confirm`), else LeaseLostError and nothing is committed."""
-        self.raise_if_stopped()
-        if self.lease is not None:
-            try:
+        try:
+            self.raise_if_stopped()
+            if self.lease is not None:
                 self.lease.confirm()
-            except Exception:
-                print(f"kubetune: {what} refused: this writer no longer holds the run's lease", file=sys.stderr,
-                      flush=True)
-                raise
+        except Exception as exc:
+            print(f"kubetune: {what} refused: {exc}", file=sys.stderr, flush=True)
+            raise
 
     def data_position(self, trainer_state: TrainerState) -> dict[str, Any]:
         """Where in the data the run stands at `trainer_state`'s step (written into each

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from kubetune.contract.layout import RunLayout, checkpoint_name
 from kubetune.storage import Store, StoreFullError, human_bytes, is_space_error
+from kubetune.workload.checkpointing.lease import LeaseLostError, RunLease
 from kubetune.workload.checkpointing.protocol import commit_checkpoint, prune_checkpoints, snapshot
 
 log = logging.getLogger("kubetune.checkpoint")
@@ -188,8 +189,8 @@ class Uploader:
             print(f"kubetune: uploads aborted ({reason}); not uploaded: {', '.join(self.not_uploaded())}",
                   file=sys.stderr, flush=True)
 
-    def fenced_by(self, lease: Any) -> "Uploader":
-        """Every commit first confirms `lease` (a `lease.RunLease`) in the store, and losing it
+    def fenced_by(self, lease: RunLease) -> "Uploader":
+        """Every commit first confirms `lease` in the store, and losing it
         stops every upload: a stale writer commits nothing."""
         self.guard = lambda what: lease.confirm()
         lease.on_lost.append(lambda reason: self.stop_for(lease.lost_error()))
@@ -200,7 +201,7 @@ class Uploader:
         training loop to raise, and the uploads are aborted."""
         self.fatal = self.fatal or fatal
         self.errors.append(str(fatal))
-        self.abort(str(fatal).split(":", 1)[0])
+        self.abort("this writer lost the run's lease" if isinstance(fatal, LeaseLostError) else "the store is full")
 
     def not_uploaded(self) -> list[str]:
         """What was submitted and is not (yet) in the store, oldest first."""
@@ -239,8 +240,6 @@ class Uploader:
     def _failed(self, job: _Job, exc: Exception) -> None:
         """A job that failed for good: a full store or a lost lease stops every upload (and,
         through `fatal`, the training); any other failure is named and training goes on."""
-        from kubetune.workload.checkpointing.lease import LeaseLostError
-
         if isinstance(exc, LeaseLostError) or isinstance(self.fatal, LeaseLostError):
             print(f"kubetune: {job.name} refused, not committed: {self.fatal or exc}", file=sys.stderr, flush=True)
             self.stop_for(exc)
