@@ -94,13 +94,15 @@ def test_bad_env_is_one_line_naming_the_field(kubernetes, message):
 
 def test_renderer_sets_only_variables_the_contract_reserves():
     """names.RENDERED_ENV is what the spec refuses in kubernetes.env: it must list every
-    variable the renderer sets itself, or a user's variable could silently override one."""
+    variable the renderer sets itself, or a user's variable could silently override one. The
+    thread variables (names.THREAD_ENV) are the exception: a user's value replaces kubetune's
+    (tests/launch/test_render_threads.py)."""
     spec = validate_spec(yaml.safe_load((REPO / "jobs" / "imdb-bert-multinode.yaml").read_text()))
     spec_gpu0 = make_spec()
     for objs in (render_objects(spec, stage="all"), render_objects(spec_gpu0, stage="all")):
         for c in containers(objs):
             own = {e["name"] for e in c["env"]}
-            assert {n for n in own if not n.startswith(kn.ENV_PREFIX)} <= kn.RENDERED_ENV
+            assert {n for n in own if not n.startswith(kn.ENV_PREFIX)} <= kn.RENDERED_ENV | set(kn.THREAD_ENV)
 
 
 def test_cli_refuses_a_literal_token_with_exit_2_before_rendering(tmp_path, capsys):

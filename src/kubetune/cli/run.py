@@ -22,6 +22,7 @@ SAMPLES_METRIC = "num_samples"
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, args.overrides)
     print(spec.to_yaml(), end="")
+    print_public_https(spec)
     if not args.data:
         print(f"ok: {args.job}: the spec is valid (add --data to check the data files and the model source)",
               file=sys.stderr)
@@ -47,6 +48,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             "use --set storage.root=s3://bucket/prefix",
             file=sys.stderr,
         )
+    print_public_https(spec)
     if args.stage == kn.STAGE_ALL and args.schedule is None:
         n = names(spec)
         print(
@@ -56,6 +58,18 @@ def cmd_render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def print_public_https(spec: JobSpec) -> None:
+    """With `kubernetes.egress`, say when and why the NetworkPolicy allows HTTPS to public
+    addresses (launch/render/network), so a restricted policy's opening is never a surprise."""
+    from kubetune.launch.render.network import needs_public_https, public_destinations
+
+    if spec.kubernetes.network_policy and needs_public_https(spec):
+        why = "; ".join(public_destinations(spec)) or "kubernetes.public_https: true"
+        print(f"kubetune: egress: HTTPS (TCP 443) to public addresses allowed for {why}"
+              + ("" if spec.kubernetes.public_https else "; kubernetes.public_https: false leaves it out"),
+              file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -96,6 +96,14 @@ ENV_PREFIX = "KUBETUNE_"
 # shared agent store keeps the previous round's keys, and a restarted gang hangs on them:
 # pytorch/pytorch#135712).
 ENV_TORCH_NO_SHARED_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+# The thread pools every pod sizes to its share of the CPU (resources.threads_per_process):
+# OpenMP's and MKL's (torch's intra-op threads) and the tokenizers' Rayon pool. A value you set
+# yourself (kubernetes.env in a pod, your shell for `run --local`) wins over kubetune's.
+ENV_OMP_THREADS = "OMP_NUM_THREADS"
+ENV_MKL_THREADS = "MKL_NUM_THREADS"
+ENV_RAYON_THREADS = "RAYON_NUM_THREADS"
+ENV_TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
+THREAD_ENV = (ENV_OMP_THREADS, ENV_MKL_THREADS, ENV_RAYON_THREADS, ENV_TOKENIZERS_PARALLELISM)
 RENDERED_ENV = frozenset(
     {
         ENV_HF_HOME,

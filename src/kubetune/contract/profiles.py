@@ -31,3 +31,14 @@ def default_cpu(gpus: int) -> str:
 
 def default_memory(gpus: int) -> str:
     return f"{MEMORY_GIB_PER_GPU * gpus}Gi" if gpus else DEFAULT_MEMORY
+
+
+def cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("4", "500m", "2.5") in CPUs."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def threads_per_process(cpus: float, processes: int) -> int:
+    """Each process's share of `cpus`, in whole threads, at least 1: a CPU limit of 4 with 8
+    torchrun workers is 1 thread each, not 0 (or the node's core count, torch's default)."""
+    return max(1, int(cpus // max(processes, 1)))

@@ -46,6 +46,12 @@ class ResourcesSpec(Strict):
     gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod (nvidia.com/gpu); 0: CPU only")
     cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
     memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
+    threads_per_process: int | None = Field(
+        default=None, gt=0,
+        description="CPU threads of each process (OMP_NUM_THREADS, MKL_NUM_THREADS, the tokenizers' pool); "
+        "unset: the pod's CPU limit divided by its processes (torchrun's workers), at least 1; "
+        "`run --local`: the cores this machine lets it use divided by the local processes",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,7 +182,15 @@ class KubernetesSpec(Strict):
     network_policy: bool = Field(default=True, description="render a NetworkPolicy for the job's pods")
     egress: list[EgressRule] | None = Field(
         default=None,
-        description="unset: all egress allowed; a list: only these destinations, DNS and the job's own pods",
+        description="unset: all egress allowed; a list: only these destinations, DNS, the job's own pods "
+        "and, when the spec loads from the Hub, AWS S3 or W&B, HTTPS to public addresses (kubernetes.public_https)",
+    )
+    public_https: bool | None = Field(
+        default=None,
+        description="with kubernetes.egress: allow TCP 443 to every public address (not 10/8, 172.16/12, "
+        "192.168/16, 100.64/10, link-local, loopback); unset: when the spec may load from the Hugging Face Hub "
+        "(a model.source or model.tokenizer that is no URI or local folder), from AWS S3 or report to W&B; "
+        "false: never",
     )
     env: dict[str, str] = Field(
         default_factory=dict,
@@ -249,6 +263,12 @@ class KubernetesSpec(Strict):
         for name in refs:
             _check_env_name(name)
         return refs
+
+    @model_validator(mode="after")
+    def _public_https_restricts(self) -> KubernetesSpec:
+        if self.public_https is not None and self.egress is None:
+            raise ValueError("public_https: only with kubernetes.egress (unset, every destination is allowed)")
+        return self
 
     @model_validator(mode="after")
     def _env_once(self) -> KubernetesSpec:

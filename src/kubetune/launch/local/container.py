@@ -16,7 +16,8 @@ this one proves the image too: the same rendered pods run in the image with podm
   folder kept across runs (`<local cache>/containers`);
 * the securityContext: the rendered uid/gid, a read-only root filesystem, every capability
   dropped, no privilege escalation; the rendered CPU and memory limits (CPUs capped at this
-  machine's count);
+  machine's count); the thread variables sized as for a local process (`pods.share_cores`),
+  from the CPU limit capped at the cores the run may use (`_container_cores`);
 * the store: a local `storage.root` is mounted at its absolute path (the spec the pod reads
   names that path); an S3 store is reached over the host's network (`--network host`), so an
   endpoint on this machine's loopback works; a job with a local store and one pod gets no
@@ -41,6 +42,7 @@ SIGTERM to the launcher reaches each container's PID 1 through the engine's sign
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import shutil
@@ -52,7 +54,9 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.local.pods import Planner, expand_references, pod_identity, free_port, local_cache_dir, run_local
+from kubetune.launch.local.cores import usable_cores
+from kubetune.launch.local.pods import (Planner, expand_references, pod_identity, free_port, local_cache_dir,
+                                        resolved_spec, run_local, share_cores)
 from kubetune.launch.local.gang import LocalProcess
 
 ENGINES = ("podman", "docker")
@@ -152,6 +156,9 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
     network = ["--network", "none"] if offline and not hosts else ["--network", "host"]
     cache = Path(local_cache_dir(environ)) / "containers"
     cache.mkdir(parents=True, exist_ok=True)
+    spec = resolved_spec(configmaps)
+    processes = completions * _nproc(pod_spec["containers"][0])
+    container_cores = functools.cache(lambda: _container_cores(pod_spec["containers"][0]))
     procs = []
     for index in range(completions):
         pod_name, field_values, injected = pod_identity(job, index)
@@ -164,12 +171,28 @@ def plan_container_stage(objs: list[dict[str, Any]], stage: str, tmp: Path, imag
             argv += [f"--hostname={pod_name}", *[f"--add-host={h}:{a}" for h, a in zip(hosts, addresses)],
                      f"--add-host={pod_name}:{addresses[index]}"]
         argv += [arg for folder in mounts for arg in ("-v", _mount(folder, folder, engine, writable=True))]
-        env = _container_env(container, field_values, configmaps, injected)
+        env = share_cores(_container_env(container, field_values, configmaps, injected), spec, environ,
+                          container_cores, processes)
         argv += [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
         argv += [arg for name in _passed_by_name(container, environ) for arg in ("-e", name)]
         argv += [image, *[_rendezvous(expand_references(a, env), hosts, port) for a in container.get("command", []) + container.get("args", [])]]
         procs.append(LocalProcess(pod_name, argv, environ, os.getcwd(), [str(root)]))
     return procs
+
+
+def _nproc(container: dict[str, Any]) -> int:
+    """torchrun's workers per pod in the container's command (1 without torchrun)."""
+    flag = [a for a in container.get("command", []) if a.startswith("--nproc-per-node=")]
+    return int(flag[0].split("=", 1)[1]) if flag else 1
+
+
+def _container_cores(container: dict[str, Any]) -> int:
+    """The cores a pod's container may use here: its CPU limit (`--cpus`), at most the cores the
+    run may use on this machine (`cores.usable_cores`), which size its threads as a local
+    process's (`pods.share_cores`)."""
+    limit = container.get("resources", {}).get("limits", {}).get("cpu")
+    cores = usable_cores()
+    return max(1, min(cores, int(cpu_quantity(str(limit))))) if limit else cores
 
 
 def pod_address(index: int) -> str:

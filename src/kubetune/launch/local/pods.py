@@ -23,6 +23,12 @@ How a pod becomes a process:
   rendezvous port becomes a free local port (in `--rdzv-endpoint`, and `--master-addr/-port`).
 * GPUs: the processes share the machine's GPUs (counted with `nvidia-smi`, never torch), split
   between the pods; with none, each pod runs one CPU process (torch.distributed uses gloo).
+* Threads: each process gets its share of the cores the run may use (its CPU affinity, less
+  what other work keeps busy: `kubetune.launch.local.cores`) divided by the stage's local
+  processes (pods times torchrun's workers), at least 1, in the thread variables
+  (names.THREAD_ENV), as a pod gets its share of its CPU limit. `resources.threads_per_process`
+  and the spec's `kubernetes.env` keep the rendered values; your own environment's variables
+  win over everything, and your OMP_NUM_THREADS sizes the others too (`share_cores`).
 * The working directory is yours, so a relative `storage.root` means the same as for
   `kubetune validate`.
 * Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
@@ -33,6 +39,7 @@ How a pod becomes a process:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -47,9 +54,12 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
+from kubetune.contract.profiles import threads_per_process
+from kubetune.launch.local.cores import usable_cores
 from kubetune.launch.local.gang import LocalProcess, run_processes
+from kubetune.launch.render.pod import thread_env
 
-__all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes"]
+__all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes", "share_cores"]
 
 # Objects of one stage, the stage, a temporary folder -> the processes that run its pods.
 Planner = Callable[[list[dict[str, Any]], str, Path], list[LocalProcess]]
@@ -117,7 +127,8 @@ def local_predict_args(predict: dict[str, str] | None) -> dict[str, str] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Planning: objects -> processes (pure apart from creating files under `tmp`)
+# Planning: objects -> processes (pure apart from creating files under `tmp` and reading how
+# busy the cores are, `cores.usable_cores`)
 
 
 def plan_stage(
@@ -126,8 +137,10 @@ def plan_stage(
     tmp: Path,
     environ: dict[str, str] | None = None,
     gpus: int | None = None,
+    cores: int | None = None,
 ) -> list[LocalProcess]:
-    """The processes of the stage's Job: one per completion index."""
+    """The processes of the stage's Job: one per completion index. `gpus` and `cores` (the
+    cores the run may use) are this machine's unless given."""
     environ = dict(os.environ if environ is None else environ)
     gpus = local_gpu_count() if gpus is None else gpus
     jobs = [o for o in objs if o["kind"] == "Job" and o["metadata"]["labels"].get(kn.STAGE_LABEL) == stage]
@@ -157,9 +170,6 @@ def plan_stage(
         paths = _mount_paths(container, pod_spec.get("volumes", []), configmaps, root, cache)
         container_env = _container_env(container, field_values, configmaps, paths, injected)
         env = {**environ, **container_env}
-        if completions > 1 and "OMP_NUM_THREADS" not in environ:
-            # The gang shares this machine's cores; without this each process takes them all.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // completions))
         visible = gpu_sets[index]
         limits = container.get("resources", {}).get("limits", {})
         if int(limits.get("nvidia.com/gpu", 0) or 0) == 0 or visible is None:
@@ -171,7 +181,58 @@ def plan_stage(
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
+    _share_cores(procs, resolved_spec(configmaps), environ, cores)
     return procs
+
+
+def resolved_spec(configmaps: dict[str, Any]) -> dict[str, Any]:
+    """The resolved spec the pods mount (the ConfigMap's names.SPEC_KEY), as plain data."""
+    import yaml
+
+    for configmap in configmaps.values():
+        text = configmap.get("data", {}).get(kn.SPEC_KEY)
+        if text:
+            return yaml.safe_load(text) or {}
+    return {}
+
+
+def _share_cores(procs: list[LocalProcess], spec: dict[str, Any], environ: dict[str, str], cores: int | None) -> None:
+    """The thread variables of a stage's local processes (names.THREAD_ENV): the cores the run
+    may use (`cores.usable_cores`: its affinity, less what other work keeps busy) divided by
+    every process the stage starts (each pod's torchrun workers counted), at least 1, instead of
+    the pod's share of its CPU limit (`share_cores`, which also says what wins over it)."""
+    workers = sum(int(_flag(p.argv, "--nproc-per-node") or 1) for p in procs)
+    counted = functools.cache(lambda: cores or usable_cores())  # sampled once, for the whole gang
+    for proc in procs:
+        proc.env = share_cores(proc.env, spec, environ, counted, workers)
+
+
+def share_cores(env: dict[str, str], spec: dict[str, Any], environ: dict[str, str], cores: Callable[[], int],
+                processes: int) -> dict[str, str]:
+    """`env` with its thread variables sized for this machine, highest first: a variable of
+    your own environment (`environ`); one the spec's `kubernetes.env` sets; your own
+    OMP_NUM_THREADS for the others; `resources.threads_per_process` (`spec`: the resolved spec
+    as data), as rendered; else `cores()` // `processes`, at least 1."""
+    env = dict(env)
+    own = set((spec.get("kubernetes") or {}).get("env") or {})
+    mine = environ.get(kn.ENV_OMP_THREADS, "")
+    if mine.isdigit() and int(mine) > 0:
+        count: int | None = int(mine)
+    elif (spec.get("resources") or {}).get("threads_per_process"):
+        count = None  # the rendered values stand
+    else:
+        count = threads_per_process(cores(), processes)
+    if count is not None:
+        for name in set(kn.THREAD_ENV) - own:
+            env.pop(name, None)
+        env.update({item["name"]: item["value"] for item in thread_env(count, {name: "" for name in own})})
+    env.update({name: environ[name] for name in kn.THREAD_ENV if name in environ})
+    return env
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of `name=VALUE` in a command line, if there."""
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"{name}=")), None)
 
 
 def local_cache_dir(environ: dict[str, str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
-from kubetune.contract.profiles import default_cpu, default_memory
+from kubetune.contract.profiles import cpu_cores, default_cpu, default_memory, threads_per_process
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.naming import Names
 
@@ -139,6 +139,34 @@ def _gpus(spec: JobSpec, stage: str) -> int:
     return min(gpus, 1) if stage == kn.STAGE_EVALUATE else gpus
 
 
+def processes_per_pod(spec: JobSpec, stage: str) -> int:
+    """The processes one pod of `stage` runs: torchrun's workers (one per GPU) or 1. Evaluation
+    is one process (on at most one GPU)."""
+    return max(_gpus(spec, stage), 1)
+
+
+def pod_threads(spec: JobSpec, stage: str) -> int:
+    """Threads per process: `resources.threads_per_process`, or the pod's CPU limit divided by
+    its processes (at least 1). Without it torch and the tokenizers start one thread per core
+    of the node: 64 threads against a quota of 4 on a 64-core node."""
+    if spec.resources.threads_per_process is not None:
+        return spec.resources.threads_per_process
+    cpus = cpu_cores(str(_resources(spec, stage)["limits"]["cpu"]))
+    return threads_per_process(cpus, processes_per_pod(spec, stage))
+
+
+def thread_env(threads: int, user_env: dict[str, str]) -> list[dict[str, Any]]:
+    """names.THREAD_ENV sized to `threads`; a variable the spec's `kubernetes.env` sets wins.
+    One thread: the tokenizers' parallelism off (names.ENV_TOKENIZERS_PARALLELISM=false).
+    Several: their pool sized (names.ENV_RAYON_THREADS) and the parallelism variable left
+    unset, so the tokenizers keep turning it off in forked DataLoader workers (set to true it
+    would stay on there, which can deadlock)."""
+    values = {kn.ENV_OMP_THREADS: str(threads), kn.ENV_MKL_THREADS: str(threads), kn.ENV_RAYON_THREADS: str(threads)}
+    if threads == 1:
+        values[kn.ENV_TOKENIZERS_PARALLELISM] = "false"
+    return [{"name": name, "value": value} for name, value in values.items() if name not in user_env]
+
+
 def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
     """The container's environment: where the entrypoints and their libraries read and write."""
     k = spec.kubernetes
@@ -169,6 +197,7 @@ def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
         env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
     if spec.spec_file:  # the pod's error lines name the user's file, not the mounted copy
         env.append({"name": kn.ENV_SPEC_FILE, "value": spec.spec_file})
+    env += thread_env(pod_threads(spec, stage), k.env)
     return env + _wandb_env(spec) + _user_env(spec)
 
 

@@ -87,12 +87,15 @@ def check_job(spec: JobSpec) -> str:
     if splits.test is not None:
         sizes.append(f"test {len(splits.test)}")
     model = checked.model_uri
-    shown = model if has_scheme(model) or model.startswith("/") else f"Hub id {model}, not checked offline"
-    return f"ok: {spec.name}: data ({', '.join(sizes)} rows) and model ({shown}) look usable"
+    if has_scheme(model) or model.startswith("/"):
+        return f"ok: {spec.name}: data ({', '.join(sizes)} rows) and model ({model}) look usable"
+    # A Hub id: nothing of it is read here (the train stage asks the Hub before it loads it).
+    return (f"ok: {spec.name}: data ({', '.join(sizes)} rows) looks usable; "
+            f"model {model}: not checked (a Hugging Face Hub id)")
 
 
 def check_model(store: Store, source: str, field: str, tokenizer: bool, config: bool = True) -> str:
-    """`check_model_source`, and for a folder (not a Hub id, which is not checked offline):
+    """`check_model_source`, and for a folder (not a Hub id, which is not checked here):
     a `config.json` naming a `model_type` (`config`), a tokenizer file (`tokenizer`). Returns
     the resolved URI or the Hub id."""
     resolved = check_model_source(store, source, field)

@@ -22,6 +22,7 @@ from kubetune.storage import Store, is_space_error
 from kubetune.workload.data.lineage import build_lineage
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
+from kubetune.workload.model.hub import check_hub
 from kubetune.workload.stages.preflight import checks, open_store
 from kubetune.workload.stages.run import PodEnv, Run, Trained
 from kubetune.workload.tracking.status import now_iso, write_curves, write_status
@@ -88,6 +89,10 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
     checked = checks(spec, store, pinned)
+    hub = {"model.source": checked.model_uri}
+    if checked.tokenizer_uri != checked.model_uri:
+        hub["model.tokenizer"] = checked.tokenizer_uri
+    check_hub(hub, spec.model.revision, spec.storage.startup_timeout_seconds)  # before the model loads
     return Run(
         spec=spec,
         store=store,

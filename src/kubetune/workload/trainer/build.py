@@ -24,6 +24,7 @@ from kubetune.workload.data.streaming import StreamingTrainData, steps_for_epoch
 from kubetune.workload.data.token_cache import prepare_data
 from kubetune.workload.model.adapt import apply_freezing, parameter_counts, set_dropout
 from kubetune.workload.model.devices import ddp_backend, precision, precision_flags
+from kubetune.workload.model.hub import hub_faults
 from kubetune.workload.model.lora import apply_lora
 from kubetune.workload.model.source import local_model_dir
 from kubetune.workload.model.speed import model_load_kwargs, prepare_quantized, speed_arguments, speed_settings
@@ -113,19 +114,22 @@ def generation_arguments(run: Run) -> dict[str, Any]:
 
 
 def load_tokenizer(run: Run) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(
-        local_model_dir(run.store, run.tokenizer_uri, run.env.cache_root), revision=run.spec.model.revision
-    )
+    field = "model.tokenizer" if run.spec.model.tokenizer else "model.source"
+    with hub_faults(field, run.tokenizer_uri):  # a Hub that fails while loading: one line, exit 69
+        return AutoTokenizer.from_pretrained(
+            local_model_dir(run.store, run.tokenizer_uri, run.env.cache_root), revision=run.spec.model.revision
+        )
 
 
 def load_model(run: Run, prepared: Prepared) -> PreTrainedModel:
     source = local_model_dir(run.store, run.model_uri, run.env.cache_root)
-    config = AutoConfig.from_pretrained(source, revision=run.spec.model.revision, **run.task.model_kwargs(prepared))
-    if run.spec.train.dropout is not None:
-        set_dropout(config, run.spec.train.dropout)
-    model = run.task.auto_model_class().from_pretrained(
-        source, config=config, revision=run.spec.model.revision, **model_load_kwargs(run.spec, run.env.local_rank)  # attention, 4-bit
-    )
+    with hub_faults("model.source", run.model_uri):  # a Hub that fails while loading: one line, exit 69
+        config = AutoConfig.from_pretrained(source, revision=run.spec.model.revision, **run.task.model_kwargs(prepared))
+        if run.spec.train.dropout is not None:
+            set_dropout(config, run.spec.train.dropout)
+        model = run.task.auto_model_class().from_pretrained(
+            source, config=config, revision=run.spec.model.revision, **model_load_kwargs(run.spec, run.env.local_rank)  # attention, 4-bit
+        )
     model = prepare_quantized(model, run.spec)  # 4-bit: peft's preparation before the adapters
     apply_freezing(model, run.spec.train.freeze)
     run.task.configure_model(model)
