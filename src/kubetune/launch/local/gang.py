@@ -97,6 +97,16 @@ class _Forwarded(Exception):
         self.signum = signum
 
 
+# What the launcher says when a stage ends with one of these codes: the pod's own truth.
+STOPPED = {
+    EXIT_RETRY_AFTER_CHECKPOINT: "interrupted; its checkpoint is saved: run the same command again to resume",
+    EXIT_INTERRUPTED_UNSAVED: "interrupted; nothing new was saved (the pod said which checkpoint a rerun "
+                              "resumes from)",
+    EXIT_NO_SPACE: f"failed with exit code {EXIT_NO_SPACE}: the store is full (the pod said how much room it "
+                   "needed); free room, then run the same command again to resume",
+}
+
+
 def _after_stop(codes: list[int], signum: int) -> int:
     """The gang's exit code after the launcher stopped it: what the pods said, the best news
     first: EXIT_RETRY_AFTER_CHECKPOINT when a pod committed its checkpoint; else a full store

@@ -52,11 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
 from kubetune.contract.profiles import threads_per_process
 from kubetune.launch.local.cores import usable_cores
-from kubetune.launch.local.gang import LocalProcess, run_processes
+from kubetune.launch.local.gang import STOPPED, LocalProcess, run_processes
 from kubetune.launch.render.pod import thread_env
 
 __all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes", "share_cores"]
@@ -70,15 +69,6 @@ STAGES = {
     kn.STAGE_EVALUATE: [kn.STAGE_EVALUATE],
     kn.STAGE_ALL: [kn.STAGE_TRAIN, kn.STAGE_EVALUATE],
     kn.STAGE_PREDICT: [kn.STAGE_PREDICT],
-}
-
-# What the launcher says when a stage ends with one of these codes: the pod's own truth.
-STOPPED = {
-    EXIT_RETRY_AFTER_CHECKPOINT: "interrupted; its checkpoint is saved: run the same command again to resume",
-    EXIT_INTERRUPTED_UNSAVED: "interrupted; nothing new was saved (the pod said which checkpoint a rerun "
-                              "resumes from)",
-    EXIT_NO_SPACE: f"failed with exit code {EXIT_NO_SPACE}: the store is full (the pod said how much room it "
-                   "needed); free room, then run the same command again to resume",
 }
 
 # Container variables a local run never sets: your machine's own home and library caches.
