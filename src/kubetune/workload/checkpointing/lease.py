@@ -149,11 +149,15 @@ class RunLease:
     def confirm(self) -> None:
         """Renew the lease now, conditionally on the version this writer last wrote: a success
         holds the lease for one more period from before the request; a failure means another
-        writer took it (LeaseLostError). Every commit calls it first."""
+        writer took it (LeaseLostError). Every commit calls it first. The holder and generation
+        are read back first too, so a store that ignores S3's conditional headers still refuses
+        a stale writer (then with the window between that read and the write)."""
         with self._lock:
             self.check()
             started = time.monotonic()
-            written = self.file.replace_if(self._record(time.time()), self._token)
+            current, _ = self._read_lease()  # also for a store that ignores conditional headers
+            ours = (current or {}).get("holder") == self.holder and (current or {}).get("generation") == self.generation
+            written = self.file.replace_if(self._record(time.time()), self._token) if ours else None
             if written is None:
                 current, _ = self._read_lease()
                 self._lose(f"taken over by {(current or {}).get('holder', 'nobody (removed)')} "
