@@ -15,7 +15,7 @@ from botocore import exceptions as boto
 from s3fs.errors import translate_boto_error
 
 from kubetune.contract.spec.job import SpecError, validate_spec
-from kubetune.storage import StorageError, Store, StoreUnavailableError, is_transient
+from kubetune.storage import StorageError, Store, StoreUnavailableError, is_space_error, is_transient, store_timeouts
 
 
 def _client_error(code: str, status: int) -> boto.ClientError:
@@ -87,3 +87,49 @@ def test_startup_timeout_is_a_spec_field():
     with pytest.raises(SpecError, match="storage.startup_timeout_seconds"):
         validate_spec({"name": "x", "model": {"source": "m"}, "data": {"train": "t.csv"},
                        "storage": {"startup_timeout_seconds": -1}})
+
+
+def test_a_store_that_accepts_and_never_answers_fails_within_the_startup_timeout(monkeypatch):
+    """Issue 23, point 6: a socket server that accepts and sleeps (`helpers_proxy.TcpProxy`,
+    silent); `startup_timeout_seconds: 5` once gave up after 123.6 s (a 60 s read timeout per
+    probe). Now every timeout is derived from it: the run fails within it plus one probe."""
+    from helpers_proxy import TcpProxy
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    silent = TcpProxy(mode="silent")
+    try:
+        spec = validate_spec({"name": "x", "model": {"source": "m"}, "data": {"train": "t.csv"},
+                              "storage": {"root": "s3://bucket/prefix", "endpoint_url": silent.endpoint,
+                                          "startup_timeout_seconds": 5}})
+        store = Store.from_spec(spec.storage)
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="startup_timeout_seconds: 5"):
+            store.check_reachable(spec.storage.startup_timeout_seconds)
+        elapsed = time.monotonic() - start
+    finally:
+        silent.close()
+    assert 5 <= elapsed < 5 + 5 + 2, elapsed  # the timeout, and at most one probe's read timeout
+
+
+def test_store_timeouts_follow_the_startup_timeout():
+    assert store_timeouts(5) == (5.0, 5.0)
+    assert store_timeouts(0) == (5.0, 5.0)  # never below 5 s: a slow but live store still answers
+    assert store_timeouts(30) == (5.0, 30.0)
+    assert store_timeouts(300) == (5.0, 60.0)
+    options = Store("s3://bucket/x", endpoint_url="http://127.0.0.1:9", timeout_s=12).options["config_kwargs"]
+    assert (options["connect_timeout"], options["read_timeout"]) == (5.0, 12.0)
+
+
+def test_a_full_device_is_a_space_error_not_an_outage():
+    """A real ENOSPC (writing to /dev/full) and S3's no-room codes are space errors, never
+    transient: an outage is retried, a full volume is not."""
+    with pytest.raises(OSError) as info:
+        with open("/dev/full", "wb") as handle:
+            handle.write(b"x" * 4096)
+            handle.flush()
+    assert is_space_error(info.value) and not is_transient(info.value)
+    for code, status in (("EntityTooLarge", 400), ("QuotaExceeded", 403), ("XMinioStorageFull", 507)):
+        assert is_space_error(_client_error(code, status)), code
+    assert not is_space_error(_client_error("SlowDown", 503))
+    assert not is_space_error(ConnectionRefusedError(111, "refused"))

@@ -12,6 +12,7 @@ Relative URIs (no scheme, not starting with `/`, `./` or `../`) are relative to
 from __future__ import annotations
 
 import errno
+import math
 import json
 import os
 import uuid
@@ -34,6 +35,13 @@ class StorageError(UserError):
     (exit code 2): a wrong root, endpoint or bucket does not fix itself on a retry."""
 
 
+class StoreFullError(StorageError):
+    """The store (or the local disk under it) has no room: ENOSPC, EDQUOT, S3 `EntityTooLarge`
+    or a quota. Not an outage: retrying writes the same bytes into the same full volume, so a
+    pod exits with EXIT_NO_SPACE, which the Job does not retry. The message says how much the
+    failed write needed (and, on a local volume, how much is free)."""
+
+
 class StoreUnavailableError(StorageError):
     """A transient fault (`is_transient`) outlasted the retries. Pod entrypoints exit with
     EXIT_STORE_UNAVAILABLE, which the Job retries (a MinIO restart must not fail a job);
@@ -45,6 +53,10 @@ TRANSIENT_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
     "RequestTimeout", "ServiceUnavailable", "InternalError", "503", "500", "502", "504",
 })
+# S3 codes for "no room" (MinIO's full disk and bucket quota, Ceph's quota, AWS's 5 TB limit).
+SPACE_CODES = frozenset({"EntityTooLarge", "QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded",
+                         "InsufficientStorage", "507"})
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # What s3fs turns those into when it drops the ClientError (see s3fs.errors), and socket faults.
 TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT, errno.ECONNREFUSED,
                               errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH})
@@ -81,6 +93,33 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def is_space_error(exc: BaseException) -> bool:
+    """Whether a write failed for want of room (`SPACE_ERRNOS`, `SPACE_CODES`), anywhere in
+    the cause chain. Checked before `is_transient`: a full volume is never an outage."""
+    from botocore import exceptions as boto
+
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, StoreFullError):
+            return True
+        if isinstance(link, boto.ClientError):
+            code = str(link.response.get("Error", {}).get("Code", ""))
+            status = int(link.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            return code in SPACE_CODES or status == 507
+        if isinstance(link, OSError) and link.errno in SPACE_ERRNOS:
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def human_bytes(size: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0 if size < 1024 else min(int(math.log(size, 1024)), 4)
+    return f"{size / 1024 ** power:.{0 if power == 0 else 1}f} {units[power]}"
+
+
 def has_scheme(uri: str) -> bool:
     return "://" in uri
 
@@ -89,10 +128,20 @@ def is_explicit_local(uri: str) -> bool:
     return uri.startswith(("/", "./", "../", "~")) or uri in (".", "..")
 
 
-def storage_options(uri: str, endpoint_url: str | None = None, region: str | None = None) -> dict[str, Any]:
+def store_timeouts(timeout_s: float | None) -> tuple[float, float]:
+    """(connect, read) timeouts of every store request from `storage.startup_timeout_seconds`:
+    at most 5 s and 60 s, never longer than it (at least 5 s), so a store that accepts and never
+    answers fails a probe within it (a 60 s read timeout per probe made 5 s last 123.6 s)."""
+    bound = 60.0 if timeout_s is None else max(float(timeout_s), 5.0)
+    return min(5.0, bound), min(60.0, bound)
+
+
+def storage_options(uri: str, endpoint_url: str | None = None, region: str | None = None,
+                    timeout_s: float | None = None) -> dict[str, Any]:
     """fsspec options for a URI. For s3:// these carry the endpoint (any S3-compatible store),
-    bounded timeouts so an unreachable endpoint fails in seconds, and botocore's retries for
-    transient errors; credentials come from the environment. Without `endpoint_url`, the
+    timeouts bounded by `timeout_s` (`store_timeouts`) so an unreachable or silent endpoint
+    fails in seconds, and botocore's retries for transient errors; credentials come from the
+    environment. Without `endpoint_url`, the
     endpoint is AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL: the AWS SDK's own variables, which
     botocore itself reads too; not kubetune's settings, so they are read here, where the SDK's
     options are made, and not passed down from an entrypoint (the one such read below them)."""
@@ -104,11 +153,12 @@ def storage_options(uri: str, endpoint_url: str | None = None, region: str | Non
         client_kwargs["endpoint_url"] = endpoint
     if region:
         client_kwargs["region_name"] = region
+    connect_timeout, read_timeout = store_timeouts(timeout_s)
     return {
         "client_kwargs": client_kwargs,
         "config_kwargs": {
-            "connect_timeout": 5,
-            "read_timeout": 60,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
             "retries": {"max_attempts": 5, "mode": "standard"},
         },
         # A new file system per process: s3fs instances are not fork-safe.
@@ -122,19 +172,21 @@ class Store:
     Paths given to methods are relative to the root, joined with '/'.
     """
 
-    def __init__(self, root: str, endpoint_url: str | None = None, region: str | None = None):
+    def __init__(self, root: str, endpoint_url: str | None = None, region: str | None = None,
+                 timeout_s: float | None = None):
         if not has_scheme(root):
             root = str(Path(root).expanduser().resolve())
         self.root = root.rstrip("/")
         self.endpoint_url = endpoint_url
         self.region = region
-        self.options = storage_options(self.root, endpoint_url, region)
+        self.timeout_s = timeout_s
+        self.options = storage_options(self.root, endpoint_url, region, timeout_s)
         self.fs, self.root_path = fsspec.core.url_to_fs(self.root, **self.options)
         self.protocol = self.root.split("://", 1)[0] if has_scheme(self.root) else "file"
 
     @classmethod
     def from_spec(cls, storage: Any) -> "Store":
-        return cls(storage.root, storage.endpoint_url, storage.region)
+        return cls(storage.root, storage.endpoint_url, storage.region, storage.startup_timeout_seconds)
 
     # -- naming --------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -160,7 +212,7 @@ class Store:
 
     def options_for(self, uri: str) -> dict[str, Any]:
         """fsspec options for a resolved URI (the store's endpoint applies to its scheme)."""
-        return storage_options(uri, self.endpoint_url, self.region)
+        return storage_options(uri, self.endpoint_url, self.region, self.timeout_s)
 
     # -- checks --------------------------------------------------------------------------------
     def check_reachable(self, timeout_s: float = 0.0) -> None:
@@ -203,7 +255,7 @@ class Store:
         if self.protocol not in ("s3", "s3a"):
             return
         options = dict(self.options)
-        options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"max_attempts": 1}}
+        options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"total_max_attempts": 1}}
         fs = fsspec.filesystem("s3", **options)
         fs.retries = 1  # s3fs's own retry count (a class attribute, not an argument)
         fs.ls(self.root_path.split("/", 1)[0], refresh=True)
@@ -339,6 +391,9 @@ def _local_temp_copy(target: str, text: str) -> str:
 
 
 def _is_precondition_failed(exc: BaseException) -> bool:
+    """S3's 412 (the condition failed) or 409 ConditionalRequestConflict (AWS: a concurrent
+    conditional write to the same key), as s3fs raises them."""
     text = f"{type(exc).__name__} {exc}"
-    return isinstance(exc, FileExistsError) or "PreconditionFailed" in text or "412" in text
+    return (isinstance(exc, FileExistsError) or "PreconditionFailed" in text or "412" in text
+            or "ConditionalRequestConflict" in text)
 

@@ -11,7 +11,8 @@ import yaml
 
 from kubetune.cli.main import main
 from kubetune.contract import names as kn
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE,
+                                        EXIT_RETRY_AFTER_CHECKPOINT, EXIT_STORE_UNAVAILABLE)
 from kubetune.contract.names import SPEC_PATH
 from kubetune.launch.render import (
     RenderError,
@@ -347,8 +348,11 @@ def test_job_lifecycle_and_pod_failure_policy():
     disruption = [r for r in rules if "onPodConditions" in r]
     assert disruption[0]["action"] == "Ignore"
     assert disruption[0]["onPodConditions"][0]["type"] == "DisruptionTarget"
-    by_code = {r["onExitCodes"]["values"][0]: r["action"] for r in rules if "onExitCodes" in r}
-    assert by_code == {EXIT_BAD_INPUT: "FailJob", EXIT_RETRY_AFTER_CHECKPOINT: "Ignore"}
+    by_code = {code: r["action"] for r in rules if "onExitCodes" in r for code in r["onExitCodes"]["values"]}
+    # A full store fails the Job like bad input (a retry loops on the same full volume); "interrupted,
+    # nothing new saved" and a lost lease are not listed: retried, counted against backoffLimit.
+    assert by_code == {EXIT_BAD_INPUT: "FailJob", EXIT_NO_SPACE: "FailJob", EXIT_RETRY_AFTER_CHECKPOINT: "Ignore"}
+    assert EXIT_INTERRUPTED_UNSAVED not in by_code and EXIT_STORE_UNAVAILABLE not in by_code
     env = {e["name"]: e.get("value") for e in container(job)["env"]}
     assert int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) < 600  # torchrun lets workers checkpoint
 

@@ -203,3 +203,29 @@ def test_cli_run_local_renders_then_runs(tmp_path):
     )
     assert out.returncode == 2
     assert "tolerations" in out.stderr
+
+
+@pytest.mark.parametrize(("code", "said"), [
+    (75, "train interrupted; its checkpoint is saved"),
+    (76, "train interrupted; nothing new was saved"),
+    (73, "train failed with exit code 73: the store is full"),
+])
+def test_the_launchers_line_follows_the_pods_exit_code(tmp_path, capfd, code, said):
+    """Issue 23, point 4: `saved` only when the pod said so (75); a pod that saved nothing new
+    (76) or found the store full (73) is reported as such, with its own code."""
+    def plan(objs, stage, tmp):
+        return [LocalProcess("train", [sys.executable, "-c", f"raise SystemExit({code})"], {}, str(tmp_path))]
+
+    assert run_local(make_spec(), kn.STAGE_TRAIN, plan=plan) == code
+    err = capfd.readouterr().err
+    assert said in err
+    assert (code == 75) == ("saved:" in err or "is saved" in err)
+
+
+def test_after_a_forwarded_sigterm_the_gang_says_what_its_pods_said():
+    from kubetune.launch.local.gang import _after_stop
+
+    assert _after_stop([75, 76], 15) == 75  # rank 0 committed; the others cannot know
+    assert _after_stop([76, 76], 15) == 76
+    assert _after_stop([73, -15], 15) == 73
+    assert _after_stop([-15], 15) == 143

@@ -55,7 +55,7 @@ def _prepared() -> Prepared:
     return Prepared(train=Dataset.from_dict(rows), validation=Dataset.from_dict(rows))
 
 
-def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float) -> None:
+def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float, wait: bool = True) -> None:
     """What the Trainer does at a save: write checkpoint-N locally, then fire `on_save`."""
     folder = checkpointer.local_dir / f"checkpoint-{step}"
     folder.mkdir(parents=True)
@@ -65,10 +65,11 @@ def _save(checkpointer: Checkpointer, step: int, best: int, epoch: float) -> Non
     (folder / LOSS_WINDOW).write_text(json.dumps({"loss_sum": step / 2, "last_logged_step": step - 1}))
     args = TrainingArguments(output_dir=str(checkpointer.local_dir), per_device_train_batch_size=4, report_to="none")
     state = TrainerState(global_step=step, epoch=epoch, best_global_step=best)
-    (upload, _) = checkpointer.callbacks()
+    (upload, _, _) = checkpointer.callbacks()
     upload.on_save(args, state, TrainerControl())
     assert checkpointer.uploader is not None
-    checkpointer.uploader.wait(60)  # a checkpoint overtaken while queued is skipped: keep each one
+    if wait:
+        checkpointer.uploader.wait(60)  # a checkpoint overtaken while queued is skipped: keep each one
 
 
 def test_a_new_pod_resumes_by_the_rule_with_its_data_position_best_and_loss_window(make_run, capsys):
@@ -131,7 +132,7 @@ def test_after_sigterm_the_checkpoint_is_committed_and_the_exit_code_says_retry(
     preemption = Preemption()
     checkpointer = Checkpointer(run, preemption)
     checkpointer.track_data(_prepared())
-    upload, stop = checkpointer.callbacks()
+    upload, stop, _ = checkpointer.callbacks()
     assert isinstance(upload, CheckpointUploadCallback) and isinstance(stop, PreemptionCallback)
     assert upload.uploader is checkpointer.uploader and stop.preemption is preemption
 
@@ -162,3 +163,73 @@ def test_after_success_the_store_keeps_what_the_spec_says_and_local_copies_go(ma
     checkpointer.clear_after_success()
     assert committed_steps(run.store, run.layout) == [8]
     assert not list(Path(checkpointer.local_dir).glob("checkpoint-*"))
+
+
+def test_sigterm_with_nothing_new_saved_is_not_reported_as_saved(make_run, s3_bucket, tmp_path, capsys):
+    """Issue 23, point 4: SIGTERM arrives, the store is cut off (a TCP proxy the test controls)
+    and the checkpoint of the stop step cannot land within the grace period: the exit code is
+    EXIT_INTERRUPTED_UNSAVED (not 75), the line says NOT saved and names the last committed
+    checkpoint, what was not uploaded is named, and distrun's retry flag stays untouched."""
+    from urllib.parse import urlparse
+
+    from helpers_proxy import TcpProxy
+    from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED
+    from kubetune.storage import Store
+
+    run = make_run("unsaved", "pod", keep_checkpoints=2)
+    proxy = TcpProxy(urlparse(s3_bucket[0]).port)
+    flag = tmp_path / "retry-flag"
+    kubernetes = run.spec.kubernetes.model_copy(update={"termination_grace_period_seconds": 8})
+    run = dataclasses.replace(run, store=Store(run.store.root, endpoint_url=proxy.endpoint, timeout_s=5),
+                              spec=run.spec.model_copy(update={"kubernetes": kubernetes}),
+                              env=dataclasses.replace(run.env, retry_flag=flag))
+    preemption = Preemption()
+    checkpointer = Checkpointer(run, preemption)
+    checkpointer.track_data(_prepared())
+    try:
+        _save(checkpointer, 2, best=2, epoch=0.25)
+        assert checkpointer.uploader.wait(60) and checkpointer.uploader.committed == [2]
+        proxy.set("cut")
+        preemption.requested, preemption.received_at = True, time.monotonic()
+        _save(checkpointer, 3, best=3, epoch=0.5, wait=False)
+        start = time.monotonic()
+        assert checkpointer.leave_after_preemption(3) == EXIT_INTERRUPTED_UNSAVED
+        assert time.monotonic() - start < 8 + 5  # the grace period bounds the drain
+    finally:
+        proxy.close()
+    assert not flag.exists()
+    captured = capsys.readouterr()
+    assert ("interrupted at step 3: checkpoint NOT saved, nothing new saved; the last committed checkpoint is "
+            f"step-000002; exit {EXIT_INTERRUPTED_UNSAVED}") in captured.out
+    assert "checkpoint saved" not in captured.out and "checkpoint committed;" not in captured.out
+    assert "not uploaded after SIGTERM (deadline passed): checkpoint step-000003" in captured.err
+
+
+def test_a_lost_lease_stops_the_training_the_uploads_and_the_models_commit(make_run, tmp_path, capsys):
+    """Issue 23, point 3, through the Checkpointer as the train stage wires it: once another
+    writer holds the lease, the next commit is refused, the training stops at the end of the
+    step (StopOnFatal raises LeaseLostError: a retriable exit) and the model is not committed."""
+    from kubetune.workload.checkpointing.checkpointer import StopOnFatal
+    from kubetune.workload.checkpointing.lease import LeaseLostError, RunLease
+
+    run = make_run("fenced", "pod", keep_checkpoints=3)
+    lease = RunLease(run.store, run.layout, 30, holder="writer-A").acquire()
+    checkpointer = Checkpointer(run, Preemption(), lease=lease)
+    checkpointer.track_data(_prepared())
+    _save(checkpointer, 2, best=2, epoch=0.25)
+    assert committed_steps(run.store, run.layout) == [2]
+    taken = json.loads(run.store.read_text(run.layout.lease)) | {"holder": "writer-B", "generation": 9}
+    run.store.write_json(run.layout.lease, taken)  # writer B took over
+    _save(checkpointer, 4, best=4, epoch=0.5)
+    assert committed_steps(run.store, run.layout) == [2]
+    stop = checkpointer.callbacks()[2]
+    assert isinstance(stop, StopOnFatal)
+    args = TrainingArguments(output_dir=str(tmp_path / "x"), report_to="none")
+    with pytest.raises(LeaseLostError, match="taken over by writer-B"):
+        stop.on_step_end(args, TrainerState(global_step=5), TrainerControl())
+    with pytest.raises(LeaseLostError):
+        checkpointer.guard("commit of the model")
+    lease.release()
+    assert json.loads(run.store.read_text(run.layout.lease))["holder"] == "writer-B"
+    err = capsys.readouterr().err
+    assert "checkpoint step-000004 refused, not committed" in err and "commit of the model refused" in err

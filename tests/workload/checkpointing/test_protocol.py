@@ -13,12 +13,12 @@ import pytest
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store
 from kubetune.workload.checkpointing.protocol import (
-    Uploader,
     committed_steps,
     fetch_checkpoint,
     find_resume_step,
     publish_checkpoint,
 )
+from kubetune.workload.checkpointing.uploader import Uploader
 from kubetune.workload.checkpointing.sampler import ResumableLengthGroupedSampler, length_grouped_order
 
 

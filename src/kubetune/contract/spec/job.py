@@ -251,12 +251,14 @@ class StorageSpec(Strict):
     startup_timeout_seconds: float = Field(
         default=300, ge=0,
         description="how long a pod retries an unreachable store (refused, timeouts, 5xx, throttling) "
-        "before it exits with a code the Job retries",
+        "before it exits with a code the Job retries; every store request also waits at most this long "
+        "for an answer (at least 5 s, at most 60 s)",
     )
     lease_seconds: int = Field(
         default=60, gt=0, le=3600,
         description="a run folder has one writer: its lease in the store, renewed by the writer every third of "
-        "this; a writer that died stops blocking the run after it",
+        "this; a writer that died stops blocking the run after it, and a writer that could not renew within it "
+        "stops writing (keep it above the store's read timeout)",
     )
 
     _uris = field_validator("root")(lambda cls, v: check_uri(v))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from kubetune.contract import names as kn
-from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.recovery import parse_resumed, parse_worker_failed
 from kubetune.launch.local.progress_view import ProgressView
 
@@ -97,10 +97,30 @@ class _Forwarded(Exception):
         self.signum = signum
 
 
+# What the launcher says when a stage ends with one of these codes: the pod's own truth.
+STOPPED = {
+    EXIT_RETRY_AFTER_CHECKPOINT: "interrupted; its checkpoint is saved: run the same command again to resume",
+    EXIT_INTERRUPTED_UNSAVED: "interrupted; nothing new was saved (the pod said which checkpoint a rerun "
+                              "resumes from)",
+    EXIT_NO_SPACE: f"failed with exit code {EXIT_NO_SPACE}: the store is full (the pod said how much room it "
+                   "needed); free room, then run the same command again to resume",
+}
+
+
+def _after_stop(codes: list[int], signum: int) -> int:
+    """The gang's exit code after the launcher stopped it: what the pods said, the best news
+    first: EXIT_RETRY_AFTER_CHECKPOINT when a pod committed its checkpoint; else a full store
+    (EXIT_NO_SPACE) or EXIT_INTERRUPTED_UNSAVED (nothing new saved); else 128 + the signal."""
+    for code in (EXIT_RETRY_AFTER_CHECKPOINT, EXIT_NO_SPACE, EXIT_INTERRUPTED_UNSAVED):
+        if code in codes:
+            return code
+    return 128 + signum
+
+
 def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> int:
     """Start every process of a gang; when one fails, stop the others. Returns 0 or the first
     failure's exit code (128 + signal for a signalled process). After a forwarded SIGTERM/SIGHUP:
-    EXIT_RETRY_AFTER_CHECKPOINT when a pod committed its checkpoint, else 128 + the signal.
+    the pods' own word (`_after_stop`), else 128 + the signal.
 
     Why long: starting, signal handling and cleanup share the list of running processes; split,
     each part would need the others' state passed around."""
@@ -131,13 +151,11 @@ def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> i
         name = signal.Signals(exc.signum).name
         print(f"kubetune: {name}: stopping the pods (SIGTERM; up to {grace_s:g}s to commit a checkpoint)",
               file=sys.stderr, flush=True)
-        codes = _stop(running, signal.SIGTERM, grace_s)
-        return EXIT_RETRY_AFTER_CHECKPOINT if EXIT_RETRY_AFTER_CHECKPOINT in codes else 128 + exc.signum
+        return _after_stop(_stop(running, signal.SIGTERM, grace_s), exc.signum)
     except KeyboardInterrupt:  # Ctrl-C: the pods (own sessions) did not see it; stop them as SIGTERM would
         print(f"kubetune: SIGINT: stopping the pods (SIGTERM; up to {grace_s:g}s to commit a checkpoint)",
               file=sys.stderr, flush=True)
-        codes = _stop(running, signal.SIGTERM, grace_s)
-        return EXIT_RETRY_AFTER_CHECKPOINT if EXIT_RETRY_AFTER_CHECKPOINT in codes else 128 + signal.SIGINT
+        return _after_stop(_stop(running, signal.SIGTERM, grace_s), signal.SIGINT)
     finally:
         _restore(previous)
         for thread in threads:

@@ -51,11 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import JobSpec
 from kubetune.contract.profiles import threads_per_process
 from kubetune.launch.local.cores import usable_cores
-from kubetune.launch.local.gang import LocalProcess, run_processes
+from kubetune.launch.local.gang import STOPPED, LocalProcess, run_processes
 from kubetune.launch.render.pod import thread_env
 
 __all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes", "share_cores"]
@@ -100,9 +99,8 @@ def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] 
             finally:
                 if cleanup is not None:
                     cleanup(procs)
-        if code == EXIT_RETRY_AFTER_CHECKPOINT:
-            print(f"kubetune: {step} interrupted; its checkpoint is saved: run the same command again to resume",
-                  file=sys.stderr)
+        if code in STOPPED:
+            print(f"kubetune: {step} {STOPPED[code]}", file=sys.stderr)
             return code
         if code != 0:
             print(f"kubetune: {step} failed with exit code {code}", file=sys.stderr)

@@ -41,7 +41,8 @@ failed rank restarts the whole gang from LATEST (docs/recovery.md, "Recovery of 
 Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
 (preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit
 EXIT_RETRY_AFTER_CHECKPOINT after saving a checkpoint on SIGTERM are replaced without spending
-`backoffLimit`; EXIT_BAD_INPUT fails the Job at once.
+`backoffLimit`; EXIT_BAD_INPUT and EXIT_NO_SPACE (a full store: a retry loops on the same
+volume) fail the Job at once; the other codes are retried against `backoffLimit`.
 
 Engines (`engine`, default `kubernetes.engine`): `job` renders the train stage as above;
 `jobset` as a JobSet (`jobset`: failures counted once per incident, JobSet's own headless

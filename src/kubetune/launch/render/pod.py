@@ -10,7 +10,7 @@ import hashlib
 from typing import Any
 
 from kubetune.contract import names as kn
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.profiles import cpu_cores, default_cpu, default_memory, threads_per_process
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.render.naming import Names
@@ -350,12 +350,14 @@ def pod_failure_policy(container: str) -> dict[str, Any]:
         "rules": [
             # Preemption, eviction, node drain: not the job's fault; replace the pod for free.
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            # Bad spec, data or model: retrying cannot help.
+            # Bad spec, data or model, or a full store: retrying cannot help (a full volume loops).
             {
                 "action": "FailJob",
-                "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
+                "onExitCodes": {"containerName": container, "operator": "In",
+                                "values": [EXIT_BAD_INPUT, EXIT_NO_SPACE]},
             },
-            # SIGTERM arrived and a checkpoint was committed: resume without spending a retry.
+            # SIGTERM arrived and a checkpoint was committed: resume without spending a retry
+            # (EXIT_INTERRUPTED_UNSAVED, nothing new saved, counts against backoffLimit).
             {
                 "action": "Ignore",
                 "onExitCodes": {

@@ -1,10 +1,13 @@
-"""SIGTERM (preemption, eviction, node drain): save a checkpoint, then exit 75.
+"""SIGTERM (preemption, eviction, node drain): save a checkpoint, then exit 75 if it landed.
 
 Kubernetes sends SIGTERM and, `terminationGracePeriodSeconds` later, SIGKILL. The handler only
 sets a flag; at the end of the current optimizer step the callback asks the Trainer to save a
 checkpoint and stop. The entrypoint then waits (within the grace period) for the background
 upload to commit it and exits with EXIT_RETRY_AFTER_CHECKPOINT, which the rendered
-podFailurePolicy treats as retryable; the restarted pod resumes from LATEST.
+podFailurePolicy treats as retryable; the restarted pod resumes from LATEST. When nothing new
+was committed on the way out (SIGTERM before training, an upload that did not land in time) the
+exit is EXIT_INTERRUPTED_UNSAVED instead: 75 always means "saved" (`Checkpointer.
+leave_after_preemption`).
 
 Why not `TrainingArguments(enable_jit_checkpoint=True)` (transformers 5): it waits a fixed
 3 s before acting, saves from `on_pre_optimizer_step` (gradients computed, step not taken)
@@ -26,12 +29,14 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainingArguments
 
-from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED
 
 
 class Preemption:
     """Process-wide SIGTERM state. Before training starts nothing is lost by leaving at once,
-    so the handler exits 75 right away; once the training loop runs it only sets the flag."""
+    and nothing new is saved, so the handler exits EXIT_INTERRUPTED_UNSAVED right away; once
+    the training loop (or the final drain of uploads, `Checkpointer.drain_final`) runs it only
+    sets the flag."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -69,9 +74,11 @@ class Preemption:
             return
         self.requested = True
         self.received_at = time.monotonic()
-        print("kubetune: SIGTERM received: saving a checkpoint at the end of this step", file=sys.stderr, flush=True)
         if not self.training:
-            raise SystemExit(EXIT_RETRY_AFTER_CHECKPOINT)
+            print("kubetune: SIGTERM received before training: interrupted, nothing new saved", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(EXIT_INTERRUPTED_UNSAVED)
+        print("kubetune: SIGTERM received: saving a checkpoint at the end of this step", file=sys.stderr, flush=True)
 
     def remaining(self, grace_s: float, margin_s: float = 5.0) -> float:
         """Seconds left of the grace period (less a margin for the process to exit)."""

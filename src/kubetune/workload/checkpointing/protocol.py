@@ -4,10 +4,8 @@ The order of writes is the whole protocol: a reader that finds LATEST can trust 
 names, because LATEST is written only after that folder's COMMITTED marker, which is written
 only after every file in it. A folder without its marker (a pod killed mid-upload) is ignored.
 
-Uploads run on one background thread (`Uploader`) so the training loop only pays for the
-Trainer's local save: jobs run in submission order (so LATEST only ever moves forward), each
-step of a job is retried with backoff while the store is unreachable, and a checkpoint that
-is overtaken by a newer one before its upload starts is skipped. Only rank 0 uploads.
+Uploads run on one background thread (`uploader.Uploader`) so the training loop only pays for
+the Trainer's local save. Only rank 0 uploads.
 """
 
 from __future__ import annotations
@@ -16,12 +14,7 @@ import json
 import logging
 import os
 import posixpath
-import queue
 import shutil
-import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,17 +38,31 @@ def _attempt_once(action: Callable[[], Any], what: str) -> Any:
     return action()
 
 
+def _no_guard(what: str) -> None:
+    return None
+
+
 def commit_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int,
                       extra_files: list[str] | None = None,
-                      attempt: Callable[[Callable[[], Any], str], Any] = _attempt_once) -> str:
-    """The checkpoint protocol, in its one place: upload the folder's files, then write the
-    COMMITTED marker (listing them and `extra_files`, names other ranks already uploaded into
-    the folder: their RNG states), then point LATEST at it. `attempt(action, what)` runs each
-    step (the background uploader retries them). Returns the folder's store path."""
+                      attempt: Callable[[Callable[[], Any], str], Any] = _attempt_once,
+                      carried: list[tuple[Path, str]] | None = None,
+                      guard: Callable[[str], None] = _no_guard) -> str:
+    """The checkpoint protocol, in its one place: upload the folder's files, and the `carried`
+    files (local copy, store path: the metrics log up to this step, so a resume from this
+    checkpoint never finds it shorter), then write the COMMITTED marker (listing the folder's
+    files and `extra_files`, names other ranks already uploaded into the folder: their RNG
+    states), then point LATEST at it. `guard(what)` runs before the marker and before LATEST
+    (the lease's `confirm`: a writer that lost the run's lease raises, and commits nothing);
+    `attempt(action, what)` runs each step (the background uploader retries them). Returns the
+    folder's store path."""
     rel = layout.checkpoint(step)
     name = checkpoint_name(step)
     files = attempt(lambda: store.upload_dir(local_dir, rel), f"upload of {name}")
+    for local, target in carried or []:
+        attempt(lambda local=local, target=target: store.upload_file(local, target), f"upload of {target}")
+    guard(f"commit of {name}")
     attempt(lambda: store.commit(rel, sorted(set(files) | set(extra_files or [])), step=step), f"commit of {name}")
+    guard("update of LATEST")
     attempt(lambda: store.write_text(layout.latest, name + "\n"), "update of LATEST")
     return rel
 
@@ -170,165 +177,3 @@ def snapshot(local_dir: Path, staging: Path) -> Path:
         except OSError:
             shutil.copy2(src, dest)
     return staging
-
-
-# ---------------------------------------------------------------------------------------------
-# Background uploads
-
-
-def retrying(action: Callable[[], Any], what: str, deadline_s: float, stop: threading.Event | None = None,
-             first_delay_s: float = 1.0, max_delay_s: float = 15.0) -> Any:
-    """Run `action` until it succeeds or `deadline_s` has passed (then re-raise). Every
-    failure is one line on stderr, so an outage is visible in the pod's log."""
-    start = time.monotonic()
-    delay = first_delay_s
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            waited = time.monotonic() - start
-            if waited + delay > deadline_s or (stop is not None and stop.is_set()):
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"kubetune: {what} failed (attempt {attempt}: {first}); retrying in {delay:.0f}s",
-                  file=sys.stderr, flush=True)
-            time.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
-            attempt += 1
-
-
-@dataclass
-class _Job:
-    kind: str  # "checkpoint" | "file"
-    seq: int
-    local: Path
-    rel: str = ""
-    step: int = 0
-    extra_files: list[str] = field(default_factory=list)
-    on_done: Callable[[str], None] | None = None
-
-
-class Uploader:
-    """One background thread that publishes checkpoints and small files, in order.
-
-    `submit_checkpoint` snapshots the folder first (hard links) and returns at once. A
-    checkpoint still waiting when a newer one is submitted is skipped: only the newest
-    matters for resuming. `submit_file` uploads a small file (metrics) and, likewise, only
-    the newest content of a path. `wait` blocks until everything submitted is in the store.
-    """
-
-    def __init__(self, store: Store, layout: RunLayout, keep: int, staging_root: Path,
-                 retry_deadline_s: float = 900.0):
-        self.store = store
-        self.layout = layout
-        self.keep = keep
-        self.staging_root = Path(staging_root)
-        self.retry_deadline_s = retry_deadline_s
-        self.errors: list[str] = []
-        self.committed: list[int] = []
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._newest_checkpoint = -1
-        self._best: int | None = None
-        self._newest_file: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kubetune-uploader", daemon=True)
-        self._thread.start()
-
-    # -- submitting -------------------------------------------------------------------------------
-    def _next(self) -> int:
-        with self._lock:
-            self._seq += 1
-            return self._seq
-
-    def submit_checkpoint(self, local_dir: Path, step: int, extra_files: list[str] | None = None,
-                          on_done: Callable[[str], None] | None = None, best: int | None = None) -> None:
-        """Queue a checkpoint; `best` is the step the Trainer now calls best, whose upload is
-        never skipped (pruning keeps it in the store for a resumed run)."""
-        seq = self._next()
-        staging = snapshot(Path(local_dir), self.staging_root / f"{checkpoint_name(step)}-{seq}")
-        with self._lock:
-            self._newest_checkpoint = seq
-            self._best = best
-        self._queue.put(_Job("checkpoint", seq, staging, step=step, extra_files=list(extra_files or []),
-                             on_done=on_done))
-
-    def submit_file(self, local: Path, rel: str) -> None:
-        seq = self._next()
-        staging = self.staging_root / "files" / f"{seq}-{Path(local).name}"
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(local, staging)
-        with self._lock:
-            self._newest_file[rel] = seq
-        self._queue.put(_Job("file", seq, staging, rel=rel))
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """True when every submitted upload has finished (or finally failed) in time."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def close(self, timeout_s: float | None = None) -> bool:
-        done = self.wait(timeout_s)
-        self._stop.set()
-        self._queue.put(None)
-        return done
-
-    @property
-    def pending(self) -> int:
-        return self._queue.unfinished_tasks
-
-    # -- the thread -------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:  # Linux: nice this thread only, so the upload yields the CPU to training
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except (AttributeError, OSError):
-            pass
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                self._upload(job)
-            except Exception as exc:  # an upload that failed past its deadline; training goes on
-                message = f"upload of {job.rel or job.local} failed for good: {exc}"
-                self.errors.append(message)
-                print(f"kubetune: {message}", file=sys.stderr, flush=True)
-            finally:
-                if job is not None:
-                    shutil.rmtree(job.local, ignore_errors=True) if job.local.is_dir() else job.local.unlink(missing_ok=True)
-                self._queue.task_done()
-
-    def _upload(self, job: _Job) -> None:
-        if job.kind == "file":
-            with self._lock:
-                superseded = self._newest_file.get(job.rel, job.seq) > job.seq
-            if not superseded:
-                retrying(lambda: self.store.upload_file(job.local, job.rel), f"upload of {job.rel}",
-                         self.retry_deadline_s, self._stop)
-            return
-        with self._lock:
-            superseded = self._newest_checkpoint > job.seq and job.step != self._best
-        if superseded:
-            log.info("skipping upload of checkpoint %s: a newer one is queued", job.step)
-            return
-        name = checkpoint_name(job.step)
-        print(f"kubetune: uploading checkpoint {name}", flush=True)
-
-        def attempt(action: Callable[[], Any], what: str) -> Any:
-            return retrying(action, what, self.retry_deadline_s, self._stop)
-
-        rel = commit_checkpoint(self.store, self.layout, job.local, job.step, job.extra_files, attempt)
-        self.committed.append(job.step)
-        print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)
-        try:
-            prune_checkpoints(self.store, self.layout, self.keep)
-        except Exception as exc:  # pruning is housekeeping; the next commit tries again
-            log.warning("could not prune old checkpoints: %s", exc)
-        if job.on_done is not None:
-            job.on_done(rel)

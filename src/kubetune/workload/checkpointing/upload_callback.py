@@ -15,7 +15,8 @@ from transformers import TrainerCallback
 
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store
-from kubetune.workload.checkpointing.protocol import DATA_POSITION, Uploader, publish_checkpoint, retrying
+from kubetune.workload.checkpointing.protocol import DATA_POSITION, publish_checkpoint
+from kubetune.workload.checkpointing.uploader import Uploader, retrying
 
 
 class CheckpointUploadCallback(TrainerCallback):

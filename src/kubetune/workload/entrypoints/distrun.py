@@ -6,8 +6,8 @@ saved on SIGTERM would spend a retry. This wrapper takes exactly torchrun's argu
 with:
 
 * EXIT_RETRY_AFTER_CHECKPOINT if any worker exited with it (the gang resumes from LATEST);
-* EXIT_BAD_INPUT, or EXIT_STORE_UNAVAILABLE, if every worker that exited by itself exited with
-  it (the others were stopped by torchrun);
+* EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE, EXIT_NO_SPACE or EXIT_INTERRUPTED_UNSAVED, if every
+  worker that exited by itself exited with it (the others were stopped by torchrun);
 * when torchrun itself was signalled (SIGTERM on preemption): EXIT_RETRY_AFTER_CHECKPOINT if a
   worker committed its checkpoint and said so through the ENV_RETRY_FLAG file, else 128 + signal;
   the flag wins too when torchrun ends in a worker failure or an error of its own, since a
@@ -34,7 +34,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT, EXIT_STORE_UNAVAILABLE
+from kubetune.contract.exitcodes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE,
+                                        EXIT_RETRY_AFTER_CHECKPOINT, EXIT_STORE_UNAVAILABLE)
 from kubetune.contract.names import (
     DISTRUN_MODULE, ENV_COMPLETION_INDEX, ENV_DIE_WITH_PARENT, ENV_POD_NAME, ENV_RETRY_FLAG,
 )
@@ -71,7 +72,7 @@ def merge_exit_codes(codes: Iterable[int]) -> int:
     codes = exited
     if EXIT_RETRY_AFTER_CHECKPOINT in codes:
         return EXIT_RETRY_AFTER_CHECKPOINT
-    for agreed in (EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE):
+    for agreed in (EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE, EXIT_NO_SPACE, EXIT_INTERRUPTED_UNSAVED):
         if all(c == agreed for c in codes):
             return agreed
     return 1

@@ -15,16 +15,17 @@ import sys
 from typing import Callable
 
 from kubetune.contract.errors import UserError
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_STORE_UNAVAILABLE
 from kubetune.contract.recovery import die_with_parent
-from kubetune.storage import StoreUnavailableError, is_transient
+from kubetune.storage import StoreFullError, StoreUnavailableError, is_space_error, is_transient
 from kubetune.workload.entrypoints.arguments import pod_env
 from kubetune.workload.stages.run import PodEnv
 
 
 def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
     """Wrap an entrypoint's main: a `UserError` (SpecError, StorageError, DataError,
-    ModelSourceError, ...) becomes `error: <one line>` and exit code 2; a store that stayed
+    ModelSourceError, ...) becomes `error: <one line>` and exit code 2; a full store or disk
+    (`StoreFullError`, `storage.is_space_error`) one line and EXIT_NO_SPACE; a store that stayed
     unreachable (`StoreUnavailableError`, or any transient store fault per
     `storage.is_transient`) becomes one line and EXIT_STORE_UNAVAILABLE, which the Job retries;
     anything else is a bug and keeps its traceback. Under `kubetune run --local`
@@ -38,6 +39,9 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
             die_with_parent(expected_parent=env.die_with_parent)
         try:
             return main(*args, **kwargs) or 0
+        except StoreFullError as exc:  # said how much room the write needed
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_NO_SPACE
         except StoreUnavailableError as exc:  # outlasted storage.startup_timeout_seconds
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_STORE_UNAVAILABLE
@@ -45,15 +49,21 @@ def entrypoint(main: Callable[..., int | None]) -> Callable[..., int]:
             print(f"error: {user_line(str(exc), env)}", file=sys.stderr, flush=True)
             return EXIT_BAD_INPUT
         except Exception as exc:
+            if is_space_error(exc):  # a full local disk (the Trainer's own save) or store: not retried
+                print(f"error: no space left: {_first_line(exc)}", file=sys.stderr, flush=True)
+                return EXIT_NO_SPACE
             if not is_transient(exc):
                 raise
             # A store fault that outlasted botocore's retries after the start: the Job retries
             # the pod, which resumes from LATEST; one line, no traceback.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: object store unavailable: {first}", file=sys.stderr, flush=True)
+            print(f"error: object store unavailable: {_first_line(exc)}", file=sys.stderr, flush=True)
             return EXIT_STORE_UNAVAILABLE
 
     return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def user_line(message: str, env: PodEnv) -> str:

@@ -18,7 +18,7 @@ import yaml
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
-from kubetune.storage import Store
+from kubetune.storage import Store, is_space_error
 from kubetune.workload.data.lineage import build_lineage
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
@@ -145,13 +145,26 @@ def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
     lineage = run_lineage(run)
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     run.store.write_json(run.layout.lineage, lineage)
-    files = run.store.upload_dir(out, run.layout.model)
+    files = _upload_model(run, out)
     summary = {**run_summary(trainer, result), "speed_settings": trained.speed_settings}
     run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
+    checkpointer.guard("commit of the model")  # still this run's writer, confirmed in the store
     run.store.commit(run.layout.model, files, global_step=result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
     tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag
     checkpointer.clear_after_success()  # the store keeps train.keep_checkpoints_after_success
+
+
+def _upload_model(run: Run, out: Path) -> list[str]:
+    """The model folder into the store; a full store says how much the model needed."""
+    from kubetune.workload.checkpointing.uploader import no_space
+
+    try:
+        return run.store.upload_dir(out, run.layout.model)
+    except Exception as exc:
+        if is_space_error(exc):
+            raise no_space(run.store, "the model", out, exc) from None
+        raise
 
 
 def run_summary(trainer: Any, result: Any) -> dict:
@@ -198,21 +211,21 @@ def run_training(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: 
         if run.store.is_committed(run.layout.model):
             print(f"kubetune: run {spec.name} is already complete: {run.store.url(run.layout.model)}", flush=True)
             return 0
-        return _train_and_finish(run)
+        return _train_and_finish(run, lease)
     finally:
         if lease is not None:
             lease.release()
 
 
-def _train_and_finish(run: Run) -> int:
+def _train_and_finish(run: Run, lease: RunLease | None) -> int:
     from kubetune.workload.checkpointing.checkpointer import Checkpointer
 
-    checkpointer = Checkpointer(run)
-    # SIGTERM: checkpoint at the end of the step, then exit 75; the handler is put back after.
+    checkpointer = Checkpointer(run, lease=lease)
+    # SIGTERM: checkpoint at the end of the step, then exit 75 once committed; the handler is put back after.
     with checkpointer.catch_sigterm():
         trained = train(run, checkpointer)
         state = trained.trainer.state
-        if trained.preempted:
+        if trained.preempted or not checkpointer.drain_final():  # SIGTERM while training, or while uploads drained
             code = checkpointer.leave_after_preemption(state.global_step)
             if run.is_main:
                 write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)

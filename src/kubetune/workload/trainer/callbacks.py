@@ -20,7 +20,7 @@ from transformers.integrations.integration_utils import KubeflowCallback
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.progress import format_progress
 from kubetune.storage import Store
-from kubetune.workload.checkpointing.protocol import Uploader
+from kubetune.workload.checkpointing.uploader import Uploader
 
 log = logging.getLogger("kubetune.train")
 
@@ -38,6 +38,8 @@ class ProgressCallback(TrainerCallback):
         self.samples_per_step = samples_per_step
         self.uploader = uploader
         self.pace = Pace()
+        if uploader is not None:  # every checkpoint takes the log up to its step (never lags LATEST)
+            uploader.carry(local_file, layout.train_metrics)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.pace.begin(time.monotonic(), state.global_step)
