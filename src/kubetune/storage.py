@@ -12,6 +12,7 @@ Relative URIs (no scheme, not starting with `/`, `./` or `../`) are relative to
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import uuid
@@ -27,6 +28,8 @@ import fsspec
 from kubetune.contract.errors import UserError
 
 COMMIT_MARKER = "COMMITTED"
+# Read size of the one pass that uploads (or downloads) a file and hashes it.
+HASH_BLOCK = 8 << 20
 
 
 class StorageError(UserError):
@@ -259,19 +262,27 @@ class Store:
     def write_json(self, rel: str, data: Any) -> None:
         self.write_text(rel, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def upload_file(self, local: str | Path, rel: str) -> None:
+    def upload_file(self, local: str | Path, rel: str) -> dict[str, Any]:
+        """Copy a local file to `rel`; returns its record `{size, sha256}`, hashed from the same
+        reads that upload it (the local file is read once: no second pass over a multi-GB
+        checkpoint), which a COMMITTED marker's manifest records (`kubetune.integrity`)."""
         target = self.path(rel)
         if self.protocol == "file":
             os.makedirs(os.path.dirname(target), exist_ok=True)
-        self.fs.put_file(str(local), target)
+        digest, size = hashlib.sha256(), 0
+        with open(local, "rb") as source, self.fs.open(target, "wb") as sink:
+            for block in iter(lambda: source.read(HASH_BLOCK), b""):
+                digest.update(block)
+                size += len(block)
+                sink.write(block)
+        return {"size": size, "sha256": digest.hexdigest()}
 
-    def upload_dir(self, local_dir: str | Path, rel: str) -> list[str]:
-        """Copy a local folder's files under `rel`; returns the relative names uploaded."""
+    def upload_dir(self, local_dir: str | Path, rel: str) -> dict[str, dict[str, Any]]:
+        """Copy a local folder's files under `rel`; returns the manifest of what was uploaded:
+        relative name -> `{size, sha256}` (`upload_file`), in name order."""
         local_dir = Path(local_dir)
         names = sorted(str(p.relative_to(local_dir)).replace(os.sep, "/") for p in local_dir.rglob("*") if p.is_file())
-        for name in names:
-            self.upload_file(local_dir / name, posixpath.join(rel, name))
-        return names
+        return {name: self.upload_file(local_dir / name, posixpath.join(rel, name)) for name in names}
 
     def download_dir(self, rel: str, local_dir: str | Path) -> Path:
         """Copy every file under `rel` into a local folder (created)."""
@@ -301,10 +312,16 @@ class Store:
             self.fs.rm(target, recursive=True)
 
     # -- commit markers ------------------------------------------------------------------------
-    def commit(self, rel_dir: str, files: list[str], **info: Any) -> None:
+    def commit(self, rel_dir: str, files: list[str] | dict[str, Any], **info: Any) -> None:
         """Mark a folder complete. Written after every file in it, so a folder without its
-        marker (a writer that died mid-upload) is never trusted."""
-        self.write_json(posixpath.join(rel_dir, COMMIT_MARKER), {"files": files, "time": time.time(), **info})
+        marker (a writer that died mid-upload) is never trusted. `files`: the manifest
+        (`upload_dir`: name -> `{size, sha256}`, recorded under `manifest` for
+        `kubetune.integrity` to verify), or bare names (a marker that can only be checked for
+        presence); `files` lists the names either way, as markers before the manifest did."""
+        marker: dict[str, Any] = {"files": sorted(files), "time": time.time(), **info}
+        if isinstance(files, dict):
+            marker["manifest"] = {name: files[name] for name in sorted(files)}
+        self.write_json(posixpath.join(rel_dir, COMMIT_MARKER), marker)
 
     def is_committed(self, rel_dir: str) -> bool:
         return self.exists(posixpath.join(rel_dir, COMMIT_MARKER))

@@ -18,6 +18,7 @@ import yaml
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
+from kubetune.integrity import commit_verified
 from kubetune.storage import Store
 from kubetune.workload.data.lineage import build_lineage
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
@@ -145,10 +146,9 @@ def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
     lineage = run_lineage(run)
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     run.store.write_json(run.layout.lineage, lineage)
-    files = run.store.upload_dir(out, run.layout.model)
     summary = {**run_summary(trainer, result), "speed_settings": trained.speed_settings}
     run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
-    run.store.commit(run.layout.model, files, global_step=result.global_step)
+    commit_verified(run.store, run.layout.model, out, global_step=result.global_step)  # uploaded, read back, committed
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
     tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag
     checkpointer.clear_after_success()  # the store keeps train.keep_checkpoints_after_success
