@@ -20,7 +20,8 @@ from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.integrity import commit_verified
 from kubetune.storage import Store
-from kubetune.workload.data.lineage import build_lineage
+from kubetune.workload.data.lineage import DATA_FIELDS, build_lineage, data_records
+from kubetune.workload.data.pinning import check_inputs, read_attempts, record_attempt
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.model.hub import check_hub
@@ -90,6 +91,8 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
     checked = checks(spec, store, pinned)
+    records = data_records(checked.pinned, DATA_FIELDS)
+    check_inputs(store, layout, records)  # a resumed attempt trains on the files the run started with
     hub = {"model.source": checked.model_uri}
     if checked.tokenizer_uri != checked.model_uri:
         hub["model.tokenizer"] = checked.tokenizer_uri
@@ -108,6 +111,7 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
         env=env,
         pinned=checked.pinned,
         parent=parent,
+        data_records=records,
     )
 
 
@@ -121,6 +125,8 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
     if run.is_main:  # after the model loaded: a model that fails to load leaves no run folder
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
     checkpoint = checkpointer.resume_point()
+    if run.is_main:
+        record_attempt(run.store, run.layout, run.data_records, checkpointer.state.step, now_iso())
     checkpointer.restore()  # the sampler's epoch / the stream's position, the best checkpoint, the loss window
     result = built.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return Trained(trainer=built.trainer, prepared=built.prepared, result=result, preempted=checkpointer.preempted,
@@ -176,11 +182,15 @@ def run_summary(trainer: Any, result: Any) -> dict:
 
 
 def run_lineage(run: Run) -> dict:
-    """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources."""
+    """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources, and
+    each attempt (when, resumed from where, its files: `data.pinning`)."""
     rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
     if run.splits.test is not None:
         rows["test"] = len(run.splits.test)
-    return build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent)
+    lineage = build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent,
+                            records=run.data_records or None)
+    lineage["attempts"] = read_attempts(run.store, run.layout).get("attempts", [])  # what each attempt trained on
+    return lineage
 
 
 def run_training(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> int:
