@@ -142,3 +142,25 @@ def test_gate_promotes_only_a_strictly_better_candidate_that_passes_every_guard(
     assert decide(equal, cur, cur, "v0001")["promote"] is False  # a tie never churns the version
     with pytest.raises(GateError, match="promotion.metric"):
         decide(PromotionSpec(metric="bleu"), better, cur, "v0001")
+
+
+@pytest.mark.parametrize("how", ("flipped", "truncated", "missing"))
+def test_a_model_whose_files_do_not_match_its_marker_is_never_promoted(store, tmp_path, how):
+    """Issue 23, point 1: the registry reads the model back and refuses it, naming the file;
+    CURRENT does not move and no version is registered."""
+    from helpers_damage import damage
+    from kubetune.integrity import commit_verified
+
+    registry = Registry(store, "job")
+    first = _run(store, "good")
+    assert registry.promote(first, _decision(0.8), None).promoted
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 512)
+    (folder / "config.json").write_text("{}")
+    commit_verified(store, RunLayout("damaged").model, folder)
+    damage(store, f"{RunLayout('damaged').model}/model.safetensors", how)
+    with pytest.raises(RegistryError, match=r"runs/damaged/model: not promoted: its files do not match its "
+                                            r"COMMITTED marker \(model\.safetensors: "):
+        registry.promote("damaged", _decision(0.9), registry.current())
+    assert registry.current()["version"] == "v0001" and registry.version_names() == ["v0001"]

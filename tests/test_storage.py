@@ -3,6 +3,7 @@ protocol server (moto over HTTP, through s3fs)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -35,8 +36,11 @@ def test_upload_download_and_list(store, tmp_path):
     (src / "sub").mkdir(parents=True)
     (src / "a.bin").write_bytes(b"\x00\x01")
     (src / "sub" / "b.txt").write_text("b")
-    names = store.upload_dir(src, "runs/j/model")
-    assert names == ["a.bin", "sub/b.txt"]
+    manifest = store.upload_dir(src, "runs/j/model")
+    assert list(manifest) == ["a.bin", "sub/b.txt"]
+    # Each file's record is hashed from the reads that uploaded it (issue 23, point 1).
+    assert manifest["a.bin"] == {"size": 2, "sha256": hashlib.sha256(b"\x00\x01").hexdigest()}
+    assert manifest["sub/b.txt"] == {"size": 1, "sha256": hashlib.sha256(b"b").hexdigest()}
     out = store.download_dir("runs/j/model", tmp_path / "out")
     assert (out / "a.bin").read_bytes() == b"\x00\x01"
     assert (out / "sub" / "b.txt").read_text() == "b"

@@ -11,8 +11,7 @@ Relative URIs (no scheme, not starting with `/`, `./` or `../`) are relative to
 
 from __future__ import annotations
 
-import errno
-import math
+import hashlib
 import json
 import os
 import uuid
@@ -25,99 +24,14 @@ from typing import Any
 
 import fsspec
 
-from kubetune.contract.errors import UserError
+# The faults live in `store_faults`; re-exported here, where callers look for them.
+from kubetune.store_faults import (SPACE_CODES, TRANSIENT_CODES, StorageError, StoreFullError,  # noqa: F401
+                                   StoreUnavailableError, human_bytes, is_space_error, is_transient)
+
 
 COMMIT_MARKER = "COMMITTED"
-
-
-class StorageError(UserError):
-    """A store or file could not be reached or read; the message names the URI. A user error
-    (exit code 2): a wrong root, endpoint or bucket does not fix itself on a retry."""
-
-
-class StoreFullError(StorageError):
-    """The store (or the local disk under it) has no room: ENOSPC, EDQUOT, S3 `EntityTooLarge`
-    or a quota. Not an outage: retrying writes the same bytes into the same full volume, so a
-    pod exits with EXIT_NO_SPACE, which the Job does not retry. The message says how much the
-    failed write needed (and, on a local volume, how much is free)."""
-
-
-class StoreUnavailableError(StorageError):
-    """A transient fault (`is_transient`) outlasted the retries. Pod entrypoints exit with
-    EXIT_STORE_UNAVAILABLE, which the Job retries (a MinIO restart must not fail a job);
-    a CLI verb, which a person simply runs again, reports it like any StorageError."""
-
-
-# S3 error codes that mean "try again later" (AWS, MinIO, Ceph, R2 spell them so).
-TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "RequestTimeout", "ServiceUnavailable", "InternalError", "503", "500", "502", "504",
-})
-# S3 codes for "no room" (MinIO's full disk and bucket quota, Ceph's quota, AWS's 5 TB limit).
-SPACE_CODES = frozenset({"EntityTooLarge", "QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded",
-                         "InsufficientStorage", "507"})
-SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-# What s3fs turns those into when it drops the ClientError (see s3fs.errors), and socket faults.
-TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT, errno.ECONNREFUSED,
-                              errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a store fault may go away by itself: connection refused or reset, timeouts,
-    HTTP 5xx and 429, throttling (SlowDown), botocore's EndpointConnectionError,
-    ConnectTimeoutError and ReadTimeoutError, aiohttp's ClientConnectorError. Everything else
-    (AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket, a missing file,
-    an unknown error) is permanent. The whole cause chain is read, outermost first: s3fs
-    wraps botocore errors, which wrap aiohttp's, which wrap the socket's."""
-    import aiohttp
-    from botocore import exceptions as boto
-
-    transient_types = (ConnectionError, TimeoutError, boto.EndpointConnectionError, boto.ConnectTimeoutError,
-                       boto.ReadTimeoutError, boto.ConnectionClosedError, aiohttp.ClientConnectorError,
-                       aiohttp.ServerTimeoutError, aiohttp.ServerDisconnectedError)
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if isinstance(link, boto.ClientError):
-            code = str(link.response.get("Error", {}).get("Code", ""))
-            status = int(link.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            return code in TRANSIENT_CODES or status >= 500 or status == 429
-        if isinstance(link, transient_types):
-            return True
-        if isinstance(link, (FileNotFoundError, PermissionError)):
-            return False
-        if isinstance(link, OSError) and link.errno in TRANSIENT_ERRNOS:
-            return True
-        link = link.__cause__ or link.__context__
-    return False
-
-
-def is_space_error(exc: BaseException) -> bool:
-    """Whether a write failed for want of room (`SPACE_ERRNOS`, `SPACE_CODES`), anywhere in
-    the cause chain. Checked before `is_transient`: a full volume is never an outage."""
-    from botocore import exceptions as boto
-
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if isinstance(link, StoreFullError):
-            return True
-        if isinstance(link, boto.ClientError):
-            code = str(link.response.get("Error", {}).get("Code", ""))
-            status = int(link.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            return code in SPACE_CODES or status == 507
-        if isinstance(link, OSError) and link.errno in SPACE_ERRNOS:
-            return True
-        link = link.__cause__ or link.__context__
-    return False
-
-
-def human_bytes(size: float) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    power = 0 if size < 1024 else min(int(math.log(size, 1024)), 4)
-    return f"{size / 1024 ** power:.{0 if power == 0 else 1}f} {units[power]}"
+# Read size of the one pass that uploads (or downloads) a file and hashes it.
+HASH_BLOCK = 8 << 20
 
 
 def has_scheme(uri: str) -> bool:
@@ -311,19 +225,27 @@ class Store:
     def write_json(self, rel: str, data: Any) -> None:
         self.write_text(rel, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def upload_file(self, local: str | Path, rel: str) -> None:
+    def upload_file(self, local: str | Path, rel: str) -> dict[str, Any]:
+        """Copy a local file to `rel`; returns its record `{size, sha256}`, hashed from the same
+        reads that upload it (the local file is read once: no second pass over a multi-GB
+        checkpoint), which a COMMITTED marker's manifest records (`kubetune.integrity`)."""
         target = self.path(rel)
         if self.protocol == "file":
             os.makedirs(os.path.dirname(target), exist_ok=True)
-        self.fs.put_file(str(local), target)
+        digest, size = hashlib.sha256(), 0
+        with open(local, "rb") as source, self.fs.open(target, "wb") as sink:
+            for block in iter(lambda: source.read(HASH_BLOCK), b""):
+                digest.update(block)
+                size += len(block)
+                sink.write(block)
+        return {"size": size, "sha256": digest.hexdigest()}
 
-    def upload_dir(self, local_dir: str | Path, rel: str) -> list[str]:
-        """Copy a local folder's files under `rel`; returns the relative names uploaded."""
+    def upload_dir(self, local_dir: str | Path, rel: str) -> dict[str, dict[str, Any]]:
+        """Copy a local folder's files under `rel`; returns the manifest of what was uploaded:
+        relative name -> `{size, sha256}` (`upload_file`), in name order."""
         local_dir = Path(local_dir)
         names = sorted(str(p.relative_to(local_dir)).replace(os.sep, "/") for p in local_dir.rglob("*") if p.is_file())
-        for name in names:
-            self.upload_file(local_dir / name, posixpath.join(rel, name))
-        return names
+        return {name: self.upload_file(local_dir / name, posixpath.join(rel, name)) for name in names}
 
     def download_dir(self, rel: str, local_dir: str | Path) -> Path:
         """Copy every file under `rel` into a local folder (created)."""
@@ -353,10 +275,16 @@ class Store:
             self.fs.rm(target, recursive=True)
 
     # -- commit markers ------------------------------------------------------------------------
-    def commit(self, rel_dir: str, files: list[str], **info: Any) -> None:
+    def commit(self, rel_dir: str, files: list[str] | dict[str, Any], **info: Any) -> None:
         """Mark a folder complete. Written after every file in it, so a folder without its
-        marker (a writer that died mid-upload) is never trusted."""
-        self.write_json(posixpath.join(rel_dir, COMMIT_MARKER), {"files": files, "time": time.time(), **info})
+        marker (a writer that died mid-upload) is never trusted. `files`: the manifest
+        (`upload_dir`: name -> `{size, sha256}`, recorded under `manifest` for
+        `kubetune.integrity` to verify), or bare names (a marker that can only be checked for
+        presence); `files` lists the names either way, as markers before the manifest did."""
+        marker: dict[str, Any] = {"files": sorted(files), "time": time.time(), **info}
+        if isinstance(files, dict):
+            marker["manifest"] = {name: files[name] for name in sorted(files)}
+        self.write_json(posixpath.join(rel_dir, COMMIT_MARKER), marker)
 
     def is_committed(self, rel_dir: str) -> bool:
         return self.exists(posixpath.join(rel_dir, COMMIT_MARKER))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import load_spec
 from kubetune.launch.render import render_objects
 
@@ -175,7 +175,7 @@ def test_the_initializer_runs_first_with_a_cache_pvc_only():
     assert container["command"][:3] == ["python", "-m", kn.INITIALIZE_MODULE]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert pod["volumes"] == train_pod["volumes"] and container["volumeMounts"] == train_pod["containers"][0]["volumeMounts"]
-    assert initializer["template"]["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"] == [EXIT_BAD_INPUT]
+    assert initializer["template"]["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"] == [EXIT_BAD_INPUT, EXIT_NO_SPACE]
     job = next(o for o in render_objects(spec, stage="train") if o["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["initContainers"][0]["command"] == container["command"]
     spec.kubernetes.cache_pvc = None

@@ -41,6 +41,8 @@ ROOMS = {
     "workload": WORKLOAD_SIDE,
     "contract": FLOOR,
     "storage": SHARED,
+    "store_faults": SHARED,
+    "integrity": SHARED,
     "registry": SHARED,
     "figures": SHARED,
 }
@@ -199,10 +201,14 @@ def test_contract_and_storage_import_nothing_of_kubetune_above_them():
     for module in graph:
         if _in(module, CONTRACT):
             allowed = CONTRACT
+        elif module == "kubetune.store_faults":
+            allowed = CONTRACT
         elif module == "kubetune.storage":
-            allowed = CONTRACT + ("kubetune.storage",)
+            allowed = CONTRACT + ("kubetune.storage", "kubetune.store_faults")
+        elif module == "kubetune.integrity":  # the commit markers' manifests, on storage
+            allowed = CONTRACT + ("kubetune.storage", "kubetune.store_faults", "kubetune.integrity")
         elif _in(module, ("kubetune.registry",)):  # shared by the launcher verbs and the workload
-            allowed = CONTRACT + ("kubetune.storage", "kubetune.registry")
+            allowed = CONTRACT + ("kubetune.storage", "kubetune.store_faults", "kubetune.integrity", "kubetune.registry")
         else:
             continue
         problems += [f"{module} -> {t}" for t in graph.successors(module) if not _in(t, allowed)]

@@ -21,7 +21,7 @@ def table_row(run: dict[str, Any]) -> list[str]:
         run["name"],
         run["task"] or "-",
         run["model"] or "-",
-        run["state"],
+        f"{run['state'] or '-'}" + (f", {len(run['damaged_checkpoints'])} damaged checkpoint(s)" if run.get("damaged_checkpoints") else ""),
         steps,
         f"{best['metric']} {number(best['value'])} @{best['step']}" if best else "-",
         f"{test['metric']} {number(test['value'])}" if test else "-",
@@ -84,6 +84,9 @@ def show_lines(run: dict[str, Any]) -> list[str]:
     if run["checkpoints"]:
         marks = [f"step-{c['step']}{'' if c['committed'] else ' (not committed)'}" for c in run["checkpoints"]]
         lines.append(f"checkpoints: {', '.join(marks)}; LATEST {number(run['latest_checkpoint'])}")
+    for damaged in run.get("damaged_checkpoints") or []:
+        where = "set aside in damaged/" if damaged["set_aside"] else "still in checkpoints/"
+        lines.append(f"damaged:     {damaged['checkpoint']} ({where}): {damaged['reason'] or 'no reason recorded'}")
     if run["lineage"]:
         lines += ["lineage:", *("  " + line for line in json.dumps(run["lineage"], indent=2).splitlines())]
     if run["curves"]:

@@ -40,6 +40,21 @@ class RunLayout:
         return self._p("checkpoints", checkpoint_name(step))
 
     @property
+    def damaged(self) -> str:
+        """Checkpoints set aside because their files did not match their COMMITTED marker
+        (`kubetune.integrity`): moved here, never deleted, out of the resume rule's sight."""
+        return self._p("damaged")
+
+    def damaged_checkpoint(self, step: int) -> str:
+        return self._p("damaged", checkpoint_name(step))
+
+    @property
+    def attempts(self) -> str:
+        """Each attempt of the run: when it started, where it resumed from, its input files;
+        the first attempt's files pin the run's data (`kubetune.workload.data.pinning`)."""
+        return self._p("attempts.json")
+
+    @property
     def latest(self) -> str:
         return self._p("checkpoints", "LATEST")
 

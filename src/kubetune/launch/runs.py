@@ -22,6 +22,7 @@ from typing import Any
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RunLayout, checkpoint_step, resume_step
+from kubetune.integrity import DamagedError, check_store_sizes, damaged_folders, read_manifest, summary
 from kubetune.storage import Store
 
 RUNS_DIR = "runs"
@@ -112,6 +113,26 @@ def resumable_checkpoint(store: Store, layout: RunLayout) -> int | None:
     return resume_step(latest, [s for s in named if s is not None and store.is_committed(layout.checkpoint(s))])
 
 
+def damaged_checkpoints(store: Store, layout: RunLayout) -> list[dict[str, Any]]:
+    """The run's damaged checkpoints, `{checkpoint, set_aside, reason}` each: those a resume
+    set aside (`runs/<job>/damaged/`, with the reason it recorded), then committed ones whose
+    files are missing or of another size than their marker says (`kubetune.integrity`: one
+    listing each; their contents are hashed only when a resume fetches them)."""
+    found = [{"checkpoint": d["name"], "set_aside": True, "reason": d["reason"]}
+             for d in damaged_folders(store, layout.damaged)]
+    for name in store.list_dirs(layout.checkpoints):
+        rel = posixpath.join(layout.checkpoints, name)
+        if checkpoint_step(name) is None or not store.is_committed(rel):
+            continue
+        try:
+            problems = check_store_sizes(store, rel, read_manifest(store, rel))
+        except DamagedError as exc:
+            problems = [str(exc)]
+        if problems:
+            found.append({"checkpoint": name, "set_aside": False, "reason": summary(problems)})
+    return found
+
+
 def run_state(committed: bool, status: dict[str, Any], last_write: float | None, resumable: bool, now: float) -> str:
     if committed:
         return COMPLETE
@@ -158,6 +179,7 @@ def describe_run(store: Store, name: str, now: float | None = None) -> dict[str,
         "started": _iso(started),
         "duration_seconds": round(ended - started, 1) if started and ended else None,
         "latest_checkpoint": latest,
+        "damaged_checkpoints": damaged_checkpoints(store, layout),
         "url": store.url(layout.base),
     }
 

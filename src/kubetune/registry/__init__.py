@@ -36,6 +36,7 @@ from typing import Any
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RegistryLayout, RunLayout, version_name, version_number
 from kubetune.contract.model_ref import CURRENT_REF, check_model_ref
+from kubetune.integrity import summary, verify_committed
 from kubetune.storage import Store
 
 
@@ -147,11 +148,21 @@ class Registry:
         self.store.write_json(self.layout.current, pointer)
         return pointer
 
+    def check_model(self, run: str) -> None:
+        """Refuse a run without a committed model, or whose model files do not match its
+        COMMITTED marker (every file read back and hashed: `kubetune.integrity`)."""
+        model = RunLayout(run).model
+        if not self.store.is_committed(model):
+            raise RegistryError(f"{self.store.url(model)}: no committed model to promote")
+        problems = verify_committed(self.store, model)
+        if problems:
+            raise RegistryError(f"{self.store.url(model)}: not promoted: its files do not match its "
+                                f"COMMITTED marker ({summary(problems)})")
+
     def promote(self, run: str, decision: dict[str, Any], base: dict[str, Any] | None, action: str = "promote") -> Promotion:
         """Make `run`'s model a new version and CURRENT, if CURRENT is still `base` (the
         pointer the decision compared against). Records the outcome in the history either way."""
-        if not self.store.is_committed(RunLayout(run).model):
-            raise RegistryError(f"{self.store.url(RunLayout(run).model)}: no committed model to promote")
+        self.check_model(run)
         lineage_rel = RunLayout(run).lineage
         lineage = self.store.read_json(lineage_rel) if self.store.exists(lineage_rel) else None
         record = {"run": run, "model": RunLayout(run).model, "created": now(), "decision": decision,

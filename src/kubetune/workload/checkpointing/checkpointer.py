@@ -34,7 +34,8 @@ from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_RETRY_AFT
 from kubetune.contract.layout import checkpoint_name
 from kubetune.contract.recovery import resumed_line
 from kubetune.workload.checkpointing.preemption import PREEMPTION, Preemption, PreemptionCallback
-from kubetune.workload.checkpointing.protocol import clear_after_success, fetch_checkpoint, find_resume_step
+from kubetune.workload.checkpointing.intact import fetch_intact
+from kubetune.workload.checkpointing.protocol import clear_after_success
 from kubetune.workload.checkpointing.uploader import Uploader
 from kubetune.workload.checkpointing.resume import (ResumeState, read_loss_window, restore_best,
                                                     restore_position)
@@ -138,19 +139,20 @@ class Checkpointer:
 
     # -- resuming ---------------------------------------------------------------------------------
     def resume_point(self) -> Path | None:
-        """The checkpoint this run resumes from (the resume rule: `protocol.find_resume_step`),
-        fetched into the Trainer's output folder; None for a fresh start."""
+        """The checkpoint this run resumes from (the resume rule: `protocol.find_resume_step`;
+        a damaged one set aside for the newest intact one before it: `intact.fetch_intact`),
+        fetched and verified into the Trainer's output folder; None for a fresh start."""
         run = self.run
-        step = find_resume_step(run.store, run.layout)
+        found = fetch_intact(run.store, run.layout, self.local_dir, run.is_main)
+        step = found[0] if found else None
         restart = run.env.restart_count
         if run.is_main and restart is not None and (step is not None or restart > 0):
             # Under torchrun: where a restarted gang resumes (this agent's count stays 0 when another
             # node's worker failed, hence "or step"); `run --local` reports it with the failure.
             print(resumed_line(step or 0, restart), flush=True)
-        if step is None:
+        if found is None:
             return None
-        self.state.checkpoint = fetch_checkpoint(run.store, run.layout, step, self.local_dir)
-        self.state.step = step
+        self.state.step, self.state.checkpoint = found
         if run.is_main:
             print(f"kubetune: resuming from {run.store.url(run.layout.checkpoint(step))}", flush=True)
         return self.state.checkpoint

@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, checkpoint_step, resume_step
-from kubetune.storage import COMMIT_MARKER, Store
+from kubetune.integrity import UNVERIFIABLE, DamagedError, check_local, check_store_sizes, read_manifest, summary
+from kubetune.storage import Store
 from kubetune.workload.model.downloads import download_once
 
 log = logging.getLogger("kubetune.checkpoint")
+
+# Files other ranks uploaded into a checkpoint folder: name -> `{size, sha256}`, or bare names.
+ExtraFiles = dict[str, Any] | list[str] | None
 
 # Written by kubetune into every checkpoint folder: where in the data the run stands.
 DATA_POSITION = "kubetune_position.json"
@@ -43,32 +47,41 @@ def _no_guard(what: str) -> None:
 
 
 def commit_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int,
-                      extra_files: list[str] | None = None,
+                      extra_files: ExtraFiles = None,
                       attempt: Callable[[Callable[[], Any], str], Any] = _attempt_once,
                       carried: list[tuple[Path, str]] | None = None,
                       guard: Callable[[str], None] = _no_guard) -> str:
-    """The checkpoint protocol, in its one place: upload the folder's files, and the `carried`
-    files (local copy, store path: the metrics log up to this step, so a resume from this
-    checkpoint never finds it shorter), then write the COMMITTED marker (listing the folder's
-    files and `extra_files`, names other ranks already uploaded into the folder: their RNG
-    states), then point LATEST at it. `guard(what)` runs before the marker and before LATEST
-    (the lease's `confirm`: a writer that lost the run's lease raises, and commits nothing);
-    `attempt(action, what)` runs each step (the background uploader retries them). Returns the
-    folder's store path."""
+    """The checkpoint protocol, in its one place: upload the folder's files, hashing them as
+    they go, and the `carried` files (local copy, store path: the metrics log up to this step,
+    so a resume from this checkpoint never finds it shorter), then write the COMMITTED marker
+    (the manifest: each file's size and sha256, with `extra_files`, the files other ranks
+    already uploaded into the folder: their RNG states), then point LATEST at it. `guard(what)`
+    runs before the marker and before LATEST (the lease's `confirm`: a writer that lost the
+    run's lease raises, and commits nothing); `attempt(action, what)` runs each step (the
+    background uploader retries them). Returns the folder's store path."""
     rel = layout.checkpoint(step)
     name = checkpoint_name(step)
     files = attempt(lambda: store.upload_dir(local_dir, rel), f"upload of {name}")
     for local, target in carried or []:
         attempt(lambda local=local, target=target: store.upload_file(local, target), f"upload of {target}")
+    manifest = {**_extra_records(extra_files), **files}
     guard(f"commit of {name}")
-    attempt(lambda: store.commit(rel, sorted(set(files) | set(extra_files or [])), step=step), f"commit of {name}")
+    attempt(lambda: store.commit(rel, manifest, step=step), f"commit of {name}")
     guard("update of LATEST")
     attempt(lambda: store.write_text(layout.latest, name + "\n"), "update of LATEST")
     return rel
 
 
+def _extra_records(extra_files: ExtraFiles) -> dict[str, Any]:
+    """Other ranks' files as manifest records: their `{size, sha256}` where the rank sent them,
+    else the name alone (checked for presence only)."""
+    if isinstance(extra_files, dict):
+        return dict(extra_files)
+    return dict.fromkeys(extra_files or [])
+
+
 def publish_checkpoint(store: Store, layout: RunLayout, local_dir: Path, step: int, keep: int,
-                       extra_files: list[str] | None = None) -> str:
+                       extra_files: ExtraFiles = None) -> str:
     """Commit a local checkpoint folder now (`commit_checkpoint`) and prune old ones."""
     rel = commit_checkpoint(store, layout, local_dir, step, extra_files)
     prune_checkpoints(store, layout, keep)
@@ -146,16 +159,30 @@ def clear_after_success(store: Store, layout: RunLayout, keep: int) -> None:
 
 
 def fetch_checkpoint(store: Store, layout: RunLayout, step: int, local_root: Path) -> Path:
-    """A local copy of a committed checkpoint. A local folder left by an earlier attempt is
-    used only if it holds every file the commit marker lists; downloads go through
-    `download_once`, so ranks sharing a disk never see a half-written copy."""
+    """A verified local copy of a committed checkpoint (`kubetune.integrity`): the store's sizes
+    are checked against the marker's manifest before the download, the local copy is hashed
+    after it. A local folder left by an earlier attempt is used if it matches, else downloaded
+    again; downloads go through `download_once`, so ranks sharing a disk never see a
+    half-written copy. Raises `DamagedError` (one line) when the store's copy does not match."""
     rel = layout.checkpoint(step)
-    files = store.read_json(posixpath.join(rel, COMMIT_MARKER)).get("files", [])
+    manifest = read_manifest(store, rel)
+    problems = check_store_sizes(store, rel, manifest)
+    if problems:
+        raise DamagedError(summary(problems))
+    if manifest and all(record is UNVERIFIABLE for record in manifest.values()):
+        log.warning("checkpoint %s has a marker from before manifests: its files are checked for presence only",
+                    checkpoint_name(step))
 
     def whole(folder: Path) -> bool:
-        return bool(files) and all((folder / name).is_file() for name in files)
+        return bool(manifest) and all((folder / name).is_file() for name in manifest)
 
-    return download_once(local_root / f"checkpoint-{step}", lambda folder: store.download_dir(rel, folder), whole)
+    for _ in range(2):  # a bad local copy from an earlier attempt is downloaded again, once
+        local = download_once(local_root / f"checkpoint-{step}", lambda folder: store.download_dir(rel, folder), whole)
+        problems = check_local(local, manifest)
+        if not problems:
+            return local
+        shutil.rmtree(local, ignore_errors=True)
+    raise DamagedError(summary(problems))
 
 
 def read_position(checkpoint_dir: Path) -> dict[str, Any]:

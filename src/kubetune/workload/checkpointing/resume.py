@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubetune.contract.layout import RunLayout
+from kubetune.integrity import DamagedError
 from kubetune.storage import Store
 from kubetune.workload.checkpointing.protocol import LOSS_WINDOW, TRAINER_STATE, fetch_checkpoint, read_position
 from kubetune.workload.checkpointing.sampler import SamplerHolder, order_digest
@@ -92,7 +93,12 @@ def restore_best(store: Store, layout: RunLayout, checkpoint: Path | None) -> in
         print(f"kubetune: warning: the best checkpoint (step {best}) is not in the store; the final model "
               "will be the best of the evaluations from here on", file=sys.stderr, flush=True)
         return None
-    local = fetch_checkpoint(store, layout, int(best), checkpoint.parent)
+    try:
+        local = fetch_checkpoint(store, layout, int(best), checkpoint.parent)
+    except DamagedError as exc:
+        print(f"kubetune: warning: the best checkpoint (step {best}) is damaged ({exc}); the final model "
+              "will be the best of the evaluations from here on", file=sys.stderr, flush=True)
+        return None
     if trainer_state.get("best_model_checkpoint") != str(local):
         trainer_state["best_model_checkpoint"] = str(local)
         tmp = state_file.with_name(f"{TRAINER_STATE}.tmp-{os.getpid()}")

@@ -38,32 +38,32 @@ class CheckpointUploadCallback(TrainerCallback):
         self.uploader = uploader
         self.position = position
 
-    def _publish_rank_files(self, args, state, local: Path) -> list[str]:
+    def _publish_rank_files(self, args, state, local: Path) -> dict[str, Any]:
         """A rank on another node than rank 0 puts the files it wrote into the store (its RNG
         state, its FSDP shards: `sharded_state.rank_files`); rank 0's node shares rank 0's
         folder. Every rank then tells the others what it uploaded, which also waits until
-        every rank's files are written; rank 0 gets the names to list in the commit marker."""
+        every rank's files are written; rank 0 gets their records (size, sha256, hashed as they
+        were uploaded) for the commit marker's manifest."""
         import torch.distributed as dist
 
         from kubetune.workload.checkpointing.sharded_state import rank_files, shares_rank0_disk
 
-        uploaded: list[str] = []
+        uploaded: dict[str, Any] = {}
         if not state.is_world_process_zero and not shares_rank0_disk(args.process_index, args.local_process_index):
             folder = self.layout.checkpoint(state.global_step)
             for name in rank_files(local, args.process_index):
-                retrying(lambda name=name: self.store.upload_file(local / name, f"{folder}/{name}"),
-                         f"upload of {name}", 900.0)
-                uploaded.append(name)
+                uploaded[name] = retrying(lambda name=name: self.store.upload_file(local / name, f"{folder}/{name}"),
+                                          f"upload of {name}", 900.0)
         if not (dist.is_available() and dist.is_initialized()):
             return uploaded
-        everyone: list[list[str] | None] = [None] * dist.get_world_size()
+        everyone: list[dict[str, Any] | None] = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, uploaded)
-        return sorted({name for names in everyone for name in names or []})
+        return {name: record for records in everyone for name, record in sorted((records or {}).items())}
 
     def on_save(self, args, state, control, **kwargs):
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         world = max(int(getattr(args, "world_size", 1) or 1), 1)
-        extra: list[str] = []
+        extra: dict[str, Any] = {}
         if world > 1:
             extra = self._publish_rank_files(args, state, local)
         if not state.is_world_process_zero or not local.is_dir():

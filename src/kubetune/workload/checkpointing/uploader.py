@@ -27,7 +27,7 @@ from typing import Any, Callable
 from kubetune.contract.layout import RunLayout, checkpoint_name
 from kubetune.storage import Store, StoreFullError, human_bytes, is_space_error
 from kubetune.workload.checkpointing.lease import LeaseLostError, RunLease
-from kubetune.workload.checkpointing.protocol import commit_checkpoint, prune_checkpoints, snapshot
+from kubetune.workload.checkpointing.protocol import ExtraFiles, commit_checkpoint, prune_checkpoints, snapshot
 
 log = logging.getLogger("kubetune.checkpoint")
 
@@ -78,7 +78,7 @@ class _Job:
     local: Path
     rel: str = ""
     step: int = 0
-    extra_files: list[str] = field(default_factory=list)
+    extra_files: ExtraFiles = None
     on_done: Callable[[str], None] | None = None
     carried: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -131,7 +131,7 @@ class Uploader:
         submitted) to `rel` before its marker: the metrics log, so it never lags LATEST."""
         self._carried.append((Path(local), rel))
 
-    def submit_checkpoint(self, local_dir: Path, step: int, extra_files: list[str] | None = None,
+    def submit_checkpoint(self, local_dir: Path, step: int, extra_files: ExtraFiles = None,
                           on_done: Callable[[str], None] | None = None, best: int | None = None) -> None:
         """Queue a checkpoint; `best` is the step the Trainer now calls best, whose upload is
         never skipped (pruning keeps it in the store for a resumed run)."""
@@ -147,7 +147,7 @@ class Uploader:
         with self._lock:
             self._newest_checkpoint = seq
             self._best = best
-        self._put(_Job("checkpoint", seq, staging, step=step, extra_files=list(extra_files or []),
+        self._put(_Job("checkpoint", seq, staging, step=step, extra_files=extra_files,
                        on_done=on_done, carried=carried))
 
     def submit_file(self, local: Path, rel: str) -> None:

@@ -117,10 +117,15 @@ def model_record(store: Store, uri: str, revision: str | None) -> dict[str, Any]
 
 
 def build_lineage(spec: JobSpec, store: Store, pinned: PinnedData, model_uri: str,
-                  tokenizer_uri: str, rows: dict[str, int], parent: str | None) -> dict[str, Any]:
-    """`lineage.json`: the run's data splits (`DATA_FIELDS`) as pinned and read, `rows` per
+                  tokenizer_uri: str, rows: dict[str, int], parent: str | None,
+                  records: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """`lineage.json`: the run's data splits (`DATA_FIELDS`) as pinned and read (`records`,
+    when the run already took them at its start: each local file is hashed once), `rows` per
     split as trained on, the model source, the tokenizer, the parent version."""
-    records = data_records(pinned, DATA_FIELDS)
+    if records is None:
+        records = data_records(pinned, DATA_FIELDS)
+    else:  # the rows as counted by now (a streamed split counts its files as it reads them)
+        records = {f: [{**r, "rows": pinned.rows.get(r["uri"])} for r in rs] for f, rs in records.items()}
     return {
         "data": records,
         "data_fingerprint": data_fingerprint(records),

@@ -74,6 +74,8 @@ class Run:
     # them (`lineage`); the registry version a warm start began from.
     pinned: PinnedData = field(default_factory=PinnedData)
     parent: str | None = None
+    # The pinned training files' identities as this attempt found them (`data.pinning`).
+    data_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:

@@ -18,8 +18,10 @@ import yaml
 
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
+from kubetune.integrity import commit_verified
 from kubetune.storage import Store, is_space_error
-from kubetune.workload.data.lineage import build_lineage
+from kubetune.workload.data.lineage import DATA_FIELDS, build_lineage, data_records
+from kubetune.workload.data.pinning import check_inputs, read_attempts, record_attempt
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.model.hub import check_hub
@@ -89,6 +91,8 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
     checked = checks(spec, store, pinned)
+    records = data_records(checked.pinned, DATA_FIELDS)
+    check_inputs(store, layout, records)  # a resumed attempt trains on the files the run started with
     hub = {"model.source": checked.model_uri}
     if checked.tokenizer_uri != checked.model_uri:
         hub["model.tokenizer"] = checked.tokenizer_uri
@@ -107,6 +111,7 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
         env=env,
         pinned=checked.pinned,
         parent=parent,
+        data_records=records,
     )
 
 
@@ -120,6 +125,8 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
     if run.is_main:  # after the model loaded: a model that fails to load leaves no run folder
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
     checkpoint = checkpointer.resume_point()
+    if run.is_main:
+        record_attempt(run.store, run.layout, run.data_records, checkpointer.state.step, now_iso())
     checkpointer.restore()  # the sampler's epoch / the stream's position, the best checkpoint, the loss window
     result = built.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return Trained(trainer=built.trainer, prepared=built.prepared, result=result, preempted=checkpointer.preempted,
@@ -145,22 +152,23 @@ def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
     lineage = run_lineage(run)
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     run.store.write_json(run.layout.lineage, lineage)
-    files = _upload_model(run, out)
     summary = {**run_summary(trainer, result), "speed_settings": trained.speed_settings}
     run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
-    checkpointer.guard("commit of the model")  # still this run's writer, confirmed in the store
-    run.store.commit(run.layout.model, files, global_step=result.global_step)
+    _commit_model(run, out, checkpointer, result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)
     tag_model(run.spec, run.store, run.layout)  # tracking.mlflow: the model's URI as a tag
     checkpointer.clear_after_success()  # the store keeps train.keep_checkpoints_after_success
 
 
-def _upload_model(run: Run, out: Path) -> list[str]:
-    """The model folder into the store; a full store says how much the model needed."""
+def _commit_model(run: Run, out: Path, checkpointer: Any, step: int) -> None:
+    """The model folder into the store, read back and committed (`commit_verified`) only while
+    this run still holds its lease (confirmed in the store); a full store says how much the
+    model needed."""
     from kubetune.workload.checkpointing.uploader import no_space
 
     try:
-        return run.store.upload_dir(out, run.layout.model)
+        commit_verified(run.store, run.layout.model, out, guard=lambda: checkpointer.guard("commit of the model"),
+                        global_step=step)
     except Exception as exc:
         if is_space_error(exc):
             raise no_space(run.store, "the model", out, exc) from None
@@ -189,11 +197,15 @@ def run_summary(trainer: Any, result: Any) -> dict:
 
 
 def run_lineage(run: Run) -> dict:
-    """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources."""
+    """`lineage.json` of this run: the pinned files, rows read, model and tokenizer sources, and
+    each attempt (when, resumed from where, its files: `data.pinning`)."""
     rows = {"train": len(run.splits.train), "validation": len(run.splits.validation)}
     if run.splits.test is not None:
         rows["test"] = len(run.splits.test)
-    return build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent)
+    lineage = build_lineage(run.spec, run.store, run.pinned, run.model_uri, run.tokenizer_uri, rows, run.parent,
+                            records=run.data_records or None)
+    lineage["attempts"] = read_attempts(run.store, run.layout).get("attempts", [])  # what each attempt trained on
+    return lineage
 
 
 def run_training(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> int:
