@@ -66,13 +66,13 @@ def test_the_trainer_is_complete_when_built(local_store, shared_data, tmp_path, 
     assert all(vars(trainer)[k] is v for k, v in at_construction["attributes"].items())
     assert trainer.args.to_dict() == at_construction["args"]
 
-    # Every callback, in order: the Trainer's flow, progress, checkpointing's two, early
-    # stopping, status, TensorBoard and its sync to the store; no PrinterCallback.
+    # Every callback, in order: the Trainer's flow, progress, checkpointing's two, a sweep's
+    # PRUNE marker, early stopping, status, TensorBoard and its sync to the store; no PrinterCallback.
     callbacks = trainer.callback_handler.callbacks
     names = [type(c).__name__ for c in callbacks]
     assert names == ["DefaultFlowCallback", "ProgressCallback", "CheckpointUploadCallback", "PreemptionCallback",
-                     "EarlyStoppingCallback", "StatusCallback", "TensorBoardCallback", "TensorBoardSync"], names
-    assert isinstance(callbacks[0], DefaultFlowCallback) and isinstance(callbacks[4], EarlyStoppingCallback)
+                     "PruneCallback", "EarlyStoppingCallback", "StatusCallback", "TensorBoardCallback", "TensorBoardSync"], names
+    assert isinstance(callbacks[0], DefaultFlowCallback) and isinstance(callbacks[5], EarlyStoppingCallback)
     assert not any(isinstance(c, PrinterCallback) for c in callbacks)
     progress, upload, stop = callbacks[1:4]
     assert isinstance(progress, ProgressCallback) and progress.uploader is checkpointer.uploader is not None
