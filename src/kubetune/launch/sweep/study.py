@@ -60,7 +60,7 @@ def open_study(store: Store, job: str, sweep: SweepSpec) -> optuna.Study:
     """The sweep's study, created on the first start and loaded on every later one."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(StoreJournal(store, SweepLayout(job)))
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=job,
         storage=storage,
         load_if_exists=True,
@@ -68,6 +68,13 @@ def open_study(store: Store, job: str, sweep: SweepSpec) -> optuna.Study:
         sampler=make_sampler(sweep),
         pruner=make_pruner(sweep),
     )
+    # A restarted controller's sampler must not replay the first one's random stream (a seeded
+    # random or TPE sampler would propose trial 0's values again): its seed moves on by the
+    # number of trials the study already holds, so `seed` still makes a whole sweep repeatable.
+    started = len(study.get_trials(deepcopy=False))
+    if started and sweep.seed is not None:
+        study.sampler = make_sampler(sweep, seed=sweep.seed + started)
+    return study
 
 
 def distributions(sweep: SweepSpec) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -102,14 +109,16 @@ def _grid(sweep: SweepSpec) -> dict[str, list[Any]]:
     return grid
 
 
-def make_sampler(sweep: SweepSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(sweep: SweepSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """sweep.sampler -> Optuna's sampler: tpe (with a constant liar when trials run at once,
-    so parallel trials spread out), random, or grid over every combination."""
+    so parallel trials spread out), random, or grid over every combination (the grid skips
+    the combinations the study has already run). `seed`: instead of sweep.seed."""
+    seed = sweep.seed if seed is None else seed
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler(_grid(sweep), seed=sweep.seed)
+        return optuna.samplers.GridSampler(_grid(sweep), seed=seed)
     if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=sweep.seed)
-    return optuna.samplers.TPESampler(seed=sweep.seed, constant_liar=sweep.parallel > 1)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=sweep.parallel > 1)
 
 
 def make_pruner(sweep: SweepSpec) -> optuna.pruners.BasePruner:
