@@ -128,7 +128,7 @@ class Controller:
         """Trials the study holds as running: found again by the runner, else started again in
         their run folders (they resume from their checkpoints)."""
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)  # Optuna's way back to a running trial
             spec = trial_spec(self.spec, frozen.number, frozen.params)
             self.active[frozen.number] = trial
             if self.runner.adopt(frozen.number, spec):
@@ -143,7 +143,7 @@ class Controller:
         when the pruner says stop."""
         trial = self.active[number]
         run = trial_run_name(self.spec.name, number)
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        frozen = self._frozen(number)
         seen = set(frozen.intermediate_values)
         marker = RunLayout(run).prune_marker
         for step, value in sorted(evaluations(self.store, run, self.sweep.objective.metric).items()):
@@ -154,11 +154,15 @@ class Controller:
                 continue
             if trial.should_prune():
                 trial.set_user_attr("pruned_at_step", step)
-                frozen = self.study._storage.get_trial(trial._trial_id)
+                frozen = self._frozen(number)
                 self.store.write_text(marker, f"pruned by the sweep's {self.sweep.pruner} pruner at step {step} "
                                               f"({self.sweep.objective.metric} {value:.4f})\n")
                 self.log(f"trial {number}: pruned at step {step} ({self.sweep.objective.metric} {value:.4f}); "
                          "it stops at its next checkpoint")
+
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        """Trial `number` as the study holds it now (a study's trials are numbered from 0)."""
+        return self.study.get_trials(deepcopy=False)[number]
 
     def _finish(self, number: int, code: int) -> None:
         trial = self.active.get(number)

@@ -72,6 +72,9 @@ def read_results(store: Store, job: str) -> tuple[list[dict[str, Any]], dict[str
     if not store.exists(layout.trials):
         raise UserError(f"{store.url(layout.base)}: no sweep {job!r} in this store")
     records = [json.loads(line) for line in store.read_text(layout.trials).splitlines() if line.strip()]
+    for record in records:  # a running trial's steps as its run has them now, not as when it started
+        if record["state"] == "running":
+            record["steps"] = last_step(store, record["run"].rpartition("/")[2])
     summary = store.read_json(layout.summary) if store.exists(layout.summary) else {}
     return records, summary
 
