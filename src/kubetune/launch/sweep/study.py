@@ -109,13 +109,23 @@ def _grid(sweep: SweepSpec) -> dict[str, list[Any]]:
     return grid
 
 
+class SweepGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its own stop: once the grid is spent it calls
+    `Study.stop`, which raises outside `Study.optimize` (the controller uses ask and tell).
+    The controller's budget is at most the grid's size (`controller.budget`), so nothing more
+    is needed to end the sweep."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: D102 (see the class)
+        return None
+
+
 def make_sampler(sweep: SweepSpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """sweep.sampler -> Optuna's sampler: tpe (with a constant liar when trials run at once,
     so parallel trials spread out), random, or grid over every combination (the grid skips
     the combinations the study has already run). `seed`: instead of sweep.seed."""
     seed = sweep.seed if seed is None else seed
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler(_grid(sweep), seed=seed)
+        return SweepGridSampler(_grid(sweep), seed=seed)
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=sweep.parallel > 1)
