@@ -125,6 +125,7 @@ LONGEST_MODULES = (
     "workload/model/test_lora.py",
     "workload/checkpointing/test_resume.py",
     "e2e/test_watching_runs.py",
+    "e2e/test_sweep.py",
     "workload/tasks/test_question_answering.py",
     "e2e/test_first_hour.py",
     "workload/data/test_streaming.py",

@@ -46,7 +46,7 @@ def test_every_verb_that_reads_a_spec_takes_it_the_same_way():
         if "overrides" in options:
             spec_verbs.append(" ".join(verb))
             assert {d: (options[d].help, options[d].metavar, options[d].default) for d in expected} == expected, verb
-    assert set(spec_verbs) == {"validate", "render", "run", "submit", "retrain",
+    assert set(spec_verbs) == {"validate", "render", "run", "submit", "retrain", "sweep",
                                "models list", "models show", "models promote", "models rollback"}
 
 

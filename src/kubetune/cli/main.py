@@ -19,14 +19,14 @@ import signal
 import sys
 from typing import Callable
 
-from kubetune.cli import cluster, models, plot, quickstart, retrain, run, runs
+from kubetune.cli import cluster, models, plot, quickstart, retrain, run, runs, sweep
 from kubetune.contract.errors import UserError
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 
 # A user's mistake (bad spec, bad arguments) exits as the entrypoints' bad input does.
 EXIT_USER_ERROR = EXIT_BAD_INPUT
 # The verb families, in the order `kubetune --help` lists their verbs.
-FAMILIES = (run, quickstart, cluster, runs, plot, retrain, models)
+FAMILIES = (run, quickstart, cluster, runs, plot, retrain, models, sweep)
 
 
 def _version() -> str:

@@ -29,3 +29,9 @@ EXIT_NO_SPACE = 73
 # the Job counts this against backoffLimit (a pod that never saves must not loop for free);
 # a real disruption is still replaced for free by the DisruptionTarget rule.
 EXIT_INTERRUPTED_UNSAVED = 76
+
+# A sweep's controller stopped this trial early (the run folder's PRUNE marker, contract.layout):
+# the run left at its next checkpoint. Not a failure and not to be retried: the trial Job's
+# podFailurePolicy ends the Job at once, and the controller records the trial as pruned. Not a
+# sysexits.h code (none means this); unused by Python and by shells (126-165).
+EXIT_PRUNED = 79

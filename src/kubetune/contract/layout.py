@@ -117,6 +117,52 @@ class RunLayout:
     def promotion(self) -> str:
         return self._p("promotion.json")
 
+    @property
+    def prune_marker(self) -> str:
+        """Written by a sweep's controller when the search stops this trial early (docs/sweeps.md):
+        the run checks for it at each evaluation and leaves at that checkpoint with
+        exitcodes.EXIT_PRUNED. Its content is the controller's reason, one line."""
+        return self._p("PRUNE")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """A sweep's results and its study, next to its trials' runs: `sweeps/<job>/`
+    (docs/sweeps.md, "What is stored"). The trials themselves are runs: `runs/<job>-tNNN/`."""
+
+    job: str
+
+    @property
+    def base(self) -> str:
+        return f"sweeps/{self.job}"
+
+    @property
+    def trials(self) -> str:
+        """One JSON line per trial: number, parameters, state, objective, run folder, steps, times."""
+        return f"{self.base}/trials.jsonl"
+
+    @property
+    def summary(self) -> str:
+        """`best_trial`, `best_params`, `best_value` (and the objective, the counts by state)."""
+        return f"{self.base}/summary.json"
+
+    @property
+    def journal(self) -> str:
+        """The Optuna study: its journal, one object per appended batch of operations."""
+        return f"{self.base}/study"
+
+    def journal_entry(self, number: int) -> str:
+        return f"{self.base}/study/{number:08d}.json"
+
+    @property
+    def plot(self) -> str:
+        return f"{self.base}/sweep.png"
+
+
+def trial_run_name(job: str, number: int) -> str:
+    """The run folder (and the spec name) of a sweep's trial: `<job>-t003` (`-tNNN`)."""
+    return f"{job}-t{number:03d}"
+
 
 @dataclass(frozen=True)
 class RegistryLayout:

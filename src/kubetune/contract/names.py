@@ -178,5 +178,9 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 LEGACY_JOB_NAME_LABEL = "job-name"
 JOB_NAME_LABELS: tuple[str, ...] = (JOB_NAME_LABEL, LEGACY_JOB_NAME_LABEL)
 COMPLETION_INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+# A sweep's trials (docs/sweeps.md): every object of a trial carries the sweep's job name and
+# the trial's number, so a restarted controller finds its running trials by their labels.
+SWEEP_LABEL = "kubetune.io/sweep"
+TRIAL_LABEL = "kubetune.io/trial"
 # Kueue's queue label.
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

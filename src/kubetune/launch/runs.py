@@ -10,6 +10,8 @@ A run's state:
 * `preempted-and-resumable`: stopped, with a checkpoint a restart resumes from
   (`contract.layout.resume_step`, the rule the workload resumes by): starting the job again
   resumes from it.
+* `pruned`: a sweep stopped this trial early (its status says so; docs/sweeps.md): not a failure,
+  and not to be resumed.
 * `failed`: stopped with nothing to resume from.
 """
 
@@ -28,6 +30,7 @@ from kubetune.storage import Store
 RUNS_DIR = "runs"
 ACTIVE_SECONDS = 600.0
 COMPLETE, RUNNING, RESUMABLE, FAILED = "complete", "running", "preempted-and-resumable", "failed"
+PRUNED = "pruned"
 # A run's headline test metrics, in this order: the `test` column of `kubetune runs` shows the
 # first present, the end of `kubetune run --local` every one present.
 HEADLINE_METRICS = ("accuracy", "f1_macro", "f1", "exact_match", "bleu", "rougeL", "perplexity", "loss")
@@ -136,6 +139,8 @@ def damaged_checkpoints(store: Store, layout: RunLayout) -> list[dict[str, Any]]
 def run_state(committed: bool, status: dict[str, Any], last_write: float | None, resumable: bool, now: float) -> str:
     if committed:
         return COMPLETE
+    if status.get("state") == PRUNED:
+        return PRUNED
     active = last_write is not None and now - last_write < ACTIVE_SECONDS
     if status.get("state") == RUNNING and active:
         return RUNNING

@@ -67,13 +67,14 @@ def test_the_trainer_is_complete_when_built(local_store, shared_data, tmp_path, 
     assert trainer.args.to_dict() == at_construction["args"]
 
     # Every callback, in order: the Trainer's flow, progress, checkpointing's three (uploads,
-    # SIGTERM, a stop once nothing more may be written), early stopping, status, TensorBoard
-    # and its sync to the store; no PrinterCallback.
+    # SIGTERM, a stop once nothing more may be written), a sweep's PRUNE marker, early stopping,
+    # status, TensorBoard and its sync to the store; no PrinterCallback.
     callbacks = trainer.callback_handler.callbacks
     names = [type(c).__name__ for c in callbacks]
     assert names == ["DefaultFlowCallback", "ProgressCallback", "CheckpointUploadCallback", "PreemptionCallback",
-                     "StopOnFatal", "EarlyStoppingCallback", "StatusCallback", "TensorBoardCallback", "TensorBoardSync"], names
-    assert isinstance(callbacks[0], DefaultFlowCallback) and isinstance(callbacks[5], EarlyStoppingCallback)
+                     "StopOnFatal", "PruneCallback", "EarlyStoppingCallback", "StatusCallback", "TensorBoardCallback",
+                     "TensorBoardSync"], names
+    assert isinstance(callbacks[0], DefaultFlowCallback) and isinstance(callbacks[6], EarlyStoppingCallback)
     assert not any(isinstance(c, PrinterCallback) for c in callbacks)
     progress, upload, stop = callbacks[1:4]
     assert isinstance(progress, ProgressCallback) and progress.uploader is checkpointer.uploader is not None

@@ -26,6 +26,7 @@ from kubetune.contract.spec.checks import check_image, check_uri
 from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
 from kubetune.contract.spec.loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec.retrain import PromotionSpec, RetrainSpec
+from kubetune.contract.spec.sweep import SweepSpec, check_sweep
 from kubetune.contract.spec.speed import DEFAULT_ATTENTION, Attention, FsdpSpec, check_structure as check_speed_structure
 from kubetune.contract.spec.tracking import TrackingSpec
 
@@ -46,6 +47,7 @@ __all__ = [
     "RetrainSpec",
     "SpecError",
     "StorageSpec",
+    "SweepSpec",
     "Task",
     "TrainSpec",
     "apply_override",
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 # Sections a resolved spec leaves out when unset.
-OPTIONAL_SECTIONS = ("retrain", "promotion", "tracking")
+OPTIONAL_SECTIONS = ("retrain", "promotion", "tracking", "sweep")
 
 # The task names; `typing.get_args(Task)` lists them.
 Task = Literal[
@@ -305,6 +307,9 @@ class JobSpec(Strict):
     # Optional sections, left out of the resolved YAML when unset (docs/retraining.md).
     retrain: RetrainSpec | None = Field(default=None, description="scheduled retraining: skip unchanged data, warm start")
     promotion: PromotionSpec | None = Field(default=None, description="the gate a retrained model passes to become current")
+    sweep: SweepSpec | None = Field(
+        default=None, description="a hyperparameter search over this job: `kubetune sweep` (docs/sweeps.md)"
+    )
     image: str = Field(default="ghcr.io/kubetune/kubetune:0.1.0", min_length=1, description="the image every pod runs")
 
     _image = field_validator("image")(lambda cls, v: check_image(v))
@@ -341,6 +346,12 @@ class JobSpec(Strict):
         if self.train.lora is not None and (freeze.encoder or freeze.embeddings or freeze.lower_layers):
             raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
         check_speed_structure(self)  # 4bit without LoRA, FSDP on fewer than 2 GPUs, ...
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_fits(self) -> "JobSpec":
+        if self.sweep is not None:  # each parameter a sweepable field, each bound a valid spec, a known objective
+            check_sweep(self, JobSpec, self.task)
         return self
 
     # The file this spec was loaded from, as the user named it (not part of the spec: never

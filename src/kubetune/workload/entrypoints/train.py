@@ -1,7 +1,8 @@
 """Train stage: train a model from the spec and commit it to `runs/<job>/model/`.
 
 `python -m <names.TRAIN_MODULE> --spec FILE [--set KEY.PATH=VALUE ...]`. Exit codes: 0 done,
-2 a user error (one `error:` line), 75 SIGTERM with the checkpoint committed (resume me).
+2 a user error (one `error:` line), 75 SIGTERM with the checkpoint committed (resume me), 79 stopped
+early by a sweep (its PRUNE marker; `trainer.pruning`).
 """
 
 from __future__ import annotations

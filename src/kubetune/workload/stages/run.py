@@ -91,7 +91,7 @@ class Run:
 @dataclass
 class Trained:
     """The training loop's outcome: the Trainer (with its best model loaded), the datasets it
-    trained on, the Trainer's result, whether it stopped for SIGTERM, and the speed settings
+    trained on, the Trainer's result, whether it stopped for SIGTERM (or a sweep's PRUNE), and the speed settings
     the run actually used (for `metrics/summary.json`)."""
 
     trainer: KubetuneTrainer
@@ -99,3 +99,4 @@ class Trained:
     result: TrainOutput
     preempted: bool
     speed_settings: dict[str, Any] | None = None
+    pruned_at: int | None = None  # the step a sweep's PRUNE marker stopped it at (`trainer.pruning`)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kubetune.contract.exitcodes import EXIT_PRUNED
 from kubetune.contract.layout import RunLayout, checkpoint_name, run_layout
 from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_defining
 from kubetune.integrity import commit_verified
@@ -119,6 +120,7 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
     """Build the complete Trainer, resume from the checkpoint the resume rule picks (if any),
     train."""
     from kubetune.workload.trainer.build import build_trainer
+    from kubetune.workload.trainer.pruning import pruned_step
 
     check_trackers(run)  # before the model loads
     built = build_trainer(run, checkpointer)
@@ -130,7 +132,7 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
     checkpointer.restore()  # the sampler's epoch / the stream's position, the best checkpoint, the loss window
     result = built.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return Trained(trainer=built.trainer, prepared=built.prepared, result=result, preempted=checkpointer.preempted,
-                   speed_settings=built.speed_settings)
+                   speed_settings=built.speed_settings, pruned_at=pruned_step(built.trainer))
 
 
 def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
@@ -210,7 +212,7 @@ def run_lineage(run: Run) -> dict:
 
 def run_training(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedData | None = None) -> int:
     """The train stage: 0 when the model is committed (or already was), EXIT_RETRY_AFTER_CHECKPOINT
-    after SIGTERM with the checkpoint committed. `env`: the pod's, from the entrypoint;
+    after SIGTERM with the checkpoint committed, EXIT_PRUNED when a sweep stopped it early. `env`: the pod's, from the entrypoint;
     `pinned`: the data files a retrain run resolved."""
     run = setup(spec, env, parent, pinned)
     if run is None:
@@ -242,6 +244,11 @@ def _train_and_finish(run: Run, lease: RunLease | None) -> int:
             if run.is_main:
                 write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
             return code
+        if trained.pruned_at is not None:  # a sweep stopped this trial: its checkpoint landed, no model is committed
+            if run.is_main:
+                write_status(run.store, run.layout, "pruned", step=state.global_step, max_steps=state.max_steps,
+                             best_metric=state.best_metric, ended=now_iso())
+            return EXIT_PRUNED
         finish(run, trained, checkpointer)
         if run.is_main:
             write_status(run.store, run.layout, "complete", step=state.global_step, max_steps=state.max_steps,

@@ -33,6 +33,7 @@ from kubetune.workload.tasks import Prepared, Task
 from kubetune.workload.tracking.status import status_callback
 from kubetune.workload.tracking.trackers import tracking_callbacks
 from kubetune.workload.trainer.callbacks import ProgressCallback, TrainJobStatusCallback
+from kubetune.workload.trainer.pruning import PruneCallback
 from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer, trainer_class
 
 log = logging.getLogger("kubetune.train")
@@ -164,6 +165,7 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
         ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", run.samples_per_step,
                          checkpointer.uploader),
         *checkpointer.callbacks(),  # publish each checkpoint; SIGTERM: save and stop at the end of the step
+        PruneCallback(run.store, run.layout),  # a sweep's PRUNE marker: save this evaluation's step and stop
     ]
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))

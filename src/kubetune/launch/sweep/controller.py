@@ -1,0 +1,195 @@
+"""The sweep's loop: ask Optuna for a trial, start it as a run, watch its validation metrics,
+prune it through its PRUNE marker, tell Optuna how it ended, until the budget is spent.
+
+The controller is the launcher process (`kubetune sweep`), not a Job on the cluster: it needs
+nothing but the store (and, for cluster trials, the API server), and everything it knows is in
+the store: the study (`study.StoreJournal`) and the trials' run folders. Stopped at any moment
+(Ctrl-C, SIGKILL, a closed laptop) and started again with the same command, it continues:
+
+* trials the study holds as finished are never run again;
+* a trial the study holds as running is found again: a cluster trial by its Job
+  (`Runner.adopt`), else started again in its own run folder, where it resumes from its last
+  checkpoint (a local trial's processes die with the controller);
+* the budget counts every trial the study has ever asked for, so none is lost or added.
+
+Why not a controller Job on the cluster: it would need RBAC to create Jobs, an image with the
+sweep extra, and its own restart story, for a loop that is idle between polls; the launcher's
+loop, restartable from the store, runs the same trials with none of that.
+
+Pruning needs the trial's validation metric at each evaluation: the controller reads each
+running trial's `metrics/train.jsonl`, reports every new evaluation to Optuna in step order and,
+when the pruner says stop, writes the trial's PRUNE marker; the trial leaves at its next
+checkpoint with EXIT_PRUNED (`workload.trainer.pruning`), recorded as pruned, not failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import TrialState
+
+from kubetune.contract.exitcodes import EXIT_PRUNED, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.layout import RunLayout, trial_run_name
+from kubetune.contract.spec.job import JobSpec
+from kubetune.launch.sweep.results import write_results
+from kubetune.launch.sweep.study import distributions, grid_size, open_study
+from kubetune.launch.sweep.trials import evaluations, objective_value, trial_spec
+from kubetune.storage import Store
+
+POLL_SECONDS = 2.0
+
+
+class Runner(Protocol):
+    """Where trials run: local processes (`sweep.local`) or Jobs (`sweep.cluster`)."""
+
+    def start(self, number: int, spec: JobSpec) -> None: ...
+
+    def finished(self) -> dict[int, int]:
+        """Trials that ended since the last call: number -> exit code."""
+        ...
+
+    def adopt(self, number: int, spec: JobSpec) -> bool:
+        """After a restart: True when trial `number` still runs (or has ended) where this runner
+        can see it, so it need not be started again."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+def budget(spec: JobSpec) -> int | None:
+    """How many trials the sweep runs in all (None: until the wall-clock limit)."""
+    sweep = spec.sweep
+    assert sweep is not None
+    if sweep.sampler == "grid":
+        return min(sweep.trials or grid_size(sweep), grid_size(sweep))
+    return sweep.trials
+
+
+class Controller:
+    """One sweep's loop over one runner (see the module's docstring)."""
+
+    def __init__(self, spec: JobSpec, store: Store, runner: Runner, log: Callable[[str], None] | None = None,
+                 poll_s: float | None = None):
+        assert spec.sweep is not None
+        self.spec, self.sweep, self.store, self.runner = spec, spec.sweep, store, runner
+        self.log = log or (lambda line: print(f"kubetune: sweep {spec.name}: {line}", file=sys.stderr, flush=True))
+        self.poll_s = POLL_SECONDS if poll_s is None else poll_s
+        self.study = open_study(store, spec.name, spec.sweep)
+        self.dists = distributions(spec.sweep)
+        self.active: dict[int, optuna.trial.Trial] = {}
+
+    def run(self) -> dict[str, Any]:
+        """Run the sweep to the end of its budget; the summary (summary.json's content)."""
+        self._recover()
+        try:
+            while True:
+                for number, code in self.runner.finished().items():
+                    self._finish(number, code)
+                for number in list(self.active):
+                    self._report(number)
+                while len(self.active) < self.sweep.parallel and self._budget_left():
+                    self._start_new()
+                if not self.active:
+                    break
+                time.sleep(self.poll_s)
+        finally:
+            self.runner.stop()
+            write_results(self.store, self.spec.name, self.sweep, self.study)
+        return write_results(self.store, self.spec.name, self.sweep, self.study)
+
+    # -- the budget ------------------------------------------------------------------------------
+    def _budget_left(self) -> bool:
+        trials = self.study.get_trials(deepcopy=False)
+        total = budget(self.spec)
+        if total is not None and len(trials) >= total:
+            return False
+        if self.sweep.timeout_minutes is not None:
+            starts = [t.datetime_start for t in trials if t.datetime_start]
+            began = min(starts) if starts else datetime.now()
+            if (datetime.now() - began).total_seconds() >= self.sweep.timeout_minutes * 60:
+                return False
+        return True
+
+    # -- starting ----------------------------------------------------------------------------------
+    def _start_new(self) -> None:
+        trial = self.study.ask(self.dists)
+        spec = trial_spec(self.spec, trial.number, trial.params)
+        self.log(f"trial {trial.number} starts: {_params(trial.params)} (run {RunLayout(spec.name).base})")
+        self.active[trial.number] = trial
+        self.runner.start(trial.number, spec)
+        write_results(self.store, self.spec.name, self.sweep, self.study)
+
+    def _recover(self) -> None:
+        """Trials the study holds as running: found again by the runner, else started again in
+        their run folders (they resume from their checkpoints)."""
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)  # Optuna's way back to a running trial
+            spec = trial_spec(self.spec, frozen.number, frozen.params)
+            self.active[frozen.number] = trial
+            if self.runner.adopt(frozen.number, spec):
+                self.log(f"trial {frozen.number} found again, still running")
+            else:
+                self.log(f"trial {frozen.number} started again: it resumes from its last checkpoint")
+                self.runner.start(frozen.number, spec)
+
+    # -- watching ----------------------------------------------------------------------------------
+    def _report(self, number: int) -> None:
+        """Report the trial's new evaluations to Optuna, in step order; write its PRUNE marker
+        when the pruner says stop."""
+        trial = self.active[number]
+        run = trial_run_name(self.spec.name, number)
+        frozen = self._frozen(number)
+        seen = set(frozen.intermediate_values)
+        marker = RunLayout(run).prune_marker
+        for step, value in sorted(evaluations(self.store, run, self.sweep.objective.metric).items()):
+            if step in seen:
+                continue
+            trial.report(value, step)
+            if "pruned_at_step" in frozen.user_attrs or self.store.exists(marker):
+                continue
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_step", step)
+                frozen = self._frozen(number)
+                self.store.write_text(marker, f"pruned by the sweep's {self.sweep.pruner} pruner at step {step} "
+                                              f"({self.sweep.objective.metric} {value:.4f})\n")
+                self.log(f"trial {number}: pruned at step {step} ({self.sweep.objective.metric} {value:.4f}); "
+                         "it stops at its next checkpoint")
+
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        """Trial `number` as the study holds it now (a study's trials are numbered from 0)."""
+        return self.study.get_trials(deepcopy=False)[number]
+
+    def _finish(self, number: int, code: int) -> None:
+        trial = self.active.get(number)
+        if trial is None:
+            return
+        run = trial_run_name(self.spec.name, number)
+        if code == EXIT_RETRY_AFTER_CHECKPOINT:  # interrupted with its checkpoint saved: it resumes
+            self.log(f"trial {number} was interrupted; starting it again (it resumes)")
+            self.runner.start(number, trial_spec(self.spec, number, trial.params))
+            return
+        self._report(number)  # its last evaluations, before the verdict
+        del self.active[number]
+        trial.set_user_attr("exit_code", code)
+        values = evaluations(self.store, run, self.sweep.objective.metric)
+        if code == EXIT_PRUNED:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.log(f"trial {number} pruned (exit {code})")
+        elif code == 0 and (value := objective_value(values, self.sweep.objective.direction)) is not None:
+            self.study.tell(trial, value)
+            self.log(f"trial {number} complete: {self.sweep.objective.metric} {value:.4f}")
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.log(f"trial {number} failed (exit code {code}); its run: {RunLayout(run).base}")
+        write_results(self.store, self.spec.name, self.sweep, self.study)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+

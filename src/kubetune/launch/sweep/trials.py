@@ -1,0 +1,71 @@
+"""A trial as an ordinary run: the job's spec with the trial's values, and what its run wrote.
+
+A trial's spec is the job's spec with each parameter's value written in (as `--set` would),
+without the `sweep:` section, named `<job>-tNNN` (`contract.layout.trial_run_name`): that name
+is its run folder, its Kubernetes objects' names and its tracker run's name, so it shows the
+sweep and the trial everywhere. `train.metric` is the objective, so the model the trial keeps
+is the one its objective scored. Tracker runs are grouped by sweep: the MLflow experiment and
+the W&B project are the job's own, and the trial's name starts with the job's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubetune.contract.layout import RunLayout, trial_run_name
+from kubetune.contract.spec.job import JobSpec, validate_spec
+from kubetune.contract.spec.sweep import set_field
+from kubetune.storage import Store
+
+
+def trial_spec(spec: JobSpec, number: int, params: dict[str, Any]) -> JobSpec:
+    """The spec trial `number` runs: `spec` with `params` written in, its own name, no sweep."""
+    assert spec.sweep is not None
+    data = spec.model_dump(mode="json")
+    data.pop("sweep", None)
+    for path, value in params.items():
+        set_field(data, path, value)
+    data["name"] = trial_run_name(spec.name, number)
+    set_field(data, "train.metric", spec.sweep.objective.metric.removeprefix("eval_"))
+    source = f"{spec.spec_file or spec.name} (sweep trial {number})"
+    trial = validate_spec(data, source)
+    trial._spec_file = spec.spec_file
+    return trial
+
+
+def evaluations(store: Store, run: str, metric: str) -> dict[int, float]:
+    """The validation values of `metric` a run logged so far, by step (its `metrics/train.jsonl`)."""
+    layout = RunLayout(run)
+    key = f"eval_{metric.removeprefix('eval_')}"
+    try:
+        text = store.read_text(layout.train_metrics) if store.exists(layout.train_metrics) else ""
+    except (OSError, ValueError):  # being replaced right now: read it next time
+        return {}
+    values: dict[int, float] = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record.get(key), (int, float)) and isinstance(record.get("step"), int):
+            values[record["step"]] = float(record[key])
+    return values
+
+
+def last_step(store: Store, run: str) -> int | None:
+    """The last step a run logged (its `metrics/train.jsonl`), None before its first log."""
+    layout = RunLayout(run)
+    if not store.exists(layout.train_metrics):
+        return None
+    steps = [json.loads(line).get("step") for line in store.read_text(layout.train_metrics).splitlines() if line.strip()]
+    steps = [s for s in steps if isinstance(s, int)]
+    return max(steps) if steps else None
+
+
+def objective_value(values: dict[int, float], direction: str) -> float | None:
+    """A finished trial's objective: its best validation value (the model it kept, since
+    `train.metric` is the objective), None when it never evaluated."""
+    if not values:
+        return None
+    return max(values.values()) if direction == "maximize" else min(values.values())
