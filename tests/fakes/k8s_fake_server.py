@@ -55,6 +55,7 @@ from kubetune.launch import crds
 # plural -> (group/version path prefix, kind, API group for messages)
 RESOURCES: dict[str, tuple[str, str, str]] = {
     "configmaps": ("api/v1", "ConfigMap", ""),
+    "serviceaccounts": ("api/v1", "ServiceAccount", ""),
     "services": ("api/v1", "Service", ""),
     "pods": ("api/v1", "Pod", ""),
     "jobs": ("apis/batch/v1", "Job", "batch"),

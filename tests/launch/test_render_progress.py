@@ -39,7 +39,7 @@ def _train_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_the_role_may_only_get_and_patch_the_progress_configmap(engine: str):
     objs = _render(engine, service_account="trainer")
     by_kind = {o["kind"]: o for o in objs if o["metadata"]["name"] == "imdb-bert-multinode-progress"}
-    assert set(by_kind) == {"ConfigMap", "Role", "RoleBinding"}
+    assert set(by_kind) == {"ConfigMap", "Role", "RoleBinding"}  # the spec's account: none of its own
     for obj in by_kind.values():
         for version in (supported_versions()[0], supported_versions()[-1]):
             assert kubernetes_validate.validate(obj, version, strict=True)
@@ -68,14 +68,24 @@ def test_only_the_train_container_gets_the_name_and_a_projected_token(engine: st
     assert {i["path"] for s in sources[1:] for i in next(iter(s.values()))["items"]} == {kn.CA_FILE, kn.NAMESPACE_FILE}
 
 
-def test_the_default_service_account_in_the_bindings_namespace_without_settings():
-    objs = _render("job", namespace=None)
+@pytest.mark.parametrize("engine", ["job", "jobset"])
+def test_without_a_service_account_the_train_pods_get_the_jobs_own_never_default(engine: str):
+    objs = _render(engine, namespace=None, service_account=None)
+    (account,) = [o for o in objs if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == "imdb-bert-multinode-progress"
+    assert account["automountServiceAccountToken"] is False
     binding = next(o for o in objs if o["kind"] == "RoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default"}]  # the binding's namespace
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "imdb-bert-multinode-progress"}]  # the binding's namespace
+    assert _train_pod(objs)["serviceAccountName"] == "imdb-bert-multinode-progress"
+    evaluate = next(o for o in _render(engine, stage="all", service_account=None) if o["metadata"]["name"].endswith("-evaluate"))
+    assert "serviceAccountName" not in evaluate["spec"]["template"]["spec"]  # only the train pods report
+    with_account = _render(engine, service_account="trainer")
+    assert not [o for o in with_account if o["kind"] == "ServiceAccount"]
+    assert _train_pod(with_account)["serviceAccountName"] == "trainer"
 
 
 @pytest.mark.parametrize(("engine", "stage"), [("trainjob", "train"), ("job", "evaluate")])
 def test_no_progress_configmap_for_a_trainjob_or_evaluation(engine: str, stage: str):
     objs = _render(engine, stage=stage)
-    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding") or o["metadata"]["name"].endswith("-progress")]
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding", "ServiceAccount") or o["metadata"]["name"].endswith("-progress")]
     assert kn.ENV_PROGRESS_CONFIGMAP not in str(objs)

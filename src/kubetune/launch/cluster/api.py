@@ -61,6 +61,7 @@ class Kind:
 # before the pods start) and deleted in the reverse order (Jobs and their pods first).
 KINDS: tuple[Kind, ...] = (
     Kind("ConfigMap", "CoreV1Api", "config_map", "V1ConfigMap", "configmaps"),
+    Kind("ServiceAccount", "CoreV1Api", "service_account", "V1ServiceAccount", "serviceaccounts"),
     Kind("Service", "CoreV1Api", "service", "V1Service", "services"),
     Kind("NetworkPolicy", "NetworkingV1Api", "network_policy", "V1NetworkPolicy", "networkpolicies"),
     Kind("Role", "RbacAuthorizationV1Api", "role", "V1Role", "roles"),

@@ -6,8 +6,8 @@ Training and evaluation are two Jobs: `<name>-train` and `<name>-evaluate`. Eval
 only after the train Job has completed (its `Complete` condition); nothing inside a pod waits,
 so no GPU sits idle while training runs.
 
-* `stage="train"`: the ConfigMap, NetworkPolicy, the progress ConfigMap with its Role and
-  RoleBinding (`progress`; not for a TrainJob), headless Service (multi-node) and train Job.
+* `stage="train"`: the ConfigMap, NetworkPolicy, the progress ConfigMap with its Role,
+  RoleBinding and ServiceAccount (`progress`; not for a TrainJob), headless Service (multi-node) and train Job.
 * `stage="evaluate"`: the ConfigMap, NetworkPolicy and the evaluate Job, ready to run.
 * `stage="all"` (the default of `kubetune render`): everything, with the evaluate Job
   *parked*: `spec.suspend: true` and no Kueue queue label, so `kubectl apply -f -` of the
@@ -150,7 +150,7 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
     if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_JOBSET:
         objs.append(train_jobset(spec, n, initializer_replicated_job(spec, n) if initializer else None))
         node = next(r for r in objs[-1]["spec"]["replicatedJobs"] if r["name"] == kn.TRAINER_NODE)
-        grant_progress(node["template"]["spec"]["template"]["spec"], n)
+        grant_progress(spec, node["template"]["spec"]["template"]["spec"], n)
     elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_TRAINJOB:
         objs.append(train_trainjob(spec, n))
     elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
@@ -158,7 +158,7 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
             objs.append(headless_service(spec, n))
         objs.append(train_cronjob(spec, n, schedule) if schedule is not None else train_job(spec, n))
         job_spec = objs[-1]["spec"].get("jobTemplate", objs[-1])["spec"]
-        grant_progress(job_spec["template"]["spec"], n)
+        grant_progress(spec, job_spec["template"]["spec"], n)
         if initializer:  # every train pod's init container fetches once, under a lock on the volume
             job_spec["template"]["spec"]["initContainers"] = [init_container(spec, n)]
     if stage == kn.STAGE_EVALUATE or (stage == kn.STAGE_ALL and schedule is None):
