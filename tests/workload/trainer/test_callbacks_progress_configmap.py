@@ -128,3 +128,28 @@ def test_no_api_server_or_configmap_no_reporter():
     env = pod_env({kn.ENV_PROGRESS_CONFIGMAP: NAME})  # a local run: no API server given
     assert env.kubernetes_server is None
     assert pod_env({kn.ENV_KUBERNETES_HOST: "fd00::1", kn.ENV_KUBERNETES_PORT: "443"}).kubernetes_server == "https://[fd00::1]:443"
+
+
+def test_each_failure_in_a_row_doubles_the_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]):
+    """An unreachable API server is tried after 30, 60, 120... seconds, not at every log."""
+    cert, _ = self_signed_certificate(tmp_path)
+    attempts: list[float] = []
+    now = [1000.0]
+
+    class Counting(ConfigMapReporter):
+        def patch(self, body: dict[str, Any]) -> None:
+            attempts.append(now[0])
+            super().patch(body)
+
+    reporter = Counting(f"https://127.0.0.1:{closed_port()}", _credentials(tmp_path / "credentials", cert), NAME)
+    monkeypatch.setattr("kubetune.workload.trainer.callbacks.time.monotonic", lambda: now[0])
+    callback = ConfigMapProgressCallback(reporter, samples_per_step=32)
+    args, state, control = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none"), TrainerState(max_steps=1000), TrainerControl()
+    callback.on_train_begin(args, state, control)
+    for step in range(1, 301):  # one log a second for 300 s
+        now[0] += 1.0
+        state.global_step = step
+        callback.on_log(args, state, control, logs={"loss": 1.0})
+    assert [round(t - 1000) for t in attempts] == [0, 60, 180]  # waits of 60 (2 x 30), then 120 (4 x 30)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
