@@ -13,6 +13,9 @@ so tests drive the official `kubernetes` client end to end without patching it:
   timeoutSeconds): ADDED events for what exists (without a resourceVersion), then every
   ADDED / MODIFIED / DELETED as it happens, one JSON object per line, chunked, as the real API
   server streams them to the official client's `watch.Watch`;
+- `PATCH` with `application/merge-patch+json` (RFC 7386: null removes a key), as the progress
+  reporter of the train pods sends it; Roles and RoleBindings stored like any object;
+- `tls=(certificate, key)`: served over HTTPS, as an in-cluster pod reaches the API server;
 - errors as `Status` objects: 401 without the bearer token, 403 for verbs a test denies,
   404, 409 AlreadyExists, 422 Invalid;
 - deleting an object deletes what it owns, recursively, unless `propagationPolicy=Orphan`
@@ -52,11 +55,14 @@ from kubetune.launch import crds
 # plural -> (group/version path prefix, kind, API group for messages)
 RESOURCES: dict[str, tuple[str, str, str]] = {
     "configmaps": ("api/v1", "ConfigMap", ""),
+    "serviceaccounts": ("api/v1", "ServiceAccount", ""),
     "services": ("api/v1", "Service", ""),
     "pods": ("api/v1", "Pod", ""),
     "jobs": ("apis/batch/v1", "Job", "batch"),
     "cronjobs": ("apis/batch/v1", "CronJob", "batch"),
     "networkpolicies": ("apis/networking.k8s.io/v1", "NetworkPolicy", "networking.k8s.io"),
+    "roles": ("apis/rbac.authorization.k8s.io/v1", "Role", "rbac.authorization.k8s.io"),
+    "rolebindings": ("apis/rbac.authorization.k8s.io/v1", "RoleBinding", "rbac.authorization.k8s.io"),
     "jobsets": ("apis/jobset.x-k8s.io/v1alpha2", "JobSet", "jobset.x-k8s.io"),
     "trainjobs": ("apis/trainer.kubeflow.org/v1alpha1", "TrainJob", "trainer.kubeflow.org"),
 }
@@ -157,8 +163,10 @@ class JobScript:
 
 
 class FakeKubeAPI:
-    def __init__(self, token: str = "test-token", lifetime_s: float = 120.0, crds: bool = True):
+    def __init__(self, token: str = "test-token", lifetime_s: float = 120.0, crds: bool = True,
+                 tls: tuple[Path, Path] | None = None):
         self.token = token
+        self.tls = tls
         self.crds = crds
         # Called as hook(api, plural, ns, obj) after every (not dry-run) create, outside the lock:
         # how fakes.k8s_fake_engines plays a controller.
@@ -172,6 +180,8 @@ class FakeKubeAPI:
         # RBAC: when set, only these (api group, resource, verb) are allowed; `used` records
         # every (group, resource, verb) a request needed.
         self.allowed: set[tuple[str, str, str]] | None = None
+        # Rules with resourceNames: (group, resource, verb) -> the names they allow.
+        self.allowed_names: dict[tuple[str, str, str], set[str]] = {}
         self.used: set[tuple[str, str, str]] = set()
         self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
         self.answered: list[tuple[str, str, dict[str, list[str]], Any]] = []
@@ -193,6 +203,12 @@ class FakeKubeAPI:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if self.tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         # Stops itself even if a test forgets to.
@@ -223,7 +239,7 @@ class FakeKubeAPI:
     @property
     def url(self) -> str:
         assert self.httpd is not None
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def kubeconfig(self, path: Path, namespace: str | None = "ml", token: str | None = None) -> Path:
         context: dict[str, Any] = {"cluster": "fake", "user": "launcher"}
@@ -261,13 +277,18 @@ class FakeKubeAPI:
     def enforce_role(self, rules: list[dict[str, Any]]) -> None:
         """Allow only what a Role's rules grant (as the RBAC authorizer would); anything else
         is 403 Forbidden."""
-        self.allowed = {
-            (group, resource, verb)
+        granted = [
+            ((group, resource, verb), rule.get("resourceNames"))
             for rule in rules
             for group in rule.get("apiGroups", [])
             for resource in rule.get("resources", [])
             for verb in rule.get("verbs", [])
-        }
+        ]
+        self.allowed = {key for key, only in granted if not only}
+        self.allowed_names = {}
+        for key, only in granted:
+            if only:
+                self.allowed_names.setdefault(key, set()).update(only)
 
     def get(self, plural: str, name: str, ns: str = "ml") -> dict[str, Any] | None:
         with self.lock:
@@ -474,12 +495,14 @@ class FakeKubeAPI:
         obj.setdefault("apiVersion", prefix.split("/", 1)[1] if prefix.startswith("apis/") else "v1")
         obj.setdefault("kind", kind)
 
-    def check_denied(self, verb: str, plural: str, ns: str | None, sub: str | None = None) -> None:
+    def check_denied(self, verb: str, plural: str, ns: str | None, sub: str | None = None, name: str | None = None) -> None:
         resource = f"{plural}/{sub}" if sub else plural
         group = RESOURCES[plural][2]
+        key = (group, resource, verb)
         with self.lock:
-            self.used.add((group, resource, verb))
-        if (verb, resource) in self.denied or (self.allowed is not None and (group, resource, verb) not in self.allowed):
+            self.used.add(key)
+        by_name = name is not None and name in self.allowed_names.get(key, set())
+        if (verb, resource) in self.denied or (self.allowed is not None and key not in self.allowed and not by_name):
             where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
             qualified = f"{resource}.{group}" if group else resource
             raise ApiError(
@@ -512,6 +535,8 @@ class FakeKubeAPI:
             if errors:
                 where = ".".join(str(p) for p in errors[0].absolute_path)
                 raise ApiError(422, "Invalid", f'{kind}.{group} "{name}" is invalid: {where}: {errors[0].message}')
+        if plural in ("roles", "rolebindings"):
+            self.check_escalation(plural, ns, body)
         with self.lock:
             if (plural, ns, name) in self.objects:
                 qualified = f"{plural}.{group}" if group else plural
@@ -534,6 +559,48 @@ class FakeKubeAPI:
             self._threads.append(t)
             t.start()
         return obj
+
+    def check_escalation(self, plural: str, ns: str, body: dict[str, Any]) -> None:
+        """The RBAC API's escalation check: whoever creates a Role, or binds one, must hold every
+        permission it grants (a resourceNames rule: for those names); the permissions are
+        recorded in `used` as the authorizer would consult them."""
+        if self.allowed is None:
+            return
+        if plural == "roles":
+            rules = body.get("rules") or []
+        else:
+            role = self.objects.get(("roles", ns, body.get("roleRef", {}).get("name", "")))
+            rules = (role or {}).get("rules") or []
+        for rule in rules:
+            for key in {(g, r, v) for g in rule.get("apiGroups", []) for r in rule.get("resources", []) for v in rule.get("verbs", [])}:
+                with self.lock:
+                    self.used.add(key)
+                only = set(rule.get("resourceNames") or [])
+                if key not in self.allowed and not (only and only <= self.allowed_names.get(key, set())):
+                    raise ApiError(403, "Forbidden", f'{plural}.rbac.authorization.k8s.io "{body["metadata"].get("name")}" is forbidden: '
+                                   f"user is attempting to grant RBAC permissions not currently held: {key}")
+
+    def merge_patch(self, plural: str, ns: str, name: str, patch: Any) -> dict[str, Any]:
+        """RFC 7386 merge patch of a stored object (null removes a key); MODIFIED to watchers."""
+
+        def merged(target: Any, change: Any) -> Any:
+            if not isinstance(change, dict):
+                return change
+            out = dict(target) if isinstance(target, dict) else {}
+            for key, value in change.items():
+                if value is None:
+                    out.pop(key, None)
+                else:
+                    out[key] = merged(out.get(key), value)
+            return out
+
+        with self.lock:
+            obj = self.read(plural, ns, name)
+            obj = merged(obj, patch)
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))
+            self.objects[(plural, ns, name)] = obj
+            self._emit("MODIFIED", plural, ns, obj)
+            return copy.deepcopy(obj)
 
     def read(self, plural: str, ns: str, name: str) -> dict[str, Any]:
         with self.lock:
@@ -676,7 +743,7 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server_api
         url = urlsplit(self.path)
         query = parse_qs(url.query)
-        body = self._body() if method in ("POST", "DELETE") else None
+        body = self._body() if method in ("POST", "DELETE", "PATCH") else None
         with api.lock:
             self._request_number = len(api.requests)
             api.requests.append((method, url.path, query, body))
@@ -698,8 +765,13 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and ns and not name:
                 api.check_denied("create", plural, ns)
                 return self._send_json(201, api.create(plural, ns, body, dry_run))
+            if method == "PATCH" and name and ns:
+                api.check_denied("patch", plural, ns, name=name)
+                if self.headers.get("Content-Type", "").split(";")[0] != "application/merge-patch+json":
+                    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format; accepted: application/merge-patch+json")
+                return self._send_json(200, api.merge_patch(plural, ns, name, body))
             if method == "GET" and name and ns:
-                api.check_denied("get", plural, ns)
+                api.check_denied("get", plural, ns, name=name)
                 return self._send_json(200, api.read(plural, ns, name))
             if method == "GET" and not name and query.get("watch") == ["true"]:
                 api.check_denied("watch", plural, ns)
@@ -819,6 +891,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
 
 
 def closed_port() -> int:

@@ -544,11 +544,12 @@ def test_cli_submit_dry_run_and_namespace_flag(api: FakeKubeAPI, kubeconfig: Pat
     creates = [(p, q) for m, p, q, b in api.requests if m == "POST"]
     assert creates and all(p.split("/namespaces/")[1].startswith("team-a/") and q == {"dryRun": ["All"]} for p, q in creates)
     assert "Job/sst2-evaluate accepted (server dry run, nothing created)" in out
-    plan = out.splitlines()[:6]
+    plan = out.splitlines()[:10]
     assert plan[0] == "plan for sst2 in namespace team-a (server dry run):"
     assert [line.split() for line in plan[1:]] == [
-        ["create", "ConfigMap/sst2-spec"], ["create", "Service/sst2-workers"], ["create", "NetworkPolicy/sst2"],
-        ["create", "Job/sst2-train"], ["create", "Job/sst2-evaluate"],
+        ["create", "ConfigMap/sst2-spec"], ["create", "ConfigMap/sst2-progress"], ["create", "ServiceAccount/sst2-progress"],
+        ["create", "Service/sst2-workers"], ["create", "NetworkPolicy/sst2"], ["create", "Role/sst2-progress"],
+        ["create", "RoleBinding/sst2-progress"], ["create", "Job/sst2-train"], ["create", "Job/sst2-evaluate"],
     ]
     assert out.index("create Job/sst2-evaluate") < out.index("ConfigMap/sst2-spec accepted")
     assert api.names("jobs", ns="team-a") == []
@@ -570,7 +571,8 @@ def test_cli_submit_schedule_creates_a_cronjob(api: FakeKubeAPI, kubeconfig: Pat
     assert out.splitlines()[1].split()[:3] == ["sst2", "-", "-"] and "0 3 * * 0" in out
     code, out, _ = run_cli(capsys, "status", "sst2", "--kubeconfig", str(kubeconfig))
     assert code == 0
-    assert out.splitlines()[-1] == "other objects: CronJob/sst2-train, NetworkPolicy/sst2, Service/sst2-workers, ConfigMap/sst2-spec"
+    assert out.splitlines()[-1] == ("other objects: CronJob/sst2-train, RoleBinding/sst2-progress, Role/sst2-progress, NetworkPolicy/sst2, "
+                                    "Service/sst2-workers, ServiceAccount/sst2-progress, ConfigMap/sst2-progress, ConfigMap/sst2-spec")
 
 
 def test_cluster_verbs_import_no_torch(api: FakeKubeAPI, kubeconfig: Path, spec_file: Path) -> None:

@@ -48,7 +48,7 @@ def by_kind(objs: list[dict], kind: str, stage: str | None = None) -> list[dict]
 
 
 def one(objs: list[dict], kind: str, stage: str | None = None) -> dict:
-    found = by_kind(objs, kind, stage)
+    found = [o for o in by_kind(objs, kind, stage) if not o["metadata"]["name"].endswith("-progress")]
     assert len(found) == 1, [o["kind"] for o in objs]
     return found[0]
 
@@ -62,7 +62,7 @@ def container(job: dict) -> dict:
 
 def test_single_node_objects_and_names():
     objs = render_objects(make_spec())
-    assert [o["kind"] for o in objs] == ["ConfigMap", "NetworkPolicy", "Job", "Job"]
+    assert [o["kind"] for o in objs] == ["ConfigMap", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "Job", "Job"]
     n = names(make_spec())
     assert (n.configmap, n.train, n.evaluate, n.service) == ("demo-spec", "demo-train", "demo-evaluate", "demo-workers")
     train = one(objs, "Job", "train")
@@ -116,7 +116,7 @@ def test_evaluate_job_runs_the_evaluate_entrypoint_and_is_parked_in_stage_all():
 def test_stages_select_objects():
     spec = make_spec(resources={"nodes": 2})
     train = render_objects(spec, stage="train")
-    assert [o["kind"] for o in train] == ["ConfigMap", "NetworkPolicy", "Service", "Job"]
+    assert [o["kind"] for o in train] == ["ConfigMap", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "Service", "Job"]
     evaluate = render_objects(spec, stage="evaluate")
     assert [o["kind"] for o in evaluate] == ["ConfigMap", "NetworkPolicy", "Job"]
     assert one(evaluate, "Job")["spec"]["completions"] == 1
@@ -484,7 +484,7 @@ def test_cli_render_prints_a_stream(tmp_path, capsys):
     assert main(["render", str(job), "--stage", "train", "--set", "resources.nodes=2", "--k8s-version", "1.33"]) == 0
     out, err = capsys.readouterr()
     kinds = [o["kind"] for o in yaml.safe_load_all(out)]
-    assert kinds == ["ConfigMap", "NetworkPolicy", "Service", "Job"]
+    assert kinds == ["ConfigMap", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "Service", "Job"]
     assert "warning" not in err  # s3 root: nothing to warn about
 
 

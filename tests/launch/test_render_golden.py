@@ -37,7 +37,7 @@ ENGINE_CASES = ["imdb-bert-multinode.k8s.yaml", "imdb-bert-multinode.jobset.k8s.
 
 def without_spec(objs: list[dict]) -> list[dict]:
     for obj in objs:
-        if obj["kind"] == "ConfigMap":
+        if obj["kind"] == "ConfigMap" and SPEC_KEY in obj["data"]:
             obj["data"][SPEC_KEY] = "<the resolved spec>"
         for template in _pod_templates(obj):
             template["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = "<sha256 of the resolved spec>"

@@ -22,6 +22,7 @@ import yaml
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.spec.job import load_spec
 from kubetune.launch.render import render_objects
+from kubetune.launch.render.progress import VOLUME as PROGRESS_VOLUME
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = REPO / "jobs" / "imdb-bert-multinode.yaml"
@@ -142,7 +143,7 @@ def test_jobset_gang_and_network():
     """One replicated job of `nodes` pods meeting at pod 0's JobSet name; no Service of ours."""
     spec = load_spec(JOB)
     objs = render_objects(spec, stage="train", engine="jobset")
-    assert [o["kind"] for o in objs] == ["ConfigMap", "NetworkPolicy", "JobSet"]
+    assert [o["kind"] for o in objs] == ["ConfigMap", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Role", "RoleBinding", "JobSet"]
     jobset = objs[-1]
     (gang,) = [r for r in jobset["spec"]["replicatedJobs"] if r["name"] == "node"]
     assert gang["template"]["spec"]["completions"] == gang["template"]["spec"]["parallelism"] == 4
@@ -174,7 +175,9 @@ def test_the_initializer_runs_first_with_a_cache_pvc_only():
     (container,) = pod["containers"]
     assert container["command"][:3] == ["python", "-m", kn.INITIALIZE_MODULE]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert pod["volumes"] == train_pod["volumes"] and container["volumeMounts"] == train_pod["containers"][0]["volumeMounts"]
+    # the same volumes, less the progress reporter's credentials (train container only)
+    assert pod["volumes"] == [v for v in train_pod["volumes"] if v["name"] != PROGRESS_VOLUME]
+    assert container["volumeMounts"] == [m for m in train_pod["containers"][0]["volumeMounts"] if m["name"] != PROGRESS_VOLUME]
     assert initializer["template"]["spec"]["podFailurePolicy"]["rules"][1]["onExitCodes"]["values"] == [EXIT_BAD_INPUT, EXIT_NO_SPACE]
     job = next(o for o in render_objects(spec, stage="train") if o["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["initContainers"][0]["command"] == container["command"]

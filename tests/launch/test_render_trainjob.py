@@ -15,6 +15,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.spec.job import load_spec
 from kubetune.launch.render import RenderError, render_objects
 from kubetune.launch.render.trainjob import dropped_settings
+from kubetune.launch.render.progress import VOLUME as PROGRESS_VOLUME
 from kubetune.launch.validate import supported_versions, validate_object
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,8 +88,14 @@ def test_trainjob_pods_are_the_job_engines_pods():
     got = _merged_pod(_runtime(), trainjob)
     # What differs by design: the engine's names for the container and rank 0, the Service
     # JobSet provides, the priority class a TrainJob cannot carry (dropped_settings), and the
-    # initializer, an init container there and the runtime's `initializer` job here.
+    # initializer, an init container there and the runtime's `initializer` job here; the Job
+    # engine's progress ConfigMap channel (a TrainJob reports through its own status).
     assert want["spec"].pop("initContainers")[0]["name"] == kn.INITIALIZER
+    assert want["spec"].pop("serviceAccountName") == "imdb-bert-multinode-progress"
+    want["spec"]["volumes"] = [v for v in want["spec"]["volumes"] if v["name"] != PROGRESS_VOLUME]
+    trainer = want["spec"]["containers"][0]
+    trainer["volumeMounts"] = [m for m in trainer["volumeMounts"] if m["name"] != PROGRESS_VOLUME]
+    trainer["env"] = [e for e in trainer["env"] if e["name"] not in (kn.ENV_PROGRESS_CONFIGMAP, kn.ENV_PROGRESS_CREDENTIALS)]
     for pod in (want, got):
         container = pod["spec"]["containers"][0]
         container["name"] = "<trainer>"

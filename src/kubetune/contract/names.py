@@ -44,6 +44,14 @@ INITIALIZER = "initializer"
 ENV_KUBEFLOW_STATUS_URL = "KUBEFLOW_TRAINER_SERVER_URL"
 ENV_KUBEFLOW_STATUS_CA = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
 ENV_KUBEFLOW_STATUS_TOKEN = "KUBEFLOW_TRAINER_SERVER_TOKEN"
+# The Job and JobSet engines' progress channel (`kubectl get configmap -L PROGRESS_LABEL`): the
+# name of the job's progress ConfigMap, which only the train pods' ServiceAccount may get and
+# patch, and the folder of the pod's projected API credentials (TOKEN_FILE, CA_FILE,
+# NAMESPACE_FILE). The API server's address is the one every pod is given by the kubelet.
+ENV_PROGRESS_CONFIGMAP = "KUBETUNE_PROGRESS_CONFIGMAP"
+ENV_PROGRESS_CREDENTIALS = "KUBETUNE_PROGRESS_CREDENTIALS"
+ENV_KUBERNETES_HOST = "KUBERNETES_SERVICE_HOST"
+ENV_KUBERNETES_PORT = "KUBERNETES_SERVICE_PORT"
 # The manager of the runtime patch each kubetune TrainJob carries (spec.runtimePatches).
 RUNTIME_PATCH_MANAGER = "kubetune.io/launcher"
 
@@ -162,6 +170,12 @@ CREDENTIALS_KEY = "credentials"
 CACHE_DIR = "/cache"
 SCRATCH_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
+# The train pods' projected API credentials (Job and JobSet engines): the files the kubelet
+# writes for a service account, but only in this container and only for the progress reporter.
+PROGRESS_CREDENTIALS_DIR = "/var/run/secrets/kubetune/progress"
+TOKEN_FILE = "token"
+CA_FILE = "ca.crt"
+NAMESPACE_FILE = "namespace"
 
 # --- Prediction output folders ------------------------------------------------------------------
 # kubetune's owner record in a prediction output folder: the job that wrote it and the part
@@ -172,6 +186,13 @@ PREDICTIONS_OWNER_FILE = "_kubetune_predictions.json"
 # Ours: every object of a job carries JOB_LABEL; pods also STAGE_LABEL.
 JOB_LABEL = "kubetune.io/job"
 STAGE_LABEL = "kubetune.io/stage"
+# The progress ConfigMap's labels (Job and JobSet engines), shown by `kubectl get configmap -L`:
+# percent done, the step, the estimated seconds left; its data key METRICS_KEY holds the latest
+# metrics as JSON.
+PROGRESS_LABEL = "kubetune.io/progress"
+STEP_LABEL = "kubetune.io/step"
+ETA_LABEL = "kubetune.io/eta-seconds"
+PROGRESS_METRICS_KEY = "metrics.json"
 SPEC_HASH_ANNOTATION = "kubetune.io/spec-sha256"
 # The Job controller's, on the pods it creates (the old unprefixed name is still set too).
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"

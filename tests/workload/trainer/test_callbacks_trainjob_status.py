@@ -5,7 +5,6 @@ callback is driven with the Trainer's own state objects, as the Trainer calls it
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import threading
@@ -13,10 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from helpers_tls import self_signed_certificate
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from kubetune.contract import names as kn
@@ -26,30 +22,12 @@ from kubetune.workload.trainer.callbacks import TrainJobStatusCallback
 TOKEN = "header.payload.signature"
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (the CA file the controller would inject)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trainer-status")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = folder / "ca.crt", folder / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 class StatusServer:
     """HTTPS endpoint recording each POST (Authorization header, JSON body); `refuse` answers 403."""
 
     def __init__(self, folder: Path, refuse: bool = False):
         self.posts: list[tuple[str, dict]] = []
-        self.ca, key = _certificate(folder)
+        self.ca, key = self_signed_certificate(folder, "trainer-status")
         server = self
 
         class Handler(BaseHTTPRequestHandler):

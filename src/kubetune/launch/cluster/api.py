@@ -61,8 +61,11 @@ class Kind:
 # before the pods start) and deleted in the reverse order (Jobs and their pods first).
 KINDS: tuple[Kind, ...] = (
     Kind("ConfigMap", "CoreV1Api", "config_map", "V1ConfigMap", "configmaps"),
+    Kind("ServiceAccount", "CoreV1Api", "service_account", "V1ServiceAccount", "serviceaccounts"),
     Kind("Service", "CoreV1Api", "service", "V1Service", "services"),
     Kind("NetworkPolicy", "NetworkingV1Api", "network_policy", "V1NetworkPolicy", "networkpolicies"),
+    Kind("Role", "RbacAuthorizationV1Api", "role", "V1Role", "roles"),
+    Kind("RoleBinding", "RbacAuthorizationV1Api", "role_binding", "V1RoleBinding", "rolebindings"),
     Kind("CronJob", "BatchV1Api", "cron_job", "V1CronJob", "cronjobs"),
     Kind("Job", "BatchV1Api", "job", "V1Job", "jobs"),
     Kind("JobSet", "CustomObjectsApi", "custom_object", "", "jobsets", "jobset.x-k8s.io/v1alpha2"),
@@ -122,6 +125,7 @@ class Cluster:
             "CoreV1Api": client.CoreV1Api(api_client),
             "BatchV1Api": client.BatchV1Api(api_client),
             "NetworkingV1Api": client.NetworkingV1Api(api_client),
+            "RbacAuthorizationV1Api": client.RbacAuthorizationV1Api(api_client),
             "CustomObjectsApi": client.CustomObjectsApi(api_client),
         }
 

@@ -275,12 +275,13 @@ def _mount_paths(
 
 
 def _materialise_volumes(volumes: list[dict[str, Any]], configmaps: dict[str, Any], root: Path) -> dict[str, str | None]:
-    """Volume name -> local folder for ConfigMaps and emptyDirs (None: Secrets and claims,
-    which a local run does not create)."""
+    """Volume name -> local folder for ConfigMaps and emptyDirs (None: Secrets, claims and
+    projected API credentials, which a local run does not create: without them the progress
+    reporter stays off)."""
     out: dict[str, str | None] = {}
     for volume in volumes:
         name = volume["name"]
-        if "secret" in volume or "persistentVolumeClaim" in volume:
+        if "secret" in volume or "persistentVolumeClaim" in volume or "projected" in volume:
             out[name] = None
             continue
         folder = root / name

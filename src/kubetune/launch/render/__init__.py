@@ -6,7 +6,8 @@ Training and evaluation are two Jobs: `<name>-train` and `<name>-evaluate`. Eval
 only after the train Job has completed (its `Complete` condition); nothing inside a pod waits,
 so no GPU sits idle while training runs.
 
-* `stage="train"`: the ConfigMap, NetworkPolicy, headless Service (multi-node) and train Job.
+* `stage="train"`: the ConfigMap, NetworkPolicy, the progress ConfigMap with its Role,
+  RoleBinding and ServiceAccount (`progress`; not for a TrainJob), headless Service (multi-node) and train Job.
 * `stage="evaluate"`: the ConfigMap, NetworkPolicy and the evaluate Job, ready to run.
 * `stage="all"` (the default of `kubetune render`): everything, with the evaluate Job
   *parked*: `spec.suspend: true` and no Kueue queue label, so `kubectl apply -f -` of the
@@ -51,7 +52,8 @@ Service) and `trainjob` as a Kubeflow Trainer TrainJob on the ClusterTrainingRun
 no gang to count), and `--schedule` stays a CronJob of Jobs (`--engine job` only).
 
 Modules: `naming` (object names, schedules), `pod` (a pod's command, environment, volumes),
-`jobs` (Jobs, CronJob, ConfigMap), `network` (Service, NetworkPolicy), `jobset` and `trainjob`
+`jobs` (Jobs, CronJob, ConfigMap), `network` (Service, NetworkPolicy), `progress` (the Job and
+JobSet engines' progress ConfigMap and the RBAC to patch it), `jobset` and `trainjob`
 (the training gang for those engines), `initializer` (with `kubernetes.cache_pvc`: the model and
 tokenized data fetched once for the whole gang, first, by every engine). This package is the
 stable import place for the CLI and the other launch modules.
@@ -73,6 +75,7 @@ from kubetune.launch.render.jobset import train_jobset
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
 from kubetune.launch.render.network import headless_service, network_policy
 from kubetune.launch.render.pod import RUN_AS_USER, evaluate_command
+from kubetune.launch.render.progress import grant_progress, progress_objects
 from kubetune.launch.render.trainjob import train_trainjob
 
 __all__ = [
@@ -143,16 +146,21 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
         objs.append(predict_job(spec, n, predict or {}))
         return objs
     initializer = spec.kubernetes.cache_pvc is not None and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL)
+    if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine != kn.ENGINE_TRAINJOB:
+        objs += progress_objects(spec, n)  # the TrainJob reports through its own status
     if stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_JOBSET:
         objs.append(train_jobset(spec, n, initializer_replicated_job(spec, n) if initializer else None))
+        node = next(r for r in objs[-1]["spec"]["replicatedJobs"] if r["name"] == kn.TRAINER_NODE)
+        grant_progress(spec, node["template"]["spec"]["template"]["spec"], n)
     elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL) and engine == kn.ENGINE_TRAINJOB:
         objs.append(train_trainjob(spec, n))
     elif stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
         if multi:
             objs.append(headless_service(spec, n))
         objs.append(train_cronjob(spec, n, schedule) if schedule is not None else train_job(spec, n))
+        job_spec = objs[-1]["spec"].get("jobTemplate", objs[-1])["spec"]
+        grant_progress(spec, job_spec["template"]["spec"], n)
         if initializer:  # every train pod's init container fetches once, under a lock on the volume
-            job_spec = objs[-1]["spec"].get("jobTemplate", objs[-1])["spec"]
             job_spec["template"]["spec"]["initContainers"] = [init_container(spec, n)]
     if stage == kn.STAGE_EVALUATE or (stage == kn.STAGE_ALL and schedule is None):
         objs.append(evaluate_job(spec, n, parked=stage == kn.STAGE_ALL, model=model))

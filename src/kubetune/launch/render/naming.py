@@ -32,6 +32,7 @@ class Names:
     network_policy: str
     cronjob: str
     predict: str
+    progress: str  # the Job and JobSet engines' progress ConfigMap, and its Role and RoleBinding
 
     def pod_hostname(self, index: int) -> str:
         """Hostname of a train pod of the Indexed Job (`<job>-<index>`)."""
@@ -56,6 +57,7 @@ def names(spec: JobSpec) -> Names:
         network_policy=name,
         cronjob=f"{name}-train",
         predict=f"{name}-predict",
+        progress=f"{name}-progress",
     )
     for value in (out.configmap, out.train, out.evaluate, out.service, out.pod_hostname(spec.resources.nodes - 1)):
         if len(value) > MAX_LABEL:

@@ -59,4 +59,15 @@ def pod_env(environ: Mapping[str, str] | None = None) -> PodEnv:
         wandb_api_key_set=bool(env.get(kn.ENV_WANDB_API_KEY)),
         wandb_dir=Path(env[kn.ENV_WANDB_DIR]) if env.get(kn.ENV_WANDB_DIR) else None,
         kubeflow_status=bool(env.get(kn.ENV_KUBEFLOW_STATUS_URL)),
+        progress_configmap=env.get(kn.ENV_PROGRESS_CONFIGMAP) or None,
+        progress_credentials=Path(env[kn.ENV_PROGRESS_CREDENTIALS]) if env.get(kn.ENV_PROGRESS_CREDENTIALS) else None,
+        kubernetes_server=_kubernetes_server(env),
     )
+
+
+def _kubernetes_server(env: Mapping[str, str]) -> str | None:
+    """The API server's address the kubelet gives every pod (an IPv6 host in brackets)."""
+    host, port = env.get(kn.ENV_KUBERNETES_HOST, "").strip(), env.get(kn.ENV_KUBERNETES_PORT, "").strip()
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"

@@ -49,6 +49,12 @@ class PodEnv:
     wandb_api_key_set: bool = False  # names.ENV_WANDB_API_KEY
     wandb_dir: Path | None = None  # names.ENV_WANDB_DIR
     kubeflow_status: bool = False  # names.ENV_KUBEFLOW_STATUS_URL: Kubeflow Trainer's status endpoint is given
+    # The Job and JobSet engines' progress ConfigMap (names.ENV_PROGRESS_CONFIGMAP), the folder of
+    # the pod's projected API credentials (names.ENV_PROGRESS_CREDENTIALS) and the API server
+    # (https://names.ENV_KUBERNETES_HOST:ENV_KUBERNETES_PORT); reported only when all are given.
+    progress_configmap: str | None = None
+    progress_credentials: Path | None = None
+    kubernetes_server: str | None = None
 
     @property
     def is_main(self) -> bool:

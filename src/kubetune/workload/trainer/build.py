@@ -32,7 +32,8 @@ from kubetune.workload.stages.run import Run
 from kubetune.workload.tasks import Prepared, Task
 from kubetune.workload.tracking.status import status_callback
 from kubetune.workload.tracking.trackers import tracking_callbacks
-from kubetune.workload.trainer.callbacks import ProgressCallback, TrainJobStatusCallback
+from kubetune.workload.trainer.callbacks import (ConfigMapProgressCallback, ConfigMapReporter, ProgressCallback,
+                                                 TrainJobStatusCallback)
 from kubetune.workload.trainer.pruning import PruneCallback
 from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer, trainer_class
 
@@ -174,6 +175,10 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
     callbacks += tracking_callbacks(run)  # MLflow, W&B, TensorBoard (rank 0)
     if run.env.kubeflow_status and run.is_main:  # a TrainJob's status.trainerStatus
         callbacks.append(TrainJobStatusCallback())
+    e = run.env
+    if e.progress_configmap and e.progress_credentials and e.kubernetes_server and run.is_main:
+        reporter = ConfigMapReporter(e.kubernetes_server, e.progress_credentials, e.progress_configmap)
+        callbacks.append(ConfigMapProgressCallback(reporter, run.samples_per_step))  # Job, JobSet
 
     trainer = trainer_class(run.task)(
         model=model,

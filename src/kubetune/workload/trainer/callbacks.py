@@ -1,6 +1,7 @@
 """Trainer callbacks: visible progress, and the metrics in storage while the job runs (the
 checkpoint callback is checkpointing's: `checkpointing.upload_callback`); in a Kubeflow Trainer
-TrainJob, the progress in the TrainJob's `status.trainerStatus` too (`TrainJobStatusCallback`).
+TrainJob, the progress in the TrainJob's `status.trainerStatus` too (`TrainJobStatusCallback`);
+under the Job and JobSet engines, in the job's progress ConfigMap (`ConfigMapProgressCallback`).
 
 Only the main process (rank 0) writes to the store; every rank trains.
 """
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 from transformers.integrations.integration_utils import KubeflowCallback
 
+from kubetune.contract import names
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.progress import format_progress
 from kubetune.storage import Store
@@ -148,3 +152,101 @@ class TrainJobStatusCallback(KubeflowCallback):
             print("kubetune: warning: could not report progress to the TrainJob status endpoint; "
                   "training goes on", file=sys.stderr, flush=True)
         return sent
+
+
+class ConfigMapReporter:
+    """PATCHes the job's progress ConfigMap (Job and JobSet engines; `launch.render.progress`)
+    on the API server with the pod's projected token, as an `application/merge-patch+json`.
+
+    Hand-written with urllib: one kind of request, and the `kubernetes` client's in-cluster
+    loader reads its own fixed token path and the environment, where this pod's credentials
+    lie in their own folder (names.PROGRESS_CREDENTIALS_DIR). The token and namespace are read
+    again for every request, as the kubelet rotates the token."""
+
+    TIMEOUT_S = 5.0
+
+    def __init__(self, server: str, credentials: Path, name: str):
+        self.server, self.credentials, self.name = server.rstrip("/"), credentials, name
+
+    def patch(self, body: dict[str, Any]) -> None:
+        """One merge patch; raises OSError (urllib's errors included) when it is not applied."""
+        token = (self.credentials / names.TOKEN_FILE).read_text().strip()
+        namespace = (self.credentials / names.NAMESPACE_FILE).read_text().strip()
+        context = ssl.create_default_context(cafile=str(self.credentials / names.CA_FILE))
+        request = urllib.request.Request(
+            f"{self.server}/api/v1/namespaces/{namespace}/configmaps/{self.name}", method="PATCH",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json",
+                     "Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.TIMEOUT_S, context=context) as answer:
+            answer.read()
+
+
+class ConfigMapProgressCallback(TrainerCallback):
+    """Rank 0's progress into the job's progress ConfigMap, so `kubectl get configmap -L
+    names.PROGRESS_LABEL,...` shows it: percent done, step and estimated seconds left as labels,
+    the latest metrics (loss, learning rate, epoch, samples/s) as JSON in its data.
+
+    At most one request per `interval` seconds, plus one at the start and one at the end. A
+    failure (no API server, 403, timeout) costs one warning line, never the run; after each
+    failure in a row the interval doubles (up to MAX_BACKOFF_S), so an unreachable server
+    does not slow training."""
+
+    INTERVAL_S = 30.0
+    MAX_BACKOFF_S = 600.0
+
+    def __init__(self, reporter: ConfigMapReporter, samples_per_step: int, interval: float = INTERVAL_S):
+        self.reporter = reporter
+        self.samples_per_step = samples_per_step
+        self.interval = interval
+        self.pace = Pace()
+        self.metrics: dict[str, Any] = {}
+        self._last: float | None = None
+        self._failures = 0
+        self._warned = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.pace.begin(time.monotonic(), state.global_step)
+        self._report(state, force=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float)) and key in ("loss", "learning_rate", "grad_norm", "eval_loss"):
+                self.metrics[key] = value
+        self._report(state, force=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._report(state, force=True)
+
+    def _report(self, state, force: bool) -> None:
+        if not state.is_world_process_zero:
+            return
+        now = time.monotonic()
+        wait = min(self.interval * 2 ** self._failures, self.MAX_BACKOFF_S)
+        if not force and self._last is not None and now - self._last < wait:
+            return
+        self._last = now
+        try:
+            self.reporter.patch(self._patch(state, now))
+            self._failures = 0
+        except Exception as exc:  # noqa: BLE001 - reporting must never fail training
+            self._failures += 1
+            if not self._warned:
+                self._warned = True
+                print(f"kubetune: warning: could not report progress to ConfigMap {self.reporter.name} "
+                      f"({type(exc).__name__}); training goes on", file=sys.stderr, flush=True)
+
+    def _patch(self, state, now: float) -> dict[str, Any]:
+        """The merge patch: labels (valid label values: digits) and the metrics' JSON."""
+        step, total = state.global_step, max(state.max_steps, 1)
+        seconds_per_step = self.pace.seconds_per_step(now, step) if step else None
+        record: dict[str, Any] = {"step": step, "max_steps": state.max_steps, "epoch": round(state.epoch or 0.0, 4),
+                                  **self.metrics}
+        eta: int | None = 0 if step >= total else None
+        if seconds_per_step:
+            record["samples_per_second"] = round(self.samples_per_step / seconds_per_step, 2)
+            eta = round(max(total - step, 0) * seconds_per_step)
+        record["eta_seconds"] = eta
+        labels = {names.PROGRESS_LABEL: str(min(100, step * 100 // total)), names.STEP_LABEL: str(step),
+                  names.ETA_LABEL: None if eta is None else str(eta)}  # None removes the label
+        return {"metadata": {"labels": labels}, "data": {names.PROGRESS_METRICS_KEY: json.dumps(record)}}
