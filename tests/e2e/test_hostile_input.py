@@ -332,6 +332,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_concurrent_run_of_one_job_is_refused_naming_the_holder(store, tmp_path):
     """A live writer (another process renewing the run's lease) holds `runs/busy-run/`: the
     second run waits one lease period, then stops with one line and writes nothing."""

@@ -60,6 +60,7 @@ def test_store_back_within_the_timeout_the_pod_trains(s3, data, minilm_dir, tmp_
     assert s3fs_for(s3.endpoint).exists(f"{BUCKET}/store/runs/back-in-time/model/COMMITTED")
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_store_down_past_the_timeout_exits_retriable(s3, data, minilm_dir, tmp_path: Path):
     from kubetune.launch.render.pod import pod_failure_policy
 

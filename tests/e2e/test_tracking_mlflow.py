@@ -136,6 +136,7 @@ def test_a_stopped_and_resumed_run_logs_into_one_mlflow_run(mlflow_server, local
     assert all(list(a.glob(f"run-{stored['wandb']}.wandb")) for a in attempts)
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_wandb_without_a_key_is_one_line_before_training(local_store, tmp_path):
     """`run --local` with tracking.wandb, no WANDB_API_KEY and no WANDB_MODE: exit 2, one
     `error:` line naming the variable, before the model loads (no run folder written)."""

@@ -157,6 +157,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_two_ranks_rendezvous_through_the_rendered_torchrun_command(tmp_path, monkeypatch):
     """The real command of a 2-node pod (kubetune.distrun = torchrun), with only the training
     module swapped for a tiny gloo all-reduce."""

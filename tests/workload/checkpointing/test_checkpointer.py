@@ -165,6 +165,7 @@ def test_after_success_the_store_keeps_what_the_spec_says_and_local_copies_go(ma
     assert not list(Path(checkpointer.local_dir).glob("checkpoint-*"))
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_sigterm_with_nothing_new_saved_is_not_reported_as_saved(make_run, s3_bucket, tmp_path, capsys):
     """Issue 23, point 4: SIGTERM arrives, the store is cut off (a TCP proxy the test controls)
     and the checkpoint of the stop step cannot land within the grace period: the exit code is

@@ -49,6 +49,7 @@ def _writer(store: Store, name: str, tmp_path: Path) -> tuple[RunLease, Uploader
     return lease, uploader
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_a_writer_cut_off_past_its_lease_commits_nothing_and_the_new_writer_owns_the_run(stores, tmp_path, capsys):
     store_a, store_b, proxy = stores
     layout = RunLayout("fenced")

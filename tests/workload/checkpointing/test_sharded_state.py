@@ -13,6 +13,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import COMMIT_MARKER, Store
 from kubetune.workload.checkpointing.sharded_state import rank_files, shares_rank0_disk
@@ -116,6 +118,7 @@ def test_rank_files_are_the_rank_s_own(tmp_path):
     assert shares_rank0_disk(3, 3) and not shares_rank0_disk(4, 0)
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_every_rank_s_shard_reaches_the_store_and_the_final_model_is_whole(tmp_path):
     import torch
     from transformers import BertForSequenceClassification

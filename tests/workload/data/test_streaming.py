@@ -67,6 +67,7 @@ def s3_store(s3_bucket) -> Store:
     return Store(f"s3://{bucket}/root", endpoint_url=endpoint)
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_two_ranks_two_workers_read_every_row_once_per_epoch(s3_store: Store):
     ids = _write_parquet(s3_store.fs, s3_store.path("data/train"))  # 8 row groups of 12 rows
     # 4 consumers x 2 row groups x 12 rows = 24 rows each = 6 batches of 4; a rank: 12 batches.
@@ -90,6 +91,7 @@ def test_few_files_are_split_by_rows_without_duplicates(s3_store: Store):
     assert sorted(seen) == list(range(40))
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_mid_epoch_resume_continues_exactly(s3_store: Store):
     _write_parquet(s3_store.fs, s3_store.path("data/train"))
     uninterrupted = _take(_stream(s3_store, "data/train", 0, world=2, workers=2), 20)  # crosses an epoch

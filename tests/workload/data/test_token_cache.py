@@ -47,6 +47,7 @@ def tokenizer(minilm_dir: Path):
     return AutoTokenizer.from_pretrained(str(minilm_dir))
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_repeated_job_reads_tokenized_data_from_the_cache(store_with_sst2: Store, tokenizer, monkeypatch, tmp_path):
     first, hit = cached_prepare(_run(store_with_sst2, tmp_path / "cache-pod-1"), tokenizer)
     assert not hit
@@ -63,6 +64,7 @@ def test_repeated_job_reads_tokenized_data_from_the_cache(store_with_sst2: Store
     assert second.validation["labels"] == first.validation["labels"]
 
 
+@pytest.mark.slow  # waits on real processes, timeouts or leases: keeps `-m "not slow"` under 5 minutes
 def test_changed_files_or_settings_miss_the_cache(store_with_sst2: Store, tokenizer, tmp_path):
     cache = tmp_path / "cache"
     assert not cached_prepare(_run(store_with_sst2, cache), tokenizer)[1]
