@@ -166,3 +166,21 @@ def test_a_trial_count_budget_is_recorded_as_spent_by_trials(tmp_path):
     summary = Controller(spec, store, runner, log=lambda line: None, poll_s=0).run()
     assert runner.started == [0, 1]
     assert summary["budget"] == {"trials": 2, "timeout_minutes": 60, "spent": "trials"}
+
+
+def test_a_local_trials_processes_know_their_sweep_and_trial(tmp_path):
+    """What `--local` starts for a trial: the train stage's processes, with the sweep and the
+    trial number in their environment (the trial's trackers group its runs by them)."""
+    from kubetune.contract import names as kn
+    from kubetune.launch.local.pods import plan_stage
+    from kubetune.launch.render import render_objects
+    from kubetune.launch.sweep.trials import mark_trial, trial_spec
+
+    spec = job_spec(tmp_path, trials=4)
+    trial = trial_spec(spec, 2, {"train.learning_rate": 1e-4})
+    objs = render_objects(trial, stage=kn.STAGE_TRAIN)
+    mark_trial(objs, "sst", 2)
+    procs = plan_stage(objs, kn.STAGE_TRAIN, tmp_path / "pods")
+    assert procs and all(p.env[kn.ENV_SWEEP] == "sst" and p.env[kn.ENV_TRIAL] == "2" for p in procs)
+    plain = plan_stage(render_objects(trial, stage=kn.STAGE_TRAIN), kn.STAGE_TRAIN, tmp_path / "plain")
+    assert all(kn.ENV_SWEEP not in p.env for p in plain)
