@@ -88,6 +88,10 @@ ENV_JOB_NAME = "KUBETUNE_JOB_NAME"
 ENV_POD_NAME = "KUBETUNE_POD_NAME"
 # The run folder's name: `runs/$KUBETUNE_RUN/` (a scheduled run sets it to its Job's name).
 ENV_RUN = "KUBETUNE_RUN"
+# Set on a sweep's trial pods (docs/sweeps.md): the sweep's job name and the trial's number, so
+# the trial's tracker runs are grouped by sweep (MLflow tags, the W&B group).
+ENV_SWEEP = "KUBETUNE_SWEEP"
+ENV_TRIAL = "KUBETUNE_TRIAL"
 # Pods of a multi-pod Job: how many, and which one this is (the completion index).
 ENV_NUM_NODES = "KUBETUNE_NUM_NODES"
 ENV_NODE_RANK = "KUBETUNE_NODE_RANK"

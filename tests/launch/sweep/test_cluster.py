@@ -76,6 +76,9 @@ def test_trial_objects_are_valid_jobs_in_the_queue_with_the_sweeps_labels(tmp_pa
     assert job["metadata"]["labels"][kn.QUEUE_LABEL] == "team-a"
     for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
         assert labels[kn.SWEEP_LABEL] == "sst" and labels[kn.TRIAL_LABEL] == "3"
+    for container in job["spec"]["template"]["spec"]["containers"]:  # for the trial's trackers
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[kn.ENV_SWEEP] == "sst" and env[kn.ENV_TRIAL] == "3"
     fail_job = [r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
     assert fail_job[0]["onExitCodes"]["values"] == [EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_PRUNED]
     config = next(o for o in objs if o["kind"] == "ConfigMap")

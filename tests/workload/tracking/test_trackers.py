@@ -99,3 +99,55 @@ def test_a_tracker_down_after_the_model_is_committed_is_a_warning(monkeypatch, t
     out = capsys.readouterr().out
     assert "warning: mlflow: model tag not set on run 0123abcd" in out
     assert "warning: mlflow: test metrics not sent to run 0123abcd" in out
+
+
+def test_a_trials_pods_know_their_sweep_and_others_do_not():
+    env = pod_env({kn.ENV_SWEEP: "sst", kn.ENV_TRIAL: "3"})
+    assert (env.sweep, env.trial) == ("sst", 3)
+    from kubetune.workload.tracking.run_ids import sweep_of
+
+    assert sweep_of(env) == {"kubetune.sweep": "sst", "kubetune.trial": "3"}
+    assert sweep_of(pod_env({})) == {} and pod_env({}).sweep is None
+
+
+def test_a_trials_wandb_run_is_in_its_sweeps_group():
+    from kubetune.workload.tracking.wandb_run import wandb_init_arguments
+
+    spec = validate_spec({"name": "sst-t003", "model": {"source": "models/m"}, "data": {"train": "d/t.tsv"},
+                          "storage": {"root": "/tmp/x"}, "tracking": {"wandb": {"project": "p"}}})
+    trial = wandb_init_arguments(spec, pod_env({kn.ENV_SWEEP: "sst", kn.ENV_TRIAL: "3"}), "abc", "/tmp/w")
+    assert trial["group"] == "sst" and trial["job_type"] == "trial" and trial["name"] == "sst-t003"
+    assert trial["tags"] == ["kubetune.sweep=sst", "kubetune.trial=3"]
+    assert (trial["project"], trial["id"], trial["resume"]) == ("p", "abc", "allow")
+    alone = wandb_init_arguments(spec, pod_env({}), "abc", "/tmp/w")
+    assert not {"group", "job_type", "tags"} & set(alone)
+
+
+def test_a_trials_mlflow_run_carries_the_sweeps_tags(tmp_path, monkeypatch):
+    """A real MLflow run in a local file store (no server), opened as the train stage opens it."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's file store: kept for tests
+    import types
+
+    import mlflow
+
+    from kubetune.contract.layout import run_layout
+    from kubetune.storage import Store
+    from kubetune.workload.tracking.mlflow_run import open_mlflow_run
+
+    uri = (tmp_path / "mlruns").as_uri()
+    spec = _spec(uri).model_copy(update={"name": "sst-t003"})
+    runs = {}
+    for name, environ in (("trial", {kn.ENV_SWEEP: "sst", kn.ENV_TRIAL: "3"}), ("plain", {})):
+        store = Store(str(tmp_path / name))
+        run = types.SimpleNamespace(spec=spec, env=pod_env(environ), store=store, layout=run_layout("sst-t003"))
+        try:
+            runs[name] = open_mlflow_run(run)
+            assert mlflow.active_run().info.run_id == runs[name]
+        finally:
+            mlflow.end_run()
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    tags = client.get_run(runs["trial"]).data.tags
+    assert tags["kubetune.sweep"] == "sst" and tags["kubetune.trial"] == "3"
+    assert "kubetune.sweep" not in client.get_run(runs["plain"]).data.tags
+    found = client.search_runs([client.get_experiment_by_name("e").experiment_id], "tags.`kubetune.sweep` = 'sst'")
+    assert [r.info.run_id for r in found] == [runs["trial"]]

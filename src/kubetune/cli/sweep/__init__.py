@@ -53,7 +53,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.local:
         from kubetune.launch.sweep.local import LocalTrials
 
-        runner: Any = LocalTrials()
+        runner: Any = LocalTrials(spec.name)
     else:
         from kubetune.launch.sweep.cluster import ClusterTrials
 

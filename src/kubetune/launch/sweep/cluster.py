@@ -3,7 +3,8 @@
 
 A trial's objects are the train stage its spec renders (`launch.render`), with two changes:
 every object carries the sweep's labels (names.SWEEP_LABEL, names.TRIAL_LABEL), so a restarted
-controller finds its trials, and the Job's podFailurePolicy ends the Job at once on
+controller finds its trials, and its pods the sweep and trial number for their trackers
+(`trials.mark_trial`); and the Job's podFailurePolicy ends the Job at once on
 EXIT_PRUNED (a pruned trial is done, not to be retried). They are validated again against the
 Kubernetes schemas after the change.
 
@@ -20,6 +21,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_PRUNED
 from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec.job import JobSpec
+from kubetune.launch.sweep.trials import mark_trial
 from kubetune.storage import Store
 
 # The exit code a Job that failed for no reason the store explains is reported with.
@@ -32,11 +34,9 @@ def trial_objects(spec: JobSpec, sweep: str, number: int, k8s_version: str | Non
     from kubetune.launch.validate import supported_versions, validate_objects
 
     objs = render_objects(spec, stage=kn.STAGE_TRAIN, k8s_version=k8s_version)
-    labels = {kn.SWEEP_LABEL: sweep, kn.TRIAL_LABEL: str(number)}
+    mark_trial(objs, sweep, number)
     for obj in objs:
-        obj["metadata"].setdefault("labels", {}).update(labels)
         if obj["kind"] == "Job":
-            obj["spec"]["template"]["metadata"].setdefault("labels", {}).update(labels)
             for rule in obj["spec"].get("podFailurePolicy", {}).get("rules", []):
                 codes = rule.get("onExitCodes")
                 if rule["action"] == "FailJob" and codes and EXIT_BAD_INPUT in codes["values"]:

@@ -74,7 +74,7 @@ class Controller:
     """One sweep's loop over one runner (see the module's docstring)."""
 
     def __init__(self, spec: JobSpec, store: Store, runner: Runner, log: Callable[[str], None] | None = None,
-                 poll_s: float | None = None):
+                 poll_s: float | None = None, clock: Callable[[], datetime] = datetime.now):
         assert spec.sweep is not None
         self.spec, self.sweep, self.store, self.runner = spec, spec.sweep, store, runner
         self.log = log or (lambda line: print(f"kubetune: sweep {spec.name}: {line}", file=sys.stderr, flush=True))
@@ -82,6 +82,8 @@ class Controller:
         self.study = open_study(store, spec.name, spec.sweep)
         self.dists = distributions(spec.sweep)
         self.active: dict[int, optuna.trial.Trial] = {}
+        self.clock = clock  # the wall clock `timeout_minutes` is measured on (a test's is faster)
+        self.spent: str | None = None  # which budget stopped new trials: "trials", "timeout_minutes"
 
     def run(self) -> dict[str, Any]:
         """Run the sweep to the end of its budget; the summary (summary.json's content)."""
@@ -99,19 +101,27 @@ class Controller:
                 time.sleep(self.poll_s)
         finally:
             self.runner.stop()
-            write_results(self.store, self.spec.name, self.sweep, self.study)
-        return write_results(self.store, self.spec.name, self.sweep, self.study)
+            self._write()
+        return self._write()
+
+    def _write(self) -> dict[str, Any]:
+        return write_results(self.store, self.spec.name, self.sweep, self.study, spent=self.spent)
 
     # -- the budget ------------------------------------------------------------------------------
     def _budget_left(self) -> bool:
         trials = self.study.get_trials(deepcopy=False)
         total = budget(self.spec)
         if total is not None and len(trials) >= total:
+            self.spent = "trials"
             return False
         if self.sweep.timeout_minutes is not None:
             starts = [t.datetime_start for t in trials if t.datetime_start]
-            began = min(starts) if starts else datetime.now()
-            if (datetime.now() - began).total_seconds() >= self.sweep.timeout_minutes * 60:
+            now = self.clock()
+            began = min(starts) if starts else now
+            if (now - began).total_seconds() >= self.sweep.timeout_minutes * 60:
+                if self.spent is None:
+                    self.log(f"timeout_minutes ({self.sweep.timeout_minutes:g}) spent: no new trial starts")
+                self.spent = "timeout_minutes"
                 return False
         return True
 
@@ -122,7 +132,7 @@ class Controller:
         self.log(f"trial {trial.number} starts: {_params(trial.params)} (run {RunLayout(spec.name).base})")
         self.active[trial.number] = trial
         self.runner.start(trial.number, spec)
-        write_results(self.store, self.spec.name, self.sweep, self.study)
+        self._write()
 
     def _recover(self) -> None:
         """Trials the study holds as running: found again by the runner, else started again in
@@ -186,7 +196,7 @@ class Controller:
         else:
             self.study.tell(trial, state=TrialState.FAIL)
             self.log(f"trial {number} failed (exit code {code}); its run: {RunLayout(run).base}")
-        write_results(self.store, self.spec.name, self.sweep, self.study)
+        self._write()
 
 
 def _params(params: dict[str, Any]) -> str:

@@ -21,21 +21,25 @@ from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec
 
 
-def run_trial_locally(spec: JobSpec) -> int:
-    """The train stage of a trial's spec as local processes; its exit code."""
+def run_trial_locally(spec: JobSpec, sweep: str, number: int) -> int:
+    """The train stage of trial `number` of `sweep` (its spec: `trials.trial_spec`) as local
+    processes, marked as the trial (`trials.mark_trial`); its exit code."""
     from kubetune.launch.local.pods import plan_stage, run_processes
     from kubetune.launch.render import render_objects
+    from kubetune.launch.sweep.trials import mark_trial
 
     objs = render_objects(spec, stage=kn.STAGE_TRAIN)
+    mark_trial(objs, sweep, number)
     with tempfile.TemporaryDirectory(prefix=f"kubetune-{spec.name}-") as tmp:
         procs = plan_stage(objs, kn.STAGE_TRAIN, Path(tmp))
         return run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)
 
 
 class LocalTrials:
-    """The controller's runner for local trials (`controller.Runner`)."""
+    """The controller's runner for the local trials of the sweep of job `sweep` (`controller.Runner`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sweep: str) -> None:
+        self.sweep = sweep
         self._threads: dict[int, threading.Thread] = {}
         self._ended: queue.Queue[tuple[int, int]] = queue.Queue()
 
@@ -46,7 +50,7 @@ class LocalTrials:
 
     def _run(self, number: int, spec: JobSpec) -> None:
         try:
-            code = run_trial_locally(spec)
+            code = run_trial_locally(spec, self.sweep, number)
         except Exception as exc:  # a trial that cannot start is a failed trial, not a dead sweep
             print(f"kubetune: trial {number} could not start: {exc}", file=sys.stderr, flush=True)
             code = 1

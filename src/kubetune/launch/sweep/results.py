@@ -46,8 +46,10 @@ def trial_record(store: Store, job: str, trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def write_results(store: Store, job: str, sweep: SweepSpec, study: optuna.Study) -> dict[str, Any]:
-    """Rewrite trials.jsonl and summary.json from the study; returns the summary."""
+def write_results(store: Store, job: str, sweep: SweepSpec, study: optuna.Study,
+                  spent: str | None = None) -> dict[str, Any]:
+    """Rewrite trials.jsonl and summary.json from the study; returns the summary. `spent`: the
+    budget that stopped new trials ("trials" or "timeout_minutes"), None while it lasts."""
     layout = SweepLayout(job)
     trials = study.get_trials(deepcopy=False)
     records = [trial_record(store, job, t) for t in trials]
@@ -61,6 +63,7 @@ def write_results(store: Store, job: str, sweep: SweepSpec, study: optuna.Study)
         "best_run": RunLayout(trial_run_name(job, best.number)).base if best else None,
         "objective": sweep.objective.model_dump(),
         "trials": {state: sum(1 for r in records if r["state"] == state) for state in STATES.values()},
+        "budget": {"trials": sweep.trials, "timeout_minutes": sweep.timeout_minutes, "spent": spent},
     }
     store.write_json(layout.summary, summary)
     return summary

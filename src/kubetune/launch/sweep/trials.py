@@ -5,7 +5,9 @@ without the `sweep:` section, named `<job>-tNNN` (`contract.layout.trial_run_nam
 is its run folder, its Kubernetes objects' names and its tracker run's name, so it shows the
 sweep and the trial everywhere. `train.metric` is the objective, so the model the trial keeps
 is the one its objective scored. Tracker runs are grouped by sweep: the MLflow experiment and
-the W&B project are the job's own, and the trial's name starts with the job's.
+the W&B project are the job's own, the trial's name starts with the job's, and its pods carry
+the sweep and the trial number (names.ENV_SWEEP, ENV_TRIAL), which the workload's trackers turn
+into MLflow tags and the W&B run's group (`workload.tracking.run_ids.sweep_of`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kubetune.contract import names as kn
 from kubetune.contract.layout import RunLayout, trial_run_name
 from kubetune.contract.spec.job import JobSpec, validate_spec
 from kubetune.contract.spec.sweep import set_field
@@ -32,6 +35,33 @@ def trial_spec(spec: JobSpec, number: int, params: dict[str, Any]) -> JobSpec:
     trial = validate_spec(data, source)
     trial._spec_file = spec.spec_file
     return trial
+
+
+def mark_trial(objs: list[dict[str, Any]], sweep: str, number: int) -> None:
+    """A trial's rendered objects, marked in place: every object and pod template carries the
+    sweep's labels (names.SWEEP_LABEL, TRIAL_LABEL: a restarted controller finds the trial by
+    them), and every container the variables names.ENV_SWEEP and ENV_TRIAL (its trackers group
+    the trial's runs by them). The same for local and cluster trials."""
+    labels = {kn.SWEEP_LABEL: sweep, kn.TRIAL_LABEL: str(number)}
+    env = [{"name": kn.ENV_SWEEP, "value": sweep}, {"name": kn.ENV_TRIAL, "value": str(number)}]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("containers"), list):
+                for container in node["containers"]:
+                    container["env"] = [e for e in container.get("env", [])
+                                        if e.get("name") not in (kn.ENV_SWEEP, kn.ENV_TRIAL)] + env
+            if isinstance(node.get("template"), dict) and isinstance(node["template"].get("metadata"), dict):
+                node["template"]["metadata"].setdefault("labels", {}).update(labels)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for obj in objs:
+        obj["metadata"].setdefault("labels", {}).update(labels)
+        walk(obj.get("spec"))
 
 
 def evaluations(store: Store, run: str, metric: str) -> dict[int, float]:

@@ -43,6 +43,8 @@ class PodEnv:
     pod_name: str = ""  # names.ENV_POD_NAME, else the host name: who holds the lease
     node_rank: int = 0  # names.ENV_NODE_RANK / ENV_NUM_NODES: a prediction shard's place
     num_nodes: int | None = None  # None: not a rendered predict Job (RANK/WORLD_SIZE place the shard)
+    sweep: str | None = None  # names.ENV_SWEEP: a sweep's trial: the sweep's job name
+    trial: int | None = None  # names.ENV_TRIAL: and the trial's number
     # W&B's own variables, as far as kubetune looks at them: the mode, whether an API key is
     # there (never the key itself: this object may be printed), and the folder for its files.
     wandb_mode: str = ""  # names.ENV_WANDB_MODE, lower case

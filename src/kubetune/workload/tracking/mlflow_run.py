@@ -7,6 +7,11 @@ resumed pod reopens that run instead of opening a new one, and the evaluate stag
 metrics into it), and the params must be screened for secrets (the callback would log every
 `TrainingArguments` and model-config value; it is told to log none, and kubetune logs the
 spec's fields, screened by `tracker_runs.spec_params`). Rank 0 only talks to the server.
+
+A sweep's trial's run is tagged with the sweep and the trial (`run_ids.sweep_of`): the trials
+sit in the job's experiment, and `tags."kubetune.sweep" = '<job>'` finds them all (why not
+MLflow's parent and child runs: a parent run would have to be opened by the sweep's controller,
+on the launcher's side, which talks to no tracker).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from kubetune.contract.errors import UserError
 from kubetune.contract.spec.job import JobSpec
 from kubetune.storage import Store, StoreUnavailableError
 from kubetune.workload.stages.run import Run
-from kubetune.workload.tracking.run_ids import remember_run_id, spec_params, stored_run_ids
+from kubetune.workload.tracking.run_ids import remember_run_id, spec_params, stored_run_ids, sweep_of
 
 # The tag holding the committed model's store URI (`s3://bucket/runs/<job>/model`).
 MODEL_URI_TAG = "kubetune.model_uri"
@@ -66,23 +71,32 @@ def _client(spec: JobSpec) -> Any:
     return MlflowClient(tracking_uri=spec.tracking.mlflow.tracking_uri)
 
 
+def open_mlflow_run(run: Run) -> str:
+    """Start (or, resumed, reopen) the run's MLflow run as the active one; its id. A new run is
+    named after the run, tagged with its sweep when it is a trial, and given the spec's params."""
+    import mlflow
+
+    config = run.spec.tracking.mlflow
+    mlflow.set_tracking_uri(config.tracking_uri)
+    run_id = stored_run_ids(run.store, run.layout).get("mlflow")
+    if run_id:  # a resumed run: the same MLflow run, its params and tags already logged
+        mlflow.start_run(run_id=run_id)
+        print(f"kubetune: mlflow: continuing run {run_id}", flush=True)
+        return run_id
+    mlflow.set_experiment(config.experiment)
+    run_id = mlflow.start_run(run_name=run.spec.name, tags=sweep_of(run.env)).info.run_id
+    mlflow.log_params(spec_params(run.spec, mlflow.utils.validation.MAX_PARAM_VAL_LENGTH))
+    print(f"kubetune: mlflow: run {run_id} in experiment {config.experiment!r}", flush=True)
+    return run_id
+
+
 def mlflow_callbacks(run: Run) -> list[Any]:
     """Open (or reopen) the MLflow run and return the Trainer callbacks that log into it."""
     import mlflow
     from transformers import TrainerCallback
     from transformers.integrations import MLflowCallback
 
-    config = run.spec.tracking.mlflow
-    mlflow.set_tracking_uri(config.tracking_uri)
-    run_id = stored_run_ids(run.store, run.layout).get("mlflow")
-    if run_id:  # a resumed run: the same MLflow run, its params already logged
-        mlflow.start_run(run_id=run_id)
-        print(f"kubetune: mlflow: continuing run {run_id}", flush=True)
-    else:
-        mlflow.set_experiment(config.experiment)
-        run_id = mlflow.start_run(run_name=run.spec.name).info.run_id
-        mlflow.log_params(spec_params(run.spec, mlflow.utils.validation.MAX_PARAM_VAL_LENGTH))
-        print(f"kubetune: mlflow: run {run_id} in experiment {config.experiment!r}", flush=True)
+    run_id = open_mlflow_run(run)
     os.environ["MLFLOW_MAX_LOG_PARAMS"] = "0"  # the callback's params are unscreened: none
     os.environ.pop("MLFLOW_RUN_ID", None)  # the callback logs into the run opened here
     store, layout = run.store, run.layout

@@ -1,5 +1,5 @@
-"""What the experiment trackers share: their run ids, stored with the run's checkpoints, and
-the spec's fields as params, screened for secrets.
+"""What the experiment trackers share: their run ids, stored with the run's checkpoints, the
+spec's fields as params, screened for secrets, and the sweep a trial belongs to.
 
 A tracker's run id is written to `RunLayout.tracker_runs` at the first checkpoint save, so a
 pod that resumes from that checkpoint (and the evaluate stage) reopens the same tracker run;
@@ -15,6 +15,19 @@ from kubetune.contract.layout import RunLayout
 from kubetune.contract.spec.job import JobSpec
 from kubetune.contract.spec.loading import secret_free
 from kubetune.storage import Store
+from kubetune.workload.stages.run import PodEnv
+
+# The tags of a sweep's trial's tracker runs: the sweep's job name and the trial's number.
+SWEEP_TAG = "kubetune.sweep"
+TRIAL_TAG = "kubetune.trial"
+
+
+def sweep_of(env: PodEnv) -> dict[str, str]:
+    """{SWEEP_TAG: job, TRIAL_TAG: number} for a sweep's trial (its pod's names.ENV_SWEEP and
+    ENV_TRIAL, set by the sweep's controller), {} for any other run."""
+    if not env.sweep:
+        return {}
+    return {SWEEP_TAG: env.sweep, TRIAL_TAG: "" if env.trial is None else str(env.trial)}
 
 
 def stored_run_ids(store: Store, layout: RunLayout) -> dict[str, str]:

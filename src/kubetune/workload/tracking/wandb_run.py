@@ -5,7 +5,9 @@ calls `wandb.init` itself first, with the run id stored with the first checkpoin
 pod passes the same id with `resume="allow"`, so W&B continues that run) and the spec's fields
 as config, screened for secrets; the callback then logs into that run. The callback also adds
 the `TrainingArguments` to the config (its `to_dict` masks the `*_token` fields; kubetune puts
-no credential into them). The API key is only ever the environment's WANDB_API_KEY (a Secret
+no credential into them). A sweep's trial's run is in the sweep's group (the job's name), with
+job type `trial` and the sweep's tags (`wandb_init_arguments`), so W&B's "group by" shows a
+sweep's trials together. The API key is only ever the environment's WANDB_API_KEY (a Secret
 by reference on a cluster); without one, and without WANDB_MODE=offline, the run stops before
 the model loads with one line.
 """
@@ -18,8 +20,9 @@ from typing import Any
 
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
+from kubetune.contract.spec.job import JobSpec
 from kubetune.workload.stages.run import PodEnv, Run
-from kubetune.workload.tracking.run_ids import remember_run_id, spec_params, stored_run_ids
+from kubetune.workload.tracking.run_ids import remember_run_id, spec_params, stored_run_ids, sweep_of
 
 # WANDB_MODE values that need no API key: files written locally, or nothing at all.
 KEYLESS_MODES = ("offline", "disabled", "dryrun")
@@ -38,6 +41,19 @@ def check_wandb(env: PodEnv) -> None:
                         f"export it for --local, or set {kn.ENV_WANDB_MODE}=offline")
 
 
+def wandb_init_arguments(spec: JobSpec, env: PodEnv, run_id: str, folder: str) -> dict[str, Any]:
+    """`wandb.init`'s arguments for this run: the run id to resume by, the spec's screened
+    fields as config and, for a sweep's trial, the sweep as its group, `trial` as its job type
+    and the sweep's tags (`kubetune.sweep=<job>`, `kubetune.trial=<n>`)."""
+    config = spec.tracking.wandb
+    arguments: dict[str, Any] = {"project": config.project, "entity": config.entity, "id": run_id,
+                                 "resume": "allow", "name": spec.name, "dir": folder, "config": spec_params(spec)}
+    sweep = sweep_of(env)
+    if sweep:
+        arguments.update(group=env.sweep, job_type="trial", tags=[f"{k}={v}" for k, v in sweep.items()])
+    return arguments
+
+
 def wandb_callbacks(run: Run) -> list[Any]:
     """Open (or resume) the W&B run and return the Trainer callbacks that log into it."""
     import wandb
@@ -53,8 +69,7 @@ def wandb_callbacks(run: Run) -> list[Any]:
     os.makedirs(folder, exist_ok=True)
     stored = stored_run_ids(run.store, run.layout).get("wandb")
     run_id = stored or uuid.uuid4().hex[:12]  # wandb's own id generator is not public API
-    wandb.init(project=config.project, entity=config.entity, id=run_id, resume="allow", name=run.spec.name,
-               dir=folder, config=spec_params(run.spec))
+    wandb.init(**wandb_init_arguments(run.spec, run.env, run_id, folder))
     print(f"kubetune: wandb: {'continuing' if stored else 'started'} run {run_id} in project {config.project!r}",
           flush=True)
     store, layout = run.store, run.layout
