@@ -132,7 +132,7 @@ def test_retrain_story_on_s3(s3_bucket, shared_data, minilm_dir, tmp_path):
     # List, show, rollback (store operations, no torch needed).
     listing = run_cli("models", "list", str(job))
     assert listing.returncode == 0 and f"* {expected}" in listing.stdout, listing.stderr
-    shown = run_cli("models", "show", str(job), "v0001")
+    shown = run_cli("models", "show", str(job), "v0001", "--json")
     assert json.loads(shown.stdout)["run"] == run1
     if expected == "v0002":
         back = run_cli("models", "rollback", str(job))
