@@ -119,7 +119,10 @@ class PreemptionCallback(TrainerCallback):
             control.should_save = False
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.preemption.training = False
+        # `training` stays set: a SIGTERM between the loop's end and the final drain
+        # (`Checkpointer.drain_final`) must set the flag, not exit at once with nothing saved.
+        # `Preemption.caught` clears it when the run leaves.
+        pass
 
     def _any_rank_requested(self, args: TrainingArguments) -> bool:
         flag = self.preemption.requested

@@ -45,7 +45,10 @@ class PruneCallback(TrainerCallback):
             control.should_save = False
 
     def _any_rank_marked(self, args) -> bool:
-        flag = self.store.exists(self.layout.prune_marker)
+        try:
+            flag = self.store.exists(self.layout.prune_marker)
+        except Exception:  # a store outage must not end the training: not pruned, asked again next time
+            flag = False
         if int(getattr(args, "world_size", 1) or 1) > 1:
             import torch
             import torch.distributed as dist
