@@ -130,7 +130,7 @@ def _run_without_local(spec: JobSpec, args: argparse.Namespace) -> str:
     return (
         f"kubetune run: say where: `kubetune run {args.job} --local` runs it on this machine; "
         f"on a cluster, `kubetune submit {args.job}` creates Job {n.train} "
-        f"({spec.resources.nodes} node(s)), then {n.evaluate} "
+        f"({spec.resources.max_nodes} node(s)), then {n.evaluate} "
         f"(`kubetune render {args.job}` prints those objects without submitting)"
     )
 

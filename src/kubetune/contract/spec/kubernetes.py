@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV, Engine
 from kubetune.contract.profiles import PROFILES
@@ -38,11 +38,31 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
+class NodeRange(Strict):
+    """An elastic gang's size: torchrun's `--nnodes=MIN:MAX`. The job starts with as many nodes as
+    it gets up to `max`, trains on while at least `min` remain, and grows back when lost nodes
+    return."""
+
+    min: int = Field(ge=1, description="the fewest nodes the gang trains on; fewer stops it until nodes return")
+    max: int = Field(ge=1, description="the most nodes the gang grows to (the pods rendered)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NodeRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
 class ResourcesSpec(Strict):
     """Compute per job. Used by the Kubernetes renderer; a local run ignores what it cannot use."""
 
     profile: str | None = Field(default=None, description="named preset, e.g. cpu, gpu-1, gpu-8, gpu-8x4")
-    nodes: int = Field(default=1, gt=0, description="pods, one per node; more than 1: an Indexed Job whose pods meet in a rendezvous")
+    nodes: int | NodeRange = Field(
+        default=1,
+        description="pods, one per node; more than 1: an Indexed Job whose pods meet in a rendezvous; "
+        "{min, max}: an elastic gang (torchrun --nnodes=MIN:MAX) that trains on when nodes are lost "
+        "and grows back when they return",
+    )
     gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod (nvidia.com/gpu); 0: CPU only")
     cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
     memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
@@ -60,6 +80,38 @@ class ResourcesSpec(Strict):
         if isinstance(data, dict) and isinstance(data.get("profile"), str) and data["profile"] in PROFILES:
             data = {**PROFILES[data["profile"]], **{k: v for k, v in data.items() if v is not None}}
         return data
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _node_count_or_range(cls, value: Any) -> Any:
+        """One message for either form, instead of pydantic's pair of union errors."""
+        if isinstance(value, dict):
+            try:
+                return NodeRange.model_validate(value)
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise ValueError(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+        if isinstance(value, bool) or not isinstance(value, int) and not isinstance(value, NodeRange):
+            raise ValueError(f"must be a node count such as 2, or a range such as {{min: 1, max: 4}} (got {value!r})")
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be at least 1 (got {value})")
+        return value
+
+    @property
+    def max_nodes(self) -> int:
+        """The pods rendered, and the size a run starts at: `nodes`, or the range's `max`."""
+        return self.nodes.max if isinstance(self.nodes, NodeRange) else self.nodes
+
+    @property
+    def min_nodes(self) -> int:
+        """The fewest nodes the gang trains on: `nodes` for a fixed size, the range's `min`."""
+        return self.nodes.min if isinstance(self.nodes, NodeRange) else self.nodes
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the gang may change size (a range whose ends differ)."""
+        return self.min_nodes != self.max_nodes
 
     @field_validator("profile")
     @classmethod

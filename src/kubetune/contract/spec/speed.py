@@ -54,13 +54,13 @@ def check_structure(spec: Any) -> None:
         if t.lora is None:
             raise ValueError("train.quantization: 4bit needs train.lora (only LoRA adapters train on 4-bit weights)")
     if t.fsdp is not None:
-        gpus = spec.resources.nodes * spec.resources.gpus_per_node
+        gpus = spec.resources.max_nodes * spec.resources.gpus_per_node
         if gpus < 2:
             raise ValueError(
                 f"train.fsdp: needs at least 2 GPUs in all (resources.nodes * resources.gpus_per_node is {gpus}); "
                 "one GPU trains without it"
             )
-        if t.fsdp.strategy == "hybrid_shard" and spec.resources.nodes < 2:
+        if t.fsdp.strategy == "hybrid_shard" and spec.resources.max_nodes < 2:
             raise ValueError("train.fsdp.strategy: hybrid_shard shards within a node and replicates across nodes: "
                              "needs resources.nodes >= 2 (use full_shard on one node)")
         if t.quantization is not None:

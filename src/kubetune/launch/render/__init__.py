@@ -138,7 +138,7 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
            model: str | None = None, engine: str = kn.ENGINE_JOB) -> list[dict[str, Any]]:
     """The objects of `stage`, in the order `kubectl apply -f -` should create them."""
     n = names(spec)
-    multi = spec.resources.nodes > 1
+    multi = spec.resources.max_nodes > 1
     objs: list[dict[str, Any]] = [configmap(spec, n)]
     if spec.kubernetes.network_policy:
         objs.append(network_policy(spec, n))

@@ -49,7 +49,7 @@ def configmap(spec: JobSpec, n: Names) -> dict[str, Any]:
 def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[str, Any]:
     """A stage's Job body: one pod per node (Indexed when several), retries per gang."""
     k = spec.kubernetes
-    nodes = spec.resources.nodes if stage in (kn.STAGE_TRAIN, kn.STAGE_PREDICT) else 1
+    nodes = spec.resources.max_nodes if stage in (kn.STAGE_TRAIN, kn.STAGE_PREDICT) else 1
     body: dict[str, Any] = {}
     if nodes > 1:
         body["completionMode"] = "Indexed"
@@ -106,7 +106,7 @@ def predict_job(spec: JobSpec, n: Names, predict: dict[str, str]) -> dict[str, A
     """`<name>-predict`: `resources.nodes` pods (an Indexed Job when more than one), each
     predicting its shard of `predict["input"]` into a part under `predict["output"]`."""
     body = _job_spec(spec, n, kn.STAGE_PREDICT, predict_command(spec, predict))
-    nodes = spec.resources.nodes
+    nodes = spec.resources.max_nodes
     container = body["template"]["spec"]["containers"][0]
     container["env"] += [
         {"name": kn.ENV_NUM_NODES, "value": str(nodes)},

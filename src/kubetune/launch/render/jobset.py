@@ -41,7 +41,7 @@ def jobset_master_addr(jobset: str, subdomain: str) -> str:
 def gang_job_spec(spec: JobSpec, template: dict[str, Any], container: str) -> dict[str, Any]:
     """The Job of the gang inside a JobSet: every pod at once, failing at the first failed pod
     (the JobSet counts the incident), `Ignore` for disruptions and checkpointed exits."""
-    nodes = spec.resources.nodes
+    nodes = spec.resources.max_nodes
     body: dict[str, Any] = {}
     if nodes > 1:
         body["completionMode"] = "Indexed"
@@ -70,7 +70,7 @@ def failure_policy(spec: JobSpec) -> dict[str, Any]:
 
 def train_jobset(spec: JobSpec, n: Names, initializer: dict[str, Any] | None = None) -> dict[str, Any]:
     """`<name>-train` as a JobSet; `initializer` (a replicated job) runs before the gang."""
-    if len(f"{n.train}-{kn.TRAINER_NODE}-0-{spec.resources.nodes - 1}") > MAX_LABEL:
+    if len(f"{n.train}-{kn.TRAINER_NODE}-0-{spec.resources.max_nodes - 1}") > MAX_LABEL:
         raise RenderError(f"name: {spec.name!r} is too long for a JobSet's pod names ({MAX_LABEL} characters)")
     command = train_command(spec, n, master_addr=jobset_master_addr(n.train, n.service))
     template = pod_template(spec, n, kn.STAGE_TRAIN, command)

@@ -59,7 +59,7 @@ def names(spec: JobSpec) -> Names:
         predict=f"{name}-predict",
         progress=f"{name}-progress",
     )
-    for value in (out.configmap, out.train, out.evaluate, out.service, out.pod_hostname(spec.resources.nodes - 1)):
+    for value in (out.configmap, out.train, out.evaluate, out.service, out.pod_hostname(spec.resources.max_nodes - 1)):
         if len(value) > MAX_LABEL:
             raise RenderError(f"name: {name!r} is too long: {value!r} exceeds {MAX_LABEL} characters")
     if len(out.cronjob) > MAX_CRONJOB_NAME:

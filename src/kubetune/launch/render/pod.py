@@ -75,7 +75,7 @@ def train_command(
     `single_process_module` is what one process per pod runs (a CronJob's retrain entrypoint);
     distributed runs always train only. `master_addr`: rank 0's DNS name where the engine
     names pods its own way (JobSet, TrainJob); default the Indexed Job's."""
-    nodes, gpus = spec.resources.nodes, spec.resources.gpus_per_node
+    nodes, gpus = spec.resources.max_nodes, spec.resources.gpus_per_node
     if nodes == 1 and gpus <= 1:
         return ["python", *_entry(single_process_module)]
     entry = _entry(kn.TRAIN_MODULE)
@@ -283,7 +283,7 @@ def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str], contai
     if k.storage_secret and k.storage_credentials == "env":
         container["envFrom"] = [{"secretRef": {"name": k.storage_secret}}]
     container["resources"] = _resources(spec, stage)
-    if stage == kn.STAGE_TRAIN and spec.resources.nodes > 1:
+    if stage == kn.STAGE_TRAIN and spec.resources.max_nodes > 1:
         container["ports"] = [{"name": "rendezvous", "containerPort": k.rendezvous_port, "protocol": "TCP"}]
         # A restarted gang must not read the previous round's keys (names.ENV_TORCH_NO_SHARED_STORE).
         container["env"].append({"name": kn.ENV_TORCH_NO_SHARED_STORE, "value": "1"})
@@ -310,7 +310,7 @@ def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str], contai
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if stage == kn.STAGE_TRAIN and spec.resources.nodes > 1:
+    if stage == kn.STAGE_TRAIN and spec.resources.max_nodes > 1:
         pod["subdomain"] = n.service
     pod.update(_scheduling(spec, stage))
     pod["containers"] = [container]

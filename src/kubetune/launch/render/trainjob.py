@@ -75,7 +75,7 @@ def train_trainjob(spec: JobSpec, n: Names) -> dict[str, Any]:
     k = spec.kubernetes
     if k.storage_secret and k.storage_credentials == "env":
         raise RenderError("kubernetes.storage_credentials: env cannot be rendered as a TrainJob (no envFrom); use file")
-    if len(f"{n.train}-{kn.TRAINER_NODE}-0-{spec.resources.nodes - 1}") > MAX_LABEL:
+    if len(f"{n.train}-{kn.TRAINER_NODE}-0-{spec.resources.max_nodes - 1}") > MAX_LABEL:
         raise RenderError(f"name: {spec.name!r} is too long for a TrainJob's pod names ({MAX_LABEL} characters)")
     command = train_command(spec, n, master_addr=jobset_master_addr(n.train, n.train))
     pod = pod_template(spec, n, kn.STAGE_TRAIN, command, container_name=kn.TRAINER_NODE)
@@ -83,7 +83,7 @@ def train_trainjob(spec: JobSpec, n: Names) -> dict[str, Any]:
     trainer = {
         "image": container["image"],
         "command": container["command"],
-        "numNodes": spec.resources.nodes,
+        "numNodes": spec.resources.max_nodes,
         "numProcPerNode": max(spec.resources.gpus_per_node, 1),
         "resourcesPerNode": container["resources"],
         "env": container["env"],

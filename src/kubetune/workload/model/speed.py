@@ -169,7 +169,7 @@ def fsdp_arguments(spec: JobSpec, model: Any) -> dict[str, Any]:
         from accelerate.parallelism_config import ParallelismConfig
 
         arguments["parallelism_config"] = ParallelismConfig(
-            dp_replicate_size=spec.resources.nodes, dp_shard_size=spec.resources.gpus_per_node
+            dp_replicate_size=spec.resources.max_nodes, dp_shard_size=spec.resources.gpus_per_node
         )
     return arguments
 
