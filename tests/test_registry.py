@@ -1,5 +1,5 @@
 """The model registry (issue 14) against real stores: a local folder and the moto S3 server over
-HTTP. No training: runs are folders with a committed model, as the train stage leaves them."""
+HTTP, fake-gcs-server and Azurite. No training: runs are folders with a committed model, as the train stage leaves them."""
 
 from __future__ import annotations
 
@@ -29,11 +29,14 @@ def _decision(value: float) -> dict:
 def _stores(tmp_path, request) -> Store:
     if request.param == "local":
         return Store(str(tmp_path / "store"))
+    if request.param in ("gcs", "azure"):  # real servers on loopback: fake-gcs-server, Azurite
+        _, bucket = request.getfixturevalue("gcs_bucket" if request.param == "gcs" else "azure_container")
+        return Store(f"{'gs' if request.param == 'gcs' else 'az'}://{bucket}/root")
     endpoint, bucket = request.getfixturevalue("s3_bucket")
     return Store(f"s3://{bucket}/root", endpoint)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def store(tmp_path, request) -> Store:
     return _stores(tmp_path, request)
 

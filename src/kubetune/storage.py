@@ -1,9 +1,10 @@
 """Object storage behind one small interface: URIs → fsspec file systems, commit markers.
 
-A local folder (the embedded default) and any S3-compatible store (through s3fs) look the same
-to the rest of kubetune. Credentials never pass through here: s3fs/botocore read the standard
-AWS environment variables or shared credentials file. Only the endpoint and region come from
-the spec.
+A local folder (the embedded default), any S3-compatible store (through s3fs), Google Cloud
+Storage (gcsfs) and Azure Blob (adlfs) look the same to the rest of kubetune (docs/storage.md:
+what each store guarantees). Credentials never pass through here: each SDK reads its own
+environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS or workload identity, AZURE_STORAGE_*). Only
+the endpoint and region come from the spec.
 
 Relative URIs (no scheme, not starting with `/`, `./` or `../`) are relative to
 `storage.root`, so one job file runs against a laptop folder and an S3 bucket alike.
@@ -32,6 +33,13 @@ from kubetune.store_faults import (SPACE_CODES, TRANSIENT_CODES, StorageError, S
 COMMIT_MARKER = "COMMITTED"
 # Read size of the one pass that uploads (or downloads) a file and hashes it.
 HASH_BLOCK = 8 << 20
+# The schemes of each object store, as fsspec names them (gcsfs registers gs and gcs; adlfs az,
+# abfs and abfss).
+S3_SCHEMES = ("s3", "s3a")
+GCS_SCHEMES = ("gs", "gcs")
+AZURE_SCHEMES = ("az", "abfs", "abfss")
+# The optional extra that installs each store's file system (pyproject.toml).
+_EXTRAS = {**{s: "gcs" for s in GCS_SCHEMES}, **{s: "azure" for s in AZURE_SCHEMES}}
 
 
 def has_scheme(uri: str) -> bool:
@@ -59,7 +67,12 @@ def storage_options(uri: str, endpoint_url: str | None = None, region: str | Non
     endpoint is AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL: the AWS SDK's own variables, which
     botocore itself reads too; not kubetune's settings, so they are read here, where the SDK's
     options are made, and not passed down from an entrypoint (the one such read below them)."""
-    if not uri.startswith(("s3://", "s3a://")):
+    scheme = uri.split("://", 1)[0].lower() if has_scheme(uri) else "file"
+    if scheme in GCS_SCHEMES:
+        return _gcs_options(endpoint_url, timeout_s)
+    if scheme in AZURE_SCHEMES:
+        return _azure_options(timeout_s)
+    if scheme not in S3_SCHEMES:
         return {}
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     client_kwargs: dict[str, Any] = {}
@@ -80,6 +93,33 @@ def storage_options(uri: str, endpoint_url: str | None = None, region: str | Non
     }
 
 
+def _gcs_options(endpoint_url: str | None, timeout_s: float | None) -> dict[str, Any]:
+    """gcsfs's options. The endpoint is `endpoint_url` or, as the Google SDKs do,
+    STORAGE_EMULATOR_HOST (gcsfs reads it itself). Against an emulator the token is anonymous
+    (emulators take none, and the default chain would ask a metadata server), and gcsfs's
+    experimental zonal/HNS bucket lookup is switched off before gcsfs is imported: it asks the
+    storage-control gRPC API, which no emulator serves, and waited 60 s per bucket for it.
+    Credentials otherwise come from gcsfs's default chain (GOOGLE_APPLICATION_CREDENTIALS,
+    GKE Workload Identity)."""
+    options: dict[str, Any] = {"requests_timeout": store_timeouts(timeout_s)[1], "skip_instance_cache": True}
+    emulated = bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+    if endpoint_url:
+        options["endpoint_url"] = endpoint_url
+    if endpoint_url or emulated:
+        options["token"] = "anon"
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    return options
+
+
+def _azure_options(timeout_s: float | None) -> dict[str, Any]:
+    """adlfs's options: timeouts bounded like every store's (`store_timeouts`). The account and
+    its credential come from adlfs's own environment (AZURE_STORAGE_CONNECTION_STRING, or
+    AZURE_STORAGE_ACCOUNT_NAME with a key, SAS token or workload identity), never the spec."""
+    connect_timeout, read_timeout = store_timeouts(timeout_s)
+    return {"connection_timeout": int(connect_timeout), "read_timeout": int(read_timeout),
+            "skip_instance_cache": True}
+
+
 class Store:
     """One storage root (local folder or s3://bucket/prefix) with the few operations runs need.
 
@@ -95,8 +135,13 @@ class Store:
         self.region = region
         self.timeout_s = timeout_s
         self.options = storage_options(self.root, endpoint_url, region, timeout_s)
-        self.fs, self.root_path = fsspec.core.url_to_fs(self.root, **self.options)
-        self.protocol = self.root.split("://", 1)[0] if has_scheme(self.root) else "file"
+        self.protocol = self.root.split("://", 1)[0].lower() if has_scheme(self.root) else "file"
+        try:
+            self.fs, self.root_path = fsspec.core.url_to_fs(self.root, **self.options)
+        except ImportError:
+            raise StorageError(f"storage.root: {self.root}: {self.protocol}:// needs the "
+                               f"'{_EXTRAS.get(self.protocol, self.protocol)}' extra: "
+                               f"pip install 'kubetune[{_EXTRAS.get(self.protocol, self.protocol)}]'") from None
 
     @classmethod
     def from_spec(cls, storage: Any) -> "Store":
@@ -166,7 +211,11 @@ class Store:
         if self.protocol == "file":
             _check_local_root(self.root_path)
             return
-        if self.protocol not in ("s3", "s3a"):
+        if self.protocol in GCS_SCHEMES + AZURE_SCHEMES:
+            # The bucket or container itself: a missing one is FileNotFoundError, as on S3.
+            self.fs.ls(self.root_path.split("/", 1)[0], refresh=True)
+            return
+        if self.protocol not in S3_SCHEMES:
             return
         options = dict(self.options)
         options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"total_max_attempts": 1}}
@@ -197,8 +246,10 @@ class Store:
 
     def create_exclusive(self, rel: str, text: str) -> bool:
         """Write `rel` only if it does not exist yet; False when another writer was first. The
-        store's own atomic operation decides: `os.link` locally, S3's `If-None-Match: *`
-        (`mode="create"`); a store without one (memory://) checks, then writes."""
+        store's own atomic operation decides: `os.link` locally, S3's `If-None-Match: *`, GCS's
+        `ifGenerationMatch=0`, Azure's `If-None-Match: *` (each file system's
+        `mode="create"`, which raises FileExistsError on the store's 412 or 409); a store
+        without one (memory://) checks, then writes."""
         target = self.path(rel)
         if self.protocol == "file":
             tmp = _local_temp_copy(target, text)
@@ -209,7 +260,7 @@ class Store:
                 return False
             finally:
                 os.unlink(tmp)
-        if self.protocol in ("s3", "s3a"):
+        if self.protocol in S3_SCHEMES + GCS_SCHEMES + AZURE_SCHEMES:
             try:
                 self.fs.pipe_file(target, text.encode(), mode="create")
                 return True

@@ -1,7 +1,7 @@
 """A store's faults, told apart: an outage that may pass (`is_transient`, retried, then a
 retriable exit), a full store (`is_space_error`, never retried: exit 73) and everything else
 (a permanent user error). Kept apart from `storage` (which re-exports them) because the cause
-chains of s3fs, botocore, aiohttp and the socket are a subject of their own.
+chains of s3fs, botocore, gcsfs, azure-core, aiohttp and the socket are a subject of their own.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def is_transient(exc: BaseException) -> bool:
 
     transient_types = (ConnectionError, TimeoutError, boto.EndpointConnectionError, boto.ConnectTimeoutError,
                        boto.ReadTimeoutError, boto.ConnectionClosedError, aiohttp.ClientConnectorError,
-                       aiohttp.ServerTimeoutError, aiohttp.ServerDisconnectedError)
+                       aiohttp.ServerTimeoutError, aiohttp.ServerDisconnectedError) + _cloud_transient_types()
     seen: set[int] = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:
@@ -65,6 +65,9 @@ def is_transient(exc: BaseException) -> bool:
             code = str(link.response.get("Error", {}).get("Code", ""))
             status = int(link.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             return code in TRANSIENT_CODES or status >= 500 or status == 429
+        status = _http_status(link)
+        if status:
+            return status >= 500 or status in (408, 429)
         if isinstance(link, transient_types):
             return True
         if isinstance(link, (FileNotFoundError, PermissionError)):
@@ -73,6 +76,40 @@ def is_transient(exc: BaseException) -> bool:
             return True
         link = link.__cause__ or link.__context__
     return False
+
+
+def _cloud_transient_types() -> tuple[type[BaseException], ...]:
+    """The connection and timeout faults of the GCS and Azure SDKs, where installed (the `gcs`
+    and `azure` extras): azure-core's ServiceRequestError (no answer: refused, DNS, connect
+    timeout) and ServiceResponseError (the answer broke off), requests' connection errors that
+    gcsfs's token refresh raises."""
+    found: list[type[BaseException]] = []
+    try:
+        from azure.core import exceptions as azure
+
+        found += [azure.ServiceRequestError, azure.ServiceResponseError]
+    except ImportError:
+        pass
+    try:
+        from requests import exceptions as requests_errors
+
+        found += [requests_errors.ConnectionError, requests_errors.Timeout]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _http_status(link: BaseException) -> int:
+    """The HTTP status a GCS or Azure fault carries: gcsfs's HttpError has `code`, azure-core's
+    HttpResponseError `status_code` (both 0 or absent when no answer came). An answered request
+    is transient only for 5xx, 408 and 429: 401/403 (credentials), 404 (no bucket or
+    container) and 400 do not pass by themselves."""
+    if type(link).__module__.startswith(("gcsfs", "azure")):
+        for attribute in ("status_code", "code"):
+            value = getattr(link, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 0
 
 
 def is_space_error(exc: BaseException) -> bool:

@@ -12,9 +12,10 @@ import re
 from typing import Any
 
 # Schemes a store or data URI may use: the object stores kubetune installs a file system for
-# (s3fs), fsspec's built-in local and in-memory ones. Anything else (ftp://, a typo) would fail
+# (s3fs; gcsfs and adlfs with the `gcs` and `azure` extras, docs/storage.md), fsspec's built-in
+# local and in-memory ones. Anything else (ftp://, a typo) would fail
 # deep inside fsspec with a traceback.
-SUPPORTED_SCHEMES = ("s3", "s3a", "file", "memory")
+SUPPORTED_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file", "memory")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 # Kubernetes: metadata.annotations, keys and values together, at most 256 KiB
