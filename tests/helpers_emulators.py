@@ -63,7 +63,7 @@ class EmulatedStore:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=3)  # Azurite waits for idle connections to close: no need
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

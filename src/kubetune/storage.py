@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 
+from kubetune.store_clouds import AZURE_SCHEMES, GCS_SCHEMES, azure_options, gcs_options, probe_azure, probe_gcs
 # The faults live in `store_faults`; re-exported here, where callers look for them.
 from kubetune.store_faults import (SPACE_CODES, TRANSIENT_CODES, StorageError, StoreFullError,  # noqa: F401
                                    StoreUnavailableError, human_bytes, is_space_error, is_transient)
@@ -33,11 +34,7 @@ from kubetune.store_faults import (SPACE_CODES, TRANSIENT_CODES, StorageError, S
 COMMIT_MARKER = "COMMITTED"
 # Read size of the one pass that uploads (or downloads) a file and hashes it.
 HASH_BLOCK = 8 << 20
-# The schemes of each object store, as fsspec names them (gcsfs registers gs and gcs; adlfs az,
-# abfs and abfss).
 S3_SCHEMES = ("s3", "s3a")
-GCS_SCHEMES = ("gs", "gcs")
-AZURE_SCHEMES = ("az", "abfs", "abfss")
 # The optional extra that installs each store's file system (pyproject.toml).
 _EXTRAS = {**{s: "gcs" for s in GCS_SCHEMES}, **{s: "azure" for s in AZURE_SCHEMES}}
 
@@ -69,9 +66,9 @@ def storage_options(uri: str, endpoint_url: str | None = None, region: str | Non
     options are made, and not passed down from an entrypoint (the one such read below them)."""
     scheme = uri.split("://", 1)[0].lower() if has_scheme(uri) else "file"
     if scheme in GCS_SCHEMES:
-        return _gcs_options(endpoint_url, timeout_s)
+        return gcs_options(endpoint_url, os.environ.get("STORAGE_EMULATOR_HOST"), store_timeouts(timeout_s))
     if scheme in AZURE_SCHEMES:
-        return _azure_options(timeout_s)
+        return azure_options(store_timeouts(timeout_s))
     if scheme not in S3_SCHEMES:
         return {}
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -91,33 +88,6 @@ def storage_options(uri: str, endpoint_url: str | None = None, region: str | Non
         # A new file system per process: s3fs instances are not fork-safe.
         "skip_instance_cache": True,
     }
-
-
-def _gcs_options(endpoint_url: str | None, timeout_s: float | None) -> dict[str, Any]:
-    """gcsfs's options. The endpoint is `endpoint_url` or, as the Google SDKs do,
-    STORAGE_EMULATOR_HOST (gcsfs reads it itself). Against an emulator the token is anonymous
-    (emulators take none, and the default chain would ask a metadata server), and gcsfs's
-    experimental zonal/HNS bucket lookup is switched off before gcsfs is imported: it asks the
-    storage-control gRPC API, which no emulator serves, and waited 60 s per bucket for it.
-    Credentials otherwise come from gcsfs's default chain (GOOGLE_APPLICATION_CREDENTIALS,
-    GKE Workload Identity)."""
-    options: dict[str, Any] = {"requests_timeout": store_timeouts(timeout_s)[1], "skip_instance_cache": True}
-    emulated = bool(os.environ.get("STORAGE_EMULATOR_HOST"))
-    if endpoint_url:
-        options["endpoint_url"] = endpoint_url
-    if endpoint_url or emulated:
-        options["token"] = "anon"
-        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    return options
-
-
-def _azure_options(timeout_s: float | None) -> dict[str, Any]:
-    """adlfs's options: timeouts bounded like every store's (`store_timeouts`). The account and
-    its credential come from adlfs's own environment (AZURE_STORAGE_CONNECTION_STRING, or
-    AZURE_STORAGE_ACCOUNT_NAME with a key, SAS token or workload identity), never the spec."""
-    connect_timeout, read_timeout = store_timeouts(timeout_s)
-    return {"connection_timeout": int(connect_timeout), "read_timeout": int(read_timeout),
-            "skip_instance_cache": True}
 
 
 class Store:
@@ -211,9 +181,11 @@ class Store:
         if self.protocol == "file":
             _check_local_root(self.root_path)
             return
-        if self.protocol in GCS_SCHEMES + AZURE_SCHEMES:
-            # The bucket or container itself: a missing one is FileNotFoundError, as on S3.
-            self.fs.ls(self.root_path.split("/", 1)[0], refresh=True)
+        if self.protocol in GCS_SCHEMES:
+            probe_gcs(self.fs, self.root_path.split("/", 1)[0], store_timeouts(self.timeout_s))
+            return
+        if self.protocol in AZURE_SCHEMES:
+            probe_azure(self.fs, self.root_path.split("/", 1)[0], store_timeouts(self.timeout_s))
             return
         if self.protocol not in S3_SCHEMES:
             return

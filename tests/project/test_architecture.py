@@ -42,6 +42,7 @@ ROOMS = {
     "contract": FLOOR,
     "storage": SHARED,
     "store_faults": SHARED,
+    "store_clouds": SHARED,
     "integrity": SHARED,
     "registry": SHARED,
     "figures": SHARED,
@@ -201,10 +202,10 @@ def test_contract_and_storage_import_nothing_of_kubetune_above_them():
     for module in graph:
         if _in(module, CONTRACT):
             allowed = CONTRACT
-        elif module == "kubetune.store_faults":
+        elif module in ("kubetune.store_faults", "kubetune.store_clouds"):
             allowed = CONTRACT
         elif module == "kubetune.storage":
-            allowed = CONTRACT + ("kubetune.storage", "kubetune.store_faults")
+            allowed = CONTRACT + ("kubetune.storage", "kubetune.store_faults", "kubetune.store_clouds")
         elif module == "kubetune.integrity":  # the commit markers' manifests, on storage
             allowed = CONTRACT + ("kubetune.storage", "kubetune.store_faults", "kubetune.integrity")
         elif _in(module, ("kubetune.registry",)):  # shared by the launcher verbs and the workload
