@@ -10,7 +10,9 @@ import threading
 import pytest
 
 from helpers_emulators import free_port
+from kubetune.contract.errors import SpecError
 from kubetune.contract.spec.checks import check_uri
+from kubetune.contract.spec.job import validate_spec
 from kubetune.integrity import verify_committed
 from kubetune.storage import StorageError, Store, StoreUnavailableError
 from kubetune.workload.checkpointing.conditional_file import ConditionalFile
@@ -30,6 +32,28 @@ def cloud(request) -> Store:
                                  "abfss://c@acct.dfs.core.windows.net/x"])
 def test_the_spec_accepts_gcs_and_azure_uris(uri):
     assert check_uri(uri) == uri
+
+
+@pytest.mark.parametrize("root", ["gs://bucket/kt", "az://container/kt", "abfs://container@acct.dfs.core.windows.net/kt"])
+def test_a_spec_on_a_gcs_or_azure_store_validates(root):
+    spec = validate_spec({"name": "j", "model": {"source": f"{root}/models/m"},
+                          "data": {"train": f"{root}/data/train-*.jsonl", "test": "data/test.jsonl"},
+                          "storage": {"root": root}})
+    assert spec.storage.root == root and spec.data.train == f"{root}/data/train-*.jsonl"
+
+
+def test_an_abfs_url_with_a_password_is_still_refused_as_a_credential():
+    with pytest.raises(SpecError, match="data.train: looks like a URL with user info"):
+        validate_spec({"name": "j", "model": {"source": "m"},
+                       "data": {"train": "abfss://c:s3cr3t@acct.dfs.core.windows.net/t.tsv"}})
+
+
+def test_an_endpoint_for_an_azure_store_is_refused_in_one_line():
+    with pytest.raises(SpecError) as refused:
+        validate_spec({"name": "j", "model": {"source": "m"}, "data": {"train": "t.tsv"},
+                       "storage": {"root": "az://c/kt", "endpoint_url": "http://127.0.0.1:10000"}})
+    (line,) = str(refused.value).splitlines()
+    assert "storage" in line and "endpoint_url: not used for Azure Blob" in line
 
 
 def test_a_committed_folder_round_trips_and_verifies(cloud, tmp_path):

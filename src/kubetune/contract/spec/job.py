@@ -245,10 +245,14 @@ class GenerationSpec(Strict):
 
 
 class StorageSpec(Strict):
-    """Where runs live. Credentials are read from the standard AWS environment variables."""
+    """Where runs live. Credentials are read from each store's own environment (AWS_*, Google's
+    default credentials, AZURE_STORAGE_*; docs/storage.md), never from the spec."""
 
-    root: str = Field(default=".kubetune", min_length=1, description="local folder or s3://bucket/prefix")
-    endpoint_url: str | None = Field(default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...)")
+    root: str = Field(default=".kubetune", min_length=1,
+                      description="local folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")
+    endpoint_url: str | None = Field(
+        default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...), or a GCS-compatible one for "
+        "gs://; not for az:// (the account's endpoint comes with its AZURE_STORAGE_* settings)")
     region: str | None = Field(default=None, description="the S3 region, for stores that need one")
     startup_timeout_seconds: float = Field(
         default=300, ge=0,
@@ -271,6 +275,13 @@ class StorageSpec(Strict):
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s):// URL")
         return value
+
+    @model_validator(mode="after")
+    def _endpoint_fits_the_store(self) -> "StorageSpec":
+        if self.endpoint_url and self.root.lower().startswith(("az://", "abfs://", "abfss://")):
+            raise ValueError("endpoint_url: not used for Azure Blob (az://, abfs://): the account and its endpoint "
+                             "come from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME (docs/storage.md)")
+        return self
 
 
 # Parts of a spec that define what a run computes; storage, resources and image may change

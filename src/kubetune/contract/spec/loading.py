@@ -54,6 +54,9 @@ _CREDENTIAL_HINT = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environme
 # info (`scheme://user:password@host`), and 40-character AWS secret access keys.
 _ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])")
 _URL_USERINFO = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/?#\s@]{1,256}@")
+# Azure Data Lake's `abfs[s]://container@account.dfs.core.windows.net/...`: the part before `@`
+# names a container (no password), so it is no user info.
+_ADLS_CONTAINER = re.compile(r"abfss?://[^:/?#\s@]+@$", re.IGNORECASE)
 _SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 # Fields that hold paths, where a 40-character run of letters, digits and '/' is a file name
 # more often than a key (a path with user info or a key id is still refused).
@@ -66,7 +69,7 @@ def _secret_shape(value: str, path: str) -> str | None:
     message can echo it."""
     if _ACCESS_KEY_ID.search(value):
         return "an AWS access key id"
-    if _URL_USERINFO.search(value):
+    if any(not _ADLS_CONTAINER.match(m.group(0)) for m in _URL_USERINFO.finditer(value)):
         return "a URL with user info (user:password@)"
     if path not in _PATH_FIELDS:
         for match in _SECRET_KEY.finditer(value):

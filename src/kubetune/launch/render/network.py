@@ -91,7 +91,8 @@ def network_policy(spec: JobSpec, n: Names) -> dict[str, Any]:
 def public_destinations(spec: JobSpec) -> list[str]:
     """What the spec's pods fetch from public services, one phrase each: a model or tokenizer
     source that is a Hub id unless the store holds such a folder (the workload decides at the
-    start, `workload/model/source`), an S3 store without `storage.endpoint_url` (AWS), W&B
+    start, `workload/model/source`), an S3 or GCS store without `storage.endpoint_url` (AWS, Google), an
+    Azure Blob store, W&B
     unless `kubernetes.env` sets WANDB_MODE=offline."""
     found = []
     for field, source in (("model.source", spec.model.source), ("model.tokenizer", spec.model.tokenizer)):
@@ -99,6 +100,10 @@ def public_destinations(spec: JobSpec) -> list[str]:
             found.append(f"{field} {source} (the Hugging Face Hub unless {spec.storage.root} holds that folder)")
     if spec.storage.root.startswith("s3://") and not spec.storage.endpoint_url:
         found.append(f"storage.root {spec.storage.root} (AWS S3: no storage.endpoint_url)")
+    if spec.storage.root.startswith(("gs://", "gcs://")) and not spec.storage.endpoint_url:
+        found.append(f"storage.root {spec.storage.root} (Google Cloud Storage: no storage.endpoint_url)")
+    if spec.storage.root.startswith(("az://", "abfs://", "abfss://")):
+        found.append(f"storage.root {spec.storage.root} (Azure Blob)")
     if spec.tracking is not None and spec.tracking.wandb is not None \
             and spec.kubernetes.env.get(kn.ENV_WANDB_MODE) not in ("offline", "disabled"):
         found.append("tracking.wandb (api.wandb.ai)")
