@@ -184,6 +184,7 @@ LONGEST_MODULES = (
     "e2e/test_tracking_mlflow.py",
     "workload/stages/test_prediction.py",
     "workload/checkpointing/test_resume_best.py",
+    "e2e/test_object_store_journeys.py",  # three stores, five processes each: ~3.5 min on busy cores (2026-12-07)
     "e2e/test_store_faults_training.py",  # two trainings and a resume: ~2.5 min alone (2026-12-07)
     "e2e/test_hostile_input.py",
     "e2e/test_model_ref.py",

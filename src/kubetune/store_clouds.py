@@ -1,5 +1,6 @@
 """What Google Cloud Storage (gcsfs) and Azure Blob (adlfs) need beyond fsspec's interface:
-their options and a single-try probe of the bucket or container. Kept apart from `storage`
+their options, a single-try probe of the bucket or container, and the conditional writes of a
+lease (GCS generation preconditions, Azure ETag conditions; docs/storage.md). Kept apart from `storage`
 (which uses them) because each SDK's settings and retry layers are a subject of their own, and
 neither is imported unless its scheme is used (the `gcs` and `azure` extras are optional).
 
@@ -76,3 +77,85 @@ def probe_azure(fs: Any, container: str, timeouts: tuple[float, float]) -> None:
             raise FileNotFoundError(container) from None
 
     sync(fs.loop, probe, timeout=sum(timeouts))
+
+
+# -- conditional writes (the lease's compare-and-swap: workload/checkpointing/lease.ConditionalFile) --
+# Why by hand: gcsfs's `pipe_file` knows only `ifGenerationMatch=0`, so the JSON API's multipart
+# upload and delete are called through gcsfs's own authenticated session (`GCSFileSystem.call`);
+# adlfs's `pipe_file` knows only `overwrite=False`, so the blob client of adlfs's own service
+# client is called with an ETag condition. Same credentials and endpoint as every other request.
+def gcs_read_versioned(fs: Any, target: str) -> tuple[str, str]:
+    """(text, generation): the generation read first, so a change before the body fails the
+    next `gcs_replace_if`."""
+    generation = str(fs.info(target, refresh=True)["generation"])
+    return fs.cat_file(f"{target}#{generation}" if fs.version_aware else target).decode(), generation
+
+
+def gcs_replace_if(fs: Any, target: str, data: bytes, token: str | None) -> str | None:
+    """A multipart upload (gcsfs's own request for small files) with `ifGenerationMatch`
+    (`0`: only while absent); GCS answers 412, which gcsfs raises as FileExistsError, when the
+    object is at another generation."""
+    import json
+
+    from gcsfs.core import quote
+
+    bucket, key, _ = fs.split_path(target)
+    body = (b'--==0==\nContent-Type: application/json; charset=UTF-8\n\n' + json.dumps({"name": key}).encode()
+            + b"\n--==0==\nContent-Type: application/octet-stream\n\n" + data + b"\n--==0==--")
+    try:
+        out = fs.call("POST", f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o", uploadType="multipart",
+                      ifGenerationMatch=token or "0", data=body, json_out=True,
+                      headers={"Content-Type": 'multipart/related; boundary="==0=="'})
+    except FileExistsError:
+        return None
+    finally:
+        fs.invalidate_cache(target)
+    return str(out["generation"])
+
+
+def gcs_remove_if(fs: Any, target: str, token: str) -> bool:
+    bucket, key, _ = fs.split_path(target)
+    try:
+        fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=token)
+    except (FileExistsError, FileNotFoundError):
+        return False
+    finally:
+        fs.invalidate_cache(target)
+    return True
+
+
+def azure_conditional(fs: Any, target: str, action: str, data: bytes | None = None, token: str | None = None) -> Any:
+    """Runs one conditional blob request on adlfs's own (async) service client, in adlfs's
+    event loop: `read` -> (text, etag); `replace` -> the new etag or None; `remove` -> bool."""
+    from fsspec.asyn import sync
+
+    return sync(fs.loop, _azure_request, fs, target, action, data, token)
+
+
+async def _azure_request(fs: Any, target: str, action: str, data: bytes | None, token: str | None) -> Any:
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+    container, blob, _ = fs.split_path(target)
+    client = fs.service_client.get_blob_client(container, blob)
+    condition = {"etag": token, "match_condition": MatchConditions.IfNotModified} if token else {}
+    try:
+        if action == "read":
+            properties = await client.get_blob_properties()
+            download = await client.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified)
+            return (await download.readall()).decode(), properties.etag
+        if action == "replace":
+            out = await client.upload_blob(data, overwrite=bool(token), **condition)
+            return out["etag"]
+        await client.delete_blob(**condition)
+        return True
+    except ResourceNotFoundError:
+        if action == "read":
+            raise FileNotFoundError(target) from None
+        return None if action == "replace" else False
+    except (ResourceExistsError, ResourceModifiedError):  # 409 BlobAlreadyExists, 412 ConditionNotMet
+        if action == "read":  # changed between its properties and its body: read again
+            return await _azure_request(fs, target, action, data, token)
+        return None if action == "replace" else False
+    finally:
+        fs.invalidate_cache(target)

@@ -447,8 +447,8 @@ def test_shared_rooms_import_neither_side():
 
 # Where the environment may be read: the workload's entrypoints (which read the pod's once,
 # `arguments.pod_env`, and pass it down), the launcher (its entrypoint is the CLI, and it hands
-# environments to the processes it starts), and storage's AWS_ENDPOINT_URL* (the AWS SDK's own
-# variables, which botocore itself reads).
+# environments to the processes it starts), and storage's AWS_ENDPOINT_URL* and STORAGE_EMULATOR_HOST
+# (the AWS and Google SDKs' own variables, which botocore and gcsfs themselves read).
 ENV_READERS = ("kubetune.workload.entrypoints", "kubetune.cli", "kubetune.launch", "kubetune.storage")
 _ENV_WRITES = {"update", "clear"}  # methods that only change the environment
 _ENV_WRITES_UNLESS_USED = {"pop", "popitem", "setdefault"}  # they return a value: using it is a read

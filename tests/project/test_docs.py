@@ -113,7 +113,8 @@ def scanned_files() -> list[Path]:
     files = [REPO / name for name in SCANNED_FILES]
     for folder in SCANNED_DIRS:
         files += [p for p in (REPO / folder).rglob("*") if p.is_file() and p.suffix in SUFFIXES]
-    return sorted(p for p in files if p.resolve() != SELF and "__pycache__" not in p.parts)
+    return sorted(p for p in files if p.resolve() != SELF and "__pycache__" not in p.parts
+                  and "node_modules" not in p.parts)  # .ci/node: Azurite from npm (.ci/run)
 
 
 def test_every_cited_file_and_section_exists():

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
 from kubetune.contract.spec.checks import check_image, check_uri
@@ -245,14 +245,11 @@ class GenerationSpec(Strict):
 
 
 class StorageSpec(Strict):
-    """Where runs live. Credentials are read from each store's own environment (AWS_*, Google's
-    default credentials, AZURE_STORAGE_*; docs/storage.md), never from the spec."""
+    """Where runs live. Credentials come from each store's environment, never the spec (docs/storage.md)."""
 
-    root: str = Field(default=".kubetune", min_length=1,
-                      description="local folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")
-    endpoint_url: str | None = Field(
-        default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...), or a GCS-compatible one for "
-        "gs://; not for az:// (the account's endpoint comes with its AZURE_STORAGE_* settings)")
+    root: str = Field(default=".kubetune", min_length=1, description="local folder, s3://, gs:// or az://bucket/prefix")
+    endpoint_url: str | None = Field(default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...), or "
+                                     "a GCS one for gs://; not for az:// (it comes with the AZURE_STORAGE_* account)")
     region: str | None = Field(default=None, description="the S3 region, for stores that need one")
     startup_timeout_seconds: float = Field(
         default=300, ge=0,
@@ -271,17 +268,13 @@ class StorageSpec(Strict):
 
     @field_validator("endpoint_url")
     @classmethod
-    def _endpoint_is_url(cls, value: str | None) -> str | None:
+    def _endpoint_is_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s):// URL")
+        if value and str(info.data.get("root", "")).lower().startswith(("az://", "abfs://", "abfss://")):
+            raise ValueError("not used for Azure Blob (az://, abfs://): the account and its endpoint come from "
+                             "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME")
         return value
-
-    @model_validator(mode="after")
-    def _endpoint_fits_the_store(self) -> "StorageSpec":
-        if self.endpoint_url and self.root.lower().startswith(("az://", "abfs://", "abfss://")):
-            raise ValueError("endpoint_url: not used for Azure Blob (az://, abfs://): the account and its endpoint "
-                             "come from AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME (docs/storage.md)")
-        return self
 
 
 # Parts of a spec that define what a run computes; storage, resources and image may change

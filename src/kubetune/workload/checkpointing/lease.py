@@ -24,6 +24,8 @@ period (NTP does that); this writer's own view of its lease runs on the monotoni
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -35,8 +37,8 @@ from typing import Any, Callable
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RunLayout
-from kubetune.workload.checkpointing.conditional_file import ConditionalFile
-from kubetune.storage import Store, StoreUnavailableError
+from kubetune.storage import AZURE_SCHEMES, GCS_SCHEMES, S3_SCHEMES, Store, StoreUnavailableError
+from kubetune.store_clouds import azure_conditional, gcs_read_versioned, gcs_remove_if, gcs_replace_if
 
 
 class RunBusyError(UserError):
@@ -203,3 +205,139 @@ class RunLease:
             except Exception as exc:  # it expires by itself
                 print(f"kubetune: could not remove the lease ({_one_line(exc)}); it expires in {self.seconds}s",
                       file=sys.stderr, flush=True)
+
+
+class ConditionalFile:
+    """One small file of the store written only at a known version: `read` gives its text and
+    version token, `replace_if` and `remove_if` act only while the file is still at that
+    version. Each store decides atomically with its own conditional request (docs/storage.md):
+    S3's If-Match / If-None-Match on PUT and DELETE (botocore 1.43, moto 5.2; s3fs passes them
+    through `pipe_file`/`call_s3`); GCS's `ifGenerationMatch` and Azure's ETag conditions
+    (`store_clouds`). In a local folder: compare and rename under an exclusive flock of the
+    folder (atomic among one machine's processes, not across NFS clients). Any other store
+    (memory://) compares, then writes: not atomic.
+
+    Why here and not in `storage`: the lease is its only user."""
+
+    def __init__(self, store: Store, rel: str):
+        self.store, self.rel, self.target = store, rel, store.path(rel)
+        protocol = store.protocol
+        self.kind = ("s3" if protocol in S3_SCHEMES else "gcs" if protocol in GCS_SCHEMES
+                     else "azure" if protocol in AZURE_SCHEMES else "local")
+        self.s3 = self.kind == "s3"
+        self._fs: Any = None
+
+    def _single_try_fs(self) -> Any:
+        """S3 through a client without retries of its own: the lease decides what a failure
+        means and must not wait out five attempts of a silent store."""
+        if self._fs is None:
+            import fsspec
+
+            options = dict(self.store.options)
+            options["config_kwargs"] = {**options.get("config_kwargs", {}), "retries": {"total_max_attempts": 1}}
+            self._fs = fsspec.filesystem("s3", **options)
+            self._fs.retries = 1  # s3fs's own retry count (a class attribute, not an argument)
+        return self._fs
+
+    def read(self) -> tuple[str, str] | None:
+        """The text and its version token, or None when absent: the S3 ETag, GCS generation or
+        Azure ETag, read before the body (a change in between fails the next conditional
+        write), else the text's sha256."""
+        try:
+            if self.kind == "s3":
+                etag = self._single_try_fs().info(self.target, refresh=True)["ETag"]
+                return self._single_try_fs().cat_file(self.target).decode(), etag
+            if self.kind == "gcs":
+                return gcs_read_versioned(self.store.fs, self.target)
+            if self.kind == "azure":
+                return azure_conditional(self.store.fs, self.target, "read")
+            text = self.store.read_text(self.rel)
+        except FileNotFoundError:
+            return None
+        return text, hashlib.sha256(text.encode()).hexdigest()
+
+    def replace_if(self, text: str, token: str | None) -> str | None:
+        """Write `text` only while the file is at version `token` (None: while it is absent);
+        the new token, or None when another writer changed it first."""
+        if self.kind == "s3":
+            match = {"IfMatch": token} if token is not None else {"IfNoneMatch": "*"}
+            try:
+                out = self._single_try_fs().pipe_file(self.target, text.encode(), **match)
+            except FileNotFoundError:  # If-Match on an object another writer removed
+                return None
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return None
+                raise
+            return (out or {}).get("ETag") or self._single_try_fs().info(self.target, refresh=True)["ETag"]
+        if self.kind == "gcs":
+            return gcs_replace_if(self.store.fs, self.target, text.encode(), token)
+        if self.kind == "azure":
+            return azure_conditional(self.store.fs, self.target, "replace", text.encode(), token)
+        with _FolderLock(self.target if self.store.protocol == "file" else None):
+            current = self.read()
+            if (current[1] if current else None) != token:
+                return None
+            self.store.write_text(self.rel, text)
+            return hashlib.sha256(text.encode()).hexdigest()
+
+    def remove_if(self, token: str) -> bool:
+        """Remove the file only while it is at version `token`; False when it changed."""
+        if self.kind == "s3":
+            bucket, key, _ = self._single_try_fs().split_path(self.target)
+            try:
+                self._single_try_fs().call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=token)
+            except FileNotFoundError:
+                return False
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise
+            return True
+        if self.kind == "gcs":
+            return gcs_remove_if(self.store.fs, self.target, token)
+        if self.kind == "azure":
+            return bool(azure_conditional(self.store.fs, self.target, "remove", None, token))
+        with _FolderLock(self.target if self.store.protocol == "file" else None):
+            current = self.read()
+            if current is None or current[1] != token:
+                return False
+            self.store.remove(self.rel)
+            return True
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """S3's 412, or AWS's 409 ConditionalRequestConflict (a concurrent conditional write),
+    anywhere in the cause chain (s3fs turns the ClientError into an OSError(EINVAL))."""
+    link: BaseException | None = exc
+    for _ in range(8):
+        if link is None:
+            return False
+        response = getattr(link, "response", None)
+        code = str((response or {}).get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+class _FolderLock:
+    """An exclusive flock of the folder that holds `target` (created), for one compare-and-
+    write; a no-op for None. Why the folder itself: no lock file is left in the store, and the
+    kernel drops the lock when the process dies, so a SIGKILLed writer never leaves it held."""
+
+    def __init__(self, target: str | None):
+        self.target, self.fd = target, -1
+
+    def __enter__(self) -> "_FolderLock":
+        if self.target is not None:
+            folder = os.path.dirname(self.target)
+            os.makedirs(folder, exist_ok=True)
+            self.fd = os.open(folder, os.O_RDONLY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = -1
