@@ -5,7 +5,12 @@ compare-and-swap decided by the store, and the store's faults told apart. No tra
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -13,7 +18,9 @@ from helpers_emulators import free_port
 from kubetune.contract.errors import SpecError
 from kubetune.contract.spec.checks import check_uri
 from kubetune.contract.spec.job import validate_spec
+from kubetune.contract.layout import RunLayout
 from kubetune.integrity import verify_committed
+from kubetune.registry import Registry
 from kubetune.storage import StorageError, Store, StoreUnavailableError
 from kubetune.workload.checkpointing.lease import ConditionalFile
 
@@ -149,3 +156,59 @@ def test_an_unreachable_azure_endpoint_is_transient_and_bounded(azure_container,
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", closed)
     with pytest.raises(StoreUnavailableError, match=r"storage.root: az://c unreachable for \d+s"):
         Store("az://c", timeout_s=2).check_reachable(timeout_s=2)
+
+
+def test_a_gcs_endpoint_from_the_spec_needs_no_emulator_variable(gcs_bucket, monkeypatch):
+    """`storage.endpoint_url` for gs:// (a GCS-compatible server), as for S3: the file system
+    goes there, anonymously, with STORAGE_EMULATOR_HOST unset."""
+    env, bucket = gcs_bucket
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    store = Store(f"gs://{bucket}/root", endpoint_url=env["STORAGE_EMULATOR_HOST"], timeout_s=5)
+    store.check_reachable(timeout_s=5)
+    assert store.create_exclusive("x.json", "1\n") and not store.create_exclusive("x.json", "2\n")
+    assert store.read_text("x.json") == "1\n"
+
+
+# One promotion in its own process, started at a common moment (the first argument).
+_PROMOTE = """
+import json, sys, time
+from kubetune.registry import Registry
+from kubetune.storage import Store
+root, run, base, start = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+store = Store(root)
+registry = Registry(store, "job")
+time.sleep(max(0.0, start - time.time()))
+outcome = registry.promote(run, {"promote": True, "reason": "better", "candidate": {"accuracy": 0.9}}, base)
+print(json.dumps({"run": run, "promoted": outcome.promoted, "version": outcome.version}))
+"""
+
+
+@pytest.mark.slow  # waits for two processes (about 10 s)
+def test_two_processes_racing_for_current_end_with_one_winner_and_nothing_lost(cloud):
+    """Issue 27's acceptance on GCS and Azure: two writers in two processes promote against the
+    same CURRENT at the same moment; exactly one moves it, the other is recorded as not
+    promoted, both versions are registered."""
+    for name in ("r0", "r1", "r2"):
+        layout = RunLayout(name)
+        cloud.write_text(f"{layout.model}/config.json", "{}")
+        cloud.write_json(layout.lineage, {"data_fingerprint": name})
+        cloud.commit(layout.model, ["config.json"])
+    registry = Registry(cloud, "job")
+    registry.promote("r0", {"promote": True, "reason": "first", "candidate": {"accuracy": 0.5}}, None)
+    base, start = registry.current(), time.time() + 4  # both processes have imported and opened the store by then
+    procs = [subprocess.Popen([sys.executable, "-c", _PROMOTE, cloud.root, run, json.dumps(base), str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+             for run in ("r1", "r2")]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    winners = [o["run"] for o in outcomes if o["promoted"]]
+    assert len(winners) == 1, outcomes
+    current = registry.current()
+    assert current["run"] == winners[0] and current["generation"] == 2
+    assert sorted(o["version"] for o in outcomes) == ["v0002", "v0003"]
+    entries = {h["run"]: h for h in registry.history() if h["run"] in ("r1", "r2")}
+    assert {run: h["promoted"] for run, h in entries.items()} == {"r1": "r1" in winners, "r2": "r2" in winners}
+    assert sorted(registry.version_names()) == ["v0001", "v0002", "v0003"]
