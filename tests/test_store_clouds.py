@@ -212,3 +212,27 @@ def test_two_processes_racing_for_current_end_with_one_winner_and_nothing_lost(c
     entries = {h["run"]: h for h in registry.history() if h["run"] in ("r1", "r2")}
     assert {run: h["promoted"] for run, h in entries.items()} == {"r1": "r1" in winners, "r2": "r2" in winners}
     assert sorted(registry.version_names()) == ["v0001", "v0002", "v0003"]
+
+
+def test_gcs_and_azure_answers_are_told_apart_by_their_status():
+    """5xx, 408 and 429 may pass; credentials (401/403), a missing thing (404) and a bad
+    request do not. gcsfs's HttpError carries `code`, azure-core's HttpResponseError
+    `status_code`; a refused connection (no answer) is azure-core's ServiceRequestError."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    from gcsfs.retry import HttpError
+
+    from kubetune.store_faults import is_transient
+
+    def azure(status: int) -> HttpResponseError:
+        error = HttpResponseError(message=f"status {status}")
+        error.status_code = status
+        return error
+
+    for status in (500, 503, 408, 429):
+        assert is_transient(HttpError({"code": status, "message": "x"})) and is_transient(azure(status)), status
+    for status in (400, 401, 403, 404, 412):
+        assert not is_transient(HttpError({"code": status, "message": "x"})) and not is_transient(azure(status)), status
+    assert is_transient(ServiceRequestError("connection refused"))
+    wrapped = OSError("upload failed")
+    wrapped.__cause__ = HttpError({"code": 503, "message": "backend error"})
+    assert is_transient(wrapped)
