@@ -14,7 +14,6 @@ conditional delete; real GCS honours it). Azurite honours If-Match and If-None-M
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -113,13 +112,13 @@ def start_azurite(workdir: Path) -> EmulatedStore:
 
 
 def gcs_fs(env: dict[str, str]):
-    """A gcsfs file system on the emulator, made as kubetune makes its own."""
-    os.environ.update(env)
-    from kubetune.storage import Store
-
+    """A gcsfs file system on the emulator, made as kubetune makes its own (the endpoint given,
+    so this process's environment stays as the fixtures left it)."""
     import fsspec
 
-    return fsspec.filesystem("gs", **Store("gs://probe").options)
+    from kubetune.storage import storage_options
+
+    return fsspec.filesystem("gs", **storage_options("gs://probe", env["STORAGE_EMULATOR_HOST"]))
 
 
 def azure_fs(env: dict[str, str]):
