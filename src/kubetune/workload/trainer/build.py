@@ -166,7 +166,7 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
         ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", run.samples_per_step,
                          checkpointer.uploader),
         *checkpointer.callbacks(),  # publish each checkpoint; SIGTERM: save and stop at the end of the step
-        PruneCallback(run.store, run.layout),  # a sweep's PRUNE marker: save this evaluation's step and stop
+        PruneCallback(run.store, run.layout, run.env.sweep_verdict_s),  # a sweep prunes: save this step and stop
     ]
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))
