@@ -28,7 +28,7 @@ from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.model.hub import check_hub
 from kubetune.workload.stages.preflight import checks, open_store
 from kubetune.workload.stages.run import PodEnv, Run, Trained
-from kubetune.workload.tracking.status import now_iso, write_curves, write_status
+from kubetune.workload.tracking.status import now_iso, write_curves, write_status, write_stop_status
 from kubetune.workload.tracking.trackers import check_trackers
 from kubetune.workload.tracking.mlflow_run import tag_model
 
@@ -242,7 +242,8 @@ def _train_and_finish(run: Run, lease: RunLease | None) -> int:
         if trained.preempted or not checkpointer.drain_final():  # SIGTERM while training, or while uploads drained
             code = checkpointer.leave_after_preemption(state.global_step)
             if run.is_main:
-                write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
+                write_stop_status(run.store, run.layout, code, stopped_at=state.global_step,
+                                  saved_through=checkpointer.saved_through(), max_steps=state.max_steps)
             return code
         if trained.pruned_at is not None:  # a sweep stopped this trial: its checkpoint landed, no model is committed
             if run.is_main:
