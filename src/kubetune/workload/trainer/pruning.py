@@ -73,8 +73,11 @@ class PruneCallback(TrainerCallback):
         try:
             if self.verdict_s is not None:
                 self._report(step, metrics)
+                asked = time.monotonic()
                 verdict = self._wait_for_verdict(step)
                 if verdict is not None:
+                    print(f"kubetune: the sweep's verdict on step {step}: {verdict} "
+                          f"(after {time.monotonic() - asked:.1f} s)", flush=True)
                     return verdict == "prune"
                 print(f"kubetune: no verdict from the sweep on step {step} within {self.verdict_s:g} s: going on",
                       flush=True)
