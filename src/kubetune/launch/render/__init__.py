@@ -69,7 +69,7 @@ import yaml
 from kubetune.contract import names as kn
 from kubetune.contract.model_ref import check_model_ref, check_model_stage
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
+from kubetune.launch.render.jobs import ELASTIC_MIN_K8S, configmap, evaluate_job, predict_job, train_cronjob, train_job
 from kubetune.launch.render.initializer import init_container, initializer_replicated_job
 from kubetune.launch.render.jobset import train_jobset
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
@@ -129,9 +129,31 @@ def render_objects(
         if engine != kn.ENGINE_JOB:
             raise RenderError(f"--schedule renders a CronJob of Jobs; it does not take --engine {engine}")
     version = k8s_version or supported_versions()[0]
+    if spec.resources.elastic and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
+        version = _elastic_version(spec, engine, version, explicit=k8s_version is not None)
     objs = json.loads(json.dumps(_build(spec, stage, schedule, predict, model, engine)))  # plain data, no shared sub-dicts
     validate_objects(objs, version)
     return objs
+
+
+def _elastic_version(spec: JobSpec, engine: str, version: str, explicit: bool) -> str:
+    """A node range renders only as a Job, on Kubernetes 1.31 or newer (`jobs.elastic_fields`):
+    the version to check against (by default the oldest that runs it), or one line refusing it.
+    JobSet and TrainJob have no elastic form that follows lost pods (docs/elastic.md)."""
+    from kubetune.launch.validate import normalize_version
+
+    nodes = f"resources.nodes {{min: {spec.resources.min_nodes}, max: {spec.resources.max_nodes}}}"
+    if engine != kn.ENGINE_JOB:
+        raise RenderError(f"{nodes}: a range runs only with the job engine, not --engine {engine} "
+                          "(docs/elastic.md#engines)")
+    wanted = tuple(int(part) for part in normalize_version(version).split("."))
+    if wanted >= ELASTIC_MIN_K8S:
+        return version
+    needed = ".".join(map(str, ELASTIC_MIN_K8S))
+    if explicit:
+        raise RenderError(f"{nodes}: an elastic Job needs Kubernetes {needed} or newer (successPolicy); "
+                          f"--k8s-version {version}")
+    return needed
 
 
 def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None,
