@@ -38,6 +38,9 @@ Commands: one process per pod runs `python -m <the stage's entrypoint module> --
 (torchrun with the workers' exit codes kept); several pods meet in a c10d rendezvous at
 `<name>-train-0.<name>-workers:<rendezvous_port>` with `--max-restarts=<train.max_restarts>`, so a
 failed rank restarts the whole gang from LATEST (docs/recovery.md, "Recovery of multi-node runs").
+A node range (`resources.nodes: {min, max}`) renders `--nnodes=MIN:MAX` and the train Job's
+per-index retries and success rule (`jobs.elastic_fields`), for Kubernetes 1.31 or newer and
+the job engine only (docs/elastic.md).
 
 Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
 (preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit
