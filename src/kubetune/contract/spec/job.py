@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
-from kubetune.contract.spec.checks import check_image, check_uri
-from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
+from kubetune.contract.spec.checks import check_checkpoint_every, check_image, check_uri
+from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict, check_elastic_engine
 from kubetune.contract.spec.loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec.retrain import PromotionSpec, RetrainSpec
 from kubetune.contract.spec.sweep import SweepSpec, check_sweep
@@ -197,7 +197,9 @@ class TrainSpec(Strict):
     early_stopping: EarlyStoppingSpec | None = Field(default=None, description="stop when a validation metric stops improving")
     freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="which pretrained weights stay fixed")
     lora: LoraSpec | None = Field(default=None, description="train LoRA adapters; the pretrained weights stay fixed")
-    checkpoint_every: int | None = Field(default=None, gt=0, description="steps; each epoch when unset")
+    checkpoint_every: Annotated[int | Literal["auto"] | None, BeforeValidator(check_checkpoint_every)] = Field(default=None, description=(
+        "steps; each epoch when unset; auto: from the measured save cost and resources.interruptions_per_hour "
+        "(Young/Daly, docs/elastic.md#checkpoint_every-auto)"))
     keep_checkpoints: int = Field(default=2, gt=0, description="committed checkpoints kept while training: the newest, and the best")
     keep_checkpoints_after_success: int = Field(
         default=0, ge=0,
@@ -346,6 +348,7 @@ class JobSpec(Strict):
         if self.train.lora is not None and (freeze.encoder or freeze.embeddings or freeze.lower_layers):
             raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
         check_speed_structure(self)  # 4bit without LoRA, FSDP on fewer than 2 GPUs, ...
+        check_elastic_engine(self.resources, self.kubernetes)  # a node range on JobSet or TrainJob
         return self
 
     @model_validator(mode="after")

@@ -31,8 +31,8 @@ EXIT_JOB_FAILED = 1
 def trial_objects(spec: JobSpec, sweep: str, number: int, k8s_version: str | None = None,
                   verdict_s: float | None = None) -> list[dict[str, Any]]:
     """The objects of trial `number` of `sweep` (its spec: `trials.trial_spec`)."""
-    from kubetune.launch.render import render_objects
-    from kubetune.launch.validate import supported_versions, validate_objects
+    from kubetune.launch.render import default_k8s_version, render_objects
+    from kubetune.launch.validate import validate_objects
 
     objs = render_objects(spec, stage=kn.STAGE_TRAIN, k8s_version=k8s_version)
     mark_trial(objs, sweep, number, verdict_s)
@@ -42,7 +42,7 @@ def trial_objects(spec: JobSpec, sweep: str, number: int, k8s_version: str | Non
                 codes = rule.get("onExitCodes")
                 if rule["action"] == "FailJob" and codes and EXIT_BAD_INPUT in codes["values"]:
                     codes["values"] = sorted({*codes["values"], EXIT_PRUNED})
-    validate_objects(objs, k8s_version or supported_versions()[0])
+    validate_objects(objs, k8s_version or default_k8s_version(spec, kn.STAGE_TRAIN))
     return objs
 
 

@@ -180,8 +180,11 @@ def _commit_model(run: Run, out: Path, checkpointer: Any, step: int) -> None:
 def run_summary(trainer: Any, result: Any) -> dict:
     """`metrics/summary.json`: the step, which metric chose the best checkpoint and its value,
     that checkpoint by its folder name in the store (`step-000023`), and the Trainer's final
-    metrics (`train_loss` once: the Trainer's `training_loss` is the same number)."""
+    metrics (`train_loss` once: the Trainer's `training_loss` is the same number); under
+    `train.checkpoint_every: auto`, the intervals chosen (`checkpoint_interval`)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from kubetune.workload.trainer.checkpoint_interval import interval_summary
 
     best = trainer.state.best_model_checkpoint
     name = Path(best).name if best else ""
@@ -195,6 +198,7 @@ def run_summary(trainer: Any, result: Any) -> dict:
         "best_step": step,
         "best_checkpoint": checkpoint_name(step) if step is not None else None,
         **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        **interval_summary(trainer.callback_handler.callbacks),  # checkpoint_every: auto's choices
     }
 
 
