@@ -16,6 +16,7 @@ from kubetune.cli.arguments import (
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.model_ref import check_model_stage
+from kubetune.contract.spec.checks import check_writable_uri
 from kubetune.contract.spec.job import JobSpec, SpecError, load_spec
 
 # After the headline metrics, the summary's `test:` line shows how many samples they were scored on.
@@ -163,7 +164,7 @@ def print_summary(spec: JobSpec, wall_seconds: float | None = None, model: str |
         metrics = store.read_json(metrics_path)
         print(f"test:    {_test_numbers(metrics)}")
         if metrics.get("data"):
-            print(f"data:    {metrics['data']} ({_scored_split(spec, metrics)})")
+            print(f"data:    {metrics['data']} ({_scored_split(spec, metrics)}{_provenance_note(store, layout, metrics)})")
         print(f"metrics: {store.url(metrics_path)}")
 
 
@@ -186,6 +187,20 @@ def _picked_by(spec: JobSpec, store: Any) -> str:
     if d.validation:
         return f"data.validation, {store.resolve(d.validation)}"
     return f"{d.validation_split:.0%} of data.train held out, seed {d.split_seed}"
+
+
+def _provenance_note(store: Any, layout: Any, metrics: dict[str, Any]) -> str:
+    """What the run's lineage says of the scored data's origin (its provenance file): synthetic
+    data say that their accuracy shows the mechanics only; real data name their source."""
+    if not store.exists(layout.lineage):
+        return ""
+    provenance = (store.read_json(layout.lineage).get("provenance") or {})
+    found = provenance.get(str(metrics.get("split") or "data.test")) or next(iter(provenance.values()), None)
+    if not isinstance(found, dict):
+        return ""
+    if found.get("synthetic"):
+        return f"; {found.get('note') or 'synthetic data: the accuracy shows the mechanics, not quality'}"
+    return f"; from {found.get('source')}, licence: {found.get('licence')}" if found.get("source") else ""
 
 
 def _scored_split(spec: JobSpec, metrics: dict[str, Any]) -> str:
@@ -213,6 +228,10 @@ def predict_args(args: argparse.Namespace) -> dict[str, str] | None:
         return None
     if not args.input or not args.output:
         raise SpecError("--stage predict needs --input URI and --output URI")
+    try:
+        check_writable_uri(args.output)
+    except ValueError as exc:
+        raise SpecError(f"--output: {exc}") from None
     return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {}),
             **({"model": args.model} if args.model is not None else {})}
 

@@ -26,7 +26,7 @@ from kubetune.workload.errors import DataError
 
 # What identifies a file's content; `mtime` only where none of these is known (a local file
 # over lineage.HASH_LIMIT).
-IDENTITY = ("size", "etag", "version_id", "sha256")
+IDENTITY = ("size", "etag", "version_id", "sha256", "revision")
 
 Records = dict[str, list[dict[str, Any]]]
 

@@ -22,6 +22,7 @@ from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_def
 from kubetune.integrity import commit_verified
 from kubetune.storage import Store, is_space_error
 from kubetune.workload.data.lineage import DATA_FIELDS, build_lineage, data_records
+from kubetune.workload.data.hub_revisions import commits_of
 from kubetune.workload.data.pinning import check_inputs, read_attempts, record_attempt
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
@@ -91,6 +92,9 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
+    pinned = pinned if pinned is not None else PinnedData()
+    # A later attempt reads the hf:// commits its run's first attempt pinned, not a branch's newest.
+    pinned.hub_commits.update(commits_of(read_attempts(store, layout).get("pinned")))
     checked = checks(spec, store, pinned)
     records = data_records(checked.pinned, DATA_FIELDS)
     check_inputs(store, layout, records)  # a resumed attempt trains on the files the run started with
