@@ -17,6 +17,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.model_ref import check_model_stage
 from kubetune.contract.spec.checks import check_writable_uri
+from kubetune.contract.spec.kubernetes import credentials_problem
 from kubetune.contract.spec.job import JobSpec, SpecError, load_spec
 
 # After the headline metrics, the summary's `test:` line shows how many samples they were scored on.
@@ -25,6 +26,9 @@ SAMPLES_METRIC = "num_samples"
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, args.overrides)
+    problem = credentials_problem(spec.storage.root, spec.kubernetes)  # what a cluster's pods would lack
+    if problem:
+        raise SpecError(f"{args.job}: {problem}")
     print(spec.to_yaml(), end="")
     print_public_https(spec)
     if not args.data:
@@ -164,8 +168,11 @@ def print_summary(spec: JobSpec, wall_seconds: float | None = None, model: str |
         metrics = store.read_json(metrics_path)
         print(f"test:    {_test_numbers(metrics)}")
         if metrics.get("data"):
-            print(f"data:    {metrics['data']} ({_scored_split(spec, metrics)}{_provenance_note(store, layout, metrics)})")
+            print(f"data:    {metrics['data']} ({_scored_split(spec, metrics)})")
         print(f"metrics: {store.url(metrics_path)}")
+    origin = _training_data_origin(store, layout)
+    if origin:
+        print(f"origin:  {origin}")
 
 
 def _test_numbers(metrics: dict[str, Any]) -> str:
@@ -189,18 +196,18 @@ def _picked_by(spec: JobSpec, store: Any) -> str:
     return f"{d.validation_split:.0%} of data.train held out, seed {d.split_seed}"
 
 
-def _provenance_note(store: Any, layout: Any, metrics: dict[str, Any]) -> str:
-    """What the run's lineage says of the scored data's origin (its provenance file): synthetic
-    data say that their accuracy shows the mechanics only; real data name their source."""
+def _training_data_origin(store: Any, layout: Any) -> str | None:
+    """Where the run's training data came from, as its lineage copied their provenance file:
+    synthetic data say that the accuracy shows the mechanics only; real data name their source
+    and licence. None when the data carry no provenance."""
     if not store.exists(layout.lineage):
-        return ""
-    provenance = (store.read_json(layout.lineage).get("provenance") or {})
-    found = provenance.get(str(metrics.get("split") or "data.test")) or next(iter(provenance.values()), None)
+        return None
+    found = (store.read_json(layout.lineage).get("provenance") or {}).get("data.train")
     if not isinstance(found, dict):
-        return ""
+        return None
     if found.get("synthetic"):
-        return f"; {found.get('note') or 'synthetic data: the accuracy shows the mechanics, not quality'}"
-    return f"; from {found.get('source')}, licence: {found.get('licence')}" if found.get("source") else ""
+        return f"data.train: {found.get('note') or 'synthetic data: the accuracy shows the mechanics, not quality'}"
+    return f"data.train: {found.get('source')} (licence: {found.get('licence')})"
 
 
 def _scored_split(spec: JobSpec, metrics: dict[str, Any]) -> str:
