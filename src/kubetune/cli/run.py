@@ -17,7 +17,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.model_ref import check_model_stage
 from kubetune.contract.spec.checks import check_writable_uri
-from kubetune.contract.spec.kubernetes import credentials_problem
+from kubetune.contract.spec.credentials import credentials_problem
 from kubetune.contract.spec.job import JobSpec, SpecError, load_spec
 
 # After the headline metrics, the summary's `test:` line shows how many samples they were scored on.

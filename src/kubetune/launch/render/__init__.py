@@ -73,7 +73,7 @@ from kubetune.launch.render.jobs import (configmap, evaluate_job, identity_servi
                                          train_job)
 from kubetune.launch.render.initializer import init_container, initializer_replicated_job
 from kubetune.launch.render.jobset import train_jobset
-from kubetune.contract.spec.kubernetes import credentials_problem
+from kubetune.contract.spec.credentials import credentials_problem
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
 from kubetune.launch.render.network import headless_service, network_policy
 from kubetune.launch.render.pod import RUN_AS_USER, evaluate_command

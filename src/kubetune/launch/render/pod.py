@@ -13,7 +13,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.profiles import cpu_cores, default_cpu, default_memory, threads_per_process
 from kubetune.contract.spec.job import JobSpec
-from kubetune.contract.spec.kubernetes import GCS_SCHEMES
+from kubetune.contract.spec.credentials import GCS_SCHEMES
 from kubetune.launch.render.naming import Names
 
 # The user the images run as (docker/Dockerfile); high, so it matches no host user.
