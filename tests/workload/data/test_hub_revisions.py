@@ -101,3 +101,16 @@ def test_an_hf_model_source_is_pinned_and_downloaded_once(hub_endpoint, minilm_d
         minilm_dir / "config.json").read_bytes()
     with pytest.raises(ModelSourceError, match=r"^model.source: .*has no revision 'nope'"):
         check_model_source(store, f"hf://{repo.repo_id}", revision="nope")
+
+
+def test_a_hub_that_does_not_answer_is_a_transient_fault(monkeypatch, tmp_path):
+    """Refused at once here (a closed port): StoreUnavailableError, which the entrypoints exit
+    with EXIT_STORE_UNAVAILABLE and the Job retries; not a user error."""
+    from huggingface_hub import constants
+
+    from kubetune.storage import StoreUnavailableError
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(StoreUnavailableError, match=r"^data.train: hf://datasets/org/d/x.csv: the Hugging Face Hub is "
+                                                   r"unreachable"):
+        split_files(Store(str(tmp_path)), "hf://datasets/org/d/x.csv", "data.train", PinnedData())

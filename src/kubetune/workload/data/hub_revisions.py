@@ -22,6 +22,7 @@ from kubetune.storage import StoreUnavailableError, is_transient
 
 SCHEME = "hf://"
 DEFAULT_REVISION = "main"
+REQUEST_TIMEOUT_S = 30.0  # a Hub that accepts and never answers fails the run's start, not hangs it
 _PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
@@ -74,7 +75,7 @@ def _commit(repo_type: str, repo_id: str, revision: str, what: str, error: type[
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        return HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision).sha
+        return HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision, timeout=REQUEST_TIMEOUT_S).sha
     except RevisionNotFoundError:
         raise error(f"{what}: the Hub repository {repo_id} has no revision {revision!r}") from None
     except RepositoryNotFoundError:
