@@ -23,13 +23,15 @@ from kubetune.workload.errors import ModelSourceError
 HF_CONFIG = "config.json"
 
 
-def check_model_source(store: Store, source: str, field: str = "model.source", revision: str | None = None) -> str:
+def check_model_source(store: Store, source: str, field: str = "model.source", revision: str | None = None,
+                       commits: dict[str, str] | None = None) -> str:
     """Validate cheaply, before anything is loaded. Returns the resolved URI (an hf:// one read
-    at the commit its revision, else `revision`, names now: `hub_revisions.pin`), or the hub id."""
+    at the commit its revision, else `revision`, names now, or the run's in `commits`:
+    `hub_revisions.pin`), or the hub id."""
     if has_scheme(source) or is_explicit_local(source):
         url = store.resolve(source)
         if is_hub_uri(url):
-            url = pin(url, field, {}, ModelSourceError, default_revision=revision)[0]
+            url = pin(url, field, {} if commits is None else commits, ModelSourceError, default_revision=revision)[0]
         _require_hf_folder(store, url, field)
         return url
     url = store.resolve(source)
