@@ -6,8 +6,10 @@ start and again after a restart would mix two versions of the data without notic
 once, as the run begins, to the commit its revision names then (`pin`, one request to the
 Hub's revision endpoint), and read at that commit only: `hf://datasets/org/name@<sha>/path`.
 The commit goes into the run's `lineage.json` with each file (`revision`, and `hub_ref`, the
-revision as written); a later attempt of the same run reads the commits its first attempt
-recorded (`commits_of`), not the branch's newest, so a resume trains on the data it began with.
+revision as written), and the run's attempts.json keeps every pinned revision (data and model:
+`hub_commits`); a later attempt of the same run reads the commits its first attempt recorded
+(`commits_of` and `hub_commits`, given to `pin`), not the branch's newest, so a resume trains on
+the data and model it began with.
 
 The files are read by huggingface_hub's `HfFileSystem` (fsspec's `hf://`), which takes the
 endpoint from `HF_ENDPOINT` and a token from `HF_TOKEN`, as every Hub client does.
