@@ -114,3 +114,20 @@ def test_a_hub_that_does_not_answer_is_a_transient_fault(monkeypatch, tmp_path):
     with pytest.raises(StoreUnavailableError, match=r"^data.train: hf://datasets/org/d/x.csv: the Hugging Face Hub is "
                                                    r"unreachable"):
         split_files(Store(str(tmp_path)), "hf://datasets/org/d/x.csv", "data.train", PinnedData())
+
+
+def test_a_streamed_hub_split_is_read_piece_by_piece_at_its_commit(hub_endpoint, sst2, tmp_path):
+    from kubetune.workload.data.streaming import read_head, streaming_source
+
+    store = Store(str(tmp_path / "store"))
+    spec = validate_spec({"name": "hub", "model": {"source": "models/m"},
+                          "data": {"train": f"hf://datasets/{sst2.repo_id}/data/train-*.parquet", "streaming": True,
+                                   "validation": f"hf://datasets/{sst2.repo_id}/data/validation-00000-of-00001.parquet",
+                                   "columns": {"text": "sentence", "label": "label"}},
+                          "storage": {"root": str(tmp_path / "store")}})
+    pinned = resolve_data(spec, store)
+    source = streaming_source(spec, store, pinned)
+    head = read_head(source, 5, pinned)
+    assert len(head) == 5 and {"sentence", "label"} <= set(head[0])
+    (uri,) = source.urls
+    assert f"@{sst2.refs['main']}/" in uri and pinned.rows[uri] == 240  # from the parquet footer
