@@ -165,3 +165,12 @@ def test_a_workload_identity_without_its_parts_is_one_line(kubernetes, says):
 
     with pytest.raises(SpecError, match=says):
         spec_for("s3://bucket/runs", **kubernetes)
+
+
+@pytest.mark.parametrize("engine", ["jobset", "trainjob"])
+def test_the_other_engines_pods_carry_the_identity_too(engine):
+    spec = spec_for("az://container/runs", service_account="trainer", workload_identity={"azure_client_id": CLIENT_ID})
+    objs = render_objects(spec, stage="train", engine=engine)
+    assert [o["kind"] for o in objs].count("ServiceAccount") == 1
+    text = json.dumps([o for o in objs if o["kind"] in ("JobSet", "TrainJob")])
+    assert '"azure.workload.identity/use": "true"' in text and '"serviceAccountName": "trainer"' in text
