@@ -27,6 +27,7 @@ import hashlib
 import logging
 import re
 import threading
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlencode
 
@@ -54,7 +55,7 @@ class Repo:
 
     def commit(self, files: dict[str, bytes], branch: str = "main") -> str:
         """A new commit holding `files` (the whole tree); `branch` moves to it. Returns its sha."""
-        sha = hashlib.sha1(f"{self.repo_id}\n{len(self.commits)}\n{sorted(files)}".encode()).hexdigest()
+        sha = hashlib.sha1(uuid.uuid4().bytes).hexdigest()  # unique, as a commit's is: no two trees share one
         self.commits[sha] = dict(files)
         self.refs[branch] = sha
         return sha
