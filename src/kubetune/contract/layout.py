@@ -11,6 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# Beside a dataset's files (not under runs/): where they came from, their licence, and whether
+# they are synthetic (`kubetune prepare-quickstart` writes one); a run's lineage.json copies it.
+PROVENANCE_FILE = "provenance.json"
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -123,6 +127,19 @@ class RunLayout:
         the run checks for it at each evaluation and leaves at that checkpoint with
         exitcodes.EXIT_PRUNED. Its content is the controller's reason, one line."""
         return self._p("PRUNE")
+
+    @property
+    def sweep_evaluations(self) -> str:
+        """A sweep's trial writes each evaluation's metrics here at once, `{step: {metric: value}}`
+        (not through the background uploader that carries metrics/train.jsonl), so the sweep's
+        controller can judge the step while the trial waits for its verdict (docs/sweeps.md)."""
+        return self._p("sweep", "evaluations.json")
+
+    @property
+    def sweep_verdicts(self) -> str:
+        """The sweep's controller's answer to each of those evaluations, `{step: "continue" | "prune"}`:
+        the trial goes on, or leaves at this step's checkpoint."""
+        return self._p("sweep", "verdicts.json")
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ ENV_RUN = "KUBETUNE_RUN"
 # the trial's tracker runs are grouped by sweep (MLflow tags, the W&B group).
 ENV_SWEEP = "KUBETUNE_SWEEP"
 ENV_TRIAL = "KUBETUNE_TRIAL"
+# Set on a trial whose sweep prunes: at each evaluation the trial waits up to this many seconds
+# for the controller's verdict on that step (RunLayout.sweep_verdicts), then goes on without it.
+ENV_SWEEP_VERDICT_SECONDS = "KUBETUNE_SWEEP_VERDICT_SECONDS"
 # Pods of a multi-pod Job: how many, and which one this is (the completion index).
 ENV_NUM_NODES = "KUBETUNE_NUM_NODES"
 ENV_NODE_RANK = "KUBETUNE_NODE_RANK"
@@ -118,6 +121,7 @@ ENV_HF_HOME = "HF_HOME"
 ENV_HOME = "HOME"
 ENV_TMPDIR = "TMPDIR"
 ENV_AWS_CREDENTIALS_FILE = "AWS_SHARED_CREDENTIALS_FILE"
+ENV_GCP_CREDENTIALS_FILE = "GOOGLE_APPLICATION_CREDENTIALS"  # a gs:// root's key file (storage_credentials: file)
 # Set by the Job controller in every pod of an Indexed Job.
 ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
 # Weights & Biases (`tracking.wandb`): the renderer sets the project, entity and the folder the
@@ -150,6 +154,7 @@ RENDERED_ENV = frozenset(
         ENV_HOME,
         ENV_TMPDIR,
         ENV_AWS_CREDENTIALS_FILE,
+        ENV_GCP_CREDENTIALS_FILE,
         ENV_COMPLETION_INDEX,
         "PYTHONUNBUFFERED",
         "PYTHONDONTWRITEBYTECODE",

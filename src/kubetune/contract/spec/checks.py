@@ -12,10 +12,12 @@ import re
 from typing import Any
 
 # Schemes a store or data URI may use: the object stores kubetune installs a file system for
-# (s3fs; gcsfs and adlfs with the `gcs` and `azure` extras, docs/storage.md), fsspec's built-in
-# local and in-memory ones. Anything else (ftp://, a typo) would fail
-# deep inside fsspec with a traceback.
-SUPPORTED_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file", "memory")
+# (s3fs; gcsfs and adlfs with the `gcs` and `azure` extras, docs/storage.md; huggingface_hub's
+# HfFileSystem for hf://), fsspec's built-in local and in-memory ones. Anything else (ftp://, a
+# typo) would fail deep inside fsspec with a traceback.
+SUPPORTED_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file", "memory", "hf")
+# Schemes kubetune only reads (data, model.source): never a place anything is written.
+READ_ONLY_SCHEMES = ("hf",)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 # Kubernetes: metadata.annotations, keys and values together, at most 256 KiB
@@ -42,6 +44,16 @@ TOLERATION_OPERATORS = ("Exists", "Equal")
 TAINT_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
+def check_endpoint(value: str | None, root: str | None) -> str | None:
+    """`storage.endpoint_url`: an http(s) URL, for an S3 or GCS store; an Azure store's endpoint
+    comes with its account (AZURE_STORAGE_*), so one given in the spec would be silently unused."""
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http(s):// URL")
+    if value and str(root or "").lower().startswith(("az://", "abfs://", "abfss://")):
+        raise ValueError("not used for Azure Blob (az://, abfs://): the endpoint comes with AZURE_STORAGE_*")
+    return value
+
+
 def check_uri(value: str | None) -> str | None:
     """A URI with a scheme kubetune can read, or a path; a store-relative path (no scheme, not
     `/`, `./`, `../` or `~`) must stay under `storage.root` once `..` segments are resolved."""
@@ -59,6 +71,17 @@ def check_uri(value: str | None) -> str | None:
         normal = posixpath.normpath(value)
         if normal == ".." or normal.startswith("../"):
             raise ValueError("a path relative to storage.root must stay under it ('..' climbs out)")
+    return value
+
+
+def check_writable_uri(value: str | None) -> str | None:
+    """`check_uri`, for a place kubetune writes to (storage.root, predictions): a read-only
+    store (the Hugging Face Hub) is refused."""
+    value = check_uri(value)
+    match = _SCHEME.match(value or "")
+    if match and match.group(1).lower() in READ_ONLY_SCHEMES:
+        raise ValueError(f"{match.group(1)}:// is read-only (the Hugging Face Hub): kubetune writes here; "
+                         f"use a local folder or {', '.join(s + '://' for s in SUPPORTED_SCHEMES if s not in READ_ONLY_SCHEMES)}")
     return value
 
 
@@ -104,3 +127,13 @@ def check_tolerations(tolerations: list[dict[str, Any]]) -> list[dict[str, Any]]
         if isinstance(key, str) and key:
             check_qualified_key(key)
     return tolerations
+
+
+def check_checkpoint_every(value: Any) -> Any:
+    """`train.checkpoint_every`: a number of steps or `auto`, in one message (a union's errors
+    would name each of its arms)."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a number of steps (at least 1) or auto (got {value!r})")
+    return value

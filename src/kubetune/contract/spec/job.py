@@ -14,16 +14,15 @@ This module must stay light (pydantic + yaml only): the launcher imports it on a
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
-from kubetune.contract.spec.checks import check_image, check_uri
-from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
+from kubetune.contract.spec.checks import check_checkpoint_every, check_endpoint, check_image, check_uri, check_writable_uri
+from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict, check_elastic_engine
 from kubetune.contract.spec.loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec.retrain import PromotionSpec, RetrainSpec
 from kubetune.contract.spec.sweep import SweepSpec, check_sweep
@@ -88,8 +87,8 @@ class ModelSpec(Strict):
     """Where the pretrained weights come from: a store path, an object-store URI, a local
     folder (`/…`, `./…`) or, when none of those exists, a Hugging Face Hub id."""
 
-    source: str = Field(min_length=1, description="a path under storage.root, an s3:// URI, a local folder or a Hub id")
-    revision: str | None = Field(default=None, description="Hub branch, tag or commit of model.source and the tokenizer")
+    source: str = Field(min_length=1, description="a path under storage.root, an s3:// or hf://org/name[@rev] URI, a local folder or a Hub id")
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit of model.source and the tokenizer (a Hub id, or an hf:// URI without @rev)")
     tokenizer: str | None = Field(default=None, description="defaults to model.source")
 
     _uris = field_validator("source", "tokenizer")(lambda cls, v: check_uri(v))
@@ -108,7 +107,7 @@ class QuestionAnsweringSpec(Strict):
 class DataSpec(Strict):
     """Dataset files and how their columns map to the task's roles."""
 
-    train: str = Field(min_length=1, description="a file, glob or prefix (resolved as a run starts); relative: under storage.root")
+    train: str = Field(min_length=1, description="a file, glob or prefix (resolved as a run starts; an hf:// one pinned to a commit); relative: under storage.root")
     validation: str | None = Field(default=None, description="picks the best model; unset: data.validation_split of train held out")
     test: str | None = Field(default=None, description="what evaluate scores (unset: data.validation); the retrain gate's default")
     format: DataFormat | None = Field(default=None, description="inferred from the file extension when unset")
@@ -197,7 +196,9 @@ class TrainSpec(Strict):
     early_stopping: EarlyStoppingSpec | None = Field(default=None, description="stop when a validation metric stops improving")
     freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="which pretrained weights stay fixed")
     lora: LoraSpec | None = Field(default=None, description="train LoRA adapters; the pretrained weights stay fixed")
-    checkpoint_every: int | None = Field(default=None, gt=0, description="steps; each epoch when unset")
+    checkpoint_every: Annotated[int | Literal["auto"] | None, BeforeValidator(check_checkpoint_every)] = Field(default=None, description=(
+        "steps; each epoch when unset; auto: from the measured save cost and resources.interruptions_per_hour "
+        "(Young/Daly, docs/elastic.md#checkpoint_every-auto)"))
     keep_checkpoints: int = Field(default=2, gt=0, description="committed checkpoints kept while training: the newest, and the best")
     keep_checkpoints_after_success: int = Field(
         default=0, ge=0,
@@ -248,8 +249,7 @@ class StorageSpec(Strict):
     """Where runs live. Credentials come from each store's environment, never the spec (docs/storage.md)."""
 
     root: str = Field(default=".kubetune", min_length=1, description="local folder, s3://, gs:// or az://bucket/prefix")
-    endpoint_url: str | None = Field(default=None, description="any S3-compatible endpoint (MinIO, Ceph, R2, ...), or "
-                                     "a GCS one for gs://; not for az:// (it comes with the AZURE_STORAGE_* account)")
+    endpoint_url: str | None = Field(default=None, description="an S3-compatible (MinIO, R2, ...) or GCS endpoint; not az://")
     region: str | None = Field(default=None, description="the S3 region, for stores that need one")
     startup_timeout_seconds: float = Field(
         default=300, ge=0,
@@ -264,17 +264,12 @@ class StorageSpec(Strict):
         "stops writing (keep it above the store's read timeout)",
     )
 
-    _uris = field_validator("root")(lambda cls, v: check_uri(v))
+    _uris = field_validator("root")(lambda cls, v: check_writable_uri(v))
 
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint_is_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s):// URL")
-        if value and str(info.data.get("root", "")).lower().startswith(("az://", "abfs://", "abfss://")):
-            raise ValueError("not used for Azure Blob (az://, abfs://): the account and its endpoint come from "
-                             "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_NAME")
-        return value
+        return check_endpoint(value, info.data.get("root"))
 
 
 # Parts of a spec that define what a run computes; storage, resources and image may change
@@ -350,6 +345,7 @@ class JobSpec(Strict):
         if self.train.lora is not None and (freeze.encoder or freeze.embeddings or freeze.lower_layers):
             raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
         check_speed_structure(self)  # 4bit without LoRA, FSDP on fewer than 2 GPUs, ...
+        check_elastic_engine(self.resources, self.kubernetes)  # a node range on JobSet or TrainJob
         return self
 
     @model_validator(mode="after")

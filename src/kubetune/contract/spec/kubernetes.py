@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV, Engine
+from kubetune.contract.names import ENGINE_JOB, ENV_PREFIX, RENDERED_ENV, Engine
 from kubetune.contract.profiles import PROFILES
 from kubetune.contract.spec.checks import check_annotations, check_tolerations
+from kubetune.contract.spec.credentials import WorkloadIdentity
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -66,6 +67,11 @@ class ResourcesSpec(Strict):
     gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod (nvidia.com/gpu); 0: CPU only")
     cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
     memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
+    interruptions_per_hour: float = Field(
+        default=0.0, ge=0,
+        description="expected interruptions of the job per hour (spot or preemptible capacity), for "
+        "train.checkpoint_every: auto; 0: none expected, auto uses its longest interval (docs/elastic.md)",
+    )
     threads_per_process: int | None = Field(
         default=None, gt=0,
         description="CPU threads of each process (OMP_NUM_THREADS, MKL_NUM_THREADS, the tokenizers' pool); "
@@ -113,6 +119,25 @@ class ResourcesSpec(Strict):
         """Whether the gang may change size (a range whose ends differ)."""
         return self.min_nodes != self.max_nodes
 
+    @model_validator(mode="after")
+    def _range_fits_profile(self) -> ResourcesSpec:
+        """An elastic gang grows back onto the profile's nodes: its replacement pods must fit
+        them. A range is refused when its `gpus_per_node` exceeds the GPUs of the profile's nodes,
+        or when a profile of several nodes (gpu-8x4) has fewer than the range's `max`: the gang
+        could never reach `max`, and Kueue admits all `max` pods or none. A fixed size keeps the
+        profile's rule (a field the spec sets wins)."""
+        preset = PROFILES.get(self.profile or "")
+        if not self.elastic or preset is None:
+            return self
+        gpus, nodes = int(preset["gpus_per_node"]), int(preset["nodes"])
+        if self.gpus_per_node > gpus:
+            raise ValueError(f"gpus_per_node {self.gpus_per_node} with nodes {{min: {self.min_nodes}, max: "
+                             f"{self.max_nodes}}}: profile {self.profile}'s nodes have {gpus} GPUs")
+        if nodes > 1 and self.max_nodes > nodes:
+            raise ValueError(f"nodes {{min: {self.min_nodes}, max: {self.max_nodes}}}: profile {self.profile} "
+                             f"has {nodes} nodes; max must be at most {nodes}")
+        return self
+
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, name: str | None) -> str | None:
@@ -124,6 +149,14 @@ class ResourcesSpec(Strict):
     @classmethod
     def _quantity(cls, value: Any) -> Any:
         return _check_quantity(value)
+
+
+def check_elastic_engine(resources: ResourcesSpec, kubernetes: KubernetesSpec) -> None:
+    """A node range renders only as an Indexed Job (docs/elastic.md#engines): JobSet and Kubeflow
+    Trainer have no elastic form that replaces one lost pod while the others train on."""
+    if resources.elastic and kubernetes.engine != ENGINE_JOB:
+        raise ValueError(f"resources.nodes: a range {{min: {resources.min_nodes}, max: {resources.max_nodes}}} runs "
+                         f"only with kubernetes.engine job, not {kubernetes.engine} (docs/elastic.md#engines)")
 
 
 def _check_quantity(value: Any) -> Any:
@@ -220,12 +253,19 @@ class KubernetesSpec(Strict):
     priority_class: str | None = Field(default=None, description="the pods' PriorityClass (priorityClassName)")
     storage_secret: str | None = Field(
         default="kubetune-storage",
-        description="Secret with S3 credentials; null when pods get them otherwise (IRSA, workload identity)",
+        description="Secret with the store's credentials; null when pods get them otherwise (IRSA, "
+        "kubernetes.workload_identity, which makes null the default)",
     )
     storage_credentials: Literal["file", "env"] = Field(
         default="file",
-        description="file: the Secret's key `credentials` is an AWS credentials file (AWS_SHARED_CREDENTIALS_FILE); "
-        "env: the Secret's keys (AWS_ACCESS_KEY_ID, ...) become environment variables",
+        description="file: the Secret's key `credentials` is a credentials file (AWS_SHARED_CREDENTIALS_FILE for S3, "
+        "GOOGLE_APPLICATION_CREDENTIALS for gs://); env: the Secret's keys (AWS_ACCESS_KEY_ID, AZURE_STORAGE_*, ...) "
+        "become environment variables",
+    )
+    workload_identity: WorkloadIdentity | None = Field(
+        default=None,
+        description="the pods' cloud identity by GKE or Azure Workload Identity instead of a key in a Secret; "
+        "needs kubernetes.service_account",
     )
     cache_pvc: str | None = Field(default=None, description="PersistentVolumeClaim for the model/dataset cache")
     cache_size: str = Field(default="50Gi", description="size of the cache emptyDir when no cache_pvc is set")
@@ -325,6 +365,17 @@ class KubernetesSpec(Strict):
     def _public_https_restricts(self) -> KubernetesSpec:
         if self.public_https is not None and self.egress is None:
             raise ValueError("public_https: only with kubernetes.egress (unset, every destination is allowed)")
+        return self
+
+    @model_validator(mode="after")
+    def _identity_has_its_account(self) -> KubernetesSpec:
+        if self.workload_identity is None:
+            return self
+        if not self.service_account:
+            raise ValueError("workload_identity: needs kubernetes.service_account, the ServiceAccount the cloud "
+                             "identity trusts (kubetune renders it with the annotation)")
+        if "storage_secret" not in self.model_fields_set:  # the identity replaces the default Secret
+            object.__setattr__(self, "storage_secret", None)
         return self
 
     @model_validator(mode="after")

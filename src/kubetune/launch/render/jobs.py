@@ -10,6 +10,8 @@ from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec, SpecError
 from kubetune.launch.render.naming import Names
 from kubetune.launch.render.pod import (
+    AZURE_CLIENT_ID_ANNOTATION,
+    GKE_SERVICE_ACCOUNT_ANNOTATION,
     common_labels,
     evaluate_command,
     object_metadata,
@@ -59,6 +61,8 @@ def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[s
     # train_command); a lost pod costs one (the survivors wait for its replacement), but a lost
     # rank-0 pod takes the rendezvous store with it and fails every pod: `nodes` per incident.
     body["backoffLimit"] = k.backoff_limit * nodes
+    if stage == kn.STAGE_TRAIN and spec.resources.elastic:
+        body.update(elastic_fields(spec))
     body["activeDeadlineSeconds"] = k.active_deadline_seconds
     if k.ttl_seconds_after_finished is not None:
         body["ttlSecondsAfterFinished"] = k.ttl_seconds_after_finished
@@ -67,6 +71,27 @@ def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[s
     body["podReplacementPolicy"] = "Failed"
     body["template"] = pod_template(spec, n, stage, command)
     return body
+
+
+# Job fields an elastic gang needs and the Kubernetes version that has them on by default:
+# backoffLimitPerIndex and maxFailedIndexes (beta 1.29, GA 1.33), successPolicy (beta 1.31, GA 1.33).
+ELASTIC_MIN_K8S = (1, 31)
+
+
+def elastic_fields(spec: JobSpec) -> dict[str, Any]:
+    """The train Job of a node range (docs/elastic.md): each index retried on its own
+    (`backoffLimitPerIndex`: one failure per index per incident, where a fixed gang's shared
+    budget is `nodes` per incident), up to `max - min` indexes given up for good while the rest
+    trains on (`maxFailedIndexes`), and success when index 0 succeeds (`successPolicy`): its
+    agent hosts the rendezvous and its rank 0 commits the model, so its exit 0 means the gang
+    finished; the lingering pods (a replacement still pending, say) are then terminated instead
+    of keeping the Job open."""
+    r = spec.resources
+    return {
+        "backoffLimitPerIndex": spec.kubernetes.backoff_limit,
+        "maxFailedIndexes": r.max_nodes - r.min_nodes,
+        "successPolicy": {"rules": [{"succeededIndexes": "0"}]},
+    }
 
 
 def _queue_label(spec: JobSpec) -> dict[str, str]:
@@ -150,3 +175,17 @@ def train_cronjob(spec: JobSpec, n: Names, schedule: str) -> dict[str, Any]:
         },
     }
 
+
+def identity_service_account(spec: JobSpec, n: Names) -> dict[str, Any]:
+    """`kubernetes.service_account`, annotated for `kubernetes.workload_identity`: GKE maps it
+    to a Google service account, Azure to a client id (its pods also carry the label,
+    `pod.pod_template`). No token is mounted from it: the platform's own metadata server (GKE)
+    or projected token (Azure's webhook) gives the pods their identity. `kubetune submit` keeps
+    one that exists already (another job's)."""
+    identity = spec.kubernetes.workload_identity
+    assert identity is not None and spec.kubernetes.service_account
+    annotations = ({GKE_SERVICE_ACCOUNT_ANNOTATION: identity.gcp_service_account} if identity.gcp_service_account
+                   else {AZURE_CLIENT_ID_ANNOTATION: identity.azure_client_id})
+    metadata = object_metadata(spec, spec.kubernetes.service_account, "identity")
+    metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata, "automountServiceAccountToken": False}

@@ -13,10 +13,16 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.profiles import cpu_cores, default_cpu, default_memory, threads_per_process
 from kubetune.contract.spec.job import JobSpec
+from kubetune.contract.spec.credentials import GCS_SCHEMES
 from kubetune.launch.render.naming import Names
 
 # The user the images run as (docker/Dockerfile); high, so it matches no host user.
 RUN_AS_USER = 10001
+# Workload identity (kubernetes.workload_identity): the pod label Azure's webhook selects on, and
+# the ServiceAccount annotations GKE and Azure read (`jobs.identity_service_account`).
+AZURE_IDENTITY_LABEL = "azure.workload.identity/use"
+AZURE_CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+GKE_SERVICE_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
 # Label keys of the app.kubernetes.io family (recommended labels), on every object.
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -86,18 +92,33 @@ def train_command(
     # agent of completion index 0 to host it); when a worker fails, or a replaced pod's agent
     # joins, every agent stops its workers and the gang restarts from LATEST, up to
     # `train.max_restarts` times.
+    # An elastic range (docs/elastic.md): `--nnodes=MIN:MAX`, the same rendezvous; the agents
+    # also restart for each node lost, so their budget grows by `elastic_restarts`.
+    r = spec.resources
     return [
         "python",
         "-m",
         kn.DISTRUN_MODULE,
-        f"--nnodes={nodes}",
+        f"--nnodes={r.min_nodes}:{nodes}" if r.elastic else f"--nnodes={nodes}",
         f"--nproc-per-node={max(gpus, 1)}",
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={master_addr or n.master_addr(job_name)}:{spec.kubernetes.rendezvous_port}",
         f"--rdzv-id={job_name or n.train}",
-        f"--max-restarts={spec.train.max_restarts}",
+        f"--max-restarts={spec.train.max_restarts + (elastic_restarts(nodes) if r.elastic else 0)}",
         *entry,
     ]
+
+
+# An elastic gang's agents restart their workers once for each node lost (its peers' collectives
+# fail; torch counts that against --max-restarts, while a node joining does not count). The
+# budget for that: this many losses per node of the range's max, over one agent's life. An agent
+# that spends it exits, and the Job replaces its pod with a fresh budget (one failure of its index).
+LOSSES_PER_NODE = 8
+
+
+def elastic_restarts(max_nodes: int) -> int:
+    """The restarts an elastic gang's agents get on top of `train.max_restarts`: node losses."""
+    return LOSSES_PER_NODE * max_nodes
 
 
 def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:
@@ -194,7 +215,9 @@ def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
         {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(max(k.termination_grace_period_seconds - 15, 5))},
     ]
     if k.storage_secret and k.storage_credentials == "file":
-        env.append({"name": kn.ENV_AWS_CREDENTIALS_FILE, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
+        key_file = kn.ENV_GCP_CREDENTIALS_FILE if spec.storage.root.split("://", 1)[0] in GCS_SCHEMES \
+            else kn.ENV_AWS_CREDENTIALS_FILE
+        env.append({"name": key_file, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
     if _gpus(spec, stage) == 0:
         env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
     if spec.spec_file:  # the pod's error lines name the user's file, not the mounted copy
@@ -316,6 +339,8 @@ def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str], contai
     pod["containers"] = [container]
     pod["volumes"] = volumes
     labels = {**common_labels(spec, stage), kn.STAGE_LABEL: stage}
+    if k.workload_identity is not None and k.workload_identity.azure_client_id:
+        labels[AZURE_IDENTITY_LABEL] = "true"  # Azure Workload Identity's webhook gives these pods the token
     annotations = {**k.annotations, kn.SPEC_HASH_ANNOTATION: resolved_spec_hash(spec)}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}
 

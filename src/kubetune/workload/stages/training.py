@@ -22,13 +22,14 @@ from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_def
 from kubetune.integrity import commit_verified
 from kubetune.storage import Store, is_space_error
 from kubetune.workload.data.lineage import DATA_FIELDS, build_lineage, data_records
+from kubetune.workload.data.hub_revisions import commits_of
 from kubetune.workload.data.pinning import check_inputs, read_attempts, record_attempt
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.model.hub import check_hub
 from kubetune.workload.stages.preflight import checks, open_store
 from kubetune.workload.stages.run import PodEnv, Run, Trained
-from kubetune.workload.tracking.status import now_iso, write_curves, write_status
+from kubetune.workload.tracking.status import now_iso, write_curves, write_status, write_stop_status
 from kubetune.workload.tracking.trackers import check_trackers
 from kubetune.workload.tracking.mlflow_run import tag_model
 
@@ -91,6 +92,10 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
+    pinned = pinned if pinned is not None else PinnedData()
+    # A later attempt reads the hf:// commits its run's first attempt pinned, not a branch's newest.
+    attempts = read_attempts(store, layout)
+    pinned.hub_commits.update({**commits_of(attempts.get("pinned")), **(attempts.get("hub_commits") or {})})
     checked = checks(spec, store, pinned)
     records = data_records(checked.pinned, DATA_FIELDS)
     check_inputs(store, layout, records)  # a resumed attempt trains on the files the run started with
@@ -128,7 +133,8 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
     checkpoint = checkpointer.resume_point()
     if run.is_main:
-        record_attempt(run.store, run.layout, run.data_records, checkpointer.state.step, now_iso())
+        record_attempt(run.store, run.layout, run.data_records, checkpointer.state.step, now_iso(),
+                       run.pinned.hub_commits)
     checkpointer.restore()  # the sampler's epoch / the stream's position, the best checkpoint, the loss window
     result = built.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return Trained(trainer=built.trainer, prepared=built.prepared, result=result, preempted=checkpointer.preempted,
@@ -180,8 +186,11 @@ def _commit_model(run: Run, out: Path, checkpointer: Any, step: int) -> None:
 def run_summary(trainer: Any, result: Any) -> dict:
     """`metrics/summary.json`: the step, which metric chose the best checkpoint and its value,
     that checkpoint by its folder name in the store (`step-000023`), and the Trainer's final
-    metrics (`train_loss` once: the Trainer's `training_loss` is the same number)."""
+    metrics (`train_loss` once: the Trainer's `training_loss` is the same number); under
+    `train.checkpoint_every: auto`, the intervals chosen (`checkpoint_interval`)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from kubetune.workload.trainer.checkpoint_interval import interval_summary
 
     best = trainer.state.best_model_checkpoint
     name = Path(best).name if best else ""
@@ -195,6 +204,7 @@ def run_summary(trainer: Any, result: Any) -> dict:
         "best_step": step,
         "best_checkpoint": checkpoint_name(step) if step is not None else None,
         **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        **interval_summary(trainer.callback_handler.callbacks),  # checkpoint_every: auto's choices
     }
 
 
@@ -242,7 +252,8 @@ def _train_and_finish(run: Run, lease: RunLease | None) -> int:
         if trained.preempted or not checkpointer.drain_final():  # SIGTERM while training, or while uploads drained
             code = checkpointer.leave_after_preemption(state.global_step)
             if run.is_main:
-                write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
+                write_stop_status(run.store, run.layout, code, stopped_at=state.global_step,
+                                  saved_through=checkpointer.saved_through(), max_steps=state.max_steps)
             return code
         if trained.pruned_at is not None:  # a sweep stopped this trial: its checkpoint landed, no model is committed
             if run.is_main:
