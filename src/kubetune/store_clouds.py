@@ -114,6 +114,8 @@ def gcs_replace_if(fs: Any, target: str, data: bytes, token: str | None) -> str 
 
 
 def gcs_remove_if(fs: Any, target: str, token: str) -> bool:
+    """A delete with `ifGenerationMatch`; False when the object is at another generation (412)
+    or gone."""
     bucket, key, _ = fs.split_path(target)
     try:
         fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=token)
