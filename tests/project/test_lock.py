@@ -65,7 +65,7 @@ def test_both_images_install_through_the_lock_with_its_torch(dockerfile):
     assert len(installs) >= 3, installs  # pip itself, torch, the package
     for args in installs:
         assert "-c constraints.txt" in args, f"{dockerfile.name}: pip install {args.strip()!r} bypasses the lock"
-    assert '"torch==${TORCH_VERSION}"' in text and '"./[train]"' in text
+    assert '"torch==${TORCH_VERSION}"' in text and '"./[train,gcs,azure]"' in text  # every store a pod may read
 
 
 def test_the_lock_names_the_transformers_the_tests_import():

@@ -45,7 +45,7 @@ def _plan(tmp_path: Path, job: str, stage: str = kn.STAGE_TRAIN, offline: bool =
     (tmp_path / "store").mkdir(exist_ok=True)
     objs = render_objects(load_spec(REPO / "jobs" / job, overrides), stage=stage)
     environ = {"PATH": os.environ["PATH"], "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ACCESS_KEY_ID": "key-id",
-               kn.ENV_CACHE: str(tmp_path / "cache")}
+               "AZURE_STORAGE_CONNECTION_STRING": f"AccountKey={SECRET}", kn.ENV_CACHE: str(tmp_path / "cache")}
     return plan_container_stage(objs, stage, tmp_path, IMAGE, "/usr/bin/podman", environ=environ,
                                 mounts=[str(tmp_path / "store")], offline=offline)
 
@@ -78,6 +78,7 @@ def test_secrets_are_handed_over_by_name_never_by_value(tmp_path):
     (proc,) = _plan(tmp_path, "sst2-minilm.yaml", offline=False)
     env_args = _flag(proc.argv, "-e")
     assert "AWS_SECRET_ACCESS_KEY" in env_args and "AWS_ACCESS_KEY_ID" in env_args
+    assert "AZURE_STORAGE_CONNECTION_STRING" in env_args  # an az:// store's credential, by name too
     assert not any(SECRET in arg for arg in proc.argv)
     assert f"{kn.ENV_POD_NAME}={proc.name}" in env_args  # a fieldRef, resolved
     assert _flag(proc.argv, "--network") == ["host"]

@@ -6,7 +6,8 @@ this one proves the image too: the same rendered pods run in the image with podm
 
 * command and args as rendered; the environment as rendered (`$(VAR)` expanded, fieldRefs
   and ConfigMap references resolved, the completion index injected);
-* secrets: a `secretKeyRef` variable, and the AWS variables botocore reads, are handed over by
+* secrets: a `secretKeyRef` variable, and the store variables botocore, gcsfs and adlfs read
+  (`PASSED_BY_NAME`), are handed over by
   name only (`-e NAME`: the engine copies the value from your environment), so no secret ever
   appears on a command line or in a log; the storage Secret's credentials file is your
   `AWS_SHARED_CREDENTIALS_FILE` (or `~/.aws/credentials`), mounted read-only where the pod
@@ -61,9 +62,13 @@ from kubetune.launch.local.gang import LocalProcess
 
 ENGINES = ("podman", "docker")
 # Variables the engine copies from your environment by name (never by value on a command line).
+# The AWS ones botocore reads, the GCS emulator's host gcsfs reads, and the Azure ones adlfs
+# reads (store_clouds); a GCS key file (GOOGLE_APPLICATION_CREDENTIALS) is a path, not passed.
 PASSED_BY_NAME = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "STORAGE_EMULATOR_HOST",
+    "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
 )
 
 
