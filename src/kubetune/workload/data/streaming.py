@@ -302,6 +302,11 @@ def streaming_source(spec: JobSpec, store: Store, pinned: PinnedData | None = No
         return None
     if choice is None and total_bytes(files.uris, files.options) < AUTO_STREAM_BYTES:
         return None
+    if spec.resources.elastic or spec.train.global_batch_size is not None:
+        # Global batches (the same optimizer steps at any world size) cover map-style data;
+        # a stream deals its rows out per rank, so a changed world size would not resume exactly.
+        raise DataError("data.streaming: an elastic gang (resources.nodes {min, max}) or train.global_batch_size "
+                        "trains on a map-style training split for now; set data.streaming: false")
     return StreamSource(files.uris, fmt, files.options)
 
 

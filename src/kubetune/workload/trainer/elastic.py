@@ -25,6 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from kubetune.contract.layout import RunLayout
+from kubetune.contract.progress import world_size_history
 from kubetune.storage import Store
 from kubetune.workload.checkpointing.uploader import Uploader
 
@@ -129,16 +130,6 @@ def read_log(store: Store, layout: RunLayout, up_to: int | None = None) -> list[
         return []
     records = [json.loads(line) for line in store.read_text(layout.samples_log).splitlines() if line.strip()]
     return [r for r in records if up_to is None or int(r["step"]) <= up_to]
-
-
-def world_size_history(records: list[dict[str, Any]]) -> list[list[int]]:
-    """[[step, world_size], ...]: the first step, then each step at which the size changed."""
-    history: list[list[int]] = []
-    for record in sorted(records, key=lambda r: int(r["step"])):
-        size = int(record["world_size"])
-        if not history or history[-1][1] != size:
-            history.append([int(record["step"]), size])
-    return history
 
 
 def local_history(local_file: Path) -> list[list[int]] | None:

@@ -60,6 +60,14 @@ class KubetuneTrainer(Trainer):
         self.sample_log = sample_log  # an elastic gang: each step's sample ids (`trainer.elastic`)
         self._loss_window: dict[str, Any] | None = None
         super().__init__(*args, **kwargs)
+        if self.resume.global_batches is not None:
+            # Each per-device batch's own mean loss, divided by the accumulation: the step's
+            # gradient is then the mean over its equal-sized batches, whichever rank computed
+            # them, so the same at any world size. The Trainer would otherwise pass the rank's
+            # item count to any model whose forward takes **kwargs and skip that division,
+            # though classification heads ignore the count (their plain mean came out
+            # multiplied by the accumulation: the loss of a step on 1 rank of 2 batches doubled).
+            self.model_accepts_loss_kwargs = False
         self.remove_callback(PrinterCallback)  # the Trainer adds it with disable_tqdm; ProgressCallback prints
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
@@ -103,6 +111,13 @@ class KubetuneTrainer(Trainer):
         if ids is not None and self.sample_log is not None:
             self.sample_log.add(ids.tolist())
         return super().training_step(model, inputs, *args, **kwargs)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """An elastic gang's logs also say the world size of the moment: into `train.jsonl`, the
+        progress line and the trackers, at the global step (their step axis stays continuous)."""
+        if self.sample_log is not None and "world_size" not in logs:
+            logs = {**logs, "world_size": self.args.world_size}
+        return super().log(logs, *args, **kwargs)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         self._loss_window = self.resume.loss_window if isinstance(resume_from_checkpoint, str) else None
