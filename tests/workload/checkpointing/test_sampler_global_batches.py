@@ -80,5 +80,5 @@ def test_the_global_batch_defaults_to_the_full_gang_and_refuses_a_world_size_tha
     assert global_batch(_spec(1, global_batch_size=24), 1) == 24
     with pytest.raises(SpecError, match=r"^train.global_batch_size: 8 samples per step cannot be split over 3"):
         global_batch(_spec({"min": 1, "max": 2}), 3)
-    with pytest.raises(SpecError, match="global_batch_size"):
-        _spec(1, global_batch_size=6)
+    with pytest.raises(SpecError, match=r"^train.global_batch_size: 6 samples per step cannot be split over 1 "):
+        global_batch(_spec(1, global_batch_size=6), 1)  # not even into whole batches of 4

@@ -179,10 +179,8 @@ class TrainSpec(Strict):
     gradient_accumulation_steps: int = Field(default=1, gt=0, description="batches per optimizer step")
     global_batch_size: int | None = Field(
         default=None, gt=0, exclude_if=lambda v: v is None,
-        description="samples of one optimizer step over all ranks, kept when an elastic gang (resources.nodes "
-        "{min, max}) shrinks or grows: the gradient accumulation follows the ranks there are; setting it also "
-        "fixes the sample order for any world size; unset: batch_size x gradient_accumulation_steps x the "
-        "processes of the full gang",
+        description="samples per optimizer step over all ranks, kept when an elastic gang shrinks or grows (the "
+        "accumulation follows the ranks); unset: batch_size x gradient_accumulation_steps x the full gang's processes",
     )
     weight_decay: float = Field(default=0.01, ge=0, description="the optimizer's weight decay")
     warmup: float = Field(default=0.0, ge=0, description="fraction of all steps if < 1, else a number of steps")
@@ -242,15 +240,6 @@ class TrainSpec(Strict):
     collective_timeout_seconds: int = Field(
         default=300, gt=0, description="how long ranks wait in a collective for a lost peer (TrainingArguments.ddp_timeout)"
     )
-
-    @model_validator(mode="after")
-    def _whole_batches(self) -> TrainSpec:
-        """A global batch is cut into per-device batches: a multiple of batch_size. Whether the
-        ranks of the moment divide it is the workload's check (the world size is known there)."""
-        if self.global_batch_size is not None and self.global_batch_size % self.batch_size:
-            raise ValueError(f"global_batch_size ({self.global_batch_size}) is not a multiple of "
-                             f"batch_size ({self.batch_size})")
-        return self
 
 
 class GenerationSpec(Strict):

@@ -207,6 +207,8 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
 def _print_run_line(run: Run, model: Any, prepared: Prepared) -> None:
     trainable, total = parameter_counts(model)
     steps_per_epoch = -(-len(prepared.train) // run.samples_per_step)
+    if run.global_batch:  # global batches: an incomplete last one is left out
+        steps_per_epoch = len(prepared.train) // run.global_batch
     print(
         f"kubetune: job {run.spec.name} | task {run.spec.task} | world size {run.world_size} | "
         f"train {len(prepared.train)} / validation {len(prepared.validation)} samples | "
