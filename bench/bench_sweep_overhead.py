@@ -8,7 +8,10 @@ The same trials twice, on the quickstart job (real MiniLM, a few steps, train st
     once per learning rate, one after the other;
 (b) as a sweep: `kubetune sweep JOB --local` over the same learning rates (grid sampler over
     the same choices, no pruning, one trial at a time), which adds the study in the store, the
-    trial specs, the polling of each trial's metrics and trials.jsonl/summary.json/sweep.png.
+    trial specs, the polling of each trial's metrics and trials.jsonl/summary.json/sweep.png;
+(c) the same sweep with the median pruner armed but unable to prune (`pruner_startup_trials`
+    = the trial count), so each evaluation of each trial waits for the controller's verdict on
+    its step (`workload.trainer.pruning`) and nothing else changes: (c) - (b) is that wait.
 
 Prints both wall times, the controller's overhead per trial ((b - a) / trials) and the ratio
 b / a, with the load average before and after (the numbers depend on the machine's load;
@@ -67,19 +70,28 @@ def main() -> None:
                          "objective": {"metric": "loss", "direction": "minimize"}, "trials": args.trials,
                          "sampler": "grid", "pruner": "none", "parallel": 1}
         swept.write_text(yaml.safe_dump(spec))
+        waiting = Path(tmp) / "qs-sweep-verdicts.yaml"
+        spec["name"] = "qv"
+        spec["sweep"] = {**spec["sweep"], "pruner": "median", "pruner_startup_trials": args.trials}
+        waiting.write_text(yaml.safe_dump(spec))
         env = {**os.environ, "KUBETUNE_CACHE": str(Path(tmp) / "cache")}
         load_before = os.getloadavg()
         cli("run", str(plain), "--local", "--stage", "train", "--set", "name=warmup", env=env)
         by_hand = sum(cli("run", str(plain), "--local", "--stage", "train", "--set", f"name=hand-{i}",
                           "--set", f"train.learning_rate={lr}", env=env) for i, lr in enumerate(rates))
         sweep = cli("sweep", str(swept), "--local", env=env)
+        verdicts = cli("sweep", str(waiting), "--local", env=env)
         load_after = os.getloadavg()
     print(f"trials: {args.trials} x {args.steps} steps (quickstart, MiniLM, train stage), CPU count {os.cpu_count()}")
     print(f"load average (1/5/15 min): before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, "
           f"after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}")
     print(f"by hand (kubetune run --stage train, one per trial): {by_hand:.1f} s ({by_hand / args.trials:.1f} s per trial)")
     print(f"sweep (kubetune sweep --local):                      {sweep:.1f} s ({sweep / args.trials:.1f} s per trial)")
+    print(f"sweep, each evaluation waiting for its verdict:       {verdicts:.1f} s ({verdicts / args.trials:.1f} s per trial)")
     print(f"controller overhead per trial: {(sweep - by_hand) / args.trials:+.1f} s; sweep / by hand = {sweep / by_hand:.2f}")
+    evaluations = args.trials * (args.steps // 2)
+    print(f"verdict wait: {(verdicts - sweep) / evaluations:+.2f} s per evaluation ({evaluations} evaluations); "
+          f"with verdicts / without = {verdicts / sweep:.2f}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ import json
 import os
 import uuid
 import posixpath
-import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ import fsspec
 
 # The faults live in `store_faults`; re-exported here, where callers look for them.
 from kubetune.store_faults import (SPACE_CODES, TRANSIENT_CODES, StorageError, StoreFullError,  # noqa: F401
-                                   StoreUnavailableError, human_bytes, is_space_error, is_transient)
+                                   StoreUnavailableError, human_bytes, is_space_error, is_transient, one_line,
+                                   retry_until)
 
 
 COMMIT_MARKER = "COMMITTED"
@@ -135,29 +134,19 @@ class Store:
         capped exponential backoff and jitter until `timeout_s` (a pod's
         storage.startup_timeout_seconds) has passed, then raised as `StoreUnavailableError`.
 
-        Why by hand: botocore's own retries count attempts, not time, and stop at the first
-        non-retryable-looking error; a ten-line loop bounded by a deadline is clearer than a
-        new dependency in the pinned storage stack."""
-        start = time.monotonic()
-        delay, attempt = 0.5, 1
-        while True:
-            try:
-                return self._probe()
-            except Exception as exc:  # botocore/aiohttp raise many types for one cause
-                if not is_transient(exc):
-                    if isinstance(exc, FileNotFoundError):
-                        raise StorageError(f"storage.root: {self.root}: bucket does not exist") from None
-                    raise StorageError(f"storage.root: cannot reach {self.root}: {_one_line(exc)}") from None
-                waited = time.monotonic() - start
-                if waited >= timeout_s:
-                    raise StoreUnavailableError(
-                        f"storage.root: {self.root} unreachable for {waited:.0f}s "
-                        f"(storage.startup_timeout_seconds: {timeout_s:g}): {_one_line(exc)}") from None
-                pause = min(delay / 2 + random.uniform(0, delay / 2), timeout_s - waited)
-                print(f"kubetune: store {self.root} unreachable (attempt {attempt}: {_one_line(exc)}); "
-                      f"retrying in {pause:.1f}s", file=sys.stderr, flush=True)
-                time.sleep(pause)
-                delay, attempt = min(delay * 2, 30.0), attempt + 1
+        The loop is `store_faults.retry_until`'s, shared with the Hub's reachability check."""
+        def unreachable(exc: BaseException, waited: float) -> StoreUnavailableError:
+            return StoreUnavailableError(f"storage.root: {self.root} unreachable for {waited:.0f}s "
+                                         f"(storage.startup_timeout_seconds: {timeout_s:g}): {one_line(exc)}")
+
+        try:
+            retry_until(self._probe, is_transient, timeout_s, f"store {self.root}", unreachable)
+        except StoreUnavailableError:
+            raise
+        except FileNotFoundError:
+            raise StorageError(f"storage.root: {self.root}: bucket does not exist") from None
+        except Exception as exc:  # a permanent fault: one line naming the root
+            raise StorageError(f"storage.root: cannot reach {self.root}: {one_line(exc)}") from None
 
     def _probe(self) -> None:
         """One look at the root. For S3 through a client without botocore's or s3fs's own
@@ -303,9 +292,6 @@ def _check_local_root(root: str) -> None:
         raise PermissionError(f"{existing}: not writable")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _local_temp_copy(target: str, text: str) -> str:

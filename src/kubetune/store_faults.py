@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import errno
 import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from kubetune.contract.errors import UserError
+
+T = TypeVar("T")
 
 
 class StorageError(UserError):
@@ -100,3 +107,36 @@ def human_bytes(size: float) -> str:
     units = ("B", "KiB", "MiB", "GiB", "TiB")
     power = 0 if size < 1024 else min(int(math.log(size, 1024)), 4)
     return f"{size / 1024 ** power:.{0 if power == 0 else 1}f} {units[power]}"
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of a message: its first line, or its type when it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def retry_until(attempt: Callable[[], T], transient: Callable[[BaseException], bool], timeout_s: float,
+                what: str, gave_up: Callable[[BaseException, float], BaseException]) -> T:
+    """`attempt()`, again while it fails with a fault `transient` accepts, with capped exponential
+    backoff and jitter, until `timeout_s` has passed; then the exception `gave_up(fault, waited)`
+    makes. Any other fault is raised at once. Each retry says so on stderr, naming `what`.
+
+    Why by hand: botocore's and huggingface_hub's own retries count attempts, not time, and stop
+    at the first fault that does not look retryable to them; the stores and the Hub need one
+    deadline (a pod's storage.startup_timeout_seconds), and a dozen lines bounded by it are
+    clearer than a new dependency in the pinned storage stack."""
+    start, delay, tries = time.monotonic(), 0.5, 1
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:  # the transports raise many types for one cause
+            if not transient(exc):
+                raise
+            waited = time.monotonic() - start
+            if waited >= timeout_s:
+                raise gave_up(exc, waited) from None
+            pause = min(delay / 2 + random.uniform(0, delay / 2), timeout_s - waited)
+            print(f"kubetune: {what} unreachable (attempt {tries}: {one_line(exc)}); retrying in {pause:.1f}s",
+                  file=sys.stderr, flush=True)
+            time.sleep(pause)
+            delay, tries = min(delay * 2, 30.0), tries + 1

@@ -29,6 +29,7 @@ CASES = {
     "imdb-bert-multinode.cron.k8s.yaml": (REPO / "jobs" / "imdb-bert-multinode.yaml", "train", "0 3 * * 0", None),
     "imdb-bert-multinode.jobset.k8s.yaml": (REPO / "jobs" / "imdb-bert-multinode.yaml", "all", None, "jobset"),
     "imdb-bert-multinode.trainjob.k8s.yaml": (REPO / "jobs" / "imdb-bert-multinode.yaml", "all", None, "trainjob"),
+    "sst2-elastic.k8s.yaml": (REPO / "jobs" / "sst2-elastic.yaml", "train", None, None),  # issue 24: nodes {min, max}
 }
 # The three engines' renderings of one job, validated (strictly) for every supported version.
 ENGINE_CASES = ["imdb-bert-multinode.k8s.yaml", "imdb-bert-multinode.jobset.k8s.yaml",

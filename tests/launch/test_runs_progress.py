@@ -138,6 +138,21 @@ def test_write_status_keeps_the_first_start_across_a_resume(store):
     assert again["started"] == first["started"] and again["metric"] == "accuracy" and again["state"] == "running"
 
 
+def test_a_stop_whose_checkpoint_did_not_land_says_interrupted_at_the_last_committed_step(store):
+    from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_RETRY_AFTER_CHECKPOINT
+    from kubetune.workload.tracking.status import write_stop_status
+
+    s, _, _ = store
+    layout = RunLayout(RUN)
+    write_stop_status(s, layout, EXIT_INTERRUPTED_UNSAVED, stopped_at=7, saved_through=4, max_steps=20)
+    status = s.read_json(layout.status)
+    assert (status["state"], status["step"], status["stopped_at"]) == ("interrupted", 4, 7)
+    assert run_state(False, status, 1000.0, True, 1000.0 + 3600) == "preempted-and-resumable"
+    write_stop_status(s, layout, EXIT_RETRY_AFTER_CHECKPOINT, stopped_at=9, saved_through=9, max_steps=20)
+    status = s.read_json(layout.status)
+    assert (status["state"], status["step"]) == ("preempted", 9) and "stopped_at" not in status
+
+
 def test_runs_on_an_unreachable_store_is_one_line(capsys, monkeypatch):
     import socket
 

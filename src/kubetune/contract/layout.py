@@ -129,6 +129,19 @@ class RunLayout:
         exitcodes.EXIT_PRUNED. Its content is the controller's reason, one line."""
         return self._p("PRUNE")
 
+    @property
+    def sweep_evaluations(self) -> str:
+        """A sweep's trial writes each evaluation's metrics here at once, `{step: {metric: value}}`
+        (not through the background uploader that carries metrics/train.jsonl), so the sweep's
+        controller can judge the step while the trial waits for its verdict (docs/sweeps.md)."""
+        return self._p("sweep", "evaluations.json")
+
+    @property
+    def sweep_verdicts(self) -> str:
+        """The sweep's controller's answer to each of those evaluations, `{step: "continue" | "prune"}`:
+        the trial goes on, or leaves at this step's checkpoint."""
+        return self._p("sweep", "verdicts.json")
+
 
 @dataclass(frozen=True)
 class SweepLayout:

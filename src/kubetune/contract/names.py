@@ -92,6 +92,9 @@ ENV_RUN = "KUBETUNE_RUN"
 # the trial's tracker runs are grouped by sweep (MLflow tags, the W&B group).
 ENV_SWEEP = "KUBETUNE_SWEEP"
 ENV_TRIAL = "KUBETUNE_TRIAL"
+# Set on a trial whose sweep prunes: at each evaluation the trial waits up to this many seconds
+# for the controller's verdict on that step (RunLayout.sweep_verdicts), then goes on without it.
+ENV_SWEEP_VERDICT_SECONDS = "KUBETUNE_SWEEP_VERDICT_SECONDS"
 # Pods of a multi-pod Job: how many, and which one this is (the completion index).
 ENV_NUM_NODES = "KUBETUNE_NUM_NODES"
 ENV_NODE_RANK = "KUBETUNE_NODE_RANK"

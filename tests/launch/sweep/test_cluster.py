@@ -23,7 +23,7 @@ from kubetune.contract.layout import RunLayout, SweepLayout, trial_run_name
 from kubetune.contract.spec.job import load_spec
 from kubetune.launch.cluster import api as cluster_api
 from kubetune.launch.cluster import connect
-from kubetune.launch.render import names
+from kubetune.launch.render import RenderError, names
 from kubetune.launch.sweep.cluster import ClusterTrials, trial_objects
 from kubetune.launch.sweep.controller import Controller
 from kubetune.launch.sweep.trials import trial_spec
@@ -115,6 +115,20 @@ class Concurrency:
 def job_posts(api: FakeKubeAPI) -> list[str]:
     return [body["metadata"]["name"] for method, path, _, body in api.requests
             if method == "POST" and path.endswith("/jobs") and body]
+
+
+def test_an_elastic_trial_is_checked_against_the_oldest_version_that_runs_it(tmp_path):
+    """A node range (issue 24) renders a successPolicy, which Kubernetes 1.29 lacks: the trial's
+    objects are checked against 1.31 by default, and an older --k8s-version is one line."""
+    spec = job_spec(tmp_path)
+    trial = trial_spec(spec, 1, {"train.learning_rate": 2e-4, "train.scheduler": "linear"})
+    data = trial.model_dump(mode="json")
+    data["resources"]["nodes"] = {"min": 1, "max": 3}
+    trial = type(trial).model_validate(data)
+    job = next(o for o in trial_objects(trial, spec.name, 1) if o["kind"] == "Job")
+    assert job["spec"]["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
+    with pytest.raises(RenderError, match="^resources.nodes {min: 1, max: 3}: .*--k8s-version 1.30$"):
+        trial_objects(trial, spec.name, 1, k8s_version="1.30")
 
 
 def test_cluster_sweep_submits_each_trial_once_at_most_parallel_at_once(api, tmp_path):

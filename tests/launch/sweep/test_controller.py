@@ -1,8 +1,8 @@
 """The controller's budget and its ASHA pruning, with real Optuna studies in a real store and
-the trials scripted at the controller's `Runner` boundary: each scripted trial writes the
-validation values a trial's pod would write to its `metrics/train.jsonl`, one evaluation per
-poll, and ends pruned when its run's PRUNE marker exists (as `workload.trainer.pruning` makes a
-real trial do). No process runs: the point is the controller's decisions.
+the trials scripted at the controller's `Runner` boundary: each scripted trial reports the
+validation values a trial's pod would report, one evaluation at a time, and waits for the
+controller's verdict on each before the next (as `workload.trainer.pruning` makes a real trial
+do). No process runs: the point is the controller's decisions.
 
 * `pruner: asha` is Optuna's SuccessiveHalvingPruner with rungs from `pruner_warmup_steps` and
   `asha_reduction_factor`, and the trials it stops are those its rule stops (checked by an
@@ -45,13 +45,16 @@ def job_spec(tmp_path, **sweep: Any):
 
 
 class ScriptedTrials:
-    """Trials whose pods are scripted: trial N logs `evals[N]` (step -> eval_accuracy), one
-    evaluation per `finished()` call; it ends pruned once its PRUNE marker exists, else with 0
-    after its last evaluation. `on_end` is told each trial that ends."""
+    """Trials whose pods are scripted as `workload.trainer.pruning` makes a real trial behave:
+    trial N reports `evals[N]` (step -> eval_accuracy) one evaluation at a time to its
+    `sweep/evaluations.json` and waits for the controller's verdict on that step in
+    `sweep/verdicts.json`; "prune" ends it with EXIT_PRUNED, "continue" lets it report its next
+    evaluation, and it ends with 0 after its last one. `on_end` is told each trial that ends."""
 
     def __init__(self, store: Store, evals: list[dict[int, float]], on_end=lambda number: None):
         self.store, self.evals, self.on_end = store, evals, on_end
         self.running: dict[int, tuple[str, list[tuple[int, float]]]] = {}
+        self.waiting: dict[int, int] = {}  # trial number -> the step it waits for a verdict on
         self.started: list[int] = []
 
     def start(self, number: int, spec) -> None:
@@ -62,14 +65,23 @@ class ScriptedTrials:
         ended: dict[int, int] = {}
         for number, (run, left) in list(self.running.items()):
             layout = RunLayout(run)
-            if self.store.exists(layout.prune_marker):
-                ended[number] = EXIT_PRUNED
-            elif not left:
+            if number in self.waiting:
+                verdicts = self.store.read_json(layout.sweep_verdicts) if self.store.exists(layout.sweep_verdicts) else {}
+                verdict = verdicts.get(str(self.waiting[number]))
+                if verdict is None:
+                    continue  # still waiting
+                del self.waiting[number]
+                if verdict == "prune":
+                    ended[number] = EXIT_PRUNED
+                    continue
+            if not left:
                 ended[number] = 0
             else:
                 step, value = left.pop(0)
-                old = self.store.read_text(layout.train_metrics) if self.store.exists(layout.train_metrics) else ""
-                self.store.write_text(layout.train_metrics, old + json.dumps({"step": step, "eval_accuracy": value}) + "\n")
+                reported = self.store.read_json(layout.sweep_evaluations) if self.store.exists(layout.sweep_evaluations) else {}
+                reported[str(step)] = {"eval_accuracy": value}
+                self.store.write_json(layout.sweep_evaluations, reported)
+                self.waiting[number] = step
         for number in ended:
             del self.running[number]
             self.on_end(number)
@@ -116,6 +128,14 @@ def test_asha_prunes_the_trials_its_rule_stops_and_no_others(tmp_path):
     assert [r["pruned_at_step"] for r in got] == [None, 2, 2, None]
     assert store.read_text(RunLayout("sst-t001").prune_marker).startswith("pruned by the sweep's asha pruner at step 2")
     assert not store.exists(RunLayout("sst-t003").prune_marker)
+    # Every evaluation was answered, in the step it was judged at: "continue" until the step the
+    # trial was pruned at, "prune" there, and nothing after it (the trial left at that step).
+    for record in got:
+        verdicts = store.read_json(RunLayout(f"sst-t{record['number']:03d}").sweep_verdicts)
+        stop = record["pruned_at_step"]
+        expected = {str(step): "prune" if step == stop else "continue"
+                    for step in evals[record["number"]] if stop is None or step <= stop}
+        assert verdicts == expected, record["number"]
     # The rule, read again from the values the trials logged: at each rung a trial is kept
     # exactly when successive halving keeps it.
     reached: dict[int, list[float]] = {2: [], 4: []}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,23 @@ def test_uploader_skips_a_checkpoint_overtaken_before_its_upload(s3_store: Store
     assert uploader.close(60)
     assert uploader.committed == [4, 12]  # 8 was still queued when 12 arrived
     assert find_resume_step(s3_store, layout) == 12
+
+
+def test_uploader_times_each_committed_upload(s3_store: Store, tmp_path: Path):
+    """`checkpoint_every: auto` reads the newest committed upload's seconds (issue 24, point 4)."""
+    real = s3_store.upload_dir
+
+    def slow(local, rel):
+        time.sleep(0.3)
+        return real(local, rel)
+
+    s3_store.upload_dir = slow
+    uploader = Uploader(s3_store, RunLayout("job"), keep=2, staging_root=tmp_path / "staging")
+    assert uploader.last_upload_seconds is None  # nothing uploaded yet
+    uploader.submit_checkpoint(_local_checkpoint(tmp_path, 4), 4)
+    assert uploader.close(60)
+    assert uploader.committed == [4]
+    assert 0.3 <= uploader.last_upload_seconds < 30
 
 
 def test_sampler_order_is_a_pure_function_of_seed_and_epoch():

@@ -47,17 +47,20 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from kubetune.launch.sweep.controller import Controller
     from kubetune.storage import Store
 
+    from kubetune.launch.sweep.trials import verdict_wait
+
     store = Store.from_spec(spec.storage)
     if store.protocol != "file":
         store.check_reachable()
     if args.local:
         from kubetune.launch.sweep.local import LocalTrials
 
-        runner: Any = LocalTrials(spec.name)
+        runner: Any = LocalTrials(spec.name, verdict_wait(spec))
     else:
         from kubetune.launch.sweep.cluster import ClusterTrials
 
-        runner = ClusterTrials(_connect(args, spec.kubernetes.namespace), store, spec.name)
+        runner = ClusterTrials(_connect(args, spec.kubernetes.namespace), store, spec.name,
+                               verdict_s=verdict_wait(spec))
     summary = Controller(spec, store, runner).run()
     _print_summary(spec, store, summary)
     _draw(spec, store)

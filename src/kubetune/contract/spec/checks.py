@@ -103,3 +103,13 @@ def check_tolerations(tolerations: list[dict[str, Any]]) -> list[dict[str, Any]]
         if isinstance(key, str) and key:
             check_qualified_key(key)
     return tolerations
+
+
+def check_checkpoint_every(value: Any) -> Any:
+    """`train.checkpoint_every`: a number of steps or `auto`, in one message (a union's errors
+    would name each of its arms)."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a number of steps (at least 1) or auto (got {value!r})")
+    return value

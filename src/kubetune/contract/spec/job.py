@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
-from kubetune.contract.spec.checks import check_image, check_uri
-from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict
+from kubetune.contract.spec.checks import check_checkpoint_every, check_image, check_uri
+from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict, check_elastic_engine
 from kubetune.contract.spec.loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec.retrain import PromotionSpec, RetrainSpec
 from kubetune.contract.spec.sweep import SweepSpec, check_sweep
@@ -177,11 +177,9 @@ class TrainSpec(Strict):
     batch_size: int = Field(default=32, gt=0, description="per device")
     eval_batch_size: int | None = Field(default=None, gt=0, description="per device, to evaluate and predict; default 2 x batch_size")
     gradient_accumulation_steps: int = Field(default=1, gt=0, description="batches per optimizer step")
-    global_batch_size: int | None = Field(
-        default=None, gt=0, exclude_if=lambda v: v is None,
-        description="samples per optimizer step over all ranks, kept when an elastic gang shrinks or grows (the "
-        "accumulation follows the ranks); unset: batch_size x gradient_accumulation_steps x the full gang's processes",
-    )
+    global_batch_size: int | None = Field(default=None, gt=0, exclude_if=lambda v: v is None, description=(
+        "samples per optimizer step over all ranks, kept as an elastic gang changes size (docs/elastic.md#exact-across-world-sizes); "
+        "unset: batch_size x gradient_accumulation_steps x the full gang's processes"))
     weight_decay: float = Field(default=0.01, ge=0, description="the optimizer's weight decay")
     warmup: float = Field(default=0.0, ge=0, description="fraction of all steps if < 1, else a number of steps")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "cosine_with_restarts"] = Field(
@@ -190,19 +188,18 @@ class TrainSpec(Strict):
     dropout: float | None = Field(default=None, ge=0, lt=1, description="overrides the model's dropout")
     max_seq_length: int = Field(default=128, gt=0, description="tokens per input; longer ones are cut (question-answering: windowed)")
     max_target_length: int | None = Field(default=None, gt=0, description="seq2seq: target tokens; default max_seq_length")
-    packing: bool = Field(
-        default=False, description="causal-lm: pack short training samples into full max_seq_length sequences"
-    )
+    packing: bool = Field(default=False, description="causal-lm: pack short training samples into full max_seq_length sequences")
     seed: int = Field(default=42, description="seed of the weight initialisation and the data order")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that support it and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32"
-    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto", description=(
+        "auto: bf16 on GPUs that support it and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32"))
     group_by_length: bool = Field(default=True, description="batch similar lengths together: far less padding")
     metric: str | None = Field(default=None, description="validation metric that picks the best model; task default")
     early_stopping: EarlyStoppingSpec | None = Field(default=None, description="stop when a validation metric stops improving")
     freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="which pretrained weights stay fixed")
     lora: LoraSpec | None = Field(default=None, description="train LoRA adapters; the pretrained weights stay fixed")
-    checkpoint_every: int | None = Field(default=None, gt=0, description="steps; each epoch when unset")
+    checkpoint_every: Annotated[int | Literal["auto"] | None, BeforeValidator(check_checkpoint_every)] = Field(default=None, description=(
+        "steps; each epoch when unset; auto: from the measured save cost and resources.interruptions_per_hour "
+        "(Young/Daly, docs/elastic.md#checkpoint_every-auto)"))
     keep_checkpoints: int = Field(default=2, gt=0, description="committed checkpoints kept while training: the newest, and the best")
     keep_checkpoints_after_success: int = Field(
         default=0, ge=0,
@@ -351,6 +348,7 @@ class JobSpec(Strict):
         if self.train.lora is not None and (freeze.encoder or freeze.embeddings or freeze.lower_layers):
             raise ValueError("train.freeze: not combinable with train.lora (LoRA already freezes the pretrained weights)")
         check_speed_structure(self)  # 4bit without LoRA, FSDP on fewer than 2 GPUs, ...
+        check_elastic_engine(self.resources, self.kubernetes)  # a node range on JobSet or TrainJob
         return self
 
     @model_validator(mode="after")

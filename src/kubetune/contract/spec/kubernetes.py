@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kubetune.contract.names import ENV_PREFIX, RENDERED_ENV, Engine
+from kubetune.contract.names import ENGINE_JOB, ENV_PREFIX, RENDERED_ENV, Engine
 from kubetune.contract.profiles import PROFILES
 from kubetune.contract.spec.checks import check_annotations, check_tolerations
 
@@ -66,6 +66,11 @@ class ResourcesSpec(Strict):
     gpus_per_node: int = Field(default=0, ge=0, description="GPUs per pod (nvidia.com/gpu); 0: CPU only")
     cpu: str | None = Field(default=None, description="per node, a Kubernetes quantity: 4, 500m")
     memory: str | None = Field(default=None, description="per node, a Kubernetes quantity: 16Gi")
+    interruptions_per_hour: float = Field(
+        default=0.0, ge=0,
+        description="expected interruptions of the job per hour (spot or preemptible capacity), for "
+        "train.checkpoint_every: auto; 0: none expected, auto uses its longest interval (docs/elastic.md)",
+    )
     threads_per_process: int | None = Field(
         default=None, gt=0,
         description="CPU threads of each process (OMP_NUM_THREADS, MKL_NUM_THREADS, the tokenizers' pool); "
@@ -113,6 +118,25 @@ class ResourcesSpec(Strict):
         """Whether the gang may change size (a range whose ends differ)."""
         return self.min_nodes != self.max_nodes
 
+    @model_validator(mode="after")
+    def _range_fits_profile(self) -> ResourcesSpec:
+        """An elastic gang grows back onto the profile's nodes: its replacement pods must fit
+        them. A range is refused when its `gpus_per_node` exceeds the GPUs of the profile's nodes,
+        or when a profile of several nodes (gpu-8x4) has fewer than the range's `max`: the gang
+        could never reach `max`, and Kueue admits all `max` pods or none. A fixed size keeps the
+        profile's rule (a field the spec sets wins)."""
+        preset = PROFILES.get(self.profile or "")
+        if not self.elastic or preset is None:
+            return self
+        gpus, nodes = int(preset["gpus_per_node"]), int(preset["nodes"])
+        if self.gpus_per_node > gpus:
+            raise ValueError(f"gpus_per_node {self.gpus_per_node} with nodes {{min: {self.min_nodes}, max: "
+                             f"{self.max_nodes}}}: profile {self.profile}'s nodes have {gpus} GPUs")
+        if nodes > 1 and self.max_nodes > nodes:
+            raise ValueError(f"nodes {{min: {self.min_nodes}, max: {self.max_nodes}}}: profile {self.profile} "
+                             f"has {nodes} nodes; max must be at most {nodes}")
+        return self
+
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, name: str | None) -> str | None:
@@ -124,6 +148,14 @@ class ResourcesSpec(Strict):
     @classmethod
     def _quantity(cls, value: Any) -> Any:
         return _check_quantity(value)
+
+
+def check_elastic_engine(resources: ResourcesSpec, kubernetes: KubernetesSpec) -> None:
+    """A node range renders only as an Indexed Job (docs/elastic.md#engines): JobSet and Kubeflow
+    Trainer have no elastic form that replaces one lost pod while the others train on."""
+    if resources.elastic and kubernetes.engine != ENGINE_JOB:
+        raise ValueError(f"resources.nodes: a range {{min: {resources.min_nodes}, max: {resources.max_nodes}}} runs "
+                         f"only with kubernetes.engine job, not {kubernetes.engine} (docs/elastic.md#engines)")
 
 
 def _check_quantity(value: Any) -> Any:

@@ -177,19 +177,9 @@ def plan_stage(
         argv = [_localise_arg(a, paths, hosts, ports, visible) for a in argv]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
-        argv = [elastic_nnodes(a, resolved) for a in argv]
         procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
     _share_cores(procs, resolved, environ, cores)
     return procs
-
-
-def elastic_nnodes(arg: str, spec: dict[str, Any]) -> str:
-    """torchrun's `--nnodes=MIN:MAX` for an elastic gang (`resources.nodes: {min, max}`), where
-    the rendered command says the fixed `--nnodes=MAX`; any other argument as it is."""
-    nodes = (spec.get("resources") or {}).get("nodes")
-    if arg.startswith("--nnodes=") and ":" not in arg and isinstance(nodes, dict) and nodes["min"] != nodes["max"]:
-        return f"--nnodes={nodes['min']}:{nodes['max']}"
-    return arg
 
 
 def resolved_spec(configmaps: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,9 @@ Commands: one process per pod runs `python -m <the stage's entrypoint module> --
 (torchrun with the workers' exit codes kept); several pods meet in a c10d rendezvous at
 `<name>-train-0.<name>-workers:<rendezvous_port>` with `--max-restarts=<train.max_restarts>`, so a
 failed rank restarts the whole gang from LATEST (docs/recovery.md, "Recovery of multi-node runs").
+A node range (`resources.nodes: {min, max}`) renders `--nnodes=MIN:MAX` and the train Job's
+per-index retries and success rule (`jobs.elastic_fields`), for Kubernetes 1.31 or newer and
+the job engine only (docs/elastic.md).
 
 Exit codes (kubetune.contract.exitcodes) drive the podFailurePolicy: pods hit by a disruption
 (preemption, eviction, node drain: the `DisruptionTarget` condition) and pods that exit
@@ -69,7 +72,7 @@ import yaml
 from kubetune.contract import names as kn
 from kubetune.contract.model_ref import check_model_ref, check_model_stage
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.render.jobs import configmap, evaluate_job, predict_job, train_cronjob, train_job
+from kubetune.launch.render.jobs import ELASTIC_MIN_K8S, configmap, evaluate_job, predict_job, train_cronjob, train_job
 from kubetune.launch.render.initializer import init_container, initializer_replicated_job
 from kubetune.launch.render.jobset import train_jobset
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
@@ -82,6 +85,7 @@ __all__ = [
     "Names",
     "RUN_AS_USER",
     "RenderError",
+    "default_k8s_version",
     "evaluate_command",
     "names",
     "render_objects",
@@ -107,7 +111,7 @@ def render_objects(
     `--model` reference: current, vNNNN or a run) is whose model the evaluate or predict Job
     uses (the predict Job's may also come in `predict["model"]`); a stage that trains refuses
     it (`check_model_stage`). Either is checked before anything is built."""
-    from kubetune.launch.validate import supported_versions, validate_objects
+    from kubetune.launch.validate import validate_objects
 
     if stage not in kn.RENDER_STAGES:
         raise RenderError(f"--stage {stage}: must be one of {', '.join(kn.RENDER_STAGES)}")
@@ -128,10 +132,38 @@ def render_objects(
             raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
         if engine != kn.ENGINE_JOB:
             raise RenderError(f"--schedule renders a CronJob of Jobs; it does not take --engine {engine}")
-    version = k8s_version or supported_versions()[0]
+    version = k8s_version or default_k8s_version(spec, stage)
+    if spec.resources.elastic and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
+        _check_elastic(spec, engine, version)
     objs = json.loads(json.dumps(_build(spec, stage, schedule, predict, model, engine)))  # plain data, no shared sub-dicts
     validate_objects(objs, version)
     return objs
+
+
+def default_k8s_version(spec: JobSpec, stage: str = kn.STAGE_ALL) -> str:
+    """The version objects are checked against without `--k8s-version`: the oldest supported,
+    so they apply on every supported cluster; for a node range's train Job the oldest that runs
+    it (`jobs.ELASTIC_MIN_K8S`, docs/elastic.md)."""
+    from kubetune.launch.validate import supported_versions
+
+    if spec.resources.elastic and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
+        return ".".join(map(str, ELASTIC_MIN_K8S))
+    return supported_versions()[0]
+
+
+def _check_elastic(spec: JobSpec, engine: str, version: str) -> None:
+    """A node range renders only as a Job, on Kubernetes 1.31 or newer (`jobs.elastic_fields`);
+    anything else is one line. JobSet and TrainJob have no elastic form that follows lost pods
+    (docs/elastic.md#engines)."""
+    from kubetune.launch.validate import normalize_version
+
+    nodes = f"resources.nodes {{min: {spec.resources.min_nodes}, max: {spec.resources.max_nodes}}}"
+    if engine != kn.ENGINE_JOB:
+        raise RenderError(f"{nodes}: a range runs only with the job engine, not --engine {engine} "
+                          "(docs/elastic.md#engines)")
+    if tuple(int(part) for part in normalize_version(version).split(".")) < ELASTIC_MIN_K8S:
+        raise RenderError(f"{nodes}: an elastic Job needs Kubernetes {'.'.join(map(str, ELASTIC_MIN_K8S))} "
+                          f"or newer (successPolicy); --k8s-version {version}")
 
 
 def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, str] | None = None,

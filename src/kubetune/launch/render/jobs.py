@@ -59,6 +59,8 @@ def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[s
     # train_command); a lost pod costs one (the survivors wait for its replacement), but a lost
     # rank-0 pod takes the rendezvous store with it and fails every pod: `nodes` per incident.
     body["backoffLimit"] = k.backoff_limit * nodes
+    if stage == kn.STAGE_TRAIN and spec.resources.elastic:
+        body.update(elastic_fields(spec))
     body["activeDeadlineSeconds"] = k.active_deadline_seconds
     if k.ttl_seconds_after_finished is not None:
         body["ttlSecondsAfterFinished"] = k.ttl_seconds_after_finished
@@ -67,6 +69,27 @@ def _job_spec(spec: JobSpec, n: Names, stage: str, command: list[str]) -> dict[s
     body["podReplacementPolicy"] = "Failed"
     body["template"] = pod_template(spec, n, stage, command)
     return body
+
+
+# Job fields an elastic gang needs and the Kubernetes version that has them on by default:
+# backoffLimitPerIndex and maxFailedIndexes (beta 1.29, GA 1.33), successPolicy (beta 1.31, GA 1.33).
+ELASTIC_MIN_K8S = (1, 31)
+
+
+def elastic_fields(spec: JobSpec) -> dict[str, Any]:
+    """The train Job of a node range (docs/elastic.md): each index retried on its own
+    (`backoffLimitPerIndex`: one failure per index per incident, where a fixed gang's shared
+    budget is `nodes` per incident), up to `max - min` indexes given up for good while the rest
+    trains on (`maxFailedIndexes`), and success when index 0 succeeds (`successPolicy`): its
+    agent hosts the rendezvous and its rank 0 commits the model, so its exit 0 means the gang
+    finished; the lingering pods (a replacement still pending, say) are then terminated instead
+    of keeping the Job open."""
+    r = spec.resources
+    return {
+        "backoffLimitPerIndex": spec.kubernetes.backoff_limit,
+        "maxFailedIndexes": r.max_nodes - r.min_nodes,
+        "successPolicy": {"rules": [{"succeededIndexes": "0"}]},
+    }
 
 
 def _queue_label(spec: JobSpec) -> dict[str, str]:

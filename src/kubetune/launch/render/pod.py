@@ -86,18 +86,33 @@ def train_command(
     # agent of completion index 0 to host it); when a worker fails, or a replaced pod's agent
     # joins, every agent stops its workers and the gang restarts from LATEST, up to
     # `train.max_restarts` times.
+    # An elastic range (docs/elastic.md): `--nnodes=MIN:MAX`, the same rendezvous; the agents
+    # also restart for each node lost, so their budget grows by `elastic_restarts`.
+    r = spec.resources
     return [
         "python",
         "-m",
         kn.DISTRUN_MODULE,
-        f"--nnodes={nodes}",
+        f"--nnodes={r.min_nodes}:{nodes}" if r.elastic else f"--nnodes={nodes}",
         f"--nproc-per-node={max(gpus, 1)}",
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={master_addr or n.master_addr(job_name)}:{spec.kubernetes.rendezvous_port}",
         f"--rdzv-id={job_name or n.train}",
-        f"--max-restarts={spec.train.max_restarts}",
+        f"--max-restarts={spec.train.max_restarts + (elastic_restarts(nodes) if r.elastic else 0)}",
         *entry,
     ]
+
+
+# An elastic gang's agents restart their workers once for each node lost (its peers' collectives
+# fail; torch counts that against --max-restarts, while a node joining does not count). The
+# budget for that: this many losses per node of the range's max, over one agent's life. An agent
+# that spends it exits, and the Job replaces its pod with a fresh budget (one failure of its index).
+LOSSES_PER_NODE = 8
+
+
+def elastic_restarts(max_nodes: int) -> int:
+    """The restarts an elastic gang's agents get on top of `train.max_restarts`: node losses."""
+    return LOSSES_PER_NODE * max_nodes
 
 
 def predict_command(spec: JobSpec, predict: dict[str, str]) -> list[str]:

@@ -28,28 +28,31 @@ from kubetune.storage import Store
 EXIT_JOB_FAILED = 1
 
 
-def trial_objects(spec: JobSpec, sweep: str, number: int, k8s_version: str | None = None) -> list[dict[str, Any]]:
+def trial_objects(spec: JobSpec, sweep: str, number: int, k8s_version: str | None = None,
+                  verdict_s: float | None = None) -> list[dict[str, Any]]:
     """The objects of trial `number` of `sweep` (its spec: `trials.trial_spec`)."""
-    from kubetune.launch.render import render_objects
-    from kubetune.launch.validate import supported_versions, validate_objects
+    from kubetune.launch.render import default_k8s_version, render_objects
+    from kubetune.launch.validate import validate_objects
 
     objs = render_objects(spec, stage=kn.STAGE_TRAIN, k8s_version=k8s_version)
-    mark_trial(objs, sweep, number)
+    mark_trial(objs, sweep, number, verdict_s)
     for obj in objs:
         if obj["kind"] == "Job":
             for rule in obj["spec"].get("podFailurePolicy", {}).get("rules", []):
                 codes = rule.get("onExitCodes")
                 if rule["action"] == "FailJob" and codes and EXIT_BAD_INPUT in codes["values"]:
                     codes["values"] = sorted({*codes["values"], EXIT_PRUNED})
-    validate_objects(objs, k8s_version or supported_versions()[0])
+    validate_objects(objs, k8s_version or default_k8s_version(spec, kn.STAGE_TRAIN))
     return objs
 
 
 class ClusterTrials:
     """The controller's runner for trials as Jobs (`controller.Runner`)."""
 
-    def __init__(self, cluster: Any, store: Store, sweep: str, k8s_version: str | None = None):
+    def __init__(self, cluster: Any, store: Store, sweep: str, k8s_version: str | None = None,
+                 verdict_s: float | None = None):
         self.cluster = cluster
+        self.verdict_s = verdict_s  # trials.verdict_wait: set when the sweep prunes
         self.store = store
         self.sweep = sweep
         self.k8s_version = k8s_version
@@ -58,7 +61,7 @@ class ClusterTrials:
     def start(self, number: int, spec: JobSpec) -> None:
         from kubetune.launch.render import names
 
-        for obj in trial_objects(spec, self.sweep, number, self.k8s_version):
+        for obj in trial_objects(spec, self.sweep, number, self.k8s_version, self.verdict_s):
             if self.cluster.read(obj["kind"], obj["metadata"]["name"]) is not None:
                 self.cluster.delete(obj["kind"], obj["metadata"]["name"], "Foreground")  # a failed attempt's
             self.cluster.create(obj)

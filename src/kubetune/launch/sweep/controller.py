@@ -16,10 +16,12 @@ Why not a controller Job on the cluster: it would need RBAC to create Jobs, an i
 sweep extra, and its own restart story, for a loop that is idle between polls; the launcher's
 loop, restartable from the store, runs the same trials with none of that.
 
-Pruning needs the trial's validation metric at each evaluation: the controller reads each
-running trial's `metrics/train.jsonl`, reports every new evaluation to Optuna in step order and,
-when the pruner says stop, writes the trial's PRUNE marker; the trial leaves at its next
-checkpoint with EXIT_PRUNED (`workload.trainer.pruning`), recorded as pruned, not failed.
+Pruning needs the trial's validation metric at each evaluation: a trial of a pruning sweep
+writes each evaluation to its `sweep/evaluations.json` and waits for the controller's verdict on
+that step (`workload.trainer.pruning`). The controller reports every new evaluation to Optuna in
+step order and answers each in the trial's `sweep/verdicts.json`: "continue", or "prune" with
+the trial's PRUNE marker; a pruned trial leaves at that step's checkpoint with EXIT_PRUNED,
+recorded as pruned, not failed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from kubetune.contract.layout import RunLayout, trial_run_name
 from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.sweep.results import write_results
 from kubetune.launch.sweep.study import distributions, grid_size, open_study
-from kubetune.launch.sweep.trials import evaluations, objective_value, trial_spec
+from kubetune.launch.sweep.trials import evaluations, objective_value, read_verdicts, trial_spec
 from kubetune.storage import Store
 
 POLL_SECONDS = 2.0
@@ -149,26 +151,37 @@ class Controller:
 
     # -- watching ----------------------------------------------------------------------------------
     def _report(self, number: int) -> None:
-        """Report the trial's new evaluations to Optuna, in step order; write its PRUNE marker
-        when the pruner says stop."""
+        """Report the trial's new evaluations to Optuna, in step order, and answer each one in its
+        verdicts (the trial waits for them: `workload.trainer.pruning`): "prune", with the
+        trial's PRUNE marker, when the pruner says stop, else "continue"."""
         trial = self.active[number]
         run = trial_run_name(self.spec.name, number)
         frozen = self._frozen(number)
         seen = set(frozen.intermediate_values)
-        marker = RunLayout(run).prune_marker
-        for step, value in sorted(evaluations(self.store, run, self.sweep.objective.metric).items()):
-            if step in seen:
+        layout = RunLayout(run)
+        verdicts = read_verdicts(self.store, run)
+        answered = dict(verdicts)
+        metric = self.sweep.objective.metric
+        for step, value in sorted(evaluations(self.store, run, metric).items()):
+            pruned_at = frozen.user_attrs.get("pruned_at_step")
+            if step in seen:  # reported before a restart: answer it again if the answer was lost
+                verdicts.setdefault(str(step), "prune" if pruned_at is not None and pruned_at <= step else "continue")
                 continue
             trial.report(value, step)
-            if "pruned_at_step" in frozen.user_attrs or self.store.exists(marker):
-                continue
-            if trial.should_prune():
+            seen.add(step)
+            if pruned_at is not None:
+                verdicts[str(step)] = "prune"
+            elif trial.should_prune():
                 trial.set_user_attr("pruned_at_step", step)
                 frozen = self._frozen(number)
-                self.store.write_text(marker, f"pruned by the sweep's {self.sweep.pruner} pruner at step {step} "
-                                              f"({self.sweep.objective.metric} {value:.4f})\n")
-                self.log(f"trial {number}: pruned at step {step} ({self.sweep.objective.metric} {value:.4f}); "
-                         "it stops at its next checkpoint")
+                self.store.write_text(layout.prune_marker, f"pruned by the sweep's {self.sweep.pruner} pruner at "
+                                                           f"step {step} ({metric} {value:.4f})\n")
+                verdicts[str(step)] = "prune"
+                self.log(f"trial {number}: pruned at step {step} ({metric} {value:.4f}); it stops at this checkpoint")
+            else:
+                verdicts[str(step)] = "continue"
+        if verdicts != answered:
+            self.store.write_json(layout.sweep_verdicts, verdicts)
 
     def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
         """Trial `number` as the study holds it now (a study's trials are numbered from 0)."""

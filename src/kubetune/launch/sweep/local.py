@@ -21,7 +21,7 @@ from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec
 
 
-def run_trial_locally(spec: JobSpec, sweep: str, number: int) -> int:
+def run_trial_locally(spec: JobSpec, sweep: str, number: int, verdict_s: float | None = None) -> int:
     """The train stage of trial `number` of `sweep` (its spec: `trials.trial_spec`) as local
     processes, marked as the trial (`trials.mark_trial`); its exit code."""
     from kubetune.launch.local.pods import plan_stage, run_processes
@@ -29,7 +29,7 @@ def run_trial_locally(spec: JobSpec, sweep: str, number: int) -> int:
     from kubetune.launch.sweep.trials import mark_trial
 
     objs = render_objects(spec, stage=kn.STAGE_TRAIN)
-    mark_trial(objs, sweep, number)
+    mark_trial(objs, sweep, number, verdict_s)
     with tempfile.TemporaryDirectory(prefix=f"kubetune-{spec.name}-") as tmp:
         procs = plan_stage(objs, kn.STAGE_TRAIN, Path(tmp))
         return run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)
@@ -38,8 +38,9 @@ def run_trial_locally(spec: JobSpec, sweep: str, number: int) -> int:
 class LocalTrials:
     """The controller's runner for the local trials of the sweep of job `sweep` (`controller.Runner`)."""
 
-    def __init__(self, sweep: str) -> None:
+    def __init__(self, sweep: str, verdict_s: float | None = None) -> None:
         self.sweep = sweep
+        self.verdict_s = verdict_s  # trials.verdict_wait: set when the sweep prunes
         self._threads: dict[int, threading.Thread] = {}
         self._ended: queue.Queue[tuple[int, int]] = queue.Queue()
 
@@ -50,7 +51,7 @@ class LocalTrials:
 
     def _run(self, number: int, spec: JobSpec) -> None:
         try:
-            code = run_trial_locally(spec, self.sweep, number)
+            code = run_trial_locally(spec, self.sweep, number, self.verdict_s)
         except Exception as exc:  # a trial that cannot start is a failed trial, not a dead sweep
             print(f"kubetune: trial {number} could not start: {exc}", file=sys.stderr, flush=True)
             code = 1

@@ -22,6 +22,17 @@ from kubetune.contract.spec.sweep import set_field
 from kubetune.storage import Store
 
 
+# How long a trial waits at each evaluation for the controller's verdict (the controller polls
+# every few seconds; a controller that is gone costs each evaluation this much, never the run).
+VERDICT_WAIT_S = 120.0
+
+
+def verdict_wait(spec: JobSpec) -> float | None:
+    """The verdict wait of the trials of `spec`'s sweep: None when it does not prune."""
+    assert spec.sweep is not None
+    return None if spec.sweep.pruner == "none" else VERDICT_WAIT_S
+
+
 def trial_spec(spec: JobSpec, number: int, params: dict[str, Any]) -> JobSpec:
     """The spec trial `number` runs: `spec` with `params` written in, its own name, no sweep."""
     assert spec.sweep is not None
@@ -37,20 +48,25 @@ def trial_spec(spec: JobSpec, number: int, params: dict[str, Any]) -> JobSpec:
     return trial
 
 
-def mark_trial(objs: list[dict[str, Any]], sweep: str, number: int) -> None:
+def mark_trial(objs: list[dict[str, Any]], sweep: str, number: int, verdict_s: float | None = None) -> None:
     """A trial's rendered objects, marked in place: every object and pod template carries the
     sweep's labels (names.SWEEP_LABEL, TRIAL_LABEL: a restarted controller finds the trial by
     them), and every container the variables names.ENV_SWEEP and ENV_TRIAL (its trackers group
-    the trial's runs by them). The same for local and cluster trials."""
+    the trial's runs by them) and, when the sweep prunes, names.ENV_SWEEP_VERDICT_SECONDS (the
+    trial waits that long at each evaluation for the controller's verdict). The same for local
+    and cluster trials."""
     labels = {kn.SWEEP_LABEL: sweep, kn.TRIAL_LABEL: str(number)}
     env = [{"name": kn.ENV_SWEEP, "value": sweep}, {"name": kn.ENV_TRIAL, "value": str(number)}]
+    if verdict_s is not None:
+        env.append({"name": kn.ENV_SWEEP_VERDICT_SECONDS, "value": f"{verdict_s:g}"})
+    ours = {e["name"] for e in env}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             if isinstance(node.get("containers"), list):
                 for container in node["containers"]:
                     container["env"] = [e for e in container.get("env", [])
-                                        if e.get("name") not in (kn.ENV_SWEEP, kn.ENV_TRIAL)] + env
+                                        if e.get("name") not in ours] + env
             if isinstance(node.get("template"), dict) and isinstance(node["template"].get("metadata"), dict):
                 node["template"]["metadata"].setdefault("labels", {}).update(labels)
             for value in node.values():
@@ -65,14 +81,23 @@ def mark_trial(objs: list[dict[str, Any]], sweep: str, number: int) -> None:
 
 
 def evaluations(store: Store, run: str, metric: str) -> dict[int, float]:
-    """The validation values of `metric` a run logged so far, by step (its `metrics/train.jsonl`)."""
+    """The validation values of `metric` a run logged so far, by step: what the trial reported
+    for its verdicts (`sweep/evaluations.json`, written at once) and what its
+    `metrics/train.jsonl` holds (carried to the store in the background; the final word)."""
     layout = RunLayout(run)
     key = f"eval_{metric.removeprefix('eval_')}"
+    values: dict[int, float] = {}
+    try:
+        reported = store.read_json(layout.sweep_evaluations) if store.exists(layout.sweep_evaluations) else {}
+    except (OSError, ValueError):  # being replaced right now: read it next time
+        reported = {}
+    for step, metrics in reported.items() if isinstance(reported, dict) else ():
+        if step.isdigit() and isinstance(metrics, dict) and isinstance(metrics.get(key), (int, float)):
+            values[int(step)] = float(metrics[key])
     try:
         text = store.read_text(layout.train_metrics) if store.exists(layout.train_metrics) else ""
-    except (OSError, ValueError):  # being replaced right now: read it next time
-        return {}
-    values: dict[int, float] = {}
+    except (OSError, ValueError):
+        text = ""
     for line in text.splitlines():
         try:
             record = json.loads(line)
@@ -81,6 +106,15 @@ def evaluations(store: Store, run: str, metric: str) -> dict[int, float]:
         if isinstance(record.get(key), (int, float)) and isinstance(record.get("step"), int):
             values[record["step"]] = float(record[key])
     return values
+
+
+def read_verdicts(store: Store, run: str) -> dict[str, str]:
+    """The controller's answers to a trial's evaluations so far (`sweep/verdicts.json`)."""
+    try:
+        verdicts = store.read_json(RunLayout(run).sweep_verdicts)
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in verdicts.items()} if isinstance(verdicts, dict) else {}
 
 
 def last_step(store: Store, run: str) -> int | None:

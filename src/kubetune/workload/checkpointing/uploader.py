@@ -107,6 +107,7 @@ class Uploader:
         self.guard = guard
         self.errors: list[str] = []
         self.committed: list[int] = []
+        self.last_upload_seconds: float | None = None  # the newest committed checkpoint's upload (checkpoint_every: auto)
         self.fatal: BaseException | None = None  # a full store or a lost lease: nothing more is written
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -269,8 +270,10 @@ class Uploader:
         def attempt(action: Callable[[], Any], what: str) -> Any:
             return retrying(action, what, self.retry_deadline_s, self._stop)
 
+        started = time.monotonic()
         rel = commit_checkpoint(self.store, self.layout, job.local, job.step, job.extra_files, attempt,
                                 carried=job.carried, guard=self.guard or (lambda what: None))
+        self.last_upload_seconds = time.monotonic() - started
         self.committed.append(job.step)
         print(f"kubetune: checkpoint committed: {self.store.url(rel)}", flush=True)
         try:

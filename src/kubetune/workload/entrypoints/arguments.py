@@ -57,6 +57,7 @@ def pod_env(environ: Mapping[str, str] | None = None) -> PodEnv:
         num_nodes=number(kn.ENV_NUM_NODES, None),
         sweep=env.get(kn.ENV_SWEEP) or None,
         trial=number(kn.ENV_TRIAL, None),
+        sweep_verdict_s=float(env[kn.ENV_SWEEP_VERDICT_SECONDS]) if env.get(kn.ENV_SWEEP_VERDICT_SECONDS) else None,
         wandb_mode=env.get(kn.ENV_WANDB_MODE, "").strip().lower(),
         wandb_api_key_set=bool(env.get(kn.ENV_WANDB_API_KEY)),
         wandb_dir=Path(env[kn.ENV_WANDB_DIR]) if env.get(kn.ENV_WANDB_DIR) else None,

@@ -18,14 +18,12 @@ spec's deadline; the loop is the store's (`storage.Store.check_reachable`).
 
 from __future__ import annotations
 
-import random
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
 from kubetune.storage import StoreUnavailableError, has_scheme, is_transient
+from kubetune.store_faults import one_line, retry_until
 
 PROBE_FILE = "config.json"
 PROBE_TIMEOUT_S = 10.0
@@ -73,24 +71,14 @@ def _probe_until(field: str, repo: str, revision: str | None, timeout_s: float, 
 
     # The URL from_pretrained fetches first (huggingface_hub's file URL, at the endpoint it uses).
     url = f"{endpoint.rstrip('/')}/{repo}/resolve/{quote(revision or 'main', safe='')}/{PROBE_FILE}"
-    start, delay, attempt = time.monotonic(), 0.5, 1
-    while True:
-        try:
-            get_session().head(url, headers=build_hf_headers(), timeout=PROBE_TIMEOUT_S)
-            return
-        except Exception as exc:  # the transport raises many types for one cause
-            if not is_network_fault(exc):
-                raise
-            waited = time.monotonic() - start
-            if waited >= timeout_s:
-                raise HubUnavailableError(
-                    f"{field}: {repo}: the Hugging Face Hub ({endpoint}) unreachable for {waited:.0f}s "
-                    f"(storage.startup_timeout_seconds: {timeout_s:g}): {_one_line(exc)}") from None
-            pause = min(delay / 2 + random.uniform(0, delay / 2), timeout_s - waited)
-            print(f"kubetune: the Hugging Face Hub ({endpoint}) unreachable (attempt {attempt}: {_one_line(exc)}); "
-                  f"retrying in {pause:.1f}s", file=sys.stderr, flush=True)
-            time.sleep(pause)
-            delay, attempt = min(delay * 2, 30.0), attempt + 1
+
+    def unreachable(exc: BaseException, waited: float) -> HubUnavailableError:
+        return HubUnavailableError(
+            f"{field}: {repo}: the Hugging Face Hub ({endpoint}) unreachable for {waited:.0f}s "
+            f"(storage.startup_timeout_seconds: {timeout_s:g}): {one_line(exc)}")
+
+    retry_until(lambda: get_session().head(url, headers=build_hf_headers(), timeout=PROBE_TIMEOUT_S),
+                is_network_fault, timeout_s, f"the Hugging Face Hub ({endpoint})", unreachable)
 
 
 @contextmanager
@@ -102,9 +90,6 @@ def hub_faults(field: str, source: str) -> Iterator[None]:
     except Exception as exc:
         if not is_hub_id(source) or not is_network_fault(exc):
             raise
-        raise HubUnavailableError(f"{field}: {source}: network fault while loading it: {_one_line(exc)}") from None
+        raise HubUnavailableError(f"{field}: {source}: network fault while loading it: {one_line(exc)}") from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

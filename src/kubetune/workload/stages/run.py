@@ -45,6 +45,7 @@ class PodEnv:
     num_nodes: int | None = None  # None: not a rendered predict Job (RANK/WORLD_SIZE place the shard)
     sweep: str | None = None  # names.ENV_SWEEP: a sweep's trial: the sweep's job name
     trial: int | None = None  # names.ENV_TRIAL: and the trial's number
+    sweep_verdict_s: float | None = None  # names.ENV_SWEEP_VERDICT_SECONDS: wait this long for each verdict
     # W&B's own variables, as far as kubetune looks at them: the mode, whether an API key is
     # there (never the key itself: this object may be printed), and the folder for its files.
     wandb_mode: str = ""  # names.ENV_WANDB_MODE, lower case

@@ -28,7 +28,7 @@ from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.model.hub import check_hub
 from kubetune.workload.stages.preflight import checks, open_store
 from kubetune.workload.stages.run import PodEnv, Run, Trained, global_batch
-from kubetune.workload.tracking.status import now_iso, write_curves, write_status
+from kubetune.workload.tracking.status import now_iso, write_curves, write_status, write_stop_status
 from kubetune.workload.tracking.trackers import check_trackers
 from kubetune.workload.tracking.mlflow_run import tag_model
 
@@ -186,8 +186,11 @@ def _commit_model(run: Run, out: Path, checkpointer: Any, step: int) -> None:
 def run_summary(trainer: Any, result: Any) -> dict:
     """`metrics/summary.json`: the step, which metric chose the best checkpoint and its value,
     that checkpoint by its folder name in the store (`step-000023`), and the Trainer's final
-    metrics (`train_loss` once: the Trainer's `training_loss` is the same number)."""
+    metrics (`train_loss` once: the Trainer's `training_loss` is the same number); under
+    `train.checkpoint_every: auto`, the intervals chosen (`checkpoint_interval`)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from kubetune.workload.trainer.checkpoint_interval import interval_summary
 
     best = trainer.state.best_model_checkpoint
     name = Path(best).name if best else ""
@@ -201,6 +204,7 @@ def run_summary(trainer: Any, result: Any) -> dict:
         "best_step": step,
         "best_checkpoint": checkpoint_name(step) if step is not None else None,
         **{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+        **interval_summary(trainer.callback_handler.callbacks),  # checkpoint_every: auto's choices
     }
 
 
@@ -248,7 +252,8 @@ def _train_and_finish(run: Run, lease: RunLease | None) -> int:
         if trained.preempted or not checkpointer.drain_final():  # SIGTERM while training, or while uploads drained
             code = checkpointer.leave_after_preemption(state.global_step)
             if run.is_main:
-                write_status(run.store, run.layout, "preempted", step=state.global_step, max_steps=state.max_steps)
+                write_stop_status(run.store, run.layout, code, stopped_at=state.global_step,
+                                  saved_through=checkpointer.saved_through(), max_steps=state.max_steps)
             return code
         if trained.pruned_at is not None:  # a sweep stopped this trial: its checkpoint landed, no model is committed
             if run.is_main:

@@ -2,9 +2,11 @@
 so `kubetune runs` and `kubetune show` (launcher side, reading only the store) can tell a run
 that is training from one that was preempted and can resume, or one that finished.
 
-Written by rank 0 only, at three moments: training starts (`running`, with the metric that
-picks the best checkpoint), SIGTERM with the checkpoint committed (`preempted`), and the model
-committed (`complete`). A pod killed without warning leaves `running`; the launcher then
+Written by rank 0 only, at these moments: training starts (`running`, with the metric that
+picks the best checkpoint), SIGTERM with the checkpoint committed (`preempted`), SIGTERM whose
+checkpoint did not land in time (`interrupted`: `step` is the last committed one, where a
+resume starts, and `stopped_at` where training stopped), a sweep's pruning (`pruned`) and the
+model committed (`complete`). A pod killed without warning leaves `running`; the launcher then
 judges by how long ago the run last wrote its metrics (`kubetune.launch.runs`).
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED
 from kubetune.contract.layout import RunLayout
 from kubetune.storage import Store
 
@@ -73,3 +76,14 @@ def write_curves(store: Store, layout: RunLayout, workdir: Any) -> None:
             store.upload_file(local, layout.curves)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal (see docstring)
         print(f"kubetune: warning: no {layout.curves}: {exc}", flush=True)
+
+
+def write_stop_status(store: Store, layout: RunLayout, code: int, stopped_at: int, saved_through: int | None,
+                      max_steps: int | None) -> None:
+    """The status after SIGTERM stopped training at `stopped_at` and the stage leaves with `code`:
+    `preempted` at that step when its checkpoint landed (EXIT_RETRY_AFTER_CHECKPOINT), else
+    `interrupted` at `saved_through`, the newest committed step, where a resume starts."""
+    if code == EXIT_INTERRUPTED_UNSAVED:
+        write_status(store, layout, "interrupted", step=saved_through or 0, stopped_at=stopped_at, max_steps=max_steps)
+    else:
+        write_status(store, layout, "preempted", step=stopped_at, max_steps=max_steps)

@@ -34,6 +34,7 @@ from kubetune.workload.tracking.status import status_callback
 from kubetune.workload.tracking.trackers import tracking_callbacks
 from kubetune.workload.trainer.callbacks import (ConfigMapProgressCallback, ConfigMapReporter, ProgressCallback,
                                                  TrainJobStatusCallback)
+from kubetune.workload.trainer.checkpoint_interval import NEVER_BY_PERIOD, AutoCheckpointCallback
 from kubetune.workload.trainer.elastic import SampleLog
 from kubetune.workload.trainer.pruning import PruneCallback
 from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer, trainer_class
@@ -51,6 +52,7 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
     t = run.spec.train
     metric, greater = run.task.best_metric()
     per_steps = t.checkpoint_every is not None
+    every = NEVER_BY_PERIOD if t.checkpoint_every == "auto" else t.checkpoint_every  # auto: the callback saves
     stream_steps = -1
     if stream is not None and not t.max_steps:  # train.epochs over the stream's rows
         stream_steps = steps_for_epochs(stream, t.epochs, t.gradient_accumulation_steps)
@@ -76,8 +78,8 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         eval_strategy="steps" if per_steps else "epoch",
         save_strategy="steps" if per_steps else "epoch",
-        eval_steps=t.checkpoint_every,
-        save_steps=t.checkpoint_every,
+        eval_steps=every,
+        save_steps=every,
         save_total_limit=t.keep_checkpoints,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
@@ -172,8 +174,11 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
         ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", run.samples_per_step,
                          checkpointer.uploader),
         *checkpointer.callbacks(),  # publish each checkpoint; SIGTERM: save and stop at the end of the step
-        PruneCallback(run.store, run.layout),  # a sweep's PRUNE marker: save this evaluation's step and stop
+        PruneCallback(run.store, run.layout, run.env.sweep_verdict_s),  # a sweep prunes: save this step and stop
     ]
+    if t.checkpoint_every == "auto":  # the interval from measured costs (Young/Daly)
+        upload_s = (lambda: checkpointer.uploader.last_upload_seconds) if checkpointer.uploader is not None else None
+        callbacks.append(AutoCheckpointCallback(run.spec.resources.interruptions_per_hour, upload_s, run.is_main))
     if t.early_stopping:
         callbacks.append(EarlyStoppingCallback(t.early_stopping.patience, t.early_stopping.threshold))
     if run.is_main:
