@@ -23,8 +23,10 @@ which rank a sample lands on.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -34,8 +36,9 @@ import psutil
 import pytest
 import yaml
 
-from helpers_resume import SMALL_CPU_ENV, LineProcess
+from helpers_resume import SMALL_CPU_ENV, LineProcess, restartable_s3, s3fs_for
 from kubetune.contract import names as kn
+from kubetune.contract.exitcodes import EXIT_RETRY_AFTER_CHECKPOINT
 from tiny_models import tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -165,3 +168,85 @@ def test_a_lost_node_shrinks_the_gang_and_its_return_grows_it_with_the_same_glob
     # Point 5: each logged step says its world size (train.jsonl, the trackers), at the global step.
     logged = {r["step"]: r["world_size"] for r in records(setup, name, "train.jsonl") if "loss" in r}
     assert logged == {s["step"]: s["world_size"] for s in steps}
+
+
+# -- A streamed split from the store (moto S3), resumed at another world size -------------------
+
+BUCKET = "elastic-stream"
+STREAM_ROWS = 256  # 2 Parquet files of 2 row groups of 64
+STREAM_EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with restartable_s3(BUCKET) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def streamed(s3, setup, shared_data: Path) -> dict[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs = s3fs_for(s3.endpoint)
+    train = (shared_data / "sst2" / "train.tsv").read_text().splitlines()[1 : 1 + STREAM_ROWS]
+    rows = [{"sentence": line.split("\t")[0], "label": int(line.split("\t")[1])} for line in train]
+    for part in range(2):
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows[part * 128:(part + 1) * 128]), buffer, row_group_size=64)
+        fs.pipe_file(f"{BUCKET}/data/train/part-{part}.parquet", buffer.getvalue())
+    fs.pipe_file(f"{BUCKET}/data/validation.tsv", (setup["root"] / "validation.tsv").read_bytes())
+    return {"train": f"s3://{BUCKET}/data/train", "validation": f"s3://{BUCKET}/data/validation.tsv"}
+
+
+def stream_spec(setup, s3, data: dict[str, str], name: str, nodes: int) -> Path:
+    """`train.global_batch_size` (16) fixes the global batches at any size, here a fixed gang of
+    `nodes` that a later attempt runs with another count."""
+    spec = {
+        "name": name, "model": {"source": str(setup["model"])},
+        "data": {**data, "streaming": True, "columns": {"text": "sentence"}},
+        "train": {"max_seq_length": 64, "batch_size": 8, "global_batch_size": GLOBAL_BATCH, "epochs": STREAM_EPOCHS,
+                  "checkpoint_every": 8, "logging_steps": 1, "seed": 7, "learning_rate": 1e-3, "precision": "fp32",
+                  "dropout": 0.0},
+        "resources": {"nodes": nodes},
+        "storage": {"root": f"s3://{BUCKET}/store", "endpoint_url": s3.endpoint},
+        "kubernetes": {"termination_grace_period_seconds": 60},
+    }
+    path = setup["root"] / f"{name}-{nodes}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def store_records(s3, name: str, file: str) -> list[dict]:
+    text = s3fs_for(s3.endpoint).cat_file(f"{BUCKET}/store/runs/{name}/metrics/{file}").decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_a_streamed_run_resumes_at_another_world_size_on_the_next_unseen_rows(setup, s3, streamed):
+    reference = Launcher(stream_spec(setup, s3, streamed, "stream-uninterrupted", 1), setup["cache"])
+    assert reference.wait() == 0, reference.output[-4000:]
+
+    name = "stream-resized"
+    first = Launcher(stream_spec(setup, s3, streamed, name, 2), setup["cache"])  # 2 nodes ...
+    first.wait_for(r"checkpoint committed: .*step-000008")
+    first.proc.send_signal(signal.SIGTERM)  # ... preempted: a checkpoint at the end of the step
+    assert first.wait(120) == EXIT_RETRY_AFTER_CHECKPOINT, first.output[-4000:]
+    second = Launcher(stream_spec(setup, s3, streamed, name, 1), setup["cache"])  # ... resumed on 1
+    assert second.wait() == 0, second.output[-4000:]
+    resumed = int(re.search(r"resuming from .*step-(\d+)", second.output).group(1))
+
+    steps, expected = store_records(s3, name, "samples.jsonl"), store_records(s3, "stream-uninterrupted", "samples.jsonl")
+    per_epoch = STREAM_ROWS // GLOBAL_BATCH
+    assert [s["step"] for s in steps] == list(range(1, STREAM_EPOCHS * per_epoch + 1)), "each step once"
+    assert [s["samples"] for s in steps] == [s["samples"] for s in expected], "the same rows in every step"
+    for epoch in range(STREAM_EPOCHS):
+        seen = [i for s in steps[epoch * per_epoch:(epoch + 1) * per_epoch] for i in s["samples"]]
+        assert len(seen) == len(set(seen)) == STREAM_ROWS, f"epoch {epoch}: each row exactly once"
+    summary = json.loads(s3fs_for(s3.endpoint).cat_file(f"{BUCKET}/store/runs/{name}/metrics/summary.json"))
+    assert summary["world_size_history"] == [[1, 2], [resumed + 1, 1]]
+    got = {r["step"]: r["loss"] for r in store_records(s3, name, "train.jsonl") if "loss" in r}
+    want = {r["step"]: r["loss"] for r in store_records(s3, "stream-uninterrupted", "train.jsonl") if "loss" in r}
+    assert sorted(got) == sorted(want)
+    for step in want:
+        assert got[step] == pytest.approx(want[step], rel=1e-3, abs=1e-3), f"step {step}"
+    assert s3fs_for(s3.endpoint).exists(f"{BUCKET}/store/runs/{name}/model/COMMITTED")

@@ -13,7 +13,6 @@ from kubetune.contract.spec.job import SpecError, validate_spec
 from kubetune.storage import Store
 from kubetune.workload.data.tables import split_files
 from kubetune.workload.data.streaming import StreamingTrainData, list_pieces, stream_loader, streaming_source
-from kubetune.workload.errors import DataError
 
 ROWS_PER_GROUP = 12
 
@@ -118,12 +117,6 @@ def test_spec_chooses_streaming(s3_store: Store):
     assert fmt == "tsv" and urls == [s3_store.url("data/small.tsv")]
     with pytest.raises(SpecError, match="data.streaming"):
         validate_spec({**base, "data": {"train": "x.tsv", "streaming": "sometimes"}})
-    # Issue 24: an elastic gang's global batches are map-style only, for now: one line, not a stream
-    # that would resume approximately at another world size.
-    elastic = validate_spec({**base, "data": {"train": "data/small.tsv", "streaming": True},
-                             "resources": {"nodes": {"min": 1, "max": 2}}})
-    with pytest.raises(DataError, match=r"^data.streaming: an elastic gang .* set data.streaming: false$"):
-        streaming_source(elastic, s3_store)
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ class Checkpointer:
         checkpoint folder)."""
         t = self.run.spec.train
         if self.state.stream is not None:
-            return self.state.stream.position(trainer_state.global_step * t.gradient_accumulation_steps)
+            return self.state.stream.position(trainer_state.global_step * self.run.accumulation)
         if self.state.global_batches is not None:
             return self.state.global_batches.position(trainer_state.global_step)
         if self.state.sampler is not None:

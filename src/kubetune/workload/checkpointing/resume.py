@@ -48,6 +48,11 @@ class ResumeState:
     best_step: int | None = None  # the best checkpoint its Trainer state names, fetched beside it
     loss_window: dict[str, Any] | None = None  # the loss summed since its last log (`LOSS_WINDOW`)
 
+    @property
+    def in_global_batches(self) -> bool:
+        """Whether the run trains in global batches, map-style or streamed (an elastic gang)."""
+        return self.global_batches is not None or hasattr(self.stream, "global_batch")
+
 
 def restore_position(state: ResumeState, train_data: datasets.Dataset | None) -> None:
     """Give the sampler (or stream) the checkpoint's data position before training resumes;

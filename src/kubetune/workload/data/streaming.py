@@ -302,11 +302,6 @@ def streaming_source(spec: JobSpec, store: Store, pinned: PinnedData | None = No
         return None
     if choice is None and total_bytes(files.uris, files.options) < AUTO_STREAM_BYTES:
         return None
-    if spec.resources.elastic or spec.train.global_batch_size is not None:
-        # Global batches (the same optimizer steps at any world size) cover map-style data;
-        # a stream deals its rows out per rank, so a changed world size would not resume exactly.
-        raise DataError("data.streaming: an elastic gang (resources.nodes {min, max}) or train.global_batch_size "
-                        "trains on a map-style training split for now; set data.streaming: false")
     return StreamSource(files.uris, fmt, files.options)
 
 
@@ -332,8 +327,10 @@ def read_head(source: StreamSource, rows: int, pinned: PinnedData | None = None)
 
 
 def make_stream(source: StreamSource, spec: JobSpec, task: Task, tokenizer: PreTrainedTokenizerBase,
-                labels: list[str] | None, rank: int, world_size: int) -> StreamingTrainData:
-    """The training stream of this rank: the task's own tokenization, run in the workers."""
+                labels: list[str] | None, rank: int, world_size: int,
+                kind: type[StreamingTrainData] | None = None, **extra: Any) -> StreamingTrainData:
+    """The training stream of this rank: the task's own tokenization, run in the workers.
+    `kind` and `extra`: another stream class and its arguments (`global_stream.GlobalStream`)."""
     urls, fmt, options = source
     columns = task.columns()
     wanted = sorted({c for c in columns.values() if c is not None})
@@ -345,10 +342,10 @@ def make_stream(source: StreamSource, spec: JobSpec, task: Task, tokenizer: PreT
         return task.prepare_test(ds, tokenizer, labels).to_list()
 
     t = spec.train
-    return StreamingTrainData(
+    return (kind or StreamingTrainData)(
         list_pieces(urls, fmt, options), fmt, options, encode, batch_size=t.batch_size, seed=t.seed,
         rank=rank, world_size=world_size, num_workers=t.dataloader_workers,
-        columns=wanted if fmt in ("parquet", "csv", "tsv") else None,
+        columns=wanted if fmt in ("parquet", "csv", "tsv") else None, **extra,
     )
 
 

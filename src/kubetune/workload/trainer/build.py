@@ -55,7 +55,7 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
     every = NEVER_BY_PERIOD if t.checkpoint_every == "auto" else t.checkpoint_every  # auto: the callback saves
     stream_steps = -1
     if stream is not None and not t.max_steps:  # train.epochs over the stream's rows
-        stream_steps = steps_for_epochs(stream, t.epochs, t.gradient_accumulation_steps)
+        stream_steps = steps_for_epochs(stream, t.epochs, run.accumulation)
     return arguments_class(run.task)(
         **generation_arguments(run),
         output_dir=str(output_dir),
@@ -167,7 +167,7 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
     args = training_arguments(run, checkpointer.local_dir, model, resume.stream)
 
     sample_log = None
-    if resume.global_batches is not None:  # an elastic gang: each step's sample ids (`metrics/samples.jsonl`)
+    if resume.in_global_batches:  # an elastic gang: each step's sample ids (`metrics/samples.jsonl`)
         sample_log = SampleLog(run.store, run.layout, run.workdir / SAMPLES_FILE, checkpointer.uploader)
     callbacks: list[TrainerCallback] = [
         *([sample_log] if sample_log is not None else []),  # its step line is written before the step's checkpoint carries it

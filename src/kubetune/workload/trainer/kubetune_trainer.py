@@ -60,7 +60,7 @@ class KubetuneTrainer(Trainer):
         self.sample_log = sample_log  # an elastic gang: each step's sample ids (`trainer.elastic`)
         self._loss_window: dict[str, Any] | None = None
         super().__init__(*args, **kwargs)
-        if self.resume.global_batches is not None:
+        if self.resume.in_global_batches:
             # Each per-device batch's own mean loss, divided by the accumulation: the step's
             # gradient is then the mean over its equal-sized batches, whichever rank computed
             # them, so the same at any world size. The Trainer would otherwise pass the rank's
@@ -88,6 +88,8 @@ class KubetuneTrainer(Trainer):
         if stream is None:
             return super().get_train_dataloader()
         collate = self._get_collator_with_removed_columns(self.data_collator, description="training")
+        if self.resume.in_global_batches:  # the rows' ids for the sample log, taken out in `training_step`
+            collate = collate_with_ids(collate)
         return stream_loader(stream, collate, self.args.dataloader_pin_memory)
 
     def _global_batch_loader(self) -> DataLoader:
