@@ -1,5 +1,6 @@
 """Shared fixtures: real parts only — a real S3 protocol server (moto over HTTP, used through
-s3fs), the real pretrained MiniLM weights, the real datasets from ../shared/data."""
+s3fs), the real pretrained MiniLM weights, the real datasets from ../shared/data; and, where
+nothing real can run here, a local server that answers as the Hugging Face Hub does."""
 
 from __future__ import annotations
 
@@ -88,6 +89,33 @@ def s3_bucket(s3_server: str) -> tuple[str, str]:
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
     fs.mkdir("kubetune-test")
     return s3_server, "kubetune-test"
+
+
+@pytest.fixture(scope="session")
+def _fake_hub():
+    from fakes.hub_server import FakeHub
+
+    hub = FakeHub().start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def hub_endpoint(_fake_hub, monkeypatch: pytest.MonkeyPatch):
+    """A local server answering the Hugging Face Hub's endpoints (`fakes.hub_server`) as this
+    test's Hub: HF_ENDPOINT for child processes, huggingface_hub's and datasets' copies of it
+    for this one (they read it once, at import)."""
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", _fake_hub.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", _fake_hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", _fake_hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", _fake_hub.url)
+    monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", _fake_hub.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    return _fake_hub
 
 
 @pytest.fixture

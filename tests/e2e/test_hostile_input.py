@@ -128,7 +128,7 @@ NUMBERS = [
     ("train.epochs", True, "train.epochs: Input should be a valid number"),
     ("train.lora.r", True, "train.lora.r: Input should be a valid integer"),
     ("kubernetes.backoff_limit", False, "kubernetes.backoff_limit:"),
-    ("resources.nodes", "2", "resources.nodes: Input should be a valid integer"),
+    ("resources.nodes", "2", "resources.nodes: must be a node count such as 2, or a range such as {min: 1, max: 4} (got '2')"),
 ]
 
 

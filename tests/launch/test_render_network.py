@@ -125,6 +125,9 @@ def what_it_loads(spec) -> list[tuple[str, str, int]]:
     for source in (spec.model.source, spec.model.tokenizer):
         if source and "://" not in source and not source.startswith(("/", "./", "../", "~")):
             found.append((f"Hub {source}", HUB, 443))
+    for uri in (spec.data.train, spec.data.validation, spec.data.test):
+        if uri and uri.startswith("hf://"):
+            found.append((f"Hub {uri}", HUB, 443))
     if spec.tracking is not None and spec.tracking.wandb is not None:
         found.append(("W&B", WANDB, 443))
     return found

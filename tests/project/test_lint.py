@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kubetune.launch.render import render_objects, to_yaml_stream
-from kubetune.contract.spec.job import load_spec
+from kubetune.contract.spec.job import load_spec, validate_spec
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = sorted((REPO / "jobs").glob("*.yaml"))
@@ -79,6 +79,13 @@ def render_all(folder: Path) -> None:
     refs = render_objects(spec, stage="evaluate", model="v0001")[-1:] + render_objects(
         spec, stage="predict", predict={"input": "s3://b/in.jsonl", "output": "s3://b/out/", "model": "current"})[-1:]
     (folder / "quickstart.model-ref.yaml").write_text(to_yaml_stream(refs))
+    # Workload identity (issue 27): the annotated ServiceAccount, and Azure's pod label, once each.
+    for name, identity in (("gke", {"gcp_service_account": "trainer@my-project.iam.gserviceaccount.com"}),
+                           ("azure", {"azure_client_id": "00000000-1111-2222-3333-444444444444"})):
+        raw = yaml.safe_load((REPO / "jobs" / "quickstart.yaml").read_text())
+        raw["kubernetes"] = {"service_account": "trainer", "workload_identity": identity}
+        objs = render_objects(validate_spec(raw), stage="all")
+        (folder / f"quickstart.identity-{name}.yaml").write_text(to_yaml_stream(objs))
 
 
 def test_checkov_passes_rendered_manifests_except_listed_checks(tmp_path):

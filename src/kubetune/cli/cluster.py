@@ -98,8 +98,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         stages = [render_objects(spec, stage=args.stage, model=args.model)]
     cluster = _connect(args, spec.kubernetes.namespace)
-    # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training.
+    # Evaluating a trained job reuses the ConfigMap, Service and NetworkPolicy of its training; a
+    # workload identity's ServiceAccount is shared by every job that names it.
     reuse = ("ConfigMap", "Service", "NetworkPolicy") if args.stage == kn.STAGE_EVALUATE else ()
+    if spec.kubernetes.workload_identity is not None:
+        reuse += ("ServiceAccount",)
     return submit(cluster, spec.name, stages, replace=args.replace, dry_run=args.dry_run, wait=args.wait,
                   reuse=reuse, source=args.job)
 

@@ -16,6 +16,8 @@ from kubetune.cli.arguments import (
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT
 from kubetune.contract.model_ref import check_model_stage
+from kubetune.contract.spec.checks import check_writable_uri
+from kubetune.contract.spec.credentials import credentials_problem
 from kubetune.contract.spec.job import JobSpec, SpecError, load_spec
 
 # After the headline metrics, the summary's `test:` line shows how many samples they were scored on.
@@ -24,6 +26,9 @@ SAMPLES_METRIC = "num_samples"
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, args.overrides)
+    problem = credentials_problem(spec.storage.root, spec.kubernetes)  # what a cluster's pods would lack
+    if problem:
+        raise SpecError(f"{args.job}: {problem}")
     print(spec.to_yaml(), end="")
     print_public_https(spec)
     if not args.data:
@@ -165,6 +170,9 @@ def print_summary(spec: JobSpec, wall_seconds: float | None = None, model: str |
         if metrics.get("data"):
             print(f"data:    {metrics['data']} ({_scored_split(spec, metrics)})")
         print(f"metrics: {store.url(metrics_path)}")
+    origin = _training_data_origin(store, layout)
+    if origin:
+        print(f"origin:  {origin}")
 
 
 def _test_numbers(metrics: dict[str, Any]) -> str:
@@ -186,6 +194,20 @@ def _picked_by(spec: JobSpec, store: Any) -> str:
     if d.validation:
         return f"data.validation, {store.resolve(d.validation)}"
     return f"{d.validation_split:.0%} of data.train held out, seed {d.split_seed}"
+
+
+def _training_data_origin(store: Any, layout: Any) -> str | None:
+    """Where the run's training data came from, as its lineage copied their provenance file:
+    synthetic data say that the accuracy shows the mechanics only; real data name their source
+    and licence. None when the data carry no provenance."""
+    if not store.exists(layout.lineage):
+        return None
+    found = (store.read_json(layout.lineage).get("provenance") or {}).get("data.train")
+    if not isinstance(found, dict):
+        return None
+    if found.get("synthetic"):
+        return f"data.train: {found.get('note') or 'synthetic data: the accuracy shows the mechanics, not quality'}"
+    return f"data.train: {found.get('source')} (licence: {found.get('licence')})"
 
 
 def _scored_split(spec: JobSpec, metrics: dict[str, Any]) -> str:
@@ -213,6 +235,10 @@ def predict_args(args: argparse.Namespace) -> dict[str, str] | None:
         return None
     if not args.input or not args.output:
         raise SpecError("--stage predict needs --input URI and --output URI")
+    try:
+        check_writable_uri(args.output)
+    except ValueError as exc:
+        raise SpecError(f"--output: {exc}") from None
     return {"input": args.input, "output": args.output, **({"format": args.format} if args.format else {}),
             **({"model": args.model} if args.model is not None else {})}
 

@@ -11,6 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# Beside a dataset's files (not under runs/): where they came from, their licence, and whether
+# they are synthetic (`kubetune prepare-quickstart` writes one); a run's lineage.json copies it.
+PROVENANCE_FILE = "provenance.json"
+
 
 @dataclass(frozen=True)
 class RunLayout:

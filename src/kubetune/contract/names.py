@@ -127,6 +127,7 @@ ENV_HF_HOME = "HF_HOME"
 ENV_HOME = "HOME"
 ENV_TMPDIR = "TMPDIR"
 ENV_AWS_CREDENTIALS_FILE = "AWS_SHARED_CREDENTIALS_FILE"
+ENV_GCP_CREDENTIALS_FILE = "GOOGLE_APPLICATION_CREDENTIALS"  # a gs:// root's key file (storage_credentials: file)
 # Set by the Job controller in every pod of an Indexed Job.
 ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
 # Weights & Biases (`tracking.wandb`): the renderer sets the project, entity and the folder the
@@ -159,6 +160,7 @@ RENDERED_ENV = frozenset(
         ENV_HOME,
         ENV_TMPDIR,
         ENV_AWS_CREDENTIALS_FILE,
+        ENV_GCP_CREDENTIALS_FILE,
         ENV_COMPLETION_INDEX,
         "PYTHONUNBUFFERED",
         "PYTHONDONTWRITEBYTECODE",

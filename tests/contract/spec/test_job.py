@@ -142,8 +142,9 @@ def test_resolved_spec_round_trips():
 def test_every_shipped_job_loads(job):
     spec = load_spec(job)
     assert spec.name
-    # Jobs read data from datasets/<folder>/<file> in the store, named as in ../shared/data.
-    assert spec.data.train.startswith("datasets/")
+    # Jobs read data from datasets/<folder>/<file> in the store, named as in ../shared/data, or
+    # from a dataset repository of the Hugging Face Hub (hf://datasets/..., issue 27).
+    assert spec.data.train.startswith(("datasets/", "hf://datasets/"))
 
 
 @pytest.mark.parametrize("job", JOBS, ids=[j.name for j in JOBS])

@@ -12,9 +12,11 @@ import re
 from typing import Any
 
 # Schemes a store or data URI may use: the object stores kubetune installs a file system for
-# (s3fs), fsspec's built-in local and in-memory ones. Anything else (ftp://, a typo) would fail
-# deep inside fsspec with a traceback.
-SUPPORTED_SCHEMES = ("s3", "s3a", "file", "memory")
+# (s3fs; huggingface_hub's HfFileSystem for hf://), fsspec's built-in local and in-memory ones.
+# Anything else (ftp://, a typo) would fail deep inside fsspec with a traceback.
+SUPPORTED_SCHEMES = ("s3", "s3a", "file", "memory", "hf")
+# Schemes kubetune only reads (data, model.source): never a place anything is written.
+READ_ONLY_SCHEMES = ("hf",)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 # Kubernetes: metadata.annotations, keys and values together, at most 256 KiB
@@ -58,6 +60,17 @@ def check_uri(value: str | None) -> str | None:
         normal = posixpath.normpath(value)
         if normal == ".." or normal.startswith("../"):
             raise ValueError("a path relative to storage.root must stay under it ('..' climbs out)")
+    return value
+
+
+def check_writable_uri(value: str | None) -> str | None:
+    """`check_uri`, for a place kubetune writes to (storage.root, predictions): a read-only
+    store (the Hugging Face Hub) is refused."""
+    value = check_uri(value)
+    match = _SCHEME.match(value or "")
+    if match and match.group(1).lower() in READ_ONLY_SCHEMES:
+        raise ValueError(f"{match.group(1)}:// is read-only (the Hugging Face Hub): kubetune writes here; "
+                         f"use a local folder or {', '.join(s + '://' for s in SUPPORTED_SCHEMES if s not in READ_ONLY_SCHEMES)}")
     return value
 
 

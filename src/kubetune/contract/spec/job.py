@@ -22,7 +22,7 @@ import yaml
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from kubetune.contract.errors import SpecError
-from kubetune.contract.spec.checks import check_checkpoint_every, check_image, check_uri
+from kubetune.contract.spec.checks import check_checkpoint_every, check_image, check_uri, check_writable_uri
 from kubetune.contract.spec.kubernetes import DNS_LABEL, EgressRule, KubernetesSpec, ResourcesSpec, Strict, check_elastic_engine
 from kubetune.contract.spec.loading import apply_override, format_errors, read_spec_file, screen_secrets, spec_file_label
 from kubetune.contract.spec.retrain import PromotionSpec, RetrainSpec
@@ -88,8 +88,8 @@ class ModelSpec(Strict):
     """Where the pretrained weights come from: a store path, an object-store URI, a local
     folder (`/…`, `./…`) or, when none of those exists, a Hugging Face Hub id."""
 
-    source: str = Field(min_length=1, description="a path under storage.root, an s3:// URI, a local folder or a Hub id")
-    revision: str | None = Field(default=None, description="Hub branch, tag or commit of model.source and the tokenizer")
+    source: str = Field(min_length=1, description="a path under storage.root, an s3:// or hf://org/name[@rev] URI, a local folder or a Hub id")
+    revision: str | None = Field(default=None, description="Hub branch, tag or commit of model.source and the tokenizer (a Hub id, or an hf:// URI without @rev)")
     tokenizer: str | None = Field(default=None, description="defaults to model.source")
 
     _uris = field_validator("source", "tokenizer")(lambda cls, v: check_uri(v))
@@ -108,7 +108,7 @@ class QuestionAnsweringSpec(Strict):
 class DataSpec(Strict):
     """Dataset files and how their columns map to the task's roles."""
 
-    train: str = Field(min_length=1, description="a file, glob or prefix (resolved as a run starts); relative: under storage.root")
+    train: str = Field(min_length=1, description="a file, glob or prefix (resolved as a run starts; an hf:// one pinned to a commit); relative: under storage.root")
     validation: str | None = Field(default=None, description="picks the best model; unset: data.validation_split of train held out")
     test: str | None = Field(default=None, description="what evaluate scores (unset: data.validation); the retrain gate's default")
     format: DataFormat | None = Field(default=None, description="inferred from the file extension when unset")
@@ -265,7 +265,7 @@ class StorageSpec(Strict):
         "stops writing (keep it above the store's read timeout)",
     )
 
-    _uris = field_validator("root")(lambda cls, v: check_uri(v))
+    _uris = field_validator("root")(lambda cls, v: check_writable_uri(v))
 
     @field_validator("endpoint_url")
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kubetune.contract.names import ENGINE_JOB, ENV_PREFIX, RENDERED_ENV, Engine
 from kubetune.contract.profiles import PROFILES
 from kubetune.contract.spec.checks import check_annotations, check_tolerations
+from kubetune.contract.spec.credentials import WorkloadIdentity
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -252,12 +253,19 @@ class KubernetesSpec(Strict):
     priority_class: str | None = Field(default=None, description="the pods' PriorityClass (priorityClassName)")
     storage_secret: str | None = Field(
         default="kubetune-storage",
-        description="Secret with S3 credentials; null when pods get them otherwise (IRSA, workload identity)",
+        description="Secret with the store's credentials; null when pods get them otherwise (IRSA, "
+        "kubernetes.workload_identity, which makes null the default)",
     )
     storage_credentials: Literal["file", "env"] = Field(
         default="file",
-        description="file: the Secret's key `credentials` is an AWS credentials file (AWS_SHARED_CREDENTIALS_FILE); "
-        "env: the Secret's keys (AWS_ACCESS_KEY_ID, ...) become environment variables",
+        description="file: the Secret's key `credentials` is a credentials file (AWS_SHARED_CREDENTIALS_FILE for S3, "
+        "GOOGLE_APPLICATION_CREDENTIALS for gs://); env: the Secret's keys (AWS_ACCESS_KEY_ID, AZURE_STORAGE_*, ...) "
+        "become environment variables",
+    )
+    workload_identity: WorkloadIdentity | None = Field(
+        default=None,
+        description="the pods' cloud identity by GKE or Azure Workload Identity instead of a key in a Secret; "
+        "needs kubernetes.service_account",
     )
     cache_pvc: str | None = Field(default=None, description="PersistentVolumeClaim for the model/dataset cache")
     cache_size: str = Field(default="50Gi", description="size of the cache emptyDir when no cache_pvc is set")
@@ -357,6 +365,17 @@ class KubernetesSpec(Strict):
     def _public_https_restricts(self) -> KubernetesSpec:
         if self.public_https is not None and self.egress is None:
             raise ValueError("public_https: only with kubernetes.egress (unset, every destination is allowed)")
+        return self
+
+    @model_validator(mode="after")
+    def _identity_has_its_account(self) -> KubernetesSpec:
+        if self.workload_identity is None:
+            return self
+        if not self.service_account:
+            raise ValueError("workload_identity: needs kubernetes.service_account, the ServiceAccount the cloud "
+                             "identity trusts (kubetune renders it with the annotation)")
+        if "storage_secret" not in self.model_fields_set:  # the identity replaces the default Secret
+            object.__setattr__(self, "storage_secret", None)
         return self
 
     @model_validator(mode="after")

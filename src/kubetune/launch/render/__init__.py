@@ -71,8 +71,10 @@ import yaml
 
 from kubetune.contract import names as kn
 from kubetune.contract.model_ref import check_model_ref, check_model_stage
+from kubetune.contract.spec.credentials import credentials_problem
 from kubetune.contract.spec.job import JobSpec
-from kubetune.launch.render.jobs import ELASTIC_MIN_K8S, configmap, evaluate_job, predict_job, train_cronjob, train_job
+from kubetune.launch.render.jobs import (ELASTIC_MIN_K8S, configmap, evaluate_job, identity_service_account, predict_job,
+                                         train_cronjob, train_job)
 from kubetune.launch.render.initializer import init_container, initializer_replicated_job
 from kubetune.launch.render.jobset import train_jobset
 from kubetune.launch.render.naming import Names, RenderError, names, validate_schedule
@@ -132,6 +134,9 @@ def render_objects(
             raise RenderError("--schedule renders the training CronJob; use it with --stage train or all")
         if engine != kn.ENGINE_JOB:
             raise RenderError(f"--schedule renders a CronJob of Jobs; it does not take --engine {engine}")
+    problem = credentials_problem(spec.storage.root, spec.kubernetes)
+    if problem:
+        raise RenderError(problem)
     version = k8s_version or default_k8s_version(spec, stage)
     if spec.resources.elastic and stage in (kn.STAGE_TRAIN, kn.STAGE_ALL):
         _check_elastic(spec, engine, version)
@@ -172,6 +177,8 @@ def _build(spec: JobSpec, stage: str, schedule: str | None, predict: dict[str, s
     n = names(spec)
     multi = spec.resources.max_nodes > 1
     objs: list[dict[str, Any]] = [configmap(spec, n)]
+    if spec.kubernetes.workload_identity is not None:  # every stage's pods run as it
+        objs.insert(0, identity_service_account(spec, n))
     if spec.kubernetes.network_policy:
         objs.append(network_policy(spec, n))
     if stage == kn.STAGE_PREDICT:

@@ -10,6 +10,8 @@ from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec, SpecError
 from kubetune.launch.render.naming import Names
 from kubetune.launch.render.pod import (
+    AZURE_CLIENT_ID_ANNOTATION,
+    GKE_SERVICE_ACCOUNT_ANNOTATION,
     common_labels,
     evaluate_command,
     object_metadata,
@@ -173,3 +175,17 @@ def train_cronjob(spec: JobSpec, n: Names, schedule: str) -> dict[str, Any]:
         },
     }
 
+
+def identity_service_account(spec: JobSpec, n: Names) -> dict[str, Any]:
+    """`kubernetes.service_account`, annotated for `kubernetes.workload_identity`: GKE maps it
+    to a Google service account, Azure to a client id (its pods also carry the label,
+    `pod.pod_template`). No token is mounted from it: the platform's own metadata server (GKE)
+    or projected token (Azure's webhook) gives the pods their identity. `kubetune submit` keeps
+    one that exists already (another job's)."""
+    identity = spec.kubernetes.workload_identity
+    assert identity is not None and spec.kubernetes.service_account
+    annotations = ({GKE_SERVICE_ACCOUNT_ANNOTATION: identity.gcp_service_account} if identity.gcp_service_account
+                   else {AZURE_CLIENT_ID_ANNOTATION: identity.azure_client_id})
+    metadata = object_metadata(spec, spec.kubernetes.service_account, "identity")
+    metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata, "automountServiceAccountToken": False}

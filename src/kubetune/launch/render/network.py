@@ -88,15 +88,25 @@ def network_policy(spec: JobSpec, n: Names) -> dict[str, Any]:
 
 
 
+# huggingface_hub's endpoint variable: a Hub mirror the user runs (set in kubernetes.env).
+HUB_ENDPOINT_ENV = "HF_ENDPOINT"
+
+
 def public_destinations(spec: JobSpec) -> list[str]:
     """What the spec's pods fetch from public services, one phrase each: a model or tokenizer
     source that is a Hub id unless the store holds such a folder (the workload decides at the
-    start, `workload/model/source`), an S3 store without `storage.endpoint_url` (AWS), W&B
+    start, `workload/model/source`), an hf:// data or model URI (unless kubernetes.env sets
+    HF_ENDPOINT, a mirror), an S3 store without `storage.endpoint_url` (AWS), W&B
     unless `kubernetes.env` sets WANDB_MODE=offline."""
     found = []
     for field, source in (("model.source", spec.model.source), ("model.tokenizer", spec.model.tokenizer)):
         if source and not has_scheme(source) and not is_explicit_local(source):
             found.append(f"{field} {source} (the Hugging Face Hub unless {spec.storage.root} holds that folder)")
+    hub_uris = [field for field, uri in (("model.source", spec.model.source), ("model.tokenizer", spec.model.tokenizer),
+                                         ("data.train", spec.data.train), ("data.validation", spec.data.validation),
+                                         ("data.test", spec.data.test)) if uri and uri.startswith("hf://")]
+    if hub_uris and HUB_ENDPOINT_ENV not in spec.kubernetes.env:  # a mirror inside the cluster needs no 443 out
+        found.append(f"{', '.join(hub_uris)} (hf://: the Hugging Face Hub)")
     if spec.storage.root.startswith("s3://") and not spec.storage.endpoint_url:
         found.append(f"storage.root {spec.storage.root} (AWS S3: no storage.endpoint_url)")
     if spec.tracking is not None and spec.tracking.wandb is not None \

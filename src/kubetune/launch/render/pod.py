@@ -13,10 +13,16 @@ from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_BAD_INPUT, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
 from kubetune.contract.profiles import cpu_cores, default_cpu, default_memory, threads_per_process
 from kubetune.contract.spec.job import JobSpec
+from kubetune.contract.spec.credentials import GCS_SCHEMES
 from kubetune.launch.render.naming import Names
 
 # The user the images run as (docker/Dockerfile); high, so it matches no host user.
 RUN_AS_USER = 10001
+# Workload identity (kubernetes.workload_identity): the pod label Azure's webhook selects on, and
+# the ServiceAccount annotations GKE and Azure read (`jobs.identity_service_account`).
+AZURE_IDENTITY_LABEL = "azure.workload.identity/use"
+AZURE_CLIENT_ID_ANNOTATION = "azure.workload.identity/client-id"
+GKE_SERVICE_ACCOUNT_ANNOTATION = "iam.gke.io/gcp-service-account"
 # Label keys of the app.kubernetes.io family (recommended labels), on every object.
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -209,7 +215,9 @@ def _env(spec: JobSpec, stage: str) -> list[dict[str, Any]]:
         {"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": str(max(k.termination_grace_period_seconds - 15, 5))},
     ]
     if k.storage_secret and k.storage_credentials == "file":
-        env.append({"name": kn.ENV_AWS_CREDENTIALS_FILE, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
+        key_file = kn.ENV_GCP_CREDENTIALS_FILE if spec.storage.root.split("://", 1)[0] in GCS_SCHEMES \
+            else kn.ENV_AWS_CREDENTIALS_FILE
+        env.append({"name": key_file, "value": f"{kn.CREDENTIALS_DIR}/{kn.CREDENTIALS_KEY}"})
     if _gpus(spec, stage) == 0:
         env.append({"name": "CUDA_VISIBLE_DEVICES", "value": ""})
     if spec.spec_file:  # the pod's error lines name the user's file, not the mounted copy
@@ -331,6 +339,8 @@ def pod_template(spec: JobSpec, n: Names, stage: str, command: list[str], contai
     pod["containers"] = [container]
     pod["volumes"] = volumes
     labels = {**common_labels(spec, stage), kn.STAGE_LABEL: stage}
+    if k.workload_identity is not None and k.workload_identity.azure_client_id:
+        labels[AZURE_IDENTITY_LABEL] = "true"  # Azure Workload Identity's webhook gives these pods the token
     annotations = {**k.annotations, kn.SPEC_HASH_ANNOTATION: resolved_spec_hash(spec)}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}
 

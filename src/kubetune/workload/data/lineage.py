@@ -22,6 +22,7 @@ from typing import Any
 
 import fsspec
 
+from kubetune.contract.layout import PROVENANCE_FILE
 from kubetune.contract.spec.job import JobSpec, run_defining
 from kubetune.storage import Store
 from kubetune.workload.data.tables import PinnedData, SplitFiles, split_files
@@ -60,7 +61,9 @@ def file_records(files: SplitFiles, rows: dict[str, int]) -> list[dict[str, Any]
     for path, uri in zip(files.paths, files.uris):
         info = files.fs.info(path)
         record: dict[str, Any] = {"uri": uri, "size": info.get("size"), "rows": rows.get(uri)}
-        etag = info.get("ETag") or info.get("etag")
+        etag = info.get("ETag") or info.get("etag") or info.get("blob_id")  # blob_id: a Hub file's git oid
+        if files.hub_pin is not None:  # the revision as written and the commit it was read at
+            record["hub_ref"], record["revision"] = files.hub_pin
         if etag:
             record["etag"] = str(etag).strip('"')
         if info.get("VersionId"):
@@ -77,6 +80,22 @@ def data_records(pinned: PinnedData, fields: tuple[str, ...] | None = None) -> d
     """The records of the run's pinned splits (of `fields` only, when given)."""
     return {field: file_records(files, pinned.rows) for field, files in pinned.files.items()
             if fields is None or field in fields}
+
+
+def data_provenance(pinned: PinnedData, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Each split's `PROVENANCE_FILE` (the folder of its first file), where there is one: its
+    source, licence, and whether it is synthetic, as whoever made the data recorded them."""
+    found: dict[str, Any] = {}
+    for field, files in pinned.files.items():
+        if field not in fields or not files.paths:
+            continue
+        path = posixpath.join(posixpath.dirname(files.paths[0]), PROVENANCE_FILE)
+        try:
+            if files.fs.exists(path):
+                found[field] = json.loads(files.fs.cat_file(path))
+        except (OSError, ValueError):  # unreadable provenance is no provenance; the data were read
+            continue
+    return found
 
 
 def data_fingerprint(records: dict[str, list[dict[str, Any]]]) -> str:
@@ -129,6 +148,7 @@ def build_lineage(spec: JobSpec, store: Store, pinned: PinnedData, model_uri: st
     return {
         "data": records,
         "data_fingerprint": data_fingerprint(records),
+        "provenance": data_provenance(pinned, DATA_FIELDS),
         "rows": rows,
         "model": model_record(store, model_uri, spec.model.revision),
         "tokenizer": tokenizer_uri,

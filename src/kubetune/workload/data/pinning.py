@@ -26,7 +26,7 @@ from kubetune.workload.errors import DataError
 
 # What identifies a file's content; `mtime` only where none of these is known (a local file
 # over lineage.HASH_LIMIT).
-IDENTITY = ("size", "etag", "version_id", "sha256")
+IDENTITY = ("size", "etag", "version_id", "sha256", "revision")
 
 Records = dict[str, list[dict[str, Any]]]
 
@@ -78,14 +78,21 @@ def check_inputs(store: Store, layout: RunLayout, now: Records) -> None:
                     f"start a new run (--set name=...)")
 
 
-def record_attempt(store: Store, layout: RunLayout, now: Records, resumed_from: int | None, started: str) -> None:
+def record_attempt(store: Store, layout: RunLayout, now: Records, resumed_from: int | None, started: str,
+                   hub_commits: dict[str, str] | None = None) -> None:
     """Append this attempt to `attempts.json`; the files pinned are this attempt's when none
-    were, or when it resumes nothing (`check_inputs` let it through)."""
+    were, or when it resumes nothing (`check_inputs` let it through). `hub_commits`: the hf://
+    revisions the run read and their commits (its model source's too), kept from the first
+    attempt for every later one (`hub_revisions`)."""
     data = read_attempts(store, layout)
     attempts = list(data.get("attempts", []))
     attempts.append({"attempt": len(attempts) + 1, "started": started, "resumed_from": resumed_from, "data": now})
     pinned = data.get("pinned") if data.get("pinned") is not None and resumed_from is not None else now
-    store.write_json(layout.attempts, {"pinned": pinned, "attempts": attempts})
+    record: dict[str, Any] = {"pinned": pinned, "attempts": attempts}
+    commits = {**(hub_commits or {}), **(data.get("hub_commits") or {})}
+    if commits:
+        record["hub_commits"] = commits
+    store.write_json(layout.attempts, record)
 
 
 def _has_checkpoint(store: Store, layout: RunLayout) -> bool:

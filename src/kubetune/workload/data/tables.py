@@ -23,6 +23,7 @@ import datasets
 import fsspec
 
 from kubetune.storage import Store
+from kubetune.workload.data.hub_revisions import is_hub_uri, pin
 from kubetune.workload.errors import DataError
 
 datasets.disable_progress_bars()
@@ -62,6 +63,7 @@ class SplitFiles:
     fs: fsspec.AbstractFileSystem
     paths: list[str]  # fsspec paths (no scheme), sorted
     options: dict[str, Any]
+    hub_pin: tuple[str, str] | None = None  # an hf:// split: (its ref key, the commit it is read at)
 
     @property
     def uris(self) -> list[str]:
@@ -82,6 +84,8 @@ class PinnedData:
 
     files: dict[str, SplitFiles] = dataclasses.field(default_factory=dict)  # spec field (data.train) -> its files
     rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    # hf:// revisions as written -> the commit the run reads them at (`hub_revisions.pin`)
+    hub_commits: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def pin(self, spec_field: str, files: SplitFiles) -> None:
         """From now on in this run, the split of `spec_field` (and any split with its URI) is `files`."""
@@ -110,8 +114,12 @@ def split_files(store: Store, uri: str, field: str, pinned: PinnedData | None = 
     if pinned is not None and (files := pinned.lookup(url)) is not None:
         return files
     options = store.options_for(url)
+    read_at, hub_pin = url, None
+    if is_hub_uri(url):  # read at one commit, the run's (hub_revisions)
+        read_at, key, commit = pin(url, field, pinned.hub_commits if pinned is not None else {}, DataError)
+        hub_pin = (key, commit)
     try:
-        fs, path = fsspec.core.url_to_fs(url, **options)
+        fs, path = fsspec.core.url_to_fs(read_at, **options)
         found = fs.glob(path) if any(c in path for c in "*?[") else ([path] if fs.exists(path) else [])
         if found and fs.isdir(found[0]):
             found = [p for p in fs.find(found[0]) if not posixpath.basename(p).startswith(".")]
@@ -119,7 +127,7 @@ def split_files(store: Store, uri: str, field: str, pinned: PinnedData | None = 
         raise DataError(f"{field}: cannot read {url}: {_one_line(exc)}") from None
     if not found:
         raise DataError(f"{field}: {url}: {'no file matches' if any(c in path for c in '*?[') else 'file not found'}")
-    return SplitFiles(url=url, fs=fs, paths=sorted(found), options=options)
+    return SplitFiles(url=url, fs=fs, paths=sorted(found), options=options, hub_pin=hub_pin)
 
 
 def read_table(store: Store, uri: str, fmt: str | None, field: str,

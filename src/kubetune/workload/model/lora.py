@@ -180,7 +180,7 @@ def base_model_dir(folder: str | Path, cache: Path) -> str:
         return config["base_model_name_or_path"]
     spec = load_spec(spec_file)
     store = Store.from_spec(spec.storage)
-    return local_model_dir(store, check_model_source(store, spec.model.source), cache)
+    return local_model_dir(store, check_model_source(store, spec.model.source, revision=spec.model.revision), cache)
 
 
 def load_adapter_model(auto_class: Any, folder: str | Path, cache: Path) -> Any:

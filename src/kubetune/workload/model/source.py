@@ -1,6 +1,6 @@
 """Turn `model.source` into something `from_pretrained` can load.
 
-A source is, in this order: a URI with a scheme (s3://…, file://…); an explicit local folder
+A source is, in this order: a URI with a scheme (s3://…, hf://org/name[@rev], file://…); an explicit local folder
 (`/…`, `./…`); a path under `storage.root` (`models/all-MiniLM-L6-v2`); and, when no such
 folder exists in the store, a Hugging Face Hub id (`bert-base-uncased`). Folders in an object
 store are downloaded once into a local cache, then loaded through the normal
@@ -16,16 +16,22 @@ from pathlib import Path
 import fsspec
 
 from kubetune.storage import Store, has_scheme, is_explicit_local
+from kubetune.workload.data.hub_revisions import is_hub_uri, pin
 from kubetune.workload.model.downloads import download_once
 from kubetune.workload.errors import ModelSourceError
 
 HF_CONFIG = "config.json"
 
 
-def check_model_source(store: Store, source: str, field: str = "model.source") -> str:
-    """Validate cheaply, before anything is loaded. Returns the resolved URI, or the hub id."""
+def check_model_source(store: Store, source: str, field: str = "model.source", revision: str | None = None,
+                       commits: dict[str, str] | None = None) -> str:
+    """Validate cheaply, before anything is loaded. Returns the resolved URI (an hf:// one read
+    at the commit its revision, else `revision`, names now, or the run's in `commits`:
+    `hub_revisions.pin`), or the hub id."""
     if has_scheme(source) or is_explicit_local(source):
         url = store.resolve(source)
+        if is_hub_uri(url):
+            url = pin(url, field, {} if commits is None else commits, ModelSourceError, default_revision=revision)[0]
         _require_hf_folder(store, url, field)
         return url
     url = store.resolve(source)

@@ -63,10 +63,14 @@ def checks(spec: JobSpec, store: Store, pinned: PinnedData | None = None) -> Che
     """Every check before the model loads, on `open_store`'s store; raises a UserError naming
     the field. The splits are resolved into `pinned` (a retrain run's, holding its gate set
     too), else into a new PinnedData."""
-    model_uri = check_model(store, spec.model.source, "model.source", tokenizer=not spec.model.tokenizer)
+    pinned = PinnedData() if pinned is None else pinned
+    revision, commits = spec.model.revision, pinned.hub_commits  # an hf:// source: the run's commit
+    model_uri = check_model(store, spec.model.source, "model.source", tokenizer=not spec.model.tokenizer,
+                            revision=revision, commits=commits)
     tokenizer_uri = model_uri
     if spec.model.tokenizer:
-        tokenizer_uri = check_model(store, spec.model.tokenizer, "model.tokenizer", tokenizer=True, config=False)
+        tokenizer_uri = check_model(store, spec.model.tokenizer, "model.tokenizer", tokenizer=True, config=False,
+                                    revision=revision, commits=commits)
     task = get_task(spec)
     task.check_spec()
     pinned = resolve_data(spec, store, pinned=pinned)
@@ -94,11 +98,12 @@ def check_job(spec: JobSpec) -> str:
             f"model {model}: not checked (a Hugging Face Hub id)")
 
 
-def check_model(store: Store, source: str, field: str, tokenizer: bool, config: bool = True) -> str:
+def check_model(store: Store, source: str, field: str, tokenizer: bool, config: bool = True,
+                revision: str | None = None, commits: dict[str, str] | None = None) -> str:
     """`check_model_source`, and for a folder (not a Hub id, which is not checked here):
     a `config.json` naming a `model_type` (`config`), a tokenizer file (`tokenizer`). Returns
     the resolved URI or the Hub id."""
-    resolved = check_model_source(store, source, field)
+    resolved = check_model_source(store, source, field, revision, commits)
     if not (has_scheme(resolved) or resolved.startswith("/")):
         return resolved
     fs, path = fsspec.core.url_to_fs(resolved, **store.options_for(resolved))

@@ -22,6 +22,7 @@ from kubetune.contract.spec.job import RUN_DEFINING, JobSpec, SpecError, run_def
 from kubetune.integrity import commit_verified
 from kubetune.storage import Store, is_space_error
 from kubetune.workload.data.lineage import DATA_FIELDS, build_lineage, data_records
+from kubetune.workload.data.hub_revisions import commits_of
 from kubetune.workload.data.pinning import check_inputs, read_attempts, record_attempt
 from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
@@ -92,6 +93,10 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
     if store.is_committed(layout.model):
         print(f"kubetune: run {spec.name} is already complete: {store.url(layout.model)}", flush=True)
         return None
+    pinned = pinned if pinned is not None else PinnedData()
+    # A later attempt reads the hf:// commits its run's first attempt pinned, not a branch's newest.
+    attempts = read_attempts(store, layout)
+    pinned.hub_commits.update({**commits_of(attempts.get("pinned")), **(attempts.get("hub_commits") or {})})
     checked = checks(spec, store, pinned)
     records = data_records(checked.pinned, DATA_FIELDS)
     check_inputs(store, layout, records)  # a resumed attempt trains on the files the run started with
@@ -129,7 +134,8 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
         run.store.write_text(run.layout.spec, run.spec.to_yaml())
     checkpoint = checkpointer.resume_point()
     if run.is_main:
-        record_attempt(run.store, run.layout, run.data_records, checkpointer.state.step, now_iso())
+        record_attempt(run.store, run.layout, run.data_records, checkpointer.state.step, now_iso(),
+                       run.pinned.hub_commits)
     checkpointer.restore()  # the sampler's epoch / the stream's position, the best checkpoint, the loss window
     result = built.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return Trained(trainer=built.trainer, prepared=built.prepared, result=result, preempted=checkpointer.preempted,
