@@ -108,3 +108,16 @@ def tiny_causal_lm(target: Path, texts: Iterable[str], arch: str = "gpt2", vocab
     tokenizer = build_tokenizer(texts, vocab_size, append_eos=False)
     return save_tiny_model(target, causal_config(arch, tokenizer), tokenizer, AutoModelForCausalLM)
 
+
+
+def tiny_classifier(target: Path, texts: Iterable[str], vocab_size: int = 500, hidden: int = 32,
+                    layers: int = 2) -> Path:
+    """A small BERT (by default 2 layers of hidden 32) for text classification, randomly
+    initialised: training steps of milliseconds and checkpoints of kilobytes, for tests about
+    the training loop itself."""
+    from transformers import AutoModel, BertConfig
+
+    tokenizer = build_tokenizer(texts, vocab_size)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    return save_tiny_model(target, config, tokenizer, AutoModel)

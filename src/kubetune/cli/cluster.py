@@ -20,7 +20,7 @@ from kubetune.cli.formatting import elapsed, number, table
 from kubetune.contract import names as kn
 from kubetune.contract.errors import UserError
 from kubetune.contract.model_ref import check_model_stage
-from kubetune.contract.progress import progress_parts
+from kubetune.contract.progress import format_world_sizes, progress_parts
 
 EXIT_CLUSTER_ERROR = 1
 
@@ -205,6 +205,9 @@ def format_progress(p: dict[str, Any]) -> str:
     parts += progress_parts(p)
     if p["eta_seconds"] is not None:
         parts.append(f"eta {elapsed(p['eta_seconds'])}")
+    changes = format_world_sizes(p.get("world_sizes"))  # an elastic gang that changed size
+    if changes:
+        parts.append(changes)
     if p["updated"]:
         parts.append(f"logged {p['updated'].replace('+00:00', 'Z')}")
     return " | ".join(parts)

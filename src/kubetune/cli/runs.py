@@ -9,6 +9,7 @@ from typing import Any
 
 from kubetune.cli.arguments import add_store_args, open_store
 from kubetune.cli.formatting import elapsed, number, table
+from kubetune.contract.progress import format_world_sizes
 
 COLUMNS = ["name", "task", "model", "state", "steps", "best validation", "test", "started", "duration"]
 
@@ -17,6 +18,8 @@ def table_row(run: dict[str, Any]) -> list[str]:
     """One run's cells under COLUMNS (`launch.runs.describe_run`'s row)."""
     best, test = run["best"], run["test"]
     steps = f"{number(run['step'])}/{number(run['max_steps'])}"
+    changes = format_world_sizes(run.get("world_sizes"))  # an elastic gang that changed size
+    steps += f", {changes}" if changes else ""
     return [
         run["name"],
         run["task"] or "-",

@@ -71,6 +71,11 @@ class RunLayout:
         return self._p("metrics", "train.jsonl")
 
     @property
+    def samples_log(self) -> str:
+        """Each optimizer step's sample ids and world size, of a run that trains in global batches."""
+        return self._p("metrics", "samples.jsonl")
+
+    @property
     def summary(self) -> str:
         return self._p("metrics", "summary.json")
 

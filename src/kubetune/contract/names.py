@@ -116,6 +116,12 @@ ENV_SPEC_FILE = "KUBETUNE_SPEC_FILE"
 # The launcher's own setting (never passed to a pod): seconds between two plain progress lines
 # of `run --local` when its output is not a terminal; 0 prints every line.
 ENV_PROGRESS_INTERVAL = "KUBETUNE_PROGRESS_INTERVAL"
+# The launcher's own setting (never passed to a pod): seconds after which `run --local` starts a
+# replacement for a lost node of an elastic gang, as a Job controller replaces a lost pod; the
+# word LOCAL_REPLACE_NEVER leaves it out (the gang trains on at the size it has).
+ENV_LOCAL_REPLACE_SECONDS = "KUBETUNE_LOCAL_REPLACE_SECONDS"
+LOCAL_REPLACE_NEVER = "never"
+LOCAL_REPLACE_DEFAULT_S = 30.0
 # Standard variables the rendered pod sets for the libraries it runs.
 ENV_HF_HOME = "HF_HOME"
 ENV_HOME = "HOME"

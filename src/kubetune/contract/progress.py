@@ -39,6 +39,8 @@ def format_progress(record: dict[str, Any], max_steps: int) -> str:
             parts.append(f"{key} {value:.4f}")
     if "samples_per_second" in record:
         parts.append(f"{record['samples_per_second']:.1f} samples/s")
+    if "world_size" in record:  # an elastic gang (issue 24): the ranks training now
+        parts.append(f"world size {int(record['world_size'])}")
     if "eta_seconds" in record:
         parts.append(f"eta {datetime.timedelta(seconds=int(record['eta_seconds']))}")
     return "kubetune: " + " | ".join(parts)
@@ -71,3 +73,22 @@ def progress_parts(p: dict[str, Any]) -> list[str]:
     if p.get("samples_per_second") is not None:
         parts.append(f"{p['samples_per_second']:.1f} samples/s")
     return parts
+
+
+def world_size_history(records: list[dict[str, Any]]) -> list[list[int]]:
+    """[[step, world_size], ...] of an elastic gang's records (`metrics/samples.jsonl` or
+    `train.jsonl`, those with a `world_size`): the first, then each step at which it changed."""
+    history: list[list[int]] = []
+    for record in sorted((r for r in records if "world_size" in r), key=lambda r: int(r["step"])):
+        size = int(record["world_size"])
+        if not history or history[-1][1] != size:
+            history.append([int(record["step"]), size])
+    return history
+
+
+def format_world_sizes(history: list[list[int]] | None) -> str | None:
+    """`world size 2→1→2 (steps 1, 17, 45)`; None without a change to show (a fixed size)."""
+    if not history or len(history) < 2:
+        return None
+    sizes = "→".join(str(size) for _, size in history)
+    return f"world size {sizes} (steps {', '.join(str(step) for step, _ in history)})"

@@ -24,6 +24,7 @@ from typing import Any
 
 from kubetune.contract.errors import UserError
 from kubetune.contract.layout import RunLayout, checkpoint_step, resume_step
+from kubetune.contract.progress import world_size_history
 from kubetune.integrity import DamagedError, check_store_sizes, damaged_folders, read_manifest, summary
 from kubetune.storage import Store
 
@@ -184,6 +185,8 @@ def describe_run(store: Store, name: str, now: float | None = None) -> dict[str,
         "started": _iso(started),
         "duration_seconds": round(ended - started, 1) if started and ended else None,
         "latest_checkpoint": latest,
+        # An elastic gang (issue 24): [[step, world_size], ...] at each change of its size.
+        "world_sizes": summary.get("world_size_history") or world_size_history(records) or None,
         "damaged_checkpoints": damaged_checkpoints(store, layout),
         "url": store.url(layout.base),
     }
@@ -261,6 +264,7 @@ def progress(store: Store, name: str) -> dict[str, Any] | None:
         "samples_per_second": timed.get("samples_per_second"),
         "eta_seconds": timed.get("eta_seconds") if step < (total or step + 1) else 0,
         "updated": _iso(_modified(store, layout.train_metrics)),
+        "world_sizes": world_size_history(records) or None,  # an elastic gang's sizes so far
     }
 
 

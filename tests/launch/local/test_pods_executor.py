@@ -230,3 +230,12 @@ def test_after_a_forwarded_sigterm_the_gang_says_what_its_pods_said():
     assert _after_stop([76, 76], 15) == 76
     assert _after_stop([73, -15], 15) == 73
     assert _after_stop([-15], 15) == 143
+
+
+def test_an_elastic_gang_runs_torchrun_with_its_node_range(tmp_path):
+    """Issue 24: `resources.nodes: {min, max}` runs `--nnodes=MIN:MAX`, one process per pod of the range's max."""
+    spec = make_spec(resources={"nodes": {"min": 1, "max": 2}})
+    procs = plan_stage(render_objects(spec, stage="train"), "train", tmp_path, gpus=0)
+    assert [arg(p.argv, "--nnodes") for p in procs] == ["1:2", "1:2"]
+    fixed = plan_stage(render_objects(make_spec(resources={"nodes": 2}), stage="train"), "train", tmp_path / "f", gpus=0)
+    assert [arg(p.argv, "--nnodes") for p in fixed] == ["2", "2"]

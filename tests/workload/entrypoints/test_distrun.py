@@ -179,3 +179,23 @@ def test_distrun_hands_the_decision_to_torchrun(monkeypatch, index, hosts):
             "--rdzv-id=job-train", "worker.py"]
     assert distrun.main(argv) == 0
     assert configs[0]["is_host"] == hosts
+
+
+@pytest.mark.parametrize(
+    "nnodes, conf, expected",
+    [
+        ("1:2", "is_host=true", {"is_host": "true", "keep_alive_interval": "2", "keep_alive_max_attempt": "3",
+                                 "last_call_timeout": "10"}),
+        ("1:4", "last_call_timeout=60", {"last_call_timeout": "60", "keep_alive_interval": "2",
+                                         "keep_alive_max_attempt": "3"}),  # the user's own wins
+        ("2", "is_host=false", {"is_host": "false"}),  # a fixed size: torch's defaults
+        ("2:2", "", {}),
+    ],
+)
+def test_an_elastic_gang_finds_a_lost_node_in_seconds(nnodes, conf, expected):
+    """Issue 24: `--nnodes=MIN:MAX` gets the elastic rendezvous timings, as torchrun parses them."""
+    from torch.distributed.elastic.rendezvous.utils import _parse_rendezvous_config
+
+    from kubetune.workload.entrypoints.distrun import elastic_conf
+
+    assert _parse_rendezvous_config(elastic_conf(nnodes, conf)) == expected

@@ -26,7 +26,8 @@ def make_spec(task: str = "text-classification", resources: dict | None = None, 
 
 
 def arguments(tmp_path, spec, model=None):
-    run = SimpleNamespace(spec=spec, task=get_task(spec), env=PodEnv())  # what training_arguments reads of a Run
+    run = SimpleNamespace(spec=spec, task=get_task(spec), env=PodEnv(),  # what training_arguments reads of a Run
+                          accumulation=spec.train.gradient_accumulation_steps)
     return training_arguments(run, tmp_path, model)  # type: ignore[arg-type]
 
 

@@ -15,7 +15,7 @@ from kubetune.workload.trainer.build import training_arguments
 
 def _arguments(tmp_path, **train):
     spec = validate_spec({"name": "demo", "model": {"source": "m"}, "data": {"train": "t.tsv"}, "train": train})
-    run = SimpleNamespace(spec=spec, task=get_task(spec), env=PodEnv())
+    run = SimpleNamespace(spec=spec, task=get_task(spec), env=PodEnv(), accumulation=spec.train.gradient_accumulation_steps)
     return training_arguments(run, tmp_path)  # type: ignore[arg-type]
 
 

@@ -176,6 +176,9 @@ class TrainSpec(Strict):
     batch_size: int = Field(default=32, gt=0, description="per device")
     eval_batch_size: int | None = Field(default=None, gt=0, description="per device, to evaluate and predict; default 2 x batch_size")
     gradient_accumulation_steps: int = Field(default=1, gt=0, description="batches per optimizer step")
+    global_batch_size: int | None = Field(default=None, gt=0, exclude_if=lambda v: v is None, description=(
+        "samples per optimizer step over all ranks, kept as an elastic gang changes size (docs/elastic.md#exact-across-world-sizes); "
+        "unset: batch_size x gradient_accumulation_steps x the full gang's processes"))
     weight_decay: float = Field(default=0.01, ge=0, description="the optimizer's weight decay")
     warmup: float = Field(default=0.0, ge=0, description="fraction of all steps if < 1, else a number of steps")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "cosine_with_restarts"] = Field(
@@ -184,13 +187,10 @@ class TrainSpec(Strict):
     dropout: float | None = Field(default=None, ge=0, lt=1, description="overrides the model's dropout")
     max_seq_length: int = Field(default=128, gt=0, description="tokens per input; longer ones are cut (question-answering: windowed)")
     max_target_length: int | None = Field(default=None, gt=0, description="seq2seq: target tokens; default max_seq_length")
-    packing: bool = Field(
-        default=False, description="causal-lm: pack short training samples into full max_seq_length sequences"
-    )
+    packing: bool = Field(default=False, description="causal-lm: pack short training samples into full max_seq_length sequences")
     seed: int = Field(default=42, description="seed of the weight initialisation and the data order")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs that support it and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32"
-    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(default="auto", description=(
+        "auto: bf16 on GPUs that support it and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32"))
     group_by_length: bool = Field(default=True, description="batch similar lengths together: far less padding")
     metric: str | None = Field(default=None, description="validation metric that picks the best model; task default")
     early_stopping: EarlyStoppingSpec | None = Field(default=None, description="stop when a validation metric stops improving")

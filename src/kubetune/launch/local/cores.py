@@ -1,4 +1,4 @@
-"""How many cores a local run may use: the ones its CPU affinity allows (`taskset`, a
+"""How many cores (and GPUs: `local_gpu_count`, `split_gpus`) a local run may use: the ones its CPU affinity allows (`taskset`, a
 container's cpuset), less the ones other work keeps busy as the stage starts, at least 1.
 
 Why the busy ones: on 2 cores that other processes keep busy, torch's default of a thread per
@@ -16,6 +16,8 @@ dependency of the launcher for the same two reads of one file.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -68,3 +70,22 @@ def busy_cores(first: dict[int, tuple[int, int]], second: dict[int, tuple[int, i
 def free_cores(cores: int, busy: float) -> int:
     """`cores` less the busy ones, rounded, at least 1 and at most `cores`."""
     return max(1, min(cores, round(cores - busy)))
+
+
+def local_gpu_count() -> int:
+    """NVIDIA GPUs on this machine, without importing torch (0 when nvidia-smi is absent)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return 0
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return 0
+    result = subprocess.run([exe, "-L"], capture_output=True, text=True, check=False)
+    return sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))
+
+
+def split_gpus(gpus: int, pods: int) -> list[list[int] | None]:
+    """GPU indices per pod: an equal share each, or None (CPU) when there are too few."""
+    share = gpus // pods
+    if share == 0:
+        return [None] * pods
+    return [list(range(i * share, (i + 1) * share)) for i in range(pods)]

@@ -9,6 +9,10 @@
   (`kubetune.contract.recovery` states the two pod lines this joins).
 * A pod process that exits non-zero stops the others (SIGTERM, then SIGKILL after
   GANG_GRACE_S): on a cluster the agent has then given up, its restart budget spent.
+* An elastic gang (`resources.nodes: {min, max}`) is run as a Job controller would: a pod
+  killed by a signal (its node lost) does not stop the others, whose torchrun agents
+  re-rendezvous without it and train on; after a delay the pod is started again (`Replacement`)
+  and the gang grows back.
 * SIGTERM or SIGHUP to the launcher (a closed terminal, a CI cancel, `timeout`) is forwarded as
   SIGTERM to every pod, as the kubelet does; they commit a checkpoint and exit 75. The
   launcher waits up to the grace period (`kubernetes.termination_grace_period_seconds`), kills
@@ -28,12 +32,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
 from kubetune.contract import names as kn
 from kubetune.contract.exitcodes import EXIT_INTERRUPTED_UNSAVED, EXIT_NO_SPACE, EXIT_RETRY_AFTER_CHECKPOINT
+from kubetune.contract.errors import UserError
 from kubetune.contract.recovery import parse_resumed, parse_worker_failed
+from kubetune.contract.spec.job import JobSpec
 from kubetune.launch.local.progress_view import ProgressView
 
 # Grace period for the other processes of a gang when one fails.
@@ -42,6 +49,7 @@ GANG_GRACE_S = 30
 FORWARDED = (signal.SIGTERM, signal.SIGHUP)
 
 Running = list[tuple["LocalProcess", "subprocess.Popen[bytes]"]]
+Starter = Callable[["LocalProcess"], tuple["LocalProcess", "subprocess.Popen[bytes]"]]
 
 
 @dataclass
@@ -117,10 +125,43 @@ def _after_stop(codes: list[int], signum: int) -> int:
     return 128 + signum
 
 
-def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> int:
-    """Start every process of a gang; when one fails, stop the others. Returns 0 or the first
-    failure's exit code (128 + signal for a signalled process). After a forwarded SIGTERM/SIGHUP:
-    the pods' own word (`_after_stop`), else 128 + the signal.
+@dataclass
+class Replacement:
+    """An elastic gang's Job controller, locally: a pod lost to a signal (its node gone) is
+    started again, same name and command, `after_s` seconds later, at most `limit` times in
+    all; the survivors train on meanwhile (their agents re-rendezvous without it)."""
+
+    after_s: float
+    limit: int
+    done: int = 0
+
+
+def local_replacement(spec: JobSpec, environ: dict[str, str]) -> Replacement | None:
+    """How `run --local` replaces a lost node of an elastic gang: after
+    names.ENV_LOCAL_REPLACE_SECONDS (default names.LOCAL_REPLACE_DEFAULT_S; names.LOCAL_REPLACE_NEVER:
+    not at all), at most `train.max_restarts` times per run, as a Job's backoff bounds its pod
+    replacements. None for a gang of fixed size."""
+    if not spec.resources.elastic:
+        return None
+    text = environ.get(kn.ENV_LOCAL_REPLACE_SECONDS, "").strip()
+    if text == kn.LOCAL_REPLACE_NEVER:
+        return None
+    try:
+        seconds = float(text) if text else kn.LOCAL_REPLACE_DEFAULT_S
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UserError(f"{kn.ENV_LOCAL_REPLACE_SECONDS}: {text!r} is neither a number of seconds >= 0 "
+                        f"nor {kn.LOCAL_REPLACE_NEVER!r}")
+    return Replacement(after_s=seconds, limit=spec.train.max_restarts)
+
+
+def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S,
+                  replacement: Replacement | None = None) -> int:
+    """Start every process of a gang; when one fails, stop the others (an elastic gang's pod lost
+    to a signal is replaced instead: `replacement`). Returns 0 or the first failure's exit code
+    (128 + signal for a signalled process). After a forwarded SIGTERM/SIGHUP: the pods' own word
+    (`_after_stop`), else 128 + the signal.
 
     Why long: starting, signal handling and cleanup share the list of running processes; split,
     each part would need the others' state passed around."""
@@ -130,23 +171,28 @@ def run_processes(procs: list[LocalProcess], grace_s: float = GANG_GRACE_S) -> i
     running: Running = []
     threads = []
     previous = _install_forwarding()
+
+    def start(proc: LocalProcess) -> tuple[LocalProcess, subprocess.Popen[bytes]]:
+        env = {**proc.env, kn.ENV_DIE_WITH_PARENT: str(os.getpid())}
+        popen = subprocess.Popen(
+            proc.argv,
+            env=env,
+            cwd=proc.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if prefix else None,
+            start_new_session=True,  # a terminal's signals reach the launcher only
+        )
+        running.append((proc, popen))
+        thread = threading.Thread(target=_pump, args=(popen, proc.name if prefix else None, relay, view),
+                                  daemon=True)
+        thread.start()
+        threads.append(thread)
+        return proc, popen
+
     try:
         for proc in procs:
-            env = {**proc.env, kn.ENV_DIE_WITH_PARENT: str(os.getpid())}
-            popen = subprocess.Popen(
-                proc.argv,
-                env=env,
-                cwd=proc.cwd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if prefix else None,
-                start_new_session=True,  # a terminal's signals reach the launcher only
-            )
-            running.append((proc, popen))
-            thread = threading.Thread(target=_pump, args=(popen, proc.name if prefix else None, relay, view),
-                                      daemon=True)
-            thread.start()
-            threads.append(thread)
-        return _wait_gang(running)
+            start(proc)
+        return _wait_gang(list(running), start if replacement is not None else None, replacement)
     except _Forwarded as exc:
         name = signal.Signals(exc.signum).name
         print(f"kubetune: {name}: stopping the pods (SIGTERM; up to {grace_s:g}s to commit a checkpoint)",
@@ -185,15 +231,35 @@ def _restore(previous: dict[int, object]) -> None:
         signal.signal(sig, old)  # type: ignore[arg-type]
 
 
-def _wait_gang(running: Running) -> int:
+def _wait_gang(running: Running, start: Starter | None = None, replacement: Replacement | None = None) -> int:
+    """Wait for the gang; the first failure stops the others. With `start` and `replacement`
+    (an elastic gang), a pod killed by a signal while others train on is started again after
+    `replacement.after_s`, unless the stage ends first (a pod exits 0: training is done)."""
     first_failure = 0
     pending = list(running)
-    while pending:
+    due: list[tuple[float, LocalProcess]] = []  # replacements: when, which pod
+    finished = False
+    while pending or due:
+        for when, proc in list(due):
+            if finished or first_failure:
+                due.remove((when, proc))
+            elif _now() >= when:
+                due.remove((when, proc))
+                print(f"kubetune: starting a replacement for {proc.name}", file=sys.stderr, flush=True)
+                pending.append(start(proc))  # type: ignore[misc]
         for item in list(pending):
             code = item[1].poll()
             if code is None:
                 continue
             pending.remove(item)
+            finished = finished or code == 0
+            if (code < 0 and pending and not finished and not first_failure and start is not None
+                    and replacement is not None and replacement.done < replacement.limit):
+                replacement.done += 1
+                print(f"kubetune: {item[0].name} lost (signal {-code}); the others train on; a replacement "
+                      f"starts in {replacement.after_s:g}s", file=sys.stderr, flush=True)
+                due.append((_now() + replacement.after_s, item[0]))
+                continue
             if code != 0 and first_failure == 0:
                 first_failure = code if code > 0 else 128 - code
                 if pending:  # with a single process there are no others to stop
@@ -205,6 +271,8 @@ def _wait_gang(running: Running) -> int:
                 pending[0][1].wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
+        elif due:
+            time.sleep(0.2)
     return first_failure
 
 

@@ -32,7 +32,10 @@ How a pod becomes a process:
 * The working directory is yours: a relative `storage.root` means what it does to `validate`.
 * Recovery is the pods' own: with several nodes, torchrun's agents restart the gang from LATEST
   when a worker fails (up to `train.max_restarts`), as on a cluster. A pod process that exits
-  non-zero stops its gang and the run; the Job's pod retries are not imitated.
+  non-zero stops its gang and the run; the Job's pod retries are not imitated, except for an
+  elastic gang (`resources.nodes: {min, max}`, torchrun's `--nnodes=MIN:MAX`): a pod lost to a
+  signal is started again after names.ENV_LOCAL_REPLACE_SECONDS (`local_replacement`), as the
+  Job controller replaces a lost pod, while the others train on.
   (`kubetune.launch.local.gang` runs the processes: recoveries, signals, no orphans.)
 """
 
@@ -41,9 +44,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -53,11 +54,11 @@ from typing import Any
 from kubetune.contract import names as kn
 from kubetune.contract.spec.job import JobSpec
 from kubetune.contract.profiles import threads_per_process
-from kubetune.launch.local.cores import usable_cores
-from kubetune.launch.local.gang import STOPPED, LocalProcess, run_processes
+from kubetune.launch.local.cores import local_gpu_count, split_gpus, usable_cores
+from kubetune.launch.local.gang import STOPPED, LocalProcess, local_replacement, run_processes
 from kubetune.launch.render.pod import thread_env
 
-__all__ = ["STAGES", "LocalProcess", "local_predict_args", "plan_stage", "run_local", "run_processes", "share_cores"]
+__all__ = ["STAGES", "LocalProcess", "local_gpu_count", "local_predict_args", "plan_stage", "run_local", "run_processes", "share_cores"]
 
 # Objects of one stage, the stage, a temporary folder -> the processes that run its pods.
 Planner = Callable[[list[dict[str, Any]], str, Path], list[LocalProcess]]
@@ -94,8 +95,10 @@ def run_local(spec: JobSpec, stage: str = kn.STAGE_ALL, predict: dict[str, str] 
                               model=model if step == kn.STAGE_EVALUATE else None)
         with tempfile.TemporaryDirectory(prefix=f"kubetune-{step}-") as tmp:
             procs = (plan or plan_stage)(objs, step, Path(tmp))
+            replace = local_replacement(spec, os.environ) if step == kn.STAGE_TRAIN else None
             try:
-                code = run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds)
+                code = run_processes(procs, grace_s=spec.kubernetes.termination_grace_period_seconds,
+                                     replacement=replace)
             finally:
                 if cleanup is not None:
                     cleanup(procs)
@@ -153,8 +156,9 @@ def plan_stage(
             ports[port["port"]] = free_port()
     hosts = {f"{job['metadata']['name']}-{i}.{subdomain}" for i in range(completions)} if subdomain else set()
     cache = local_cache_dir(environ)
+    resolved = resolved_spec(configmaps)
 
-    gpu_sets = _split_gpus(gpus, completions)
+    gpu_sets = split_gpus(gpus, completions)
     procs = []
     for index in range(completions):
         pod_name, field_values, injected = pod_identity(job, index)
@@ -174,7 +178,7 @@ def plan_stage(
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         procs.append(LocalProcess(pod_name, argv, env, os.getcwd(), [str(root)]))
-    _share_cores(procs, resolved_spec(configmaps), environ, cores)
+    _share_cores(procs, resolved, environ, cores)
     return procs
 
 
@@ -378,22 +382,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def local_gpu_count() -> int:
-    """NVIDIA GPUs on this machine, without importing torch (0 when nvidia-smi is absent)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-        return 0
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
-    result = subprocess.run([exe, "-L"], capture_output=True, text=True, check=False)
-    return sum(1 for line in result.stdout.splitlines() if line.startswith("GPU "))
-
-
-def _split_gpus(gpus: int, pods: int) -> list[list[int] | None]:
-    """GPU indices per pod: an equal share each, or None (CPU) when there are too few."""
-    share = gpus // pods
-    if share == 0:
-        return [None] * pods
-    return [list(range(i * share, (i + 1) * share)) for i in range(pods)]

@@ -39,7 +39,7 @@ from kubetune.workload.checkpointing.protocol import clear_after_success
 from kubetune.workload.checkpointing.uploader import Uploader
 from kubetune.workload.checkpointing.resume import (ResumeState, read_loss_window, restore_best,
                                                     restore_position)
-from kubetune.workload.checkpointing.sampler import SamplerHolder
+from kubetune.workload.checkpointing.sampler import GlobalBatches, SamplerHolder
 from kubetune.workload.checkpointing.upload_callback import CheckpointUploadCallback
 from kubetune.workload.stages.run import Run
 
@@ -91,7 +91,10 @@ class Checkpointer:
         stream = prepared.extra.get("stream")
         t = self.run.spec.train
         self.state.stream = stream
-        grouped = stream is None and t.group_by_length
+        size = self.run.global_batch
+        if stream is None and size is not None:  # an elastic gang: the same global batches at any size
+            self.state.global_batches = GlobalBatches(size, t.batch_size, self.run.world_size, t.seed, t.group_by_length)
+        grouped = stream is None and size is None and t.group_by_length
         self.state.sampler = SamplerHolder(self.run.samples_per_step, t.seed) if grouped else None
         self._train_data = prepared.train
         return self.state
@@ -132,7 +135,9 @@ class Checkpointer:
         checkpoint folder)."""
         t = self.run.spec.train
         if self.state.stream is not None:
-            return self.state.stream.position(trainer_state.global_step * t.gradient_accumulation_steps)
+            return self.state.stream.position(trainer_state.global_step * self.run.accumulation)
+        if self.state.global_batches is not None:
+            return self.state.global_batches.position(trainer_state.global_step)
         if self.state.sampler is not None:
             return self.state.sampler.position()
         return {"sampler": "random", "seed": t.seed}

@@ -21,7 +21,7 @@ from kubetune.contract.layout import RunLayout
 from kubetune.integrity import DamagedError
 from kubetune.storage import Store
 from kubetune.workload.checkpointing.protocol import LOSS_WINDOW, TRAINER_STATE, fetch_checkpoint, read_position
-from kubetune.workload.checkpointing.sampler import SamplerHolder, order_digest
+from kubetune.workload.checkpointing.sampler import GlobalBatches, SamplerHolder, order_digest
 
 if TYPE_CHECKING:
     import datasets
@@ -40,12 +40,18 @@ class ResumeState:
     Trainer's own seeded random order). The rest is set when a checkpoint is resumed from."""
 
     sampler: SamplerHolder | None = None
+    global_batches: GlobalBatches | None = None  # an elastic gang: the same global batches at any world size
     stream: StreamingTrainData | None = None
     checkpoint: Path | None = None  # the local copy of the checkpoint resumed from (None: a fresh start)
     step: int | None = None  # its step
     position: dict[str, Any] = field(default_factory=dict)  # where in the data it stood (`DATA_POSITION`)
     best_step: int | None = None  # the best checkpoint its Trainer state names, fetched beside it
     loss_window: dict[str, Any] | None = None  # the loss summed since its last log (`LOSS_WINDOW`)
+
+    @property
+    def in_global_batches(self) -> bool:
+        """Whether the run trains in global batches, map-style or streamed (an elastic gang)."""
+        return self.global_batches is not None or hasattr(self.stream, "global_batch")
 
 
 def restore_position(state: ResumeState, train_data: datasets.Dataset | None) -> None:
@@ -60,6 +66,9 @@ def restore_position(state: ResumeState, train_data: datasets.Dataset | None) ->
         return
     if state.stream is not None:
         state.stream.restore(state.position)
+        return
+    if state.global_batches is not None:
+        state.global_batches.restore(state.position)
         return
     if state.sampler is not None:
         state.sampler.restore(state.position)

@@ -327,8 +327,10 @@ def read_head(source: StreamSource, rows: int, pinned: PinnedData | None = None)
 
 
 def make_stream(source: StreamSource, spec: JobSpec, task: Task, tokenizer: PreTrainedTokenizerBase,
-                labels: list[str] | None, rank: int, world_size: int) -> StreamingTrainData:
-    """The training stream of this rank: the task's own tokenization, run in the workers."""
+                labels: list[str] | None, rank: int, world_size: int,
+                kind: type[StreamingTrainData] | None = None, **extra: Any) -> StreamingTrainData:
+    """The training stream of this rank: the task's own tokenization, run in the workers.
+    `kind` and `extra`: another stream class and its arguments (`global_stream.GlobalStream`)."""
     urls, fmt, options = source
     columns = task.columns()
     wanted = sorted({c for c in columns.values() if c is not None})
@@ -340,10 +342,10 @@ def make_stream(source: StreamSource, spec: JobSpec, task: Task, tokenizer: PreT
         return task.prepare_test(ds, tokenizer, labels).to_list()
 
     t = spec.train
-    return StreamingTrainData(
+    return (kind or StreamingTrainData)(
         list_pieces(urls, fmt, options), fmt, options, encode, batch_size=t.batch_size, seed=t.seed,
         rank=rank, world_size=world_size, num_workers=t.dataloader_workers,
-        columns=wanted if fmt in ("parquet", "csv", "tsv") else None,
+        columns=wanted if fmt in ("parquet", "csv", "tsv") else None, **extra,
     )
 
 

@@ -30,6 +30,7 @@ from kubetune.storage import Store
 from kubetune.workload.data.tables import PinnedData, split_files
 from kubetune.workload.model.downloads import download_once
 from kubetune.workload.stages.run import Run
+from kubetune.workload.data.global_stream import GlobalStream
 from kubetune.workload.data.streaming import make_stream, streaming_source
 from kubetune.workload.tasks import Prepared
 
@@ -149,7 +150,8 @@ def prepare_data(run: Run, tokenizer: PreTrainedTokenizerBase) -> Prepared:
     source = streaming_source(run.spec, run.store, run.pinned)
     if source is not None:
         prepared = run.task.prepare(run.splits, tokenizer)  # train = its head; validation in full
-        stream = make_stream(source, run.spec, run.task, tokenizer, prepared.labels, run.rank, run.world_size)
+        extra = {"kind": GlobalStream, "global_batch": run.global_batch} if run.global_batch else {}  # an elastic gang
+        stream = make_stream(source, run.spec, run.task, tokenizer, prepared.labels, run.rank, run.world_size, **extra)
         prepared.train = stream
         prepared.extra["stream"] = stream
         return prepared

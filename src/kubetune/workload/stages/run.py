@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubetune.contract.layout import RunLayout
-from kubetune.contract.spec.job import JobSpec
+from kubetune.contract.spec.job import JobSpec, SpecError
 from kubetune.storage import Store
 from kubetune.workload.data.tables import PinnedData, Splits
 from kubetune.workload.tasks import Prepared, Task
@@ -64,6 +64,23 @@ class PodEnv:
         return self.rank == 0
 
 
+def global_batch(spec: JobSpec, world_size: int) -> int | None:
+    """The samples of one optimizer step when the run trains in global batches, else None
+    (the Trainer's own batches: batch x accumulation x ranks). Global batches are used when
+    `train.global_batch_size` is set or the gang is elastic (`resources.nodes: {min, max}`);
+    unset, the global batch is the full gang's: batch x accumulation x `max` nodes x their
+    processes. Refuses a world size that cannot split it into whole per-device batches."""
+    t, r = spec.train, spec.resources
+    if t.global_batch_size is None and not r.elastic:
+        return None
+    size = t.global_batch_size or t.batch_size * t.gradient_accumulation_steps * r.max_nodes * max(r.gpus_per_node, 1)
+    if size % (t.batch_size * world_size):
+        raise SpecError(f"train.global_batch_size: {size} samples per step cannot be split over {world_size} "
+                        f"rank(s) of train.batch_size {t.batch_size}; choose a multiple of "
+                        f"{t.batch_size} x every world size the gang may have")
+    return size
+
+
 @dataclass
 class Run:
     """Everything validated and ready; the model is not loaded yet."""
@@ -92,9 +109,22 @@ class Run:
 
     @property
     def samples_per_step(self) -> int:
-        """Samples of one optimizer step across all ranks."""
+        """Samples of one optimizer step across all ranks: the global batch when the run trains
+        in global batches (an elastic gang, `sampler.global_batch`)."""
         t = self.spec.train
-        return t.batch_size * t.gradient_accumulation_steps * self.world_size
+        return self.global_batch or t.batch_size * t.gradient_accumulation_steps * self.world_size
+
+    @property
+    def global_batch(self) -> int | None:
+        return global_batch(self.spec, self.world_size)
+
+    @property
+    def accumulation(self) -> int:
+        """Per-device batches of one optimizer step on each rank: the spec's, or what splits the
+        global batch over the ranks there are now."""
+        t = self.spec.train
+        size = self.global_batch
+        return size // (t.batch_size * self.world_size) if size else t.gradient_accumulation_steps
 
 
 @dataclass

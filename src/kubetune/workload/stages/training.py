@@ -28,7 +28,7 @@ from kubetune.workload.checkpointing.lease import RunLease, holder_id
 from kubetune.workload.data.tables import PinnedData
 from kubetune.workload.model.hub import check_hub
 from kubetune.workload.stages.preflight import checks, open_store
-from kubetune.workload.stages.run import PodEnv, Run, Trained
+from kubetune.workload.stages.run import PodEnv, Run, Trained, global_batch
 from kubetune.workload.tracking.status import now_iso, write_curves, write_status, write_stop_status
 from kubetune.workload.tracking.trackers import check_trackers
 from kubetune.workload.tracking.mlflow_run import tag_model
@@ -86,6 +86,7 @@ def setup(spec: JobSpec, env: PodEnv, parent: str | None = None, pinned: PinnedD
     returns None when the run already finished. The splits' files are resolved and pinned once,
     in `checks` (into `pinned` when a retrain run resolved them before), for the whole run and
     its lineage; `parent` is the registry version a warm start began from."""
+    global_batch(spec, env.world_size)  # a global batch these ranks cannot split: one line, exit 2, before anything
     store = open_store(spec)
     layout = run_layout(spec.name, env.run_folder)
     check_same_run(store, layout, spec)
@@ -144,6 +145,8 @@ def train(run: Run, checkpointer: Checkpointer) -> Trained:
 def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
     """Save the best model with its tokenizer, label map and spec; commit it last."""
     from kubetune.workload.model.lora import save_lora
+    from kubetune.workload.trainer.build import SAMPLES_FILE
+    from kubetune.workload.trainer.elastic import local_history
 
     trainer, result = trained.trainer, trained.result
     checkpointer.drain()  # checkpoints and metrics queued for upload land before the model commits
@@ -161,6 +164,9 @@ def finish(run: Run, trained: Trained, checkpointer: Checkpointer) -> None:
     (out / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True) + "\n")
     run.store.write_json(run.layout.lineage, lineage)
     summary = {**run_summary(trainer, result), "speed_settings": trained.speed_settings}
+    history = local_history(run.workdir / SAMPLES_FILE)
+    if history is not None:  # an elastic gang: the world size at each change
+        summary["world_size_history"] = history
     run.store.write_json(run.layout.summary, summary)  # with the speed settings the run actually used
     _commit_model(run, out, checkpointer, result.global_step)
     print(f"kubetune: model committed: {run.store.url(run.layout.model)}", flush=True)

@@ -35,10 +35,12 @@ from kubetune.workload.tracking.trackers import tracking_callbacks
 from kubetune.workload.trainer.callbacks import (ConfigMapProgressCallback, ConfigMapReporter, ProgressCallback,
                                                  TrainJobStatusCallback)
 from kubetune.workload.trainer.checkpoint_interval import NEVER_BY_PERIOD, AutoCheckpointCallback
+from kubetune.workload.trainer.elastic import SampleLog
 from kubetune.workload.trainer.pruning import PruneCallback
 from kubetune.workload.trainer.kubetune_trainer import KubetuneTrainer, trainer_class
 
 log = logging.getLogger("kubetune.train")
+SAMPLES_FILE = "samples.jsonl"  # the local sample log, in the run's work folder
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
@@ -53,7 +55,7 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
     every = NEVER_BY_PERIOD if t.checkpoint_every == "auto" else t.checkpoint_every  # auto: the callback saves
     stream_steps = -1
     if stream is not None and not t.max_steps:  # train.epochs over the stream's rows
-        stream_steps = steps_for_epochs(stream, t.epochs, t.gradient_accumulation_steps)
+        stream_steps = steps_for_epochs(stream, t.epochs, run.accumulation)
     return arguments_class(run.task)(
         **generation_arguments(run),
         output_dir=str(output_dir),
@@ -62,7 +64,7 @@ def training_arguments(run: Run, output_dir: Path, model: Any = None,
         ignore_data_skip=stream is not None,  # the stream skips to its position without reading
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size * 2,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_accumulation_steps=run.accumulation,  # an elastic gang: what splits the global batch over these ranks
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         warmup_steps=t.warmup if t.warmup < 1 else int(t.warmup),
@@ -164,7 +166,11 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
     resume = checkpointer.track_data(prepared)  # the data order checkpoints record and a resume restores
     args = training_arguments(run, checkpointer.local_dir, model, resume.stream)
 
+    sample_log = None
+    if resume.in_global_batches:  # an elastic gang: each step's sample ids (`metrics/samples.jsonl`)
+        sample_log = SampleLog(run.store, run.layout, run.workdir / SAMPLES_FILE, checkpointer.uploader)
     callbacks: list[TrainerCallback] = [
+        *([sample_log] if sample_log is not None else []),  # its step line is written before the step's checkpoint carries it
         ProgressCallback(run.store, run.layout, run.workdir / "train.jsonl", run.samples_per_step,
                          checkpointer.uploader),
         *checkpointer.callbacks(),  # publish each checkpoint; SIGTERM: save and stop at the end of the step
@@ -196,6 +202,7 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
         preprocess_logits_for_metrics=run.task.preprocess_logits if run.task.uses_preprocess_logits else None,
         callbacks=callbacks,
         resume=resume,
+        sample_log=sample_log,
     )
     if run.is_main:
         _print_run_line(run, model, prepared)
@@ -205,6 +212,8 @@ def build_trainer(run: Run, checkpointer: Checkpointer) -> BuiltTrainer:
 def _print_run_line(run: Run, model: Any, prepared: Prepared) -> None:
     trainable, total = parameter_counts(model)
     steps_per_epoch = -(-len(prepared.train) // run.samples_per_step)
+    if run.global_batch:  # global batches: an incomplete last one is left out
+        steps_per_epoch = len(prepared.train) // run.global_batch
     print(
         f"kubetune: job {run.spec.name} | task {run.spec.task} | world size {run.world_size} | "
         f"train {len(prepared.train)} / validation {len(prepared.validation)} samples | "
