@@ -95,6 +95,7 @@ def write_spec(setup: dict[str, Path], name: str) -> Path:
         "train": {"max_seq_length": 64, "batch_size": 8, "epochs": EPOCHS, "checkpoint_every": EVERY,
                   "logging_steps": 1, "seed": 7, "learning_rate": 1e-3, "precision": "fp32", "dropout": 0.0},
         "resources": {"nodes": {"min": 1, "max": 2}},
+        "tracking": {"tensorboard": True},
         "storage": {"root": str(root / "store")},
         "kubernetes": {"termination_grace_period_seconds": 60},
     }
@@ -168,6 +169,14 @@ def test_a_lost_node_shrinks_the_gang_and_its_return_grows_it_with_the_same_glob
     # Point 5: each logged step says its world size (train.jsonl, the trackers), at the global step.
     logged = {r["step"]: r["world_size"] for r in records(setup, name, "train.jsonl") if "loss" in r}
     assert logged == {s["step"]: s["world_size"] for s in steps}
+    # ... and TensorBoard, read by its own reader: one continuous global-step axis across the
+    # world-size changes, each step's last value the world size that step trained at.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(setup["root"] / "store" / "runs" / name / "tensorboard"))
+    events.Reload()
+    board = {e.step: e.value for e in events.Scalars("train/world_size")}
+    assert board == logged
 
 
 # -- A streamed split from the store (moto S3), resumed at another world size -------------------
