@@ -134,12 +134,16 @@ def fetch_hub_sample(repo: str = HUB_DATASET) -> tuple[list[tuple[str, str]], li
 
 def _hub_rows(fs: Any, paths: list[str]) -> list[tuple[str, str]]:
     """(sentence, positive|negative) rows of SST-2's parquet files."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = []
     for path in paths:
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["sentence", "label"]).to_pydict()
+        # The file's bytes first, then parquet in this thread: pyarrow reading a Python file
+        # object from its own threads aborted the process at exit ("terminate called without an
+        # active exception", seen in CI); a few MB of SST-2 fit in memory.
+        data = fs.cat_file(path)
+        table = pq.read_table(pa.BufferReader(data), columns=["sentence", "label"], use_threads=False).to_pydict()
         rows += [(" ".join(str(text).split()), _HUB_LABELS[int(label)])
                  for text, label in zip(table["sentence"], table["label"]) if int(label) in _HUB_LABELS]
     return rows
