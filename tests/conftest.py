@@ -103,17 +103,23 @@ def _gcs_server():
     server.stop()
 
 
+def _fresh_container(server, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], str]:
+    """An emulator's variables set for this test (child processes inherit them) and a new empty
+    bucket or container on it: (env, name)."""
+    import uuid
+
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    container = f"kubetune-{uuid.uuid4().hex[:12]}"
+    server.make_container(container)
+    return server.env, container
+
+
 @pytest.fixture
 def gcs_bucket(_gcs_server, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], str]:
     """(env, bucket): a real GCS protocol server (fake-gcs-server) on loopback, its
     STORAGE_EMULATOR_HOST in the env (child processes inherit it), a new empty bucket."""
-    import uuid
-
-    for name, value in _gcs_server.env.items():
-        monkeypatch.setenv(name, value)
-    bucket = f"kubetune-{uuid.uuid4().hex[:12]}"
-    _gcs_server.make_container(bucket)
-    return _gcs_server.env, bucket
+    return _fresh_container(_gcs_server, monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -134,13 +140,7 @@ def _azurite_server(tmp_path_factory: pytest.TempPathFactory):
 def azure_container(_azurite_server, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, str], str]:
     """(env, container): a real Azure Blob server (Azurite) on loopback, its connection string
     in the env only (child processes inherit it), a new empty container."""
-    import uuid
-
-    for name, value in _azurite_server.env.items():
-        monkeypatch.setenv(name, value)
-    container = f"kubetune-{uuid.uuid4().hex[:12]}"
-    _azurite_server.make_container(container)
-    return _azurite_server.env, container
+    return _fresh_container(_azurite_server, monkeypatch)
 
 
 @pytest.fixture(scope="session")
